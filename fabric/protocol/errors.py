@@ -1,0 +1,128 @@
+"""Error codes of the Fabric wire protocol, and the exceptions that carry them.
+
+Why one table: every reply error on the wire is ``{code, name, message}``; clients in any language
+switch on ``code`` (stable forever) and show ``name``/``message`` to people.  The ``retriable``
+flag tells a client whether the same request may succeed later without the user changing
+anything (after a metadata refresh, a back-off, or a leader move).  SPEC.md reproduces this table;
+``tests/test_spec.py`` checks that the two agree.
+
+Whose fault it was (h11's LocalProtocolError / RemoteProtocolError idea): a ``FabricError`` raised
+inside the broker becomes an error reply to the client that caused it; it never stops the broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    code: int
+    name: str
+    retriable: bool
+    meaning: str
+
+
+_TABLE: tuple[ErrorCode, ...] = (
+    ErrorCode(1, "UNKNOWN_ERROR", False, "An unexpected server error; the message says more."),
+    ErrorCode(2, "MALFORMED_REQUEST", False,
+              "The frames are not a request: no header frame, invalid CBOR, or the header is not a map."),
+    ErrorCode(3, "UNKNOWN_OPERATION", False, "The header's `op` names no operation this broker knows."),
+    ErrorCode(4, "UNSUPPORTED_VERSION", False, "The operation exists but not at the requested `v`."),
+    ErrorCode(5, "INVALID_FIELD", False,
+              "A header field is missing, has the wrong CBOR type, or is out of range; the message names it."),
+    ErrorCode(6, "FRAME_TOO_LARGE", False, "A frame is larger than the broker's limit for that frame."),
+    ErrorCode(7, "TOO_MANY_FRAMES", False, "The request has more frames than the limit."),
+    ErrorCode(8, "CORRUPT_BATCH", False, "A record batch failed its CRC or length check."),
+    ErrorCode(9, "INVALID_BATCH", False,
+              "A record batch is well-formed but breaks a rule (magic, record count, attributes, timestamps)."),
+    ErrorCode(10, "BATCH_TOO_LARGE", False, "A record batch is larger than the topic's `max_batch_bytes`."),
+    ErrorCode(11, "UNKNOWN_TOPIC_OR_PARTITION", True,
+              "The topic or partition does not exist (it may be being created)."),
+    ErrorCode(12, "TOPIC_ALREADY_EXISTS", False, "A topic with that name exists."),
+    ErrorCode(13, "INVALID_TOPIC_NAME", False,
+              "Topic names are 1-200 characters of [A-Za-z0-9._-], not '.' or '..', and do not start with '__' unless internal."),
+    ErrorCode(14, "INVALID_PARTITIONS", False, "The partition count is out of range."),
+    ErrorCode(15, "INVALID_REPLICATION_FACTOR", False, "The replication factor exceeds the live brokers."),
+    ErrorCode(16, "INVALID_CONFIG", False, "A topic or request config key is unknown or its value is invalid."),
+    ErrorCode(17, "OFFSET_OUT_OF_RANGE", False,
+              "The requested offset is below the log start or above the log end."),
+    ErrorCode(18, "NOT_LEADER", True, "This broker does not lead that partition; refresh metadata."),
+    ErrorCode(19, "REQUEST_TIMED_OUT", True, "The request did not complete within its `timeout_ms`."),
+    ErrorCode(20, "LIMIT_EXCEEDED", False,
+              "A broker-wide limit (topics, partitions, in-flight requests, connections) would be exceeded."),
+    ErrorCode(21, "STORAGE_ERROR", True, "The broker could not read or write its disk for that partition."),
+    ErrorCode(22, "NOT_ENOUGH_REPLICAS", True, "Fewer in-sync replicas than `min_insync_replicas`."),
+    ErrorCode(23, "BROKER_SHUTTING_DOWN", True, "The broker is stopping; retry against another or later."),
+    ErrorCode(24, "TOPIC_AUTHORIZATION_FAILED", False, "The principal may not use that topic."),
+    ErrorCode(25, "POLICY_VIOLATION", False, "The request breaks a broker policy (e.g. deleting an internal topic)."),
+    # Idempotent producer (cluster issue); codes reserved now so clients can switch on them.
+    ErrorCode(30, "OUT_OF_ORDER_SEQUENCE", False, "A producer sequence number skipped ahead."),
+    ErrorCode(31, "DUPLICATE_SEQUENCE", False, "The batch was already written; the reply carries its offset."),
+    ErrorCode(32, "INVALID_PRODUCER_EPOCH", False, "A newer producer with the same id has fenced this one."),
+    # Consumer groups.
+    ErrorCode(40, "COORDINATOR_NOT_AVAILABLE", True, "The group coordinator is loading or moving."),
+    ErrorCode(41, "NOT_COORDINATOR", True, "This broker is not the group's coordinator; look it up again."),
+    ErrorCode(42, "ILLEGAL_GENERATION", False, "The member's generation is stale: rejoin the group."),
+    ErrorCode(43, "UNKNOWN_MEMBER_ID", False, "The coordinator does not know this member id: rejoin."),
+    ErrorCode(44, "REBALANCE_IN_PROGRESS", False, "The group is rebalancing: rejoin."),
+    ErrorCode(45, "INCONSISTENT_GROUP_PROTOCOL", False, "The member's assignors share none with the group's."),
+    ErrorCode(46, "INVALID_GROUP_ID", False, "The group id is empty or too long."),
+    ErrorCode(47, "GROUP_NOT_EMPTY", False, "The operation needs a group without active members."),
+    ErrorCode(48, "GROUP_ID_NOT_FOUND", False, "No such group."),
+    ErrorCode(49, "FENCED_INSTANCE_ID", False, "Another member now uses this static instance id."),
+    ErrorCode(50, "INVALID_SESSION_TIMEOUT", False, "The session timeout is outside the broker's range."),
+    ErrorCode(51, "MEMBER_ID_REQUIRED", False, "First join: rejoin with the member id the reply carries."),
+    ErrorCode(52, "OFFSET_METADATA_TOO_LARGE", False, "Commit metadata exceeds the limit."),
+)
+
+BY_CODE: dict[int, ErrorCode] = {e.code: e for e in _TABLE}
+BY_NAME: dict[str, ErrorCode] = {e.name: e for e in _TABLE}
+ALL_ERRORS: tuple[ErrorCode, ...] = _TABLE
+
+
+class FabricError(Exception):
+    """An error with a wire code.  Raised by the core, turned into an error reply by the broker,
+    and raised again by clients from an error reply."""
+
+    def __init__(self, name: str, message: str = "", **details: Any) -> None:
+        if name not in BY_NAME:
+            raise ValueError(f"unknown error name {name!r}")
+        self.error = BY_NAME[name]
+        self.message = message or self.error.meaning
+        self.details = details
+        super().__init__(f"{name}: {self.message}")
+
+    @property
+    def code(self) -> int:
+        return self.error.code
+
+    @property
+    def name(self) -> str:
+        return self.error.name
+
+    @property
+    def retriable(self) -> bool:
+        return self.error.retriable
+
+    def to_wire(self) -> dict[str, Any]:
+        return error_map(self.name, self.message)
+
+    @classmethod
+    def from_wire(cls, err: Any) -> "FabricError":
+        """Build from a reply's ``error`` map; unknown codes still make a clear exception."""
+        if not isinstance(err, dict):
+            return cls("UNKNOWN_ERROR", f"malformed error in reply: {err!r}")
+        code = err.get("code")
+        known = BY_CODE.get(code) if isinstance(code, int) else None
+        name = known.name if known else "UNKNOWN_ERROR"
+        message = str(err.get("message") or err.get("name") or "")
+        if known is None:
+            message = f"code {code!r} {err.get('name')!r}: {message}"
+        return cls(name, message)
+
+
+def error_map(name: str, message: str = "") -> dict[str, Any]:
+    e = BY_NAME[name]
+    return {"code": e.code, "name": e.name, "message": message or e.meaning}

@@ -1,0 +1,150 @@
+"""Declarative field checking for wire messages.
+
+A request type is a frozen dataclass whose fields carry a ``Wire`` spec in their metadata; ``parse``
+walks the dataclass, checks each field of a decoded CBOR map against its spec and builds the
+instance, and ``unparse`` turns an instance back into a map.  Errors name the full path of the bad
+field (``partitions[2].offset: expected integer >= 0, got text``) because the reader is someone
+writing a client in another language from SPEC.md.
+
+Integers: CBOR integers, or (for JavaScript clients, see limits.INT_FLOAT_EXACT_MAX) integral
+floats of magnitude <= 2^53.  Booleans are never integers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from .codec import type_name
+from .errors import FabricError
+from .limits import INT64_MAX, INT64_MIN, INT_FLOAT_EXACT_MAX
+
+T = TypeVar("T")
+REQUIRED: Any = dataclasses.MISSING
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    kind: str  # int | text | bytes | bool | list | map | record | any
+    min: int | None = None
+    max: int | None = None
+    max_len: int | None = None  # text chars, bytes length, list/map entries
+    nullable: bool = False
+    items: "Wire | type | None" = None  # list items: a Wire or a record dataclass
+    record: type | None = None  # for kind == "record"
+    choices: tuple | None = None
+
+
+def wire(kind: str, default: Any = REQUIRED, **spec: Any) -> Any:
+    """A dataclass field with a wire spec (default ``REQUIRED`` means the key must be present)."""
+    meta = {"wire": Wire(kind, **spec)}
+    if default is REQUIRED:
+        return dataclasses.field(metadata=meta)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def as_int(value: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FabricError("INVALID_FIELD", f"{path}: expected integer, got {type_name(value)}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value) or abs(value) > INT_FLOAT_EXACT_MAX:
+            raise FabricError("INVALID_FIELD",
+                              f"{path}: expected integer, got float {value!r} (integral floats up to 2^53 only)")
+        value = int(value)
+    lo = INT64_MIN if lo is None else lo
+    hi = INT64_MAX if hi is None else hi
+    if value < lo or value > hi:
+        raise FabricError("INVALID_FIELD", f"{path}: {value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def _check(value: Any, spec: Wire, path: str) -> Any:
+    if value is None:
+        if spec.nullable:
+            return None
+        raise FabricError("INVALID_FIELD", f"{path}: must not be null")
+    kind = spec.kind
+    if kind == "int":
+        out: Any = as_int(value, path, spec.min, spec.max)
+    elif kind == "text":
+        if not isinstance(value, str):
+            raise FabricError("INVALID_FIELD", f"{path}: expected text, got {type_name(value)}")
+        out = value
+    elif kind == "bytes":
+        if not isinstance(value, (bytes, bytearray)):
+            raise FabricError("INVALID_FIELD", f"{path}: expected bytes, got {type_name(value)}")
+        out = bytes(value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise FabricError("INVALID_FIELD", f"{path}: expected bool, got {type_name(value)}")
+        out = value
+    elif kind == "list":
+        if not isinstance(value, list):
+            raise FabricError("INVALID_FIELD", f"{path}: expected array, got {type_name(value)}")
+        if spec.max_len is not None and len(value) > spec.max_len:
+            raise FabricError("INVALID_FIELD", f"{path}: {len(value)} entries; at most {spec.max_len}")
+        item = spec.items
+        if item is None:
+            out = tuple(value)
+        elif isinstance(item, Wire):
+            out = tuple(_check(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+        else:
+            out = tuple(parse(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+        return out  # length already checked
+    elif kind == "map":
+        if not isinstance(value, dict):
+            raise FabricError("INVALID_FIELD", f"{path}: expected map, got {type_name(value)}")
+        for k in value:
+            if not isinstance(k, str):
+                raise FabricError("INVALID_FIELD", f"{path}: map keys must be text, got {type_name(k)}")
+        out = dict(value)
+    elif kind == "record":
+        assert spec.record is not None
+        return parse(spec.record, value, path)
+    elif kind == "any":
+        out = value
+    else:  # pragma: no cover - programming error
+        raise AssertionError(kind)
+    if spec.max_len is not None and kind in ("text", "bytes", "map") and len(out) > spec.max_len:
+        raise FabricError("INVALID_FIELD", f"{path}: length {len(out)} exceeds {spec.max_len}")
+    if spec.choices is not None and out not in spec.choices:
+        raise FabricError("INVALID_FIELD", f"{path}: {out!r} is not one of {list(spec.choices)}")
+    return out
+
+
+def parse(cls: type[T], mapping: Any, path: str = "") -> T:
+    """Build ``cls`` from a decoded map, checking every field.  Unknown keys are ignored so that
+    newer clients can add optional fields without breaking older brokers."""
+    if not isinstance(mapping, dict):
+        raise FabricError("INVALID_FIELD", f"{path or 'header'}: expected map, got {type_name(mapping)}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        spec: Wire | None = f.metadata.get("wire")
+        if spec is None:
+            continue
+        where = f"{path}.{f.name}" if path else f.name
+        if f.name in mapping:
+            values[f.name] = _check(mapping[f.name], spec, where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise FabricError("INVALID_FIELD", f"{where}: required field is missing")
+    obj = cls(**values)
+    post: Callable[[], None] | None = getattr(obj, "validate", None)
+    if post is not None:
+        post()
+    return obj
+
+
+def unparse(obj: Any) -> Any:
+    """A dataclass message back to plain CBOR-ready values (maps, arrays, ints, text, bytes)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: unparse(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if "wire" in f.metadata}
+    if isinstance(obj, (list, tuple)):
+        return [unparse(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: unparse(v) for k, v in obj.items()}
+    return obj
