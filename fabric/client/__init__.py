@@ -1,0 +1,14 @@
+"""The Python client: ``Producer``, ``Consumer``, ``Admin``.
+
+Every blocking call takes or has a timeout; broker errors are raised as typed subclasses of
+``FabricError`` (``fabric.errors``), client-side failures as ``ClientError`` subclasses.
+"""
+
+from ..records.batch import Record
+from .admin import Admin
+from .connection import ClientError, ClosedError, RequestTimeoutError
+from .consumer import Consumer, TopicPartition
+from .producer import BufferFullError, Producer, RecordFuture, RecordMetadata
+
+__all__ = ["Admin", "Consumer", "Producer", "Record", "RecordFuture", "RecordMetadata", "TopicPartition",
+           "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError"]

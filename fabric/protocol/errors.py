@@ -126,3 +126,22 @@ class FabricError(Exception):
 def error_map(name: str, message: str = "") -> dict[str, Any]:
     e = BY_NAME[name]
     return {"code": e.code, "name": e.name, "message": message or e.meaning}
+
+
+def _class_name(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_")) + "Error"
+
+
+# One exception class per error code (``UnknownTopicOrPartitionError`` …), so users can
+# ``except`` exactly what they handle.  All subclass FabricError; the broker raises the base class.
+EXCEPTIONS: dict[str, type[FabricError]] = {
+    e.name: type(_class_name(e.name), (FabricError,), {"__doc__": e.meaning, "__module__": __name__})
+    for e in _TABLE
+}
+globals().update({cls.__name__: cls for cls in EXCEPTIONS.values()})
+
+
+def exception_for(err: Any) -> FabricError:
+    """A reply's ``error`` map as the matching typed exception."""
+    base = FabricError.from_wire(err)
+    return EXCEPTIONS[base.name](base.name, base.message)

@@ -36,11 +36,8 @@ class Limits:
     partitions_total_max: int = 100_000
     topic_name_chars_max: int = 200
     list_items_max: int = 10_000  # entries in any request array (partitions, topics…)
-    string_chars_max: int = 4096  # any text field not otherwise limited
     config_entries_max: int = 100
     inflight_requests_max: int = 10_000  # parked (long-poll / acks) requests, broker-wide
-    connections_max: int = 10_000  # distinct client identities tracked at once
-    header_entries_max: int = 1000  # record headers per record (checked by clients)
 
     def to_wire(self) -> dict[str, int]:
         return asdict(self)

@@ -53,6 +53,13 @@ class ApiVersionsRequest:
 class MetadataRequest:
     topics: tuple[str, ...] | None = wire("list", None, nullable=True, items=wire("text", max_len=256),
                                           max_len=_L.list_items_max)
+    # create missing topics (broker's auto_create_topics permitting), as producers do
+    allow_auto_create: bool = wire("bool", False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerStatsRequest:
+    """Counters for the CLI and dashboard (no fields)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +175,7 @@ OPERATIONS: dict[str, tuple[type, int, int]] = {
     "produce": (ProduceRequest, 1, 1),
     "fetch": (FetchRequest, 1, 1),
     "list_offsets": (ListOffsetsRequest, 1, 1),
+    "broker_stats": (BrokerStatsRequest, 1, 1),
 }
 
 

@@ -88,6 +88,8 @@ def _check(value: Any, spec: Wire, path: str) -> Any:
         if spec.max_len is not None and len(value) > spec.max_len:
             raise FabricError("INVALID_FIELD", f"{path}: {len(value)} entries; at most {spec.max_len}")
         item = spec.items
+        if isinstance(item, dataclasses.Field):  # items=wire(...) written for items=Wire(...)
+            item = item.metadata["wire"]
         if item is None:
             out = tuple(value)
         elif isinstance(item, Wire):

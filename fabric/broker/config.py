@@ -1,0 +1,117 @@
+"""Broker configuration: embedded defaults, a YAML file, then command-line overrides.
+
+Why three layers: ``fabric broker`` must work with no file at all (the embedded single-node
+default), operators keep a commented YAML under version control (``configs/broker.yaml``), and a
+flag wins for one-off runs.  Unknown keys are errors, not warnings: a typo in a retention setting
+must not silently keep data forever.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from ..log.config import LogConfig
+from ..protocol.limits import Limits
+
+DEFAULT_PORT = 7171
+
+
+class ConfigError(ValueError):
+    """A broker config file or flag is wrong; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    node_id: int = 0
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    advertised_host: str | None = None  # what clients are told to connect to (default: host)
+    data_dir: str = "./fabric-data"
+    cluster_id: str | None = None  # generated and stored in data_dir on first start
+    auto_create_topics: bool = True
+    default_partitions: int = 1
+    default_replication_factor: int = 1
+    delete_topic_enable: bool = True
+    offsets_topic_partitions: int = 16  # __consumer_offsets
+    retention_check_interval_ms: int = 60_000
+    flush_check_interval_ms: int = 100
+    log_level: str = "INFO"
+    topic_defaults: LogConfig = field(default_factory=LogConfig)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    @property
+    def advertised(self) -> str:
+        return self.advertised_host or self.host
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "BrokerConfig":
+        return _apply(self, overrides, "flag")
+
+
+def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerConfig:
+    known = {f.name: f for f in dataclasses.fields(BrokerConfig)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key not in known:
+            raise ConfigError(f"{source}: unknown broker setting {key!r} (known: {', '.join(sorted(known))})")
+        if key == "topic_defaults":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: topic_defaults must be a mapping")
+            try:
+                changes[key] = LogConfig.from_mapping(value, cfg.topic_defaults)
+            except Exception as exc:
+                raise ConfigError(f"{source}: topic_defaults: {exc}") from None
+        elif key == "limits":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: limits must be a mapping")
+            try:
+                merged = {**dataclasses.asdict(cfg.limits), **dict(value)}
+                changes[key] = Limits.from_mapping(merged)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        else:
+            current = getattr(cfg, key)
+            expected = type(current) if current is not None else str
+            if expected is bool and not isinstance(value, bool):
+                raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+            if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+            if expected is str and not isinstance(value, str):
+                raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+            changes[key] = value
+    out = dataclasses.replace(cfg, **changes)
+    if not 0 < out.port < 65536:
+        raise ConfigError(f"{source}: port {out.port} out of range")
+    if not 1 <= out.default_partitions <= out.limits.partitions_per_topic_max:
+        raise ConfigError(f"{source}: default_partitions {out.default_partitions} out of range")
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> BrokerConfig:
+    """Embedded defaults, then the YAML file (if any), then flags."""
+    cfg = BrokerConfig()
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        cfg = _apply(cfg, data, str(path))
+    if overrides:
+        cfg = _apply(cfg, overrides, "command line")
+    return cfg

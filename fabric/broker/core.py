@@ -1,0 +1,385 @@
+"""The broker's request processing, without sockets: frames in, replies out.
+
+Theory of operation.  The I/O shell (``server.py``) receives ``[peer, frame0, frame1, ...]`` from
+its ROUTER and calls ``handle(peer, frames, now_ms)``, which returns the replies to send now as
+``(peer, Reply)`` pairs (none for ``acks=0`` produce, none for a fetch that parks).  Parked
+fetches complete later through ``handle`` (an append wakes them) or ``expire(now_ms)``.  A reply
+lists the logs that must be fsynced before it is sent (``flush``): the shell does that once per
+loop turn for all replies together (group commit).
+
+Rules:
+1. Any failure is an error reply to the peer that caused it; nothing a client sends can stop
+   the loop.  Unknown exceptions become UNKNOWN_ERROR and are logged with a traceback.
+2. Nothing is written before a request is fully validated at the level it addresses: a produce
+   request checks its header before any batch; each batch is checked (CRC, length, count)
+   before it is appended; a bad batch fails its own partition only.
+3. Records are never decoded here; batches are handled as bytes plus their 61-byte header.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import __version__
+from ..log.partition_log import PartitionLog
+from ..protocol import codec
+from ..protocol.errors import FabricError
+from ..protocol.messages import (OPERATIONS, AlterTopicConfigsRequest, CreatePartitionsRequest,
+                                 CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicsRequest, FetchRequest,
+                                 ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest,
+                                 error_reply, ok_reply, parse_request)
+from ..records.batch import validate_batch
+from .config import BrokerConfig
+from .metrics import Metrics
+from .topics import TopicManager
+from .waiters import FetchWaiters, Waiter
+
+log = logging.getLogger("fabric.broker")
+
+
+@dataclass
+class Reply:
+    header: dict[str, Any]
+    frames: list[bytes] = field(default_factory=list)
+    flush: list[PartitionLog] = field(default_factory=list)
+
+
+Outbox = list[tuple[bytes, Reply]]
+
+
+class BrokerCore:
+    """One broker node's state and request handlers (single-node for now: it leads every partition)."""
+
+    def __init__(self, config: BrokerConfig, now_ms: int) -> None:
+        self.config = config
+        self.limits = config.limits
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = self._cluster_id(data_dir)
+        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now_ms)
+        self.metrics = Metrics(started_ms=now_ms)
+        self.waiters = FetchWaiters(config.limits.inflight_requests_max)
+        self.shutting_down = False
+        self.handlers: dict[str, Callable[[bytes, Any, Any, list, int], Outbox]] = {
+            "api_versions": self._api_versions,
+            "metadata": self._metadata,
+            "create_topics": self._create_topics,
+            "delete_topics": self._delete_topics,
+            "list_topics": self._list_topics,
+            "describe_topics": self._describe_topics,
+            "alter_topic_configs": self._alter_topic_configs,
+            "create_partitions": self._create_partitions,
+            "produce": self._produce,
+            "fetch": self._fetch,
+            "list_offsets": self._list_offsets,
+            "broker_stats": self._broker_stats,
+        }
+
+    def _cluster_id(self, data_dir: Path) -> str:
+        path = data_dir / "meta" / "cluster_id"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.config.cluster_id:
+            return self.config.cluster_id
+        if path.exists():
+            return path.read_text().strip()
+        cid = uuid.uuid4().hex
+        path.write_text(cid + "\n")
+        return cid
+
+    # ------------------------------------------------------------------ entry points
+    def handle(self, peer: bytes, frames: list, now_ms: int) -> Outbox:
+        op: str | None = None
+        cid: int | None = None
+        try:
+            codec.check_frames(frames, self.limits)
+            header = codec.decode_map(frames[0], self.limits.header_frame_bytes_max)
+            op = header.get("op") if isinstance(header.get("op"), str) else None
+            raw_cid = header.get("cid")
+            cid = raw_cid if isinstance(raw_cid, int) and not isinstance(raw_cid, bool) else None
+            env, req = parse_request(header)
+            op, cid = env.op, env.cid
+            handler = self.handlers.get(op)
+            if handler is None:
+                raise FabricError("UNKNOWN_OPERATION", f"operation {op!r} is not served by this broker")
+            if op not in ("produce",) and len(frames) > 1:
+                raise FabricError("MALFORMED_REQUEST", f"{op} takes no payload frames, got {len(frames) - 1}")
+            if self.shutting_down and op in ("produce", "fetch"):
+                raise FabricError("BROKER_SHUTTING_DOWN", "the broker is stopping")
+            self.metrics.requests[op] += 1
+            return handler(peer, env, req, frames, now_ms)
+        except FabricError as err:
+            self.metrics.errors[err.name] += 1
+            log.debug("error reply to %s: %s", peer.hex(), err)
+            return [(peer, Reply(error_reply(op, cid, err)))]
+        except Exception as exc:  # rule 1: never let a request kill the loop
+            log.exception("unexpected error handling %s", op)
+            self.metrics.errors["UNKNOWN_ERROR"] += 1
+            err = FabricError("UNKNOWN_ERROR", f"{type(exc).__name__}: {exc}")
+            return [(peer, Reply(error_reply(op, cid, err)))]
+
+    def expire(self, now_ms: int) -> Outbox:
+        """Answer parked fetches whose wait is over with whatever they can have."""
+        out: Outbox = []
+        for w in self.waiters.expired(now_ms):
+            out.append((w.peer, self._fetch_reply(w.cid, w.request)[0]))
+        return out
+
+    def next_deadline_ms(self) -> int | None:
+        return self.waiters.next_deadline_ms()
+
+    def drain_waiters(self) -> Outbox:
+        """On shutdown: answer every parked fetch now."""
+        out: Outbox = []
+        for w in self.waiters.all():
+            self.waiters.finish(w)
+            out.append((w.peer, self._fetch_reply(w.cid, w.request)[0]))
+        return out
+
+    def housekeeping(self, now_ms: int) -> None:
+        """Retention and age-based segment rolls; called every ``retention_check_interval_ms``."""
+        for name, p, plog in self.topics.all_logs():
+            try:
+                plog.maybe_roll(now_ms)
+                deleted = plog.apply_retention(now_ms)
+                if deleted:
+                    log.info("retention deleted %d segments of %s-%d; log starts at %d", deleted, name, p,
+                             plog.start_offset)
+            except Exception:
+                log.exception("housekeeping of %s-%d", name, p)
+
+    def close(self) -> None:
+        self.topics.close()
+
+    # ------------------------------------------------------------------ cluster / topics
+    def _broker_list(self) -> list[dict[str, Any]]:
+        return [{"node_id": self.config.node_id, "host": self.config.advertised, "port": self.config.port}]
+
+    def _partition_meta(self, p: int) -> dict[str, Any]:
+        me = self.config.node_id
+        return {"partition": p, "leader": me, "leader_epoch": 0, "replicas": [me], "isr": [me]}
+
+    def _api_versions(self, peer, env, req, frames, now_ms) -> Outbox:
+        ops = {name: [lo, hi] for name, (_, lo, hi) in sorted(OPERATIONS.items()) if name in self.handlers}
+        return [(peer, Reply(ok_reply(env.op, env.cid, ops=ops, limits=self.limits.to_wire(),
+                                      broker={"version": __version__, "node_id": self.config.node_id,
+                                              "cluster_id": self.cluster_id})))]
+
+    def _metadata(self, peer, env, req: MetadataRequest, frames, now_ms) -> Outbox:
+        names = list(self.topics.topics) if req.topics is None else list(req.topics)
+        topics = []
+        for name in names:
+            topic = self.topics.topics.get(name)
+            if topic is None and req.topics is not None and req.allow_auto_create and self.config.auto_create_topics:
+                try:
+                    topic = self.topics.create(name, self.config.default_partitions, {}, now_ms)
+                except FabricError as err:
+                    topics.append({"name": name, "error": err.to_wire(), "partitions": []})
+                    continue
+            if topic is None:
+                err = FabricError("UNKNOWN_TOPIC_OR_PARTITION", f"unknown topic {name!r}")
+                topics.append({"name": name, "error": err.to_wire(), "partitions": []})
+                continue
+            topics.append({"name": name, "internal": topic.internal, "topic_id": topic.topic_id,
+                           "partitions": [self._partition_meta(p) for p in range(len(topic.partitions))]})
+        return [(peer, Reply(ok_reply(env.op, env.cid, cluster_id=self.cluster_id,
+                                      controller_id=self.config.node_id, brokers=self._broker_list(),
+                                      topics=topics)))]
+
+    def _create_topics(self, peer, env, req: CreateTopicsRequest, frames, now_ms) -> Outbox:
+        results = []
+        for nt in req.topics:
+            partitions = nt.partitions or self.config.default_partitions
+            try:
+                if (nt.replication_factor or 1) > 1:
+                    raise FabricError("INVALID_REPLICATION_FACTOR",
+                                      f"replication factor {nt.replication_factor} exceeds the 1 live broker")
+                if req.validate_only:
+                    self.topics.check_new(nt.name, partitions, nt.configs)
+                else:
+                    self.topics.create(nt.name, partitions, nt.configs, now_ms)
+                results.append({"name": nt.name, "partitions": partitions, "replication_factor": 1})
+            except FabricError as err:
+                results.append({"name": nt.name, "error": err.to_wire()})
+        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))]
+
+    def _delete_topics(self, peer, env, req: DeleteTopicsRequest, frames, now_ms) -> Outbox:
+        results = []
+        out: Outbox = []
+        for name in req.topics:
+            try:
+                topic = self.topics.get(name)
+                if not self.config.delete_topic_enable:
+                    raise FabricError("POLICY_VIOLATION", "topic deletion is disabled on this broker")
+                if topic.internal:
+                    raise FabricError("POLICY_VIOLATION", f"{name!r} is an internal topic")
+                keys = [(name, p) for p in range(len(topic.partitions))]
+                self.topics.delete(name)
+                self.metrics.forget_topic(name)
+                out.extend(self._wake(keys, now_ms))
+                results.append({"name": name})
+            except FabricError as err:
+                results.append({"name": name, "error": err.to_wire()})
+        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out
+
+    def _list_topics(self, peer, env, req: ListTopicsRequest, frames, now_ms) -> Outbox:
+        topics = [{"name": t.name, "partitions": len(t.partitions), "internal": t.internal}
+                  for t in sorted(self.topics.topics.values(), key=lambda t: t.name)
+                  if req.internal or not t.internal]
+        return [(peer, Reply(ok_reply(env.op, env.cid, topics=topics)))]
+
+    def _describe_topics(self, peer, env, req: DescribeTopicsRequest, frames, now_ms) -> Outbox:
+        names = sorted(self.topics.topics) if req.topics is None else list(req.topics)
+        out = []
+        for name in names:
+            topic = self.topics.topics.get(name)
+            if topic is None:
+                err = FabricError("UNKNOWN_TOPIC_OR_PARTITION", f"unknown topic {name!r}")
+                out.append({"name": name, "error": err.to_wire()})
+                continue
+            parts = []
+            for p, plog in enumerate(topic.partitions):
+                meta = self._partition_meta(p)
+                meta.update(start_offset=plog.start_offset, end_offset=plog.end_offset,
+                            high_watermark=plog.end_offset, size_bytes=plog.size_bytes,
+                            segments=plog.segment_count)
+                parts.append(meta)
+            out.append({"name": name, "topic_id": topic.topic_id, "internal": topic.internal,
+                        "configs": topic.configs, "effective_configs": topic.config.to_mapping(),
+                        "partitions": parts})
+        return [(peer, Reply(ok_reply(env.op, env.cid, topics=out)))]
+
+    def _alter_topic_configs(self, peer, env, req: AlterTopicConfigsRequest, frames, now_ms) -> Outbox:
+        topic = self.topics.alter_configs(req.topic, req.set, req.delete)
+        return [(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, configs=topic.configs)))]
+
+    def _create_partitions(self, peer, env, req: CreatePartitionsRequest, frames, now_ms) -> Outbox:
+        topic = self.topics.add_partitions(req.topic, req.count, now_ms)
+        return [(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, partitions=len(topic.partitions))))]
+
+    def _broker_stats(self, peer, env, req, frames, now_ms) -> Outbox:
+        snap = self.metrics.snapshot(now_ms)
+        snap["parked_fetches"] = len(self.waiters)
+        snap["topics"] = len(self.topics.topics)
+        return [(peer, Reply(ok_reply(env.op, env.cid, **snap)))]
+
+    # ------------------------------------------------------------------ data path
+    def _log_for_produce(self, topic: str, partition: int, now_ms: int) -> PartitionLog:
+        if topic not in self.topics.topics and self.config.auto_create_topics:
+            self.topics.create(topic, max(self.config.default_partitions, partition + 1), {}, now_ms)
+        return self.topics.partition(topic, partition)
+
+    def _produce(self, peer, env, req: ProduceRequest, frames, now_ms) -> Outbox:
+        payload = frames[1:]
+        if len(req.batches) != len(payload):
+            raise FabricError("INVALID_FIELD",
+                              f"batches lists {len(req.batches)} targets but the request carries "
+                              f"{len(payload)} payload frames")
+        results = []
+        flush: list[PartitionLog] = []
+        touched: list[tuple[str, int]] = []
+        limits = self.limits
+        for target, frame in zip(req.batches, payload):
+            try:
+                plog = self._log_for_produce(target.topic, target.partition, now_ms)
+                h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
+                                   limits.batch_records_max)
+                res = plog.append(bytearray(frame), now_ms)
+                c = self.metrics.partition(target.topic, target.partition)
+                c.batches_in += 1
+                c.records_in += h.record_count
+                c.bytes_in += res.size
+                self.metrics.records_in += h.record_count
+                self.metrics.bytes_in += res.size
+                if plog.config.flush_every_batch and plog not in flush:
+                    flush.append(plog)
+                touched.append((target.topic, target.partition))
+                results.append({"topic": target.topic, "partition": target.partition,
+                                "base_offset": res.base_offset, "log_append_time": now_ms
+                                if plog.config.timestamp_type == "log_append_time" else -1})
+            except FabricError as err:
+                self.metrics.errors[err.name] += 1
+                results.append({"topic": target.topic, "partition": target.partition, "base_offset": -1,
+                                "error": err.to_wire()})
+        out: Outbox = []
+        if req.acks != 0:
+            out.append((peer, Reply(ok_reply(env.op, env.cid, results=results), flush=flush)))
+        if touched and len(self.waiters):
+            out.extend(self._wake(touched, now_ms))
+        return out
+
+    def _read_partitions(self, req: FetchRequest) -> tuple[list[dict[str, Any]], list[bytes], int, bool]:
+        metas: list[dict[str, Any]] = []
+        datas: list[bytes] = []
+        total = 0
+        any_error = False
+        for fp in req.partitions:
+            meta: dict[str, Any] = {"topic": fp.topic, "partition": fp.partition}
+            data = b""
+            try:
+                plog = self.topics.partition(fp.topic, fp.partition)
+                hw = plog.end_offset
+                meta["high_watermark"] = hw
+                meta["log_start_offset"] = plog.start_offset
+                remaining = req.max_bytes - total
+                if fp.offset != hw and (remaining > 0 or total == 0):
+                    data = plog.read(fp.offset, max(1, min(fp.max_bytes, remaining)), upto_offset=hw)
+            except FabricError as err:
+                meta["error"] = err.to_wire()
+                any_error = True
+            metas.append(meta)
+            datas.append(data)
+            total += len(data)
+        return metas, datas, total, any_error
+
+    def _fetch_reply(self, cid: int, req: FetchRequest) -> tuple[Reply, int, bool]:
+        metas, datas, total, any_error = self._read_partitions(req)
+        self.metrics.bytes_out += total
+        for meta, data in zip(metas, datas):
+            if data:
+                self.metrics.partition(meta["topic"], meta["partition"]).bytes_out += len(data)
+        return Reply(ok_reply("fetch", cid, partitions=metas), frames=datas), total, any_error
+
+    def _fetch(self, peer, env, req: FetchRequest, frames, now_ms) -> Outbox:
+        keys = tuple((fp.topic, fp.partition) for fp in req.partitions)
+        if req.max_wait_ms > 0 and req.min_bytes > 0 and not self.waiters.full():
+            metas, datas, total, any_error = self._read_partitions(req)
+            if total < req.min_bytes and not any_error and keys:
+                self.waiters.park(Waiter(peer, env.cid, req, now_ms + req.max_wait_ms, keys))
+                return []
+        reply, _, _ = self._fetch_reply(env.cid, req)
+        return [(peer, reply)]
+
+    def _wake(self, keys: list[tuple[str, int]], now_ms: int) -> Outbox:
+        out: Outbox = []
+        for w in self.waiters.candidates(keys):
+            reply, total, any_error = self._fetch_reply(w.cid, w.request)
+            if total >= w.request.min_bytes or any_error:
+                self.waiters.finish(w)
+                out.append((w.peer, reply))
+        return out
+
+    def _list_offsets(self, peer, env, req: ListOffsetsRequest, frames, now_ms) -> Outbox:
+        results = []
+        for q in req.partitions:
+            entry: dict[str, Any] = {"topic": q.topic, "partition": q.partition}
+            try:
+                plog = self.topics.partition(q.topic, q.partition)
+                if q.at == "earliest":
+                    entry.update(offset=plog.start_offset, timestamp=-1)
+                elif q.at == "latest":
+                    entry.update(offset=plog.end_offset, timestamp=-1)
+                else:
+                    found = plog.offset_for_timestamp(q.at)
+                    if found is None:
+                        entry.update(offset=-1, timestamp=-1)
+                    else:
+                        entry.update(offset=found[0], timestamp=found[1])
+            except FabricError as err:
+                entry["error"] = err.to_wire()
+            results.append(entry)
+        return [(peer, Reply(ok_reply(env.op, env.cid, partitions=results)))]
+

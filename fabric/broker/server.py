@@ -1,0 +1,148 @@
+"""The broker's I/O shell: one ZeroMQ ROUTER, one poll loop, one flusher thread.
+
+Loop turn: poll (until the next long-poll deadline, at most ``TICK_MS``), drain up to
+``RECV_BURST`` requests, hand each to ``BrokerCore.handle``, fsync every log that a reply asked
+for (once per turn, however many batches: group commit), then send the replies.  Between turns:
+expire long-polls and, every ``retention_check_interval_ms``, housekeeping.
+
+Interval fsync (``flush_interval_ms``) happens on a separate thread so a slow disk never stalls
+the loop; ``PartitionLog.flush`` is thread-safe for exactly this.  SIGTERM/SIGINT stop the loop
+after the current turn: parked fetches are answered, logs flushed and closed (clean-shutdown
+marker), sockets closed with linger 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from ..protocol.codec import encode
+from .config import BrokerConfig
+from .core import BrokerCore, Outbox
+
+log = logging.getLogger("fabric.broker.server")
+
+TICK_MS = 100
+RECV_BURST = 256
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Flusher(threading.Thread):
+    """fsyncs logs whose ``flush_interval_ms`` has passed since their first unflushed write."""
+
+    def __init__(self, core: BrokerCore, interval_ms: int) -> None:
+        super().__init__(name="fabric-flusher", daemon=True)
+        self.core = core
+        self.interval_s = interval_ms / 1000
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            now = wall_ms()
+            for name, p, plog in self.core.topics.all_logs():
+                try:
+                    if plog.unflushed and plog.needs_flush(now):
+                        plog.flush()
+                except Exception:
+                    log.exception("background flush of %s-%d", name, p)
+
+
+class BrokerServer:
+    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.ctx = context or zmq.Context.instance()
+        self.core = BrokerCore(config, wall_ms())
+        self.stopping = threading.Event()
+        limits = config.limits
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished client's reply is dropped
+        self.router.setsockopt(zmq.SNDHWM, 100_000)
+        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        # ZeroMQ drops (disconnects) a peer sending a frame beyond this.  Our own limits are lower,
+        # so a moderately oversized frame still gets a FRAME_TOO_LARGE reply; only absurd ones
+        # are cut off before they can use the broker's memory.
+        self.router.setsockopt(zmq.MAXMSGSIZE, 2 * max(limits.batch_bytes_max, limits.header_frame_bytes_max))
+        self.router.bind(config.endpoint)
+        endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.port = int(endpoint.rsplit(":", 1)[1])
+        self.flusher = Flusher(self.core, config.flush_check_interval_ms)
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            log.info("signal %d: stopping", signum)
+            self.stopping.set()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def _send(self, outbox: Outbox) -> None:
+        if not outbox:
+            return
+        synced: set[int] = set()
+        for _, reply in outbox:
+            for plog in reply.flush:
+                if id(plog) not in synced:
+                    synced.add(id(plog))
+                    plog.flush()
+        for peer, reply in outbox:
+            parts = [peer, encode(reply.header)]
+            parts.extend(reply.frames)
+            try:
+                self.router.send_multipart(parts, copy=False)
+            except zmq.ZMQError as exc:  # e.g. HWM reached for a peer that stopped reading
+                log.warning("dropping reply to %s: %s", peer.hex(), exc)
+
+    def serve_forever(self) -> None:
+        log.info("broker %d serving on %s, data in %s (cluster %s)", self.config.node_id,
+                 self.router.getsockopt(zmq.LAST_ENDPOINT).decode(), self.config.data_dir, self.core.cluster_id)
+        self.flusher.start()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        next_housekeeping = wall_ms() + self.config.retention_check_interval_ms
+        core = self.core
+        router = self.router
+        try:
+            while not self.stopping.is_set():
+                now = wall_ms()
+                deadline = core.next_deadline_ms()
+                timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
+                if poller.poll(timeout):
+                    outbox: Outbox = []
+                    for _ in range(RECV_BURST):
+                        try:
+                            msg = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        peer = msg[0].bytes
+                        frames = [f.bytes if i == 0 else f.buffer for i, f in enumerate(msg[1:])]
+                        outbox.extend(core.handle(peer, frames, wall_ms()))
+                    self._send(outbox)
+                now = wall_ms()
+                self._send(core.expire(now))
+                if now >= next_housekeeping:
+                    core.housekeeping(now)
+                    next_housekeeping = now + self.config.retention_check_interval_ms
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        log.info("shutting down: answering parked fetches, flushing logs")
+        self.core.shutting_down = True
+        try:
+            self._send(self.core.drain_waiters())
+        except Exception:
+            log.exception("answering parked fetches")
+        self.flusher.stop_event.set()
+        if self.flusher.is_alive():
+            self.flusher.join(timeout=5)
+        self.core.close()
+        self.router.close(linger=0)
+        log.info("broker stopped")

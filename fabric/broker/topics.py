@@ -1,0 +1,211 @@
+"""The broker's topics: their metadata (persisted) and their partition logs (opened).
+
+Why a metadata file separate from the logs: a topic's partition count and config must survive a
+restart even when a partition is empty, and the cluster issue will replace this file with the
+Raft metadata log; keeping all metadata writes behind ``TopicManager`` makes that swap local.
+
+Crash safety of create/delete: create opens the partition directories first and persists the
+metadata second; delete persists first and removes directories second.  On start, any partition
+directory that the metadata does not name is a leftover of one of those and is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cbor2
+
+from ..log.config import LogConfig
+from ..log.partition_log import PartitionLog
+from ..protocol.errors import FabricError
+from ..protocol.limits import Limits
+from ..protocol.messages import check_topic_name
+
+log = logging.getLogger("fabric.broker.topics")
+
+META_DIR = "meta"
+TOPICS_FILE = "topics.cbor"
+META_VERSION = 1
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: str
+    configs: dict[str, Any]  # the topic's overrides, as given (what describe shows)
+    config: LogConfig  # effective: broker defaults + overrides
+    internal: bool
+    created_ms: int
+    partitions: list[PartitionLog] = field(default_factory=list)
+
+    def meta(self) -> dict[str, Any]:
+        return {"topic_id": self.topic_id, "partitions": len(self.partitions), "configs": self.configs,
+                "internal": self.internal, "created_ms": self.created_ms}
+
+
+def _partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+class TopicManager:
+    def __init__(self, data_dir: Path, defaults: LogConfig, limits: Limits, now_ms: int) -> None:
+        self.data_dir = data_dir
+        self.defaults = defaults
+        self.limits = limits
+        self.topics: dict[str, Topic] = {}
+        self._partition_total = 0
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / META_DIR).mkdir(exist_ok=True)
+        self._load(now_ms)
+
+    # ------------------------------------------------------------------ persistence
+    def _meta_path(self) -> Path:
+        return self.data_dir / META_DIR / TOPICS_FILE
+
+    def _load(self, now_ms: int) -> None:
+        path = self._meta_path()
+        stored: dict[str, Any] = {}
+        if path.exists():
+            raw = cbor2.loads(path.read_bytes())
+            if not isinstance(raw, dict) or raw.get("version") != META_VERSION:
+                raise RuntimeError(f"{path}: unknown metadata format")
+            stored = raw["topics"]
+        wanted: set[str] = set()
+        for name, meta in sorted(stored.items()):
+            config = LogConfig.from_mapping(meta["configs"], self.defaults)
+            topic = Topic(name, meta["topic_id"], dict(meta["configs"]), config, meta["internal"], meta["created_ms"])
+            for p in range(meta["partitions"]):
+                d = self.data_dir / _partition_dir_name(name, p)
+                wanted.add(d.name)
+                plog = PartitionLog.open(d, config, now_ms)
+                if not plog.recovery.clean:
+                    log.warning("recovered %s-%d: %s", name, p, plog.recovery)
+                topic.partitions.append(plog)
+            self.topics[name] = topic
+            self._partition_total += meta["partitions"]
+        for entry in self.data_dir.iterdir():
+            if entry.is_dir() and entry.name != META_DIR and entry.name not in wanted:
+                log.warning("removing %s: not a partition of any topic (left by an interrupted create/delete)",
+                            entry.name)
+                shutil.rmtree(entry, ignore_errors=True)
+        log.info("loaded %d topics, %d partitions from %s", len(self.topics), self._partition_total, self.data_dir)
+
+    def _persist(self) -> None:
+        path = self._meta_path()
+        tmp = path.with_suffix(".tmp")
+        data = cbor2.dumps({"version": META_VERSION, "topics": {n: t.meta() for n, t in self.topics.items()}})
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    # ------------------------------------------------------------------ queries
+    def get(self, name: str) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise FabricError("UNKNOWN_TOPIC_OR_PARTITION", f"unknown topic {name!r}")
+        return topic
+
+    def partition(self, name: str, partition: int) -> PartitionLog:
+        topic = self.topics.get(name)
+        if topic is None:
+            raise FabricError("UNKNOWN_TOPIC_OR_PARTITION", f"unknown topic {name!r}")
+        if not 0 <= partition < len(topic.partitions):
+            raise FabricError("UNKNOWN_TOPIC_OR_PARTITION",
+                              f"topic {name!r} has partitions 0-{len(topic.partitions) - 1}, not {partition}")
+        return topic.partitions[partition]
+
+    def all_logs(self) -> Iterator[tuple[str, int, PartitionLog]]:
+        for topic in list(self.topics.values()):
+            for p, plog in enumerate(list(topic.partitions)):
+                yield topic.name, p, plog
+
+    # ------------------------------------------------------------------ changes
+    def check_new(self, name: str, partitions: int, configs: dict[str, Any], internal: bool = False) -> LogConfig:
+        """Everything create would check, without creating (``validate_only``)."""
+        check_topic_name(name, allow_internal=internal)
+        if name in self.topics:
+            raise FabricError("TOPIC_ALREADY_EXISTS", f"topic {name!r} already exists")
+        if len(self.topics) >= self.limits.topics_max:
+            raise FabricError("LIMIT_EXCEEDED", f"the broker already holds {len(self.topics)} topics (limit)")
+        if not 1 <= partitions <= self.limits.partitions_per_topic_max:
+            raise FabricError("INVALID_PARTITIONS",
+                              f"partitions must be 1-{self.limits.partitions_per_topic_max}, not {partitions}")
+        if self._partition_total + partitions > self.limits.partitions_total_max:
+            raise FabricError("LIMIT_EXCEEDED",
+                              f"{partitions} more partitions would exceed the broker limit of "
+                              f"{self.limits.partitions_total_max}")
+        return LogConfig.from_mapping(configs, self.defaults)
+
+    def create(self, name: str, partitions: int, configs: dict[str, Any], now_ms: int,
+               internal: bool = False) -> Topic:
+        config = self.check_new(name, partitions, configs, internal)
+        topic = Topic(name, uuid.uuid4().hex, dict(configs), config, internal, now_ms)
+        try:
+            for p in range(partitions):
+                topic.partitions.append(PartitionLog.open(self.data_dir / _partition_dir_name(name, p), config, now_ms))
+        except OSError as exc:
+            for plog in topic.partitions:
+                plog.delete()
+            raise FabricError("STORAGE_ERROR", f"cannot create topic {name!r}: {exc}") from None
+        self.topics[name] = topic
+        self._partition_total += partitions
+        self._persist()
+        log.info("created topic %s with %d partitions %s", name, partitions, configs or "")
+        return topic
+
+    def delete(self, name: str) -> None:
+        topic = self.get(name)
+        del self.topics[name]
+        self._partition_total -= len(topic.partitions)
+        self._persist()
+        for plog in topic.partitions:
+            try:
+                plog.delete()
+            except OSError as exc:
+                log.error("deleting %s: %s (the directory is removed on next start)", plog.directory, exc)
+        log.info("deleted topic %s", name)
+
+    def add_partitions(self, name: str, count: int, now_ms: int) -> Topic:
+        topic = self.get(name)
+        have = len(topic.partitions)
+        if count <= have:
+            raise FabricError("INVALID_PARTITIONS", f"topic {name!r} has {have} partitions; the new count must be larger")
+        if count > self.limits.partitions_per_topic_max or \
+                self._partition_total + count - have > self.limits.partitions_total_max:
+            raise FabricError("LIMIT_EXCEEDED", f"{count} partitions exceed the broker's limits")
+        for p in range(have, count):
+            topic.partitions.append(PartitionLog.open(self.data_dir / _partition_dir_name(name, p), topic.config, now_ms))
+        self._partition_total += count - have
+        self._persist()
+        return topic
+
+    def alter_configs(self, name: str, set_: dict[str, Any], delete: tuple[str, ...]) -> Topic:
+        topic = self.get(name)
+        merged = {k: v for k, v in topic.configs.items() if k not in delete}
+        merged.update(set_)
+        config = LogConfig.from_mapping(merged, self.defaults)
+        topic.configs, topic.config = merged, config
+        for plog in topic.partitions:
+            plog.reconfigure(config)
+        self._persist()
+        return topic
+
+    def close(self) -> None:
+        for _, _, plog in self.all_logs():
+            try:
+                plog.close()
+            except Exception:  # keep closing the others
+                log.exception("closing %s", plog.directory)

@@ -1,0 +1,68 @@
+"""The ``fabric`` command.  Thin: it validates input, calls the client library, renders with rich.
+
+Each command group lives in its own module and registers its sub-parsers here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..client.connection import ClientError, RequestTimeoutError
+from ..protocol.errors import FabricError
+from . import broker_cmd, data_cmd, perf_cmd, topic_cmd
+from .common import UserError, die
+
+EPILOG = """examples:
+  fabric broker                                   start a single-node broker (data in ./fabric-data)
+  fabric topic create orders --partitions 3       create a topic
+  printf 'k1:hello\\nk2:world\\n' | fabric produce orders --key-separator :
+  fabric consume orders --from-beginning --max 2  read them back
+  fabric offsets orders                           earliest/latest offsets per partition
+
+Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP)."""
+
+MODULES = [broker_cmd, topic_cmd, data_cmd, perf_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fabric", description="Fabric: a durable, partitioned event log over ZeroMQ.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fabric {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log client activity to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `fabric consume ... | head`
+        return 0
+    except UserError as exc:
+        die(str(exc))
+    except RequestTimeoutError as exc:
+        die(f"{exc}")
+    except FabricError as exc:
+        die(f"{exc.name}: {exc.message}")
+    except ClientError as exc:
+        die(str(exc))
+    except ValueError as exc:
+        die(str(exc))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""``fabric produce`` (lines from stdin or a file) and ``fabric consume`` (to stdout)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from typing import Any, BinaryIO
+
+from ..client.admin import Admin
+from ..client.consumer import Consumer
+from ..client.producer import Producer
+from ..protocol.errors import exception_for
+from ..records.batch import Record
+from .common import add_client_options, err_console, fail, parse_time_ms
+
+PRODUCE_EPILOG = """examples:
+  echo hello | fabric produce greetings
+  printf 'user1:login\\nuser2:logout\\n' | fabric produce events --key-separator :
+  fabric produce events --input events.txt --header source=import --acks 1
+  seq 10000 | fabric produce numbers --print-metadata > acked.jsonl"""
+
+CONSUME_EPILOG = """examples:
+  fabric consume events --from-beginning
+  fabric consume events --from-beginning --max 100 --format json
+  fabric consume events --partition 2 --offset 1500
+  fabric consume events --from-time -15m --print-key
+  fabric consume events --from-beginning --idle-timeout-ms 2000   exit once caught up and idle"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("produce", help="send lines from stdin (or a file) as records", epilog=PRODUCE_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("topic")
+    p.add_argument("--key-separator", "-k", metavar="SEP",
+                   help="split each line at the first SEP into key and value (lines without SEP get no key)")
+    p.add_argument("--header", "-H", action="append", metavar="NAME=VALUE", help="header on every record, repeatable")
+    p.add_argument("--partition", type=int, help="send every record to this partition")
+    p.add_argument("--acks", choices=["0", "1", "all"], default="1")
+    p.add_argument("--linger-ms", type=int, default=5)
+    p.add_argument("--input", "-i", metavar="FILE", help="read lines from FILE instead of stdin")
+    p.add_argument("--print-metadata", action="store_true",
+                   help="print one JSON line per acknowledged record: partition, offset, key")
+    add_client_options(p)
+    p.set_defaults(func=produce)
+
+    p = sub.add_parser("consume", help="print records of a topic", epilog=CONSUME_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("topic")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
+    where.add_argument("--offset", type=int, help="start at this offset (needs --partition)")
+    where.add_argument("--from-time", metavar="T", help="start at the first record at or after T "
+                                                        "(epoch ms, ISO 8601, or -15m/-2h/-1d)")
+    p.add_argument("--partition", type=int, help="read only this partition")
+    p.add_argument("--max", "--max-messages", dest="max", type=int, help="exit after N records")
+    p.add_argument("--format", choices=["plain", "json"], default="plain",
+                   help="plain: the value (and key with --print-key); json: one object per line")
+    p.add_argument("--print-key", action="store_true", help="plain format: print KEY<sep>VALUE")
+    p.add_argument("--key-separator", default="\t", metavar="SEP", help="separator for --print-key (default tab)")
+    p.add_argument("--idle-timeout-ms", type=int, metavar="MS", help="exit after MS without a new record")
+    add_client_options(p)
+    p.set_defaults(func=consume)
+
+
+def _lines(path: str | None) -> BinaryIO:
+    if path is None:
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+
+
+def produce(args: argparse.Namespace) -> int:
+    headers = []
+    for h in args.header or []:
+        if "=" not in h:
+            fail(f"header {h!r} must look like NAME=VALUE")
+        name, value = h.split("=", 1)
+        headers.append((name, value.encode()))
+    sep = args.key_separator.encode() if args.key_separator else None
+    with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
+        _check_topic(admin, args.topic)
+    producer = Producer(args.bootstrap, acks=-1 if args.acks == "all" else int(args.acks), linger_ms=args.linger_ms,
+                        request_timeout_ms=max(args.timeout_ms, 1000), delivery_timeout_ms=max(args.timeout_ms * 3, 30_000))
+    futures = []
+    sent = failed = 0
+    first_error: BaseException | None = None
+    try:
+        for raw in _lines(args.input):
+            line = raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
+            key = None
+            if sep is not None and sep in line:
+                key, line = line.split(sep, 1)
+            futures.append((key, producer.send(args.topic, line, key, partition=args.partition,
+                                               headers=headers or None)))
+            sent += 1
+            if len(futures) >= 50_000:
+                failed, first_error = _drain(futures, args.print_metadata, failed, first_error)
+        producer.flush(timeout=max(args.timeout_ms / 1000 * 3, 30))
+        failed, first_error = _drain(futures, args.print_metadata, failed, first_error)
+    finally:
+        producer.close(timeout=5)
+    if failed:
+        err_console.print(f"[red]{failed} of {sent} records failed:[/] {first_error}")
+        return 1
+    err_console.print(f"produced {sent} records to {args.topic}")
+    return 0
+
+
+def _check_topic(admin: Admin, topic: str) -> None:
+    """Fail early and clearly for an unknown topic (the broker creates it if it allows auto-creation)."""
+    meta = admin.metadata([topic], allow_auto_create=True)
+    if "error" in meta["topics"][0]:
+        raise exception_for(meta["topics"][0]["error"])
+
+
+def _drain(futures: list, print_metadata: bool, failed: int, first_error: BaseException | None) -> tuple[int, Any]:
+    for key, fut in futures:
+        try:
+            md = fut.result(timeout=120)
+        except Exception as exc:
+            failed += 1
+            first_error = first_error or exc
+            continue
+        if print_metadata:
+            sys.stdout.write(json.dumps({"partition": md.partition, "offset": md.offset,
+                                         "key": key.decode("utf-8", "replace") if key is not None else None}) + "\n")
+    futures.clear()
+    return failed, first_error
+
+
+def _text(b: bytes | None) -> str:
+    return "" if b is None else b.decode("utf-8", "backslashreplace")
+
+
+def _json_field(out: dict[str, Any], name: str, b: bytes | None) -> None:
+    if b is None:
+        out[name] = None
+        return
+    try:
+        out[name] = b.decode("utf-8")
+    except UnicodeDecodeError:
+        out[name] = None
+        out[name + "_base64"] = base64.b64encode(b).decode()
+
+
+def _format(r: Record, args: argparse.Namespace) -> str:
+    if args.format == "json":
+        obj: dict[str, Any] = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
+                               "timestamp": r.timestamp}
+        _json_field(obj, "key", r.key)
+        _json_field(obj, "value", r.value)
+        obj["headers"] = {n: v.decode("utf-8", "backslashreplace") for n, v in r.headers}
+        return json.dumps(obj, ensure_ascii=False)
+    if args.print_key:
+        return _text(r.key) + args.key_separator + _text(r.value)
+    return _text(r.value)
+
+
+def consume(args: argparse.Namespace) -> int:
+    if args.offset is not None and args.partition is None:
+        fail("--offset needs --partition (offsets are per partition)")
+    consumer = Consumer(args.bootstrap, auto_offset_reset="earliest" if args.from_beginning else "latest",
+                        request_timeout_ms=args.timeout_ms)
+    try:
+        with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
+            n = admin.partitions_for(args.topic)
+        if args.partition is not None:
+            if not 0 <= args.partition < n:
+                fail(f"topic {args.topic!r} has partitions 0-{n - 1}, not {args.partition}")
+            consumer.assign([(args.topic, args.partition)])
+        else:
+            consumer.assign([(args.topic, p) for p in range(n)])
+        if args.offset is not None:
+            consumer.seek((args.topic, args.partition), args.offset)
+        elif args.from_time:
+            consumer.seek_to_timestamp(parse_time_ms(args.from_time))
+        elif args.from_beginning:
+            consumer.seek_to_beginning()
+        else:
+            consumer.seek_to_end()
+        return _consume_loop(consumer, args)
+    finally:
+        consumer.close()
+
+
+def _consume_loop(consumer: Consumer, args: argparse.Namespace) -> int:
+    import time
+    count = 0
+    write = sys.stdout.write
+    last_record = time.monotonic()
+    while args.max is None or count < args.max:
+        want = None if args.max is None else args.max - count
+        records = consumer.poll(timeout_ms=200, max_records=want)
+        if records:
+            last_record = time.monotonic()
+            write("\n".join(_format(r, args) for r in records) + "\n")
+            count += len(records)
+        elif args.idle_timeout_ms is not None and (time.monotonic() - last_record) * 1000 >= args.idle_timeout_ms:
+            break
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,147 @@
+"""One client connection to one broker: a DEALER socket, correlation ids, deadlines.
+
+Why "lazy pirate" (zguide ch. 4): ZeroMQ reconnects by itself, but a request queued on a dead
+connection may be delivered much later, after we gave up on it.  So when a request times out we
+close the socket (linger 0) and open a new one: a timed-out request is really gone from our
+side, and late replies to old correlation ids are dropped.  Several requests may be in flight;
+replies are matched by ``cid``.
+
+A ``Connection`` is owned by one thread (ZeroMQ sockets are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any, Sequence
+
+import zmq
+
+from ..protocol import codec
+from ..protocol.errors import FabricError, exception_for
+from ..protocol.messages import request_header
+
+log = logging.getLogger("fabric.client")
+
+_cids = itertools.count(1)
+
+
+class ClientError(Exception):
+    """A failure on the client side (no broker reply to speak of)."""
+
+
+class RequestTimeoutError(ClientError, TimeoutError):
+    """No reply within the timeout: the broker is unreachable, stopped, or overloaded."""
+
+
+class ClosedError(ClientError):
+    """The producer/consumer/admin was closed."""
+
+
+def parse_bootstrap(bootstrap: str | Sequence[str]) -> list[str]:
+    """``"host:port,host2:port"`` or ``["tcp://host:port"]`` -> ZeroMQ endpoints."""
+    items = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+    out = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if "://" not in item:
+            if ":" not in item:
+                raise ValueError(f"bootstrap address {item!r} needs a port, like 127.0.0.1:7171")
+            item = "tcp://" + item
+        out.append(item)
+    if not out:
+        raise ValueError("no bootstrap address given")
+    return out
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Connection:
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, client_id: str = "fabric-python") -> None:
+        self.endpoint = endpoint
+        self.ctx = ctx or zmq.Context.instance()
+        self.client_id = client_id
+        self.socket: zmq.Socket | None = None
+        self._open()
+
+    def _open(self) -> None:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 10_000)
+        s.setsockopt(zmq.RCVHWM, 10_000)
+        s.setsockopt(zmq.RECONNECT_IVL, 50)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        s.connect(self.endpoint)
+        self.socket = s
+
+    def reset(self) -> None:
+        """Drop everything in flight (after a timeout); the caller re-sends what it still needs."""
+        if self.socket is not None:
+            self.socket.close(linger=0)
+        self._open()
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+
+    # -------------------------------------------------------------- async style
+    def send(self, op: str, body: Any = None, frames: Sequence[bytes] = (), fields: dict | None = None) -> int:
+        """Send a request; returns its correlation id.  ``body`` is a request dataclass (or None);
+        ``fields`` adds raw header fields."""
+        if self.socket is None:
+            raise ClosedError("connection closed")
+        cid = next(_cids)
+        header = request_header(op, cid, body)
+        if fields:
+            header.update(fields)
+        parts = [codec.encode(header), *frames]
+        self.socket.send_multipart(parts, copy=len(parts) == 1)
+        return cid
+
+    def recv(self, timeout_ms: int) -> tuple[dict[str, Any], list] | None:
+        """One reply (header, payload frames as zmq.Frame buffers), or None after ``timeout_ms``."""
+        assert self.socket is not None
+        if timeout_ms > 0 and not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        try:
+            msg = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        try:
+            header = codec.decode_map(msg[0].bytes, 64 << 20, "reply header")
+        except FabricError as exc:
+            log.warning("unreadable reply from %s: %s", self.endpoint, exc)
+            return None
+        return header, [f.buffer for f in msg[1:]]
+
+    # -------------------------------------------------------------- sync style
+    def request(self, op: str, body: Any = None, frames: Sequence[bytes] = (), timeout_ms: int = 30_000,
+                fields: dict | None = None) -> tuple[dict[str, Any], list]:
+        """Send and wait for the matching reply; raises the typed error of an error reply, or
+        ``RequestTimeoutError``."""
+        cid = self.send(op, body, frames, fields)
+        deadline = monotonic_ms() + timeout_ms
+        while True:
+            left = deadline - monotonic_ms()
+            if left <= 0:
+                self.reset()
+                raise RequestTimeoutError(f"no reply to {op} from {self.endpoint} within {timeout_ms} ms "
+                                          "(is the broker running?)")
+            got = self.recv(left)
+            if got is None:
+                continue
+            header, payload = got
+            if header.get("cid") != cid:
+                if header.get("cid") is None and "error" in header:
+                    raise exception_for(header["error"])
+                log.debug("dropping stale reply cid=%s (waiting for %s)", header.get("cid"), cid)
+                continue
+            if "error" in header:
+                raise exception_for(header["error"])
+            return header, payload

@@ -1,0 +1,457 @@
+"""``Producer``: batching, key partitioning, acks, retries and back-pressure.
+
+Threading contract (Kafka's): ``send`` runs in the caller's thread and only appends to an
+in-memory batch (a few list appends); a background *sender* thread owns the broker socket,
+closes batches by size or ``linger_ms``, encodes them, keeps up to ``max_in_flight`` requests in
+flight, completes futures and retries.  ``send`` is thread-safe; several threads may share one
+producer.
+
+Delivery: ``acks=1`` (default) answers once the leader has appended (and fsynced, if the topic's
+flush policy says so); ``acks=-1``/``"all"`` once every in-sync replica has it (on one node the
+same as 1); ``acks=0`` does not wait: futures complete at send with offset -1.  Retriable errors
+and timeouts are retried until ``delivery_timeout_ms``.  Until the idempotent producer lands
+(cluster issue), a retry after a lost reply can write a batch twice, and with
+``max_in_flight > 1`` a retried batch can land after a later one: use ``max_in_flight=1`` when
+per-partition order under failures matters more than throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Sequence
+
+import zmq
+
+from ..protocol.errors import FabricError, exception_for
+from ..protocol.messages import BatchTarget, ProduceRequest
+from ..records.batch import COMPRESSION_NONE, COMPRESSION_ZLIB, encode_batch
+from ..records.partitioner import KeyPartitioner
+from .admin import Admin
+from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms, parse_bootstrap
+
+log = logging.getLogger("fabric.producer")
+
+RECORD_OVERHEAD = 12  # estimated encoded bytes per record besides key and value
+
+
+class BufferFullError(ClientError):
+    """``send`` waited ``max_block_ms`` for buffer space (the broker is slower than the producer)."""
+
+
+class RecordMetadata(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+
+
+class _BatchResult:
+    """Completion of one batch, shared by the futures of all its records."""
+
+    __slots__ = ("event", "base_offset", "error", "callbacks")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.base_offset = -1
+        self.error: BaseException | None = None
+        self.callbacks: list[Callable[[], None]] | None = None
+
+    def complete(self, base_offset: int, error: BaseException | None) -> None:
+        self.base_offset = base_offset
+        self.error = error
+        self.event.set()
+        for cb in self.callbacks or ():
+            try:
+                cb()
+            except Exception:
+                log.exception("delivery callback failed")
+
+
+class RecordFuture:
+    """Result of ``send``: ``result(timeout)`` gives ``RecordMetadata`` or raises the delivery error."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: "_Batch", index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.result.event.is_set()
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        b = self._batch
+        if not b.result.event.wait(timeout):
+            raise RequestTimeoutError(f"record not acknowledged within {timeout} s")
+        if b.result.error is not None:
+            raise b.result.error
+        off = b.result.base_offset
+        return RecordMetadata(b.topic, b.partition, off + self._index if off >= 0 else -1, b.timestamps[self._index])
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._batch.result.event.wait(timeout)
+        return self._batch.result.error
+
+    def add_done_callback(self, fn: Callable[["RecordFuture"], None]) -> None:
+        """``fn(future)`` runs on the sender thread once the record is acknowledged or failed."""
+        r = self._batch.result
+        if r.callbacks is None:
+            r.callbacks = []
+        r.callbacks.append(lambda: fn(self))
+        if r.event.is_set():
+            fn(self)
+
+
+class _Batch:
+    __slots__ = ("topic", "partition", "timestamps", "keys", "values", "headers", "size", "created_ms",
+                 "result", "attempts", "retry_at_ms", "data", "last_error")
+
+    def __init__(self, topic: str, partition: int, now_ms: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.timestamps: list[int] = []
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes | None] = []
+        self.headers: list[Any] | None = None
+        self.size = 0
+        self.created_ms = now_ms
+        self.result = _BatchResult()
+        self.attempts = 0
+        self.retry_at_ms = 0
+        self.data: bytes | None = None
+        self.last_error: BaseException | None = None
+
+
+def _as_bytes(value: Any, what: str) -> bytes | None:
+    if value is None or type(value) is bytes:
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}")
+
+
+@dataclass
+class _InFlight:
+    batches: list[_Batch]
+    sent_ms: int
+
+
+class Producer:
+    def __init__(self, bootstrap: str | Sequence[str] = "127.0.0.1:7171", *, acks: int | str = 1,
+                 linger_ms: int = 5, batch_bytes: int = 1 << 20, buffer_bytes: int = 64 << 20,
+                 max_block_ms: int = 60_000, request_timeout_ms: int = 30_000,
+                 delivery_timeout_ms: int = 120_000, retry_backoff_ms: int = 100, max_in_flight: int = 5,
+                 compression: str | None = None, auto_create_topics: bool = True,
+                 client_id: str = "fabric-producer", ctx: zmq.Context | None = None) -> None:
+        if acks == "all":
+            acks = -1
+        if acks not in (-1, 0, 1):
+            raise ValueError(f"acks must be 0, 1, -1 or 'all', not {acks!r}")
+        if compression not in (None, "none", "zlib"):
+            raise ValueError(f"compression must be None or 'zlib', not {compression!r}")
+        if linger_ms < 0 or batch_bytes <= 0 or buffer_bytes < batch_bytes or max_in_flight < 1:
+            raise ValueError("linger_ms >= 0, batch_bytes > 0, buffer_bytes >= batch_bytes, max_in_flight >= 1")
+        self.acks = acks
+        self.linger_ms = linger_ms
+        self.batch_bytes = batch_bytes
+        self.buffer_bytes = buffer_bytes
+        self.max_block_ms = max_block_ms
+        self.request_timeout_ms = request_timeout_ms
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self.max_in_flight = max_in_flight
+        self.compression = COMPRESSION_ZLIB if compression == "zlib" else COMPRESSION_NONE
+        self.auto_create_topics = auto_create_topics
+        self._ctx = ctx or zmq.Context.instance()
+        self._endpoints = parse_bootstrap(bootstrap)
+        self._admin = Admin(self._endpoints, timeout_ms=request_timeout_ms, ctx=self._ctx, client_id=client_id)
+        self._client_id = client_id
+        self._partitioner = KeyPartitioner()
+        self._partition_counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._space = threading.Condition(self._lock)
+        self._meta_lock = threading.Lock()
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._ready: deque[_Batch] = deque()
+        self._incomplete: set[_BatchResult] = set()
+        self._buffered = 0
+        self._flush_all = False
+        self._closed = False
+        self._wake_addr = f"inproc://fabric-producer-{id(self)}"
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.bind(self._wake_addr)
+        self._wake_tx = self._ctx.socket(zmq.PAIR)
+        self._wake_tx.connect(self._wake_addr)
+        self._sender = threading.Thread(target=self._run, name="fabric-producer-sender", daemon=True)
+        self._sender.start()
+
+    # ------------------------------------------------------------------ user thread
+    def partitions_for(self, topic: str) -> int:
+        n = self._partition_counts.get(topic)
+        if n is None:
+            with self._meta_lock:
+                meta = self._admin.metadata([topic], allow_auto_create=self.auto_create_topics)
+            t = meta["topics"][0]
+            if "error" in t:
+                raise exception_for(t["error"])
+            n = self._partition_counts[topic] = len(t["partitions"])
+        return n
+
+    def send(self, topic: str, value: bytes | str | None, key: bytes | str | None = None, *,
+             partition: int | None = None, timestamp_ms: int | None = None,
+             headers: Sequence[tuple[str, bytes]] | None = None) -> RecordFuture:
+        """Queue one record; returns at once (blocking only while the buffer is full)."""
+        if type(value) is not bytes:
+            value = _as_bytes(value, "value")
+        if key is not None and type(key) is not bytes:
+            key = _as_bytes(key, "key")
+        if partition is None:
+            n = self._partition_counts.get(topic) or self.partitions_for(topic)
+            partition = self._partitioner.partition(topic, key, n)
+        ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0) + RECORD_OVERHEAD
+        if headers:
+            headers = [(str(n), _as_bytes(v, "header value") or b"") for n, v in headers]
+            size += sum(len(n) + len(v) + 4 for n, v in headers)
+        with self._lock:
+            if self._closed:
+                raise ClosedError("producer is closed")
+            if self._buffered + size > self.buffer_bytes:
+                self._wait_for_space(size)
+            b = self._open.get((topic, partition))
+            if b is None:
+                b = self._new_batch(topic, partition)
+            i = len(b.values)
+            b.timestamps.append(ts)
+            b.keys.append(key)
+            b.values.append(value)
+            if headers or b.headers is not None:
+                if b.headers is None:
+                    b.headers = [None] * i
+                b.headers.append(headers or None)
+            b.size += size
+            self._buffered += size
+            if b.size >= self.batch_bytes:
+                self._close_batch(b)
+        return RecordFuture(b, i)
+
+    def _new_batch(self, topic: str, partition: int) -> _Batch:
+        b = _Batch(topic, partition, monotonic_ms())
+        self._open[(topic, partition)] = b
+        self._incomplete.add(b.result)
+        return b
+
+    def _close_batch(self, b: _Batch) -> None:
+        del self._open[(b.topic, b.partition)]
+        self._ready.append(b)
+        if b.keys[0] is None:
+            self._partitioner.batch_done(b.topic, b.partition, self._partition_counts.get(b.topic, 1))
+        self._wake_tx.send(b"", zmq.NOBLOCK)
+
+    def _wait_for_space(self, size: int) -> None:
+        deadline = monotonic_ms() + self.max_block_ms
+        if self._open:  # make room: let the sender ship what we have
+            for b in list(self._open.values()):
+                self._close_batch(b)
+        while self._buffered + size > self.buffer_bytes and self._buffered > 0:
+            left = deadline - monotonic_ms()
+            if left <= 0:
+                raise BufferFullError(f"buffer of {self.buffer_bytes} bytes still full after {self.max_block_ms} ms")
+            self._space.wait(left / 1000)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send everything buffered and wait until each record is acknowledged or failed."""
+        with self._lock:
+            pending = list(self._incomplete)
+            self._flush_all = True
+            self._wake_tx.send(b"", zmq.NOBLOCK)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for r in pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not r.event.wait(left):
+                raise RequestTimeoutError(f"flush did not complete within {timeout} s")
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush (up to ``timeout``), stop the sender, close sockets.  Unsent records then fail."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+            self._sender.join(timeout=5)
+            self._wake_tx.close(linger=0)
+            self._admin.close()
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ sender thread
+    def _run(self) -> None:
+        conn = Connection(self._endpoints[0], self._ctx, self._client_id)
+        inflight: dict[int, _InFlight] = {}
+        retry: list[_Batch] = []
+        poller = zmq.Poller()
+        poller.register(self._wake_rx, zmq.POLLIN)
+        assert conn.socket is not None
+        poller.register(conn.socket, zmq.POLLIN)
+        try:
+            while True:
+                now = monotonic_ms()
+                sendable, next_linger, closing = self._collect(now)
+                due = [b for b in retry if b.retry_at_ms <= now]
+                if due:
+                    retry = [b for b in retry if b.retry_at_ms > now]
+                    sendable = due + sendable
+                self._expire(sendable, now)
+                sendable = [b for b in sendable if not b.result.event.is_set()]
+                while sendable and len(inflight) < self.max_in_flight:
+                    sendable = self._send_request(conn, inflight, sendable, now)
+                if sendable:  # in-flight window full: keep them for the next turn
+                    with self._lock:
+                        self._ready.extendleft(reversed(sendable))
+                if closing and not inflight and not retry and not sendable:
+                    break
+                # wait for a reply, a wake-up, the next linger expiry, retry or timeout
+                waits = [100]
+                if next_linger is not None:
+                    waits.append(next_linger - now)
+                if retry:
+                    waits.append(min(b.retry_at_ms for b in retry) - now)
+                if inflight:
+                    waits.append(min(f.sent_ms for f in inflight.values()) + self.request_timeout_ms - now)
+                events = dict(poller.poll(max(0, min(waits))))
+                if self._wake_rx in events:
+                    while self._wake_rx.poll(0):
+                        self._wake_rx.recv()
+                if conn.socket in events:
+                    while True:
+                        got = conn.recv(0)
+                        if got is None:
+                            break
+                        self._on_reply(got[0], inflight, retry)
+                now = monotonic_ms()
+                late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
+                if late:
+                    log.warning("%d produce requests timed out after %d ms; reconnecting and retrying",
+                                len(late), self.request_timeout_ms)
+                    poller.unregister(conn.socket)
+                    conn.reset()
+                    poller.register(conn.socket, zmq.POLLIN)
+                    err = RequestTimeoutError(f"no produce reply within {self.request_timeout_ms} ms")
+                    for f in inflight.values():
+                        for b in f.batches:
+                            self._retry_or_fail(b, err, retry, now)
+                    inflight.clear()
+        except Exception:
+            log.exception("producer sender thread crashed")
+        finally:
+            err = ClosedError("producer closed before the record was acknowledged")
+            with self._lock:
+                leftover = list(self._ready) + list(self._open.values())
+                self._ready.clear()
+                self._open.clear()
+            for b in leftover + retry + [b for f in inflight.values() for b in f.batches]:
+                self._finish(b, -1, err)
+            conn.close()
+            self._wake_rx.close(linger=0)
+
+    def _collect(self, now: int) -> tuple[list[_Batch], int | None, bool]:
+        with self._lock:
+            if self._flush_all or self._closed:
+                for b in list(self._open.values()):
+                    self._close_batch(b)
+                self._flush_all = False
+            next_linger = None
+            for b in list(self._open.values()):
+                due = b.created_ms + self.linger_ms
+                if due <= now:
+                    self._close_batch(b)
+                elif next_linger is None or due < next_linger:
+                    next_linger = due
+            ready = list(self._ready)
+            self._ready.clear()
+            return ready, next_linger, self._closed
+
+    def _expire(self, batches: list[_Batch], now: int) -> None:
+        for b in batches:
+            if now - b.created_ms > self.delivery_timeout_ms:
+                self._finish(b, -1, b.last_error or RequestTimeoutError(
+                    f"not delivered within delivery_timeout_ms={self.delivery_timeout_ms}"))
+
+    def _send_request(self, conn: Connection, inflight: dict[int, _InFlight], batches: list[_Batch],
+                      now: int) -> list[_Batch]:
+        """Send one produce request with as many batches as fit; returns the rest."""
+        take: list[_Batch] = []
+        frames: list[bytes] = []
+        total = 0
+        for b in batches:
+            if b.data is None:
+                b.data = encode_batch(b.timestamps, b.keys, b.values, b.headers, compression=self.compression)
+                b.keys = b.values = b.headers = None  # type: ignore[assignment]  # retries resend b.data
+            if take and (total + len(b.data) > (32 << 20) or len(take) >= 1000):
+                break
+            take.append(b)
+            frames.append(b.data)
+            total += len(b.data)
+        req = ProduceRequest(acks=self.acks, timeout_ms=self.request_timeout_ms,
+                             batches=tuple(BatchTarget(topic=b.topic, partition=b.partition) for b in take))
+        cid = conn.send("produce", req, frames)
+        for b in take:
+            b.attempts += 1
+        if self.acks == 0:
+            for b in take:
+                self._finish(b, -1, None)
+        else:
+            inflight[cid] = _InFlight(take, now)
+        return batches[len(take):]
+
+    def _on_reply(self, header: dict[str, Any], inflight: dict[int, _InFlight], retry: list[_Batch]) -> None:
+        f = inflight.pop(header.get("cid"), None)  # type: ignore[arg-type]
+        if f is None:
+            return  # a reply to a request we already gave up on
+        now = monotonic_ms()
+        if "error" in header:
+            err = exception_for(header["error"])
+            for b in f.batches:
+                self._retry_or_fail(b, err, retry, now)
+            return
+        results = header.get("results") or []
+        for i, b in enumerate(f.batches):
+            r = results[i] if i < len(results) else {"error": {"code": 1, "message": "missing result"}}
+            if "error" in r:
+                self._retry_or_fail(b, exception_for(r["error"]), retry, now)
+            else:
+                self._finish(b, r["base_offset"], None)
+
+    def _retry_or_fail(self, b: _Batch, err: BaseException, retry: list[_Batch], now: int) -> None:
+        b.last_error = err
+        retriable = isinstance(err, RequestTimeoutError) or (isinstance(err, FabricError) and err.retriable)
+        if retriable and now - b.created_ms < self.delivery_timeout_ms and not self._closed:
+            if isinstance(err, FabricError) and err.name in ("UNKNOWN_TOPIC_OR_PARTITION", "NOT_LEADER"):
+                self._partition_counts.pop(b.topic, None)
+            b.retry_at_ms = now + self.retry_backoff_ms * min(2 ** (b.attempts - 1), 32)
+            retry.append(b)
+        else:
+            self._finish(b, -1, err)
+
+    def _finish(self, b: _Batch, base_offset: int, err: BaseException | None) -> None:
+        if b.result.event.is_set():
+            return
+        b.result.complete(base_offset, err)
+        b.data = None
+        with self._lock:
+            self._buffered -= b.size
+            self._incomplete.discard(b.result)
+            self._space.notify_all()

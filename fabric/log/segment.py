@@ -1,0 +1,402 @@
+"""One segment: a ``.log`` file of whole batches and its two sparse indexes.
+
+Invariants (checked when a batch is written, and again when it is read back after a crash):
+
+- the ``.log`` holds whole batches back to back from position 0, byte for byte as on the wire, so
+  a read is a ``pread`` handed to the socket untouched;
+- batch offsets strictly increase and the first is >= the segment's base offset; appends are
+  contiguous, gaps appear only where compaction removed records (so recovery checks "strictly
+  increasing", which is "contiguous" for every segment compaction has not rewritten);
+- every ``offset - base_offset`` and every position fits in a u32 (the index entry fields);
+- index entries point at batch starts (see ``index.py`` for what they promise).
+
+Three ways in:
+
+- ``Segment.create``: a new, empty segment (roll, ``truncate_fully_and_start_at``, compaction output);
+- ``Segment.open`` then ``load``: the log is trusted (clean shutdown or below the recovery point);
+  the indexes get a cheap check (header, last entry, a walk of the batches after the last offset
+  entry) and are rebuilt from batch headers on any doubt;
+- ``Segment.open`` then ``recover``: after a crash, every batch is read and checked (length, CRC,
+  offsets), the file is truncated at the first bad one and both indexes are rebuilt — Kafka's
+  ``LogSegment.recover``: scan, validate, truncate, report.
+
+Nothing here decodes records except ``find_timestamp`` (one batch).  A Segment is not thread-safe:
+``PartitionLog`` serialises access with its lock.  File descriptors stay open for the segment's
+life; the flusher and the compactor work on ``os.dup`` copies, so closing a segment never pulls a
+descriptor out from under them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import Iterator
+
+from ..protocol.errors import FabricError
+from ..records.batch import (HEADER_SIZE, LENGTH_PREFIX, LOG_OVERHEAD, MAGIC, BatchHeader, decode_records,
+                             parse_header, validate_batch)
+from .files import INDEX, LOG, TIMEINDEX, segment_file
+from .index import U32_MAX, InvalidIndex, OffsetIndex, TimeIndex
+
+log = logging.getLogger("fabric.log")
+
+_LAST_DELTA = struct.Struct(">i")  # at byte 23 of a batch
+_LAST_DELTA_AT = 23
+_SCAN_WINDOW = 16 << 10  # bytes read per step when walking from an index hint to an offset
+_RECOVERY_CHUNK = 1 << 20
+_ANY_SIZE = 2**31  # recovery accepts any batch size / record count the format allows
+MIN_BATCH_BYTES = HEADER_SIZE + 1
+
+
+class CorruptSegment(Exception):
+    """A ``.log`` whose structure is broken at ``position`` (only ``recover`` may fix it)."""
+
+    def __init__(self, path: Path, position: int, reason: str) -> None:
+        super().__init__(f"{path.name} at byte {position}: {reason}")
+        self.position = position
+
+
+def write_fully(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def iter_batch_bytes(fd: int, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
+    """Candidate batches between ``start`` and ``end`` in large reads: (position, bytes).  Stops
+    quietly where the length prefix is impossible or the batch runs past ``end``; the caller
+    compares the position reached with ``end`` and checks each batch itself (CRC, offsets)."""
+    pos, buf, buf_pos = start, b"", start
+    while end - pos >= HEADER_SIZE:
+        off = pos - buf_pos
+        if off + LOG_OVERHEAD > len(buf):
+            buf, buf_pos, off = os.pread(fd, min(_RECOVERY_CHUNK, end - pos), pos), pos, 0
+        length = LENGTH_PREFIX.unpack_from(buf, off)[1] if len(buf) - off >= LOG_OVERHEAD else -1
+        size = length + LOG_OVERHEAD
+        if size < MIN_BATCH_BYTES or pos + size > end:
+            return
+        if off + size > len(buf):
+            if size > _RECOVERY_CHUNK:
+                data = os.pread(fd, size, pos)
+                if len(data) < size:
+                    return
+                yield pos, memoryview(data)
+                pos += size
+                continue
+            buf, buf_pos, off = os.pread(fd, min(_RECOVERY_CHUNK, end - pos), pos), pos, 0
+            if len(buf) < size:
+                return
+        yield pos, memoryview(buf)[off:off + size]
+        pos += size
+
+
+class Segment:
+    def __init__(self, directory: Path, base_offset: int, fd: int, size: int, state: str = "") -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.state = state
+        self.path = segment_file(directory, base_offset, LOG, state)
+        self.fd = fd
+        self.size = size
+        self.next_offset = base_offset
+        self.max_timestamp = -1
+        self.max_ts_rel = -1  # relative offset of the batch holding max_timestamp
+        self.bytes_since_index = 0
+        self.first_append_ms: int | None = None  # age clock for segment_ms
+        self.index_interval = 4096  # last interval used; for lazy rebuilds
+        self.offset_index = OffsetIndex.in_memory(self._file(INDEX), base_offset)
+        self.time_index = TimeIndex.in_memory(self._file(TIMEINDEX), base_offset)
+
+    def __repr__(self) -> str:
+        return f"Segment({self.path.name}, size={self.size}, next_offset={self.next_offset})"
+
+    def _file(self, suffix: str) -> Path:
+        return segment_file(self.directory, self.base_offset, suffix, self.state)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, state: str = "") -> "Segment":
+        """A new empty segment; stale files of the same name are replaced."""
+        fd = os.open(segment_file(directory, base_offset, LOG, state),
+                     os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        seg = cls(directory, base_offset, fd, 0, state)
+        try:
+            seg.offset_index = OffsetIndex.create(seg._file(INDEX), base_offset)
+            seg.time_index = TimeIndex.create(seg._file(TIMEINDEX), base_offset)
+        except BaseException:
+            seg.close()
+            raise
+        return seg
+
+    @classmethod
+    def open(cls, directory: Path, base_offset: int) -> "Segment":
+        """Open an existing ``.log``; follow with ``load`` or ``recover``."""
+        fd = os.open(segment_file(directory, base_offset, LOG), os.O_RDWR | os.O_APPEND)
+        return cls(directory, base_offset, fd, os.fstat(fd).st_size)
+
+    def load(self, interval: int) -> bool:
+        """Open the indexes and derive next offset and max timestamp; rebuild the indexes if they
+        do not match the log.  Returns True if they were rebuilt.  Raises ``CorruptSegment``."""
+        self.index_interval = interval
+        try:
+            self.offset_index.close()
+            self.time_index.close()
+            self.offset_index = OffsetIndex.open(self._file(INDEX), self.base_offset)
+            self.time_index = TimeIndex.open(self._file(TIMEINDEX), self.base_offset)
+            self._rescan_tail(check_indexes=True)
+            return False
+        except InvalidIndex as exc:
+            log.warning("%s: rebuilding indexes: %s", self.path, exc)
+        self.rebuild_indexes(interval)
+        return True
+
+    def rebuild_indexes(self, interval: int) -> None:
+        """Rebuild both indexes from batch headers (no CRC: the log itself is trusted here)."""
+        self.index_interval = interval
+        self._reset_indexes()
+        for pos, h in self._walk(0, self.size, self.base_offset):
+            self._note_batch(pos, h.base_offset, h.next_offset, h.max_timestamp, h.size, interval)
+        self.offset_index.write_all()
+        self.time_index.write_all()
+
+    def recover(self, interval: int, min_offset: int) -> int:
+        """Check every batch (length, CRC, offsets strictly increasing from ``min_offset``), truncate
+        the file at the first bad one, rebuild the indexes.  Returns the bytes truncated."""
+        file_size = os.fstat(self.fd).st_size
+        self.index_interval = interval
+        self._reset_indexes()
+        expected = max(min_offset, self.base_offset)
+        valid_end, reason = 0, "no whole batch here (torn write or impossible length)"
+        for pos, view in iter_batch_bytes(self.fd, 0, file_size):
+            try:
+                h = validate_batch(view, _ANY_SIZE, _ANY_SIZE)
+            except FabricError as exc:
+                reason = exc.message
+                break
+            reason = self._offset_problem(h, expected, pos)
+            if reason:
+                break
+            self._note_batch(pos, h.base_offset, h.next_offset, h.max_timestamp, h.size, interval)
+            expected = h.next_offset
+            valid_end = pos + h.size
+        truncated = file_size - valid_end
+        if truncated:
+            log.warning("%s: truncating %d bytes after byte %d (offset %d): %s", self.path, truncated, valid_end,
+                        expected, reason)
+            os.ftruncate(self.fd, valid_end)
+        self.size = valid_end
+        self.offset_index.write_all()
+        self.time_index.write_all()
+        return truncated
+
+    def _reset_indexes(self) -> None:
+        self.offset_index.close()
+        self.time_index.close()
+        self.offset_index = OffsetIndex.in_memory(self._file(INDEX), self.base_offset)
+        self.time_index = TimeIndex.in_memory(self._file(TIMEINDEX), self.base_offset)
+        self.next_offset = self.base_offset
+        self.max_timestamp = self.max_ts_rel = -1
+        self.bytes_since_index = 0
+
+    def _offset_problem(self, h: BatchHeader, expected: int, pos: int) -> str:
+        if h.base_offset < expected:
+            return f"batch base offset {h.base_offset} is below the expected {expected}"
+        if h.last_offset - self.base_offset > U32_MAX:
+            return f"batch last offset {h.last_offset} is too far from the segment base {self.base_offset}"
+        if pos + h.size > U32_MAX:
+            return f"segment grows past {U32_MAX} bytes"
+        return ""
+
+    def _walk(self, start: int, end: int, min_offset: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Headers of the batches from ``start`` to exactly ``end`` (one small pread each)."""
+        pos, expected = start, min_offset
+        while pos < end:
+            head = os.pread(self.fd, HEADER_SIZE, pos)
+            if len(head) < HEADER_SIZE:
+                raise CorruptSegment(self.path, pos, f"batch header truncated ({len(head)} bytes)")
+            h = parse_header(head)
+            if h.magic != MAGIC or h.size < MIN_BATCH_BYTES or pos + h.size > end \
+                    or h.last_offset_delta != h.record_count - 1 or h.record_count < 1:
+                raise CorruptSegment(self.path, pos, f"implausible batch header (magic {h.magic}, length "
+                                                     f"{h.batch_length}, {h.record_count} records, ends at "
+                                                     f"{pos + h.size} of {end})")
+            problem = self._offset_problem(h, expected, pos)
+            if problem:
+                raise CorruptSegment(self.path, pos, problem)
+            yield pos, h
+            expected = h.next_offset
+            pos += h.size
+
+    def _rescan_tail(self, check_indexes: bool = False) -> None:
+        """Derive next offset, max timestamp and the index cadence from the indexes' last entries
+        plus a walk of the batches after the last offset entry."""
+        last = self.offset_index.last
+        start, rel = (last[1], last[0]) if last else (0, 0)
+        if check_indexes and last and last[1] >= self.size:
+            raise InvalidIndex(f"{self.offset_index.path.name}: last entry points at byte {last[1]} "
+                               f"of a {self.size}-byte log")
+        tlast = self.time_index.last
+        self.max_timestamp, self.max_ts_rel = tlast if tlast else (-1, -1)
+        self.next_offset = self.base_offset + rel
+        first = True
+        try:
+            for pos, h in self._walk(start, self.size, self.base_offset + rel):
+                if first and last and h.base_offset != self.base_offset + rel:
+                    raise InvalidIndex(f"{self.offset_index.path.name}: last entry says offset "
+                                       f"{self.base_offset + rel} at byte {pos}, the log has {h.base_offset}")
+                first = False
+                self.next_offset = h.next_offset
+                if h.max_timestamp > self.max_timestamp:
+                    self.max_timestamp, self.max_ts_rel = h.max_timestamp, h.base_offset - self.base_offset
+        except CorruptSegment:
+            if check_indexes and last and first:  # the index points at garbage
+                raise InvalidIndex(f"{self.offset_index.path.name}: last entry points at no batch") from None
+            raise
+        if check_indexes and tlast and tlast[1] > self.next_offset - 1 - self.base_offset:
+            raise InvalidIndex(f"{self.time_index.path.name}: last entry names relative offset {tlast[1]} "
+                               f"beyond the log's last offset {self.next_offset - 1}")
+        self.bytes_since_index = self.size - start
+
+    # ------------------------------------------------------------------ appending
+    def _note_batch(self, pos: int, base: int, next_offset: int, max_ts: int, size: int, interval: int) -> None:
+        """Index bookkeeping for a batch just written at ``pos`` (append, recovery, rebuild and
+        compaction all go through here so the indexes always look the same)."""
+        self.index_interval = interval
+        rel = base - self.base_offset
+        if pos > 0 and self.bytes_since_index >= interval:
+            self.offset_index.append(rel, pos)
+            if self.max_timestamp > self.time_index.last_timestamp:
+                self.time_index.append(self.max_timestamp, self.max_ts_rel)
+            self.bytes_since_index = 0
+        self.bytes_since_index += size
+        if max_ts > self.max_timestamp:
+            self.max_timestamp, self.max_ts_rel = max_ts, rel
+        self.size = pos + size
+        self.next_offset = next_offset
+
+    def append(self, batch: bytes | bytearray | memoryview, base: int, next_offset: int, max_ts: int,
+               interval: int, now_ms: int) -> int:
+        """Write one stamped batch; returns its position."""
+        pos = self.size
+        self.ensure_indexes()
+        write_fully(self.fd, batch)
+        self._note_batch(pos, base, next_offset, max_ts, len(batch), interval)
+        if self.first_append_ms is None:
+            self.first_append_ms = now_ms
+        return pos
+
+    def first_batch_max_timestamp(self) -> int | None:
+        if self.size < HEADER_SIZE:
+            return None
+        return parse_header(os.pread(self.fd, HEADER_SIZE, 0)).max_timestamp
+
+    # ------------------------------------------------------------------ reading
+    def ensure_indexes(self) -> None:
+        """Load lazily opened index bodies; rebuild them if they turn out to be invalid."""
+        try:
+            self.offset_index.ensure_loaded()
+            self.time_index.ensure_loaded()
+        except InvalidIndex as exc:
+            log.warning("%s: rebuilding indexes: %s", self.path, exc)
+            self.rebuild_indexes(self.index_interval)
+
+    def find_position(self, offset: int) -> int | None:
+        """Position of the first batch holding an offset >= ``offset``; None if there is none here."""
+        if offset >= self.next_offset:
+            return None
+        rel = offset - self.base_offset
+        if rel > 0:
+            self.ensure_indexes()
+            pos = self.offset_index.lookup(rel)
+        else:
+            pos = 0
+        buf, buf_pos = b"", pos
+        while pos < self.size:
+            off = pos - buf_pos
+            if off + _LAST_DELTA_AT + 4 > len(buf):
+                buf, buf_pos, off = os.pread(self.fd, min(_SCAN_WINDOW, self.size - pos), pos), pos, 0
+            base, length = LENGTH_PREFIX.unpack_from(buf, off)
+            if base + _LAST_DELTA.unpack_from(buf, off + _LAST_DELTA_AT)[0] >= offset:
+                return pos
+            pos += length + LOG_OVERHEAD
+        return None
+
+    def read_batches(self, pos: int, budget: int, upto: int | None, at_least_one: bool) -> tuple[bytes, bool]:
+        """Whole batches from ``pos`` within ``budget`` bytes (at least one if ``at_least_one``),
+        none with a base offset >= ``upto``.  Returns (bytes, True if the end of the segment was
+        reached and the caller may continue in the next one)."""
+        avail = self.size - pos
+        want = min(budget, avail)
+        if at_least_one:
+            want = max(want, min(avail, HEADER_SIZE))
+        if want <= 0:
+            return b"", avail <= 0 and budget > 0
+        buf = os.pread(self.fd, want, pos)
+        n, p = len(buf), 0
+        while n - p >= LOG_OVERHEAD:
+            base, length = LENGTH_PREFIX.unpack_from(buf, p)
+            if upto is not None and base >= upto:
+                return buf[:p], False
+            size = length + LOG_OVERHEAD
+            if p + size > n:
+                if p == 0 and at_least_one:  # one batch larger than the budget: send it whole
+                    data = os.pread(self.fd, size, pos)
+                    return data, False
+                break
+            p += size
+        return (buf if p == n else buf[:p]), pos + p == self.size
+
+    def find_timestamp(self, timestamp: int, min_offset: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after ``min_offset`` with a timestamp >=
+        ``timestamp``.  Decodes the one batch that holds it."""
+        if self.max_timestamp < timestamp or self.next_offset <= min_offset:
+            return None
+        self.ensure_indexes()
+        rel = self.time_index.lookup_before(timestamp)
+        pos = self.offset_index.lookup(rel) if rel is not None else 0
+        for p, h in self._walk(pos, self.size, self.base_offset):
+            if h.max_timestamp >= timestamp and h.next_offset > min_offset:
+                for r in decode_records("", 0, os.pread(self.fd, h.size, p), h):
+                    if r.offset >= min_offset and r.timestamp >= timestamp:
+                        return r.offset, r.timestamp
+        return None
+
+    # ------------------------------------------------------------------ truncation, files
+    def truncate_from(self, offset: int) -> int | None:
+        """Drop every batch holding an offset >= ``offset``; returns the first dropped batch's base
+        offset, or None if nothing was dropped."""
+        pos = self.find_position(offset)
+        if pos is None:
+            return None
+        self.ensure_indexes()
+        dropped = parse_header(os.pread(self.fd, HEADER_SIZE, pos)).base_offset
+        os.ftruncate(self.fd, pos)
+        self.size = pos
+        self.offset_index.truncate_to_position(pos)
+        self.time_index.truncate_to_offset(dropped - self.base_offset)
+        self._rescan_tail()
+        return dropped
+
+    def dup_fds(self, with_indexes: bool) -> list[int]:
+        """Duplicated descriptors for fsync off the lock (the caller closes them)."""
+        fds = [os.dup(self.fd)]
+        if with_indexes:
+            fds.extend(os.dup(i.fd) for i in (self.offset_index, self.time_index) if i.fd is not None)
+        return fds
+
+    def close(self) -> None:
+        for closeable in (self.offset_index, self.time_index):
+            closeable.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def delete_files(self) -> None:
+        self.close()
+        for suffix in (LOG, INDEX, TIMEINDEX):
+            try:
+                os.unlink(self._file(suffix))
+            except FileNotFoundError:
+                pass
