@@ -2,7 +2,7 @@
 
 ``Bench`` plays the broker: it parses request maps through the wire schema, hands them to the
 coordinator with a token, and records every reply (checking each token is answered once).
-``Member`` plays a client as SPEC-groups.md tells clients to behave, so the tests read like the
+``Member`` plays a client as SPEC.md section 12 tells clients to behave, so the tests read like the
 conversation a real consumer has with its coordinator.
 """
 

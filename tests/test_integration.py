@@ -166,3 +166,36 @@ def test_sigkill_during_acks1_produce_loses_no_acknowledged_record(brokers, tmp_
     with Producer(b.bootstrap) as p:
         md = p.send("crash", b"after", partition=0).result(10)
     assert md.offset == max(o for (part, o) in stored if part == 0) + 1
+
+
+def test_compacted_topic_keeps_latest_value_per_key(brokers, tmp_path):
+    cfg = tmp_path / "broker.yaml"
+    cfg.write_text("compaction_check_interval_ms: 100\n")
+    b = brokers(["--config", str(cfg)])
+    with Admin(b.bootstrap) as admin:
+        admin.create_topic("table", partitions=1, configs={"cleanup_policy": "compact", "segment_bytes": 4096})
+        with Producer(b.bootstrap, linger_ms=0, batch_bytes=512) as p:
+            for round_ in range(20):
+                for k in range(10):
+                    p.send("table", f"{k}:{round_}:".encode() + b"x" * 200, key=f"k{k}".encode())
+                p.flush(10)
+        before = admin.describe_topic("table")["partitions"][0]["size_bytes"]
+        deadline = time.monotonic() + 20
+        while admin.describe_topic("table")["partitions"][0]["size_bytes"] >= before / 2:
+            assert time.monotonic() < deadline, "compaction did not run"
+            time.sleep(0.1)  # polling a condition (the compactor thread's progress)
+        end = admin.list_offsets([("table", 0, "latest")])[0]["offset"]
+    recs = []
+    with Consumer(b.bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([("table", 0)])
+        while not recs or recs[-1].offset < end - 1:
+            got = c.poll(5000)
+            assert got, "consumer stalled"
+            recs.extend(got)
+    assert len(recs) < 200  # compaction removed superseded records
+    latest = {}
+    offsets = [r.offset for r in recs]
+    assert offsets == sorted(offsets)
+    for r in recs:
+        latest[r.key] = r.value.split(b":")[1]
+    assert latest == {f"k{k}".encode(): b"19" for k in range(10)}

@@ -9,6 +9,7 @@ must not silently keep data forever.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,8 +39,12 @@ class BrokerConfig:
     default_replication_factor: int = 1
     delete_topic_enable: bool = True
     offsets_topic_partitions: int = 16  # __consumer_offsets
+    # An empty group's first rebalance waits this long for more members to join (Kafka's
+    # group.initial.rebalance.delay.ms), so members started together land in one generation.
+    group_initial_rebalance_delay_ms: int = 3000
     retention_check_interval_ms: int = 60_000
     flush_check_interval_ms: int = 100
+    compaction_check_interval_ms: int = 15_000  # how often compacted topics' new segments are cleaned
     log_level: str = "INFO"
     topic_defaults: LogConfig = field(default_factory=LogConfig)
     limits: Limits = field(default_factory=Limits)
@@ -50,7 +55,13 @@ class BrokerConfig:
 
     @property
     def advertised(self) -> str:
-        return self.advertised_host or self.host
+        """The host clients are told to use.  A wildcard bind address is no address to connect
+        to, so without ``advertised_host`` it becomes this machine's name."""
+        if self.advertised_host:
+            return self.advertised_host
+        if self.host in ("0.0.0.0", "*", "::", ""):
+            return socket.getfqdn()
+        return self.host
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "BrokerConfig":
         return _apply(self, overrides, "flag")

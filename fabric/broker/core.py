@@ -28,12 +28,14 @@ from .. import __version__
 from ..log.partition_log import PartitionLog
 from ..protocol import codec
 from ..protocol.errors import FabricError
+from ..protocol.schema import as_int
 from ..protocol.messages import (OPERATIONS, AlterTopicConfigsRequest, CreatePartitionsRequest,
                                  CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicsRequest, FetchRequest,
                                  ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest,
                                  error_reply, ok_reply, parse_request)
 from ..records.batch import validate_batch
 from .config import BrokerConfig
+from .group_service import GroupService
 from .metrics import Metrics
 from .topics import TopicManager
 from .waiters import FetchWaiters, Waiter
@@ -51,6 +53,14 @@ class Reply:
 Outbox = list[tuple[bytes, Reply]]
 
 
+def _readable_cid(raw: Any) -> int | None:
+    """The cid to echo in an error reply, if the request's cid is usable at all."""
+    try:
+        return as_int(raw, "cid", 0)
+    except FabricError:
+        return None
+
+
 class BrokerCore:
     """One broker node's state and request handlers (single-node for now: it leads every partition)."""
 
@@ -64,6 +74,7 @@ class BrokerCore:
         self.metrics = Metrics(started_ms=now_ms)
         self.waiters = FetchWaiters(config.limits.inflight_requests_max)
         self.shutting_down = False
+        self.advertised_port = config.port  # the shell sets the real one when it bound port 0
         self.handlers: dict[str, Callable[[bytes, Any, Any, list, int], Outbox]] = {
             "api_versions": self._api_versions,
             "metadata": self._metadata,
@@ -78,6 +89,9 @@ class BrokerCore:
             "list_offsets": self._list_offsets,
             "broker_stats": self._broker_stats,
         }
+        self.groups = GroupService(self, now_ms)
+        for op in self.groups.operations():
+            self.handlers[op] = self.groups.handle
 
     def _cluster_id(self, data_dir: Path) -> str:
         path = data_dir / "meta" / "cluster_id"
@@ -95,11 +109,13 @@ class BrokerCore:
         op: str | None = None
         cid: int | None = None
         try:
-            codec.check_frames(frames, self.limits)
+            if not frames:
+                raise FabricError("MALFORMED_REQUEST", "request has no frames")
+            # Header first, so that even frame-limit errors carry the request's cid.
             header = codec.decode_map(frames[0], self.limits.header_frame_bytes_max)
             op = header.get("op") if isinstance(header.get("op"), str) else None
-            raw_cid = header.get("cid")
-            cid = raw_cid if isinstance(raw_cid, int) and not isinstance(raw_cid, bool) else None
+            cid = _readable_cid(header.get("cid"))
+            codec.check_frames(frames, self.limits)
             env, req = parse_request(header)
             op, cid = env.op, env.cid
             handler = self.handlers.get(op)
@@ -127,6 +143,10 @@ class BrokerCore:
         for w in self.waiters.expired(now_ms):
             out.append((w.peer, self._fetch_reply(w.cid, w.request)[0]))
         return out
+
+    def tick(self, now_ms: int) -> Outbox:
+        """Time-driven work: expired long-polls, group session/rebalance timeouts."""
+        return self.expire(now_ms) + self.groups.tick(now_ms)
 
     def next_deadline_ms(self) -> int | None:
         return self.waiters.next_deadline_ms()
@@ -156,13 +176,15 @@ class BrokerCore:
 
     # ------------------------------------------------------------------ cluster / topics
     def _broker_list(self) -> list[dict[str, Any]]:
-        return [{"node_id": self.config.node_id, "host": self.config.advertised, "port": self.config.port}]
+        return [{"node_id": self.config.node_id, "host": self.config.advertised, "port": self.advertised_port}]
 
     def _partition_meta(self, p: int) -> dict[str, Any]:
         me = self.config.node_id
         return {"partition": p, "leader": me, "leader_epoch": 0, "replicas": [me], "isr": [me]}
 
     def _api_versions(self, peer, env, req, frames, now_ms) -> Outbox:
+        if req.client:
+            log.debug("client %s: %s", peer.hex(), req.client)
         ops = {name: [lo, hi] for name, (_, lo, hi) in sorted(OPERATIONS.items()) if name in self.handlers}
         return [(peer, Reply(ok_reply(env.op, env.cid, ops=ops, limits=self.limits.to_wire(),
                                       broker={"version": __version__, "node_id": self.config.node_id,
@@ -204,7 +226,8 @@ class BrokerCore:
                 results.append({"name": nt.name, "partitions": partitions, "replication_factor": 1})
             except FabricError as err:
                 results.append({"name": nt.name, "error": err.to_wire()})
-        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))]
+        out: Outbox = [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))]
+        return out + self.groups.metadata_changed(now_ms)
 
     def _delete_topics(self, peer, env, req: DeleteTopicsRequest, frames, now_ms) -> Outbox:
         results = []
@@ -223,7 +246,7 @@ class BrokerCore:
                 results.append({"name": name})
             except FabricError as err:
                 results.append({"name": name, "error": err.to_wire()})
-        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out
+        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out + self.groups.metadata_changed(now_ms)
 
     def _list_topics(self, peer, env, req: ListTopicsRequest, frames, now_ms) -> Outbox:
         topics = [{"name": t.name, "partitions": len(t.partitions), "internal": t.internal}
@@ -258,19 +281,24 @@ class BrokerCore:
 
     def _create_partitions(self, peer, env, req: CreatePartitionsRequest, frames, now_ms) -> Outbox:
         topic = self.topics.add_partitions(req.topic, req.count, now_ms)
-        return [(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, partitions=len(topic.partitions))))]
+        return ([(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, partitions=len(topic.partitions))))]
+                + self.groups.metadata_changed(now_ms))
 
     def _broker_stats(self, peer, env, req, frames, now_ms) -> Outbox:
         snap = self.metrics.snapshot(now_ms)
         snap["parked_fetches"] = len(self.waiters)
+        snap["parked_group_requests"] = self.groups.parked()
         snap["topics"] = len(self.topics.topics)
         return [(peer, Reply(ok_reply(env.op, env.cid, **snap)))]
 
     # ------------------------------------------------------------------ data path
     def _log_for_produce(self, topic: str, partition: int, now_ms: int) -> PartitionLog:
         if topic not in self.topics.topics and self.config.auto_create_topics:
-            self.topics.create(topic, max(self.config.default_partitions, partition + 1), {}, now_ms)
-        return self.topics.partition(topic, partition)
+            self.topics.create(topic, self.config.default_partitions, {}, now_ms)
+        plog = self.topics.partition(topic, partition)
+        if self.topics.topics[topic].internal:
+            raise FabricError("POLICY_VIOLATION", f"{topic!r} is internal: only the broker writes it")
+        return plog
 
     def _produce(self, peer, env, req: ProduceRequest, frames, now_ms) -> Outbox:
         payload = frames[1:]
@@ -335,8 +363,10 @@ class BrokerCore:
             total += len(data)
         return metas, datas, total, any_error
 
-    def _fetch_reply(self, cid: int, req: FetchRequest) -> tuple[Reply, int, bool]:
-        metas, datas, total, any_error = self._read_partitions(req)
+    def _fetch_reply(self, cid: int, req: FetchRequest,
+                     read: tuple[list[dict[str, Any]], list[bytes], int, bool] | None = None
+                     ) -> tuple[Reply, int, bool]:
+        metas, datas, total, any_error = read or self._read_partitions(req)
         self.metrics.bytes_out += total
         for meta, data in zip(metas, datas):
             if data:
@@ -345,19 +375,21 @@ class BrokerCore:
 
     def _fetch(self, peer, env, req: FetchRequest, frames, now_ms) -> Outbox:
         keys = tuple((fp.topic, fp.partition) for fp in req.partitions)
-        if req.max_wait_ms > 0 and req.min_bytes > 0 and not self.waiters.full():
-            metas, datas, total, any_error = self._read_partitions(req)
-            if total < req.min_bytes and not any_error and keys:
-                self.waiters.park(Waiter(peer, env.cid, req, now_ms + req.max_wait_ms, keys))
-                return []
-        reply, _, _ = self._fetch_reply(env.cid, req)
+        read = self._read_partitions(req)
+        _, _, total, any_error = read
+        min_bytes = min(req.min_bytes, req.max_bytes)
+        if (req.max_wait_ms > 0 and total < min_bytes and not any_error and keys
+                and not self.waiters.full()):
+            self.waiters.park(Waiter(peer, env.cid, req, now_ms + req.max_wait_ms, keys))
+            return []
+        reply, _, _ = self._fetch_reply(env.cid, req, read)
         return [(peer, reply)]
 
     def _wake(self, keys: list[tuple[str, int]], now_ms: int) -> Outbox:
         out: Outbox = []
         for w in self.waiters.candidates(keys):
             reply, total, any_error = self._fetch_reply(w.cid, w.request)
-            if total >= w.request.min_bytes or any_error:
+            if total >= min(w.request.min_bytes, w.request.max_bytes) or any_error:
                 self.waiters.finish(w)
                 out.append((w.peer, reply))
         return out

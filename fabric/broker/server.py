@@ -1,12 +1,13 @@
-"""The broker's I/O shell: one ZeroMQ ROUTER, one poll loop, one flusher thread.
+"""The broker's I/O shell: one ZeroMQ ROUTER, one poll loop (plus the flusher and compactor
+threads of ``background.py``).
 
 Loop turn: poll (until the next long-poll deadline, at most ``TICK_MS``), drain up to
 ``RECV_BURST`` requests, hand each to ``BrokerCore.handle``, fsync every log that a reply asked
 for (once per turn, however many batches: group commit), then send the replies.  Between turns:
 expire long-polls and, every ``retention_check_interval_ms``, housekeeping.
 
-Interval fsync (``flush_interval_ms``) happens on a separate thread so a slow disk never stalls
-the loop; ``PartitionLog.flush`` is thread-safe for exactly this.  SIGTERM/SIGINT stop the loop
+Interval fsync (``flush_interval_ms``) and compaction happen on separate threads so a slow disk
+never stalls the loop.  SIGTERM/SIGINT stop the loop
 after the current turn: parked fetches are answered, logs flushed and closed (clean-shutdown
 marker), sockets closed with linger 0.
 """
@@ -16,43 +17,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from typing import Any
 
 import zmq
 
 from ..protocol.codec import encode
 from .config import BrokerConfig
+from .background import Compactor, Flusher, wall_ms
 from .core import BrokerCore, Outbox
 
 log = logging.getLogger("fabric.broker.server")
 
 TICK_MS = 100
 RECV_BURST = 256
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class Flusher(threading.Thread):
-    """fsyncs logs whose ``flush_interval_ms`` has passed since their first unflushed write."""
-
-    def __init__(self, core: BrokerCore, interval_ms: int) -> None:
-        super().__init__(name="fabric-flusher", daemon=True)
-        self.core = core
-        self.interval_s = interval_ms / 1000
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.wait(self.interval_s):
-            now = wall_ms()
-            for name, p, plog in self.core.topics.all_logs():
-                try:
-                    if plog.unflushed and plog.needs_flush(now):
-                        plog.flush()
-                except Exception:
-                    log.exception("background flush of %s-%d", name, p)
 
 
 class BrokerServer:
@@ -74,7 +51,9 @@ class BrokerServer:
         self.router.bind(config.endpoint)
         endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.port = int(endpoint.rsplit(":", 1)[1])
+        self.core.advertised_port = self.port
         self.flusher = Flusher(self.core, config.flush_check_interval_ms)
+        self.compactor = Compactor(self.core, config.compaction_check_interval_ms)
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, frame: Any) -> None:
@@ -104,6 +83,7 @@ class BrokerServer:
         log.info("broker %d serving on %s, data in %s (cluster %s)", self.config.node_id,
                  self.router.getsockopt(zmq.LAST_ENDPOINT).decode(), self.config.data_dir, self.core.cluster_id)
         self.flusher.start()
+        self.compactor.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         next_housekeeping = wall_ms() + self.config.retention_check_interval_ms
@@ -126,7 +106,7 @@ class BrokerServer:
                         outbox.extend(core.handle(peer, frames, wall_ms()))
                     self._send(outbox)
                 now = wall_ms()
-                self._send(core.expire(now))
+                self._send(core.tick(now))
                 if now >= next_housekeeping:
                     core.housekeeping(now)
                     next_housekeeping = now + self.config.retention_check_interval_ms
@@ -140,9 +120,8 @@ class BrokerServer:
             self._send(self.core.drain_waiters())
         except Exception:
             log.exception("answering parked fetches")
-        self.flusher.stop_event.set()
-        if self.flusher.is_alive():
-            self.flusher.join(timeout=5)
+        self.compactor.stop()
+        self.flusher.stop()
         self.core.close()
         self.router.close(linger=0)
         log.info("broker stopped")

@@ -49,6 +49,12 @@ class Topic:
                 "internal": self.internal, "created_ms": self.created_ms}
 
 
+def _canonical(overrides: dict[str, Any], config: LogConfig) -> dict[str, Any]:
+    """The overrides as the validated config spells them (ints, not floats; one policy spelling)."""
+    effective = config.to_mapping()
+    return {k: effective[k] for k in overrides}
+
+
 def _partition_dir_name(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
 
@@ -152,7 +158,7 @@ class TopicManager:
     def create(self, name: str, partitions: int, configs: dict[str, Any], now_ms: int,
                internal: bool = False) -> Topic:
         config = self.check_new(name, partitions, configs, internal)
-        topic = Topic(name, uuid.uuid4().hex, dict(configs), config, internal, now_ms)
+        topic = Topic(name, uuid.uuid4().hex, _canonical(configs, config), config, internal, now_ms)
         try:
             for p in range(partitions):
                 topic.partitions.append(PartitionLog.open(self.data_dir / _partition_dir_name(name, p), config, now_ms))
@@ -197,7 +203,7 @@ class TopicManager:
         merged = {k: v for k, v in topic.configs.items() if k not in delete}
         merged.update(set_)
         config = LogConfig.from_mapping(merged, self.defaults)
-        topic.configs, topic.config = merged, config
+        topic.configs, topic.config = _canonical(merged, config), config
         for plog in topic.partitions:
             plog.reconfigure(config)
         self._persist()

@@ -33,6 +33,8 @@ def register(sub: Any) -> None:
                    help="fsync each batch before acknowledging it (safest, slower)")
     p.add_argument("--flush-interval-ms", type=int, metavar="MS",
                    help="fsync at most this long after a write (default 1000)")
+    p.add_argument("--group-initial-rebalance-delay-ms", type=int, metavar="MS",
+                   help="an empty group's first rebalance waits this long for more members (default 3000)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=run)
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in
                                  ("data_dir", "host", "port", "advertised_host", "node_id", "default_partitions",
-                                  "auto_create_topics", "log_level")}
+                                  "auto_create_topics", "group_initial_rebalance_delay_ms", "log_level")}
     topic_defaults: dict[str, Any] = {}
     if args.flush_every_batch:
         topic_defaults["flush_every_batch"] = True

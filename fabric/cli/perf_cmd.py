@@ -57,6 +57,8 @@ def register(sub: Any) -> None:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--fetch-max-bytes", type=int, default=32 << 20)
     p.add_argument("--partition-fetch-bytes", type=int, default=8 << 20)
+    p.add_argument("--start-offset", type=int, metavar="K",
+                   help="start every partition at offset K instead of the beginning (e.g. near the tail)")
     p.add_argument("--json", action="store_true")
     add_client_options(p)
     p.set_defaults(func=perf_consume)
@@ -160,12 +162,15 @@ def perf_consume(args: argparse.Namespace) -> int:
     progress = _Progress("consume", not args.json)
     count = nbytes = 0
     try:
-        consumer.assign_topic(args.topic)
+        tps = consumer.assign_topic(args.topic)
         consumer.seek_to_beginning()
+        if args.start_offset is not None:
+            for tp in tps:
+                consumer.seek(tp, args.start_offset)
         start = time.perf_counter()
         idle_since = start
         while count < args.records:
-            recs = consumer.poll(1000)
+            recs = consumer.poll(1000, max_records=args.records - count)
             if recs:
                 count += len(recs)
                 nbytes += sum(len(r.value) for r in recs if r.value is not None)

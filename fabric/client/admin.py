@@ -12,7 +12,8 @@ from typing import Any, Iterable, Sequence
 import zmq
 
 from ..protocol.errors import FabricError, exception_for
-from ..protocol.messages import (AlterTopicConfigsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+from .. import __version__
+from ..protocol.messages import (AlterTopicConfigsRequest, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
                                  DeleteTopicsRequest, DescribeTopicsRequest, ListOffsetsRequest,
                                  ListTopicsRequest, MetadataRequest, NewTopic, OffsetQuery)
 from .connection import Connection, parse_bootstrap
@@ -29,6 +30,7 @@ class Admin:
                  ctx: zmq.Context | None = None, client_id: str = "fabric-admin") -> None:
         self.endpoints = parse_bootstrap(bootstrap)
         self.timeout_ms = timeout_ms
+        self.client_id = client_id
         self.conn = Connection(self.endpoints[0], ctx, client_id)
 
     def __enter__(self) -> "Admin":
@@ -46,7 +48,7 @@ class Admin:
 
     # ------------------------------------------------------------------ info
     def api_versions(self) -> dict[str, Any]:
-        return self._call("api_versions")
+        return self._call("api_versions", ApiVersionsRequest(client=f"{self.client_id} fabric-python/{__version__}"))
 
     def metadata(self, topics: Iterable[str] | None = None, allow_auto_create: bool = False) -> dict[str, Any]:
         req = MetadataRequest(topics=None if topics is None else tuple(topics), allow_auto_create=allow_auto_create)

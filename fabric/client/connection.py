@@ -143,5 +143,7 @@ class Connection:
                 log.debug("dropping stale reply cid=%s (waiting for %s)", header.get("cid"), cid)
                 continue
             if "error" in header:
-                raise exception_for(header["error"])
+                exc = exception_for(header["error"])
+                exc.reply = header  # e.g. MEMBER_ID_REQUIRED carries the member id to rejoin with
+                raise exc
             return header, payload

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from time import time_ns as _time_ns
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
@@ -71,34 +72,33 @@ class _BatchResult:
                 log.exception("delivery callback failed")
 
 
-class RecordFuture:
-    """Result of ``send``: ``result(timeout)`` gives ``RecordMetadata`` or raises the delivery error."""
+class RecordFuture(tuple):
+    """Result of ``send``: ``result(timeout)`` gives ``RecordMetadata`` or raises the delivery error.
 
-    __slots__ = ("_batch", "_index")
+    A tuple ``(batch, index)`` built without a Python ``__init__``: the producer makes one per
+    record, so it must cost as little as a tuple."""
 
-    def __init__(self, batch: "_Batch", index: int) -> None:
-        self._batch = batch
-        self._index = index
+    __slots__ = ()
 
     def done(self) -> bool:
-        return self._batch.result.event.is_set()
+        return self[0].result.event.is_set()
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
-        b = self._batch
+        b, i = self
         if not b.result.event.wait(timeout):
             raise RequestTimeoutError(f"record not acknowledged within {timeout} s")
         if b.result.error is not None:
             raise b.result.error
         off = b.result.base_offset
-        return RecordMetadata(b.topic, b.partition, off + self._index if off >= 0 else -1, b.timestamps[self._index])
+        return RecordMetadata(b.topic, b.partition, off + i if off >= 0 else -1, b.timestamps[i])
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._batch.result.event.wait(timeout)
-        return self._batch.result.error
+        self[0].result.event.wait(timeout)
+        return self[0].result.error
 
     def add_done_callback(self, fn: Callable[["RecordFuture"], None]) -> None:
         """``fn(future)`` runs on the sender thread once the record is acknowledged or failed."""
-        r = self._batch.result
+        r = self[0].result
         if r.callbacks is None:
             r.callbacks = []
         r.callbacks.append(lambda: fn(self))
@@ -106,17 +106,22 @@ class RecordFuture:
             fn(self)
 
 
+_new_future = tuple.__new__
+
+
 class _Batch:
-    __slots__ = ("topic", "partition", "timestamps", "keys", "values", "headers", "size", "created_ms",
+    """Records of one partition collected by ``send``: ``(timestamp, key, value)`` tuples, or
+    ``(timestamp, key, value, headers)`` once any record has headers."""
+
+    __slots__ = ("topic", "partition", "records", "has_headers", "timestamps", "size", "created_ms",
                  "result", "attempts", "retry_at_ms", "data", "last_error")
 
     def __init__(self, topic: str, partition: int, now_ms: int) -> None:
         self.topic = topic
         self.partition = partition
-        self.timestamps: list[int] = []
-        self.keys: list[bytes | None] = []
-        self.values: list[bytes | None] = []
-        self.headers: list[Any] | None = None
+        self.records: list[tuple] = []
+        self.has_headers = False
+        self.timestamps: list[int] | tuple[int, ...] = ()  # filled when the batch is encoded
         self.size = 0
         self.created_ms = now_ms
         self.result = _BatchResult()
@@ -124,6 +129,20 @@ class _Batch:
         self.retry_at_ms = 0
         self.data: bytes | None = None
         self.last_error: BaseException | None = None
+
+    def encode(self, compression: int) -> bytes:
+        recs = self.records
+        if self.has_headers:
+            ts = [r[0] for r in recs]
+            keys = [r[1] for r in recs]
+            values = [r[2] for r in recs]
+            headers = [r[3] if len(r) > 3 else None for r in recs]
+        else:
+            ts, keys, values = zip(*recs)
+            headers = None
+        self.timestamps = ts
+        self.records = []  # retries resend self.data
+        return encode_batch(ts, keys, values, headers, compression=compression)
 
 
 def _as_bytes(value: Any, what: str) -> bytes | None:
@@ -206,40 +225,42 @@ class Producer:
     def send(self, topic: str, value: bytes | str | None, key: bytes | str | None = None, *,
              partition: int | None = None, timestamp_ms: int | None = None,
              headers: Sequence[tuple[str, bytes]] | None = None) -> RecordFuture:
-        """Queue one record; returns at once (blocking only while the buffer is full)."""
-        if type(value) is not bytes:
+        """Queue one record; returns at once (blocking only while the buffer is full).
+
+        This is the producer's hot path: a handful of dict look-ups and one list append."""
+        if value.__class__ is not bytes:
             value = _as_bytes(value, "value")
-        if key is not None and type(key) is not bytes:
-            key = _as_bytes(key, "key")
+        size = RECORD_OVERHEAD if value is None else len(value) + RECORD_OVERHEAD
+        if key is not None:
+            if key.__class__ is not bytes:
+                key = _as_bytes(key, "key")
+            size += len(key)
         if partition is None:
             n = self._partition_counts.get(topic) or self.partitions_for(topic)
             partition = self._partitioner.partition(topic, key, n)
-        ts = time.time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
-        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0) + RECORD_OVERHEAD
+        ts = _time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
         if headers:
             headers = [(str(n), _as_bytes(v, "header value") or b"") for n, v in headers]
             size += sum(len(n) + len(v) + 4 for n, v in headers)
+            record: tuple = (ts, key, value, headers)
+        else:
+            record = (ts, key, value)
         with self._lock:
-            if self._closed:
-                raise ClosedError("producer is closed")
-            if self._buffered + size > self.buffer_bytes:
+            if self._buffered + size > self.buffer_bytes or self._closed:
                 self._wait_for_space(size)
             b = self._open.get((topic, partition))
             if b is None:
                 b = self._new_batch(topic, partition)
-            i = len(b.values)
-            b.timestamps.append(ts)
-            b.keys.append(key)
-            b.values.append(value)
-            if headers or b.headers is not None:
-                if b.headers is None:
-                    b.headers = [None] * i
-                b.headers.append(headers or None)
+            recs = b.records
+            i = len(recs)
+            recs.append(record)
+            if headers:
+                b.has_headers = True
             b.size += size
             self._buffered += size
             if b.size >= self.batch_bytes:
                 self._close_batch(b)
-        return RecordFuture(b, i)
+        return _new_future(RecordFuture, (b, i))
 
     def _new_batch(self, topic: str, partition: int) -> _Batch:
         b = _Batch(topic, partition, monotonic_ms())
@@ -250,11 +271,13 @@ class Producer:
     def _close_batch(self, b: _Batch) -> None:
         del self._open[(b.topic, b.partition)]
         self._ready.append(b)
-        if b.keys[0] is None:
+        if b.records[0][1] is None:
             self._partitioner.batch_done(b.topic, b.partition, self._partition_counts.get(b.topic, 1))
         self._wake_tx.send(b"", zmq.NOBLOCK)
 
     def _wait_for_space(self, size: int) -> None:
+        if self._closed:
+            raise ClosedError("producer is closed")
         deadline = monotonic_ms() + self.max_block_ms
         if self._open:  # make room: let the sender ship what we have
             for b in list(self._open.values()):
@@ -398,8 +421,7 @@ class Producer:
         total = 0
         for b in batches:
             if b.data is None:
-                b.data = encode_batch(b.timestamps, b.keys, b.values, b.headers, compression=self.compression)
-                b.keys = b.values = b.headers = None  # type: ignore[assignment]  # retries resend b.data
+                b.data = b.encode(self.compression)
             if take and (total + len(b.data) > (32 << 20) or len(take) >= 1000):
                 break
             take.append(b)

@@ -3,7 +3,7 @@
 Same rules as ``fabric.protocol.messages``: small frozen dataclasses whose fields carry ``wire``
 specs, checked by ``parse``; ``validate`` adds the checks that have their own error codes
 (INVALID_GROUP_ID, INVALID_SESSION_TIMEOUT, OFFSET_METADATA_TOO_LARGE).  Replies are plain maps
-built by the coordinator (``Reply.result``); SPEC-groups.md documents both.
+built by the coordinator (``Reply.result``); SPEC.md section 12 documents both.
 
 Partition sets travel as ``[{topic, partitions: [uint]}]`` (``TopicPartitions``), not as one map
 per partition: a member owning 500 partitions of one topic sends one short array.

@@ -51,7 +51,7 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(18, "NOT_LEADER", True, "This broker does not lead that partition; refresh metadata."),
     ErrorCode(19, "REQUEST_TIMED_OUT", True, "The request did not complete within its `timeout_ms`."),
     ErrorCode(20, "LIMIT_EXCEEDED", False,
-              "A broker-wide limit (topics, partitions, in-flight requests, connections) would be exceeded."),
+              "A broker-wide limit (topics, partitions, group members) would be exceeded."),
     ErrorCode(21, "STORAGE_ERROR", True, "The broker could not read or write its disk for that partition."),
     ErrorCode(22, "NOT_ENOUGH_REPLICAS", True, "Fewer in-sync replicas than `min_insync_replicas`."),
     ErrorCode(23, "BROKER_SHUTTING_DOWN", True, "The broker is stopping; retry against another or later."),
@@ -92,6 +92,7 @@ class FabricError(Exception):
         self.error = BY_NAME[name]
         self.message = message or self.error.meaning
         self.details = details
+        self.reply: dict[str, Any] | None = None  # the whole reply header, when raised by a client
         super().__init__(f"{name}: {self.message}")
 
     @property

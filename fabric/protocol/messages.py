@@ -112,7 +112,7 @@ class CreatePartitionsRequest:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchTarget:
     topic: str = wire("text", max_len=256)
-    partition: int = wire("int", min=0, max=_L.partitions_per_topic_max)
+    partition: int = wire("int", min=0, max=_L.partitions_per_topic_max - 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,7 +127,7 @@ class ProduceRequest:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchPartition:
     topic: str = wire("text", max_len=256)
-    partition: int = wire("int", min=0, max=_L.partitions_per_topic_max)
+    partition: int = wire("int", min=0, max=_L.partitions_per_topic_max - 1)
     offset: int = wire("int", min=0)
     max_bytes: int = wire("int", 1 << 20, min=1, max=_L.fetch_bytes_max)
 
@@ -144,7 +144,7 @@ class FetchRequest:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OffsetQuery:
     topic: str = wire("text", max_len=256)
-    partition: int = wire("int", min=0, max=_L.partitions_per_topic_max)
+    partition: int = wire("int", min=0, max=_L.partitions_per_topic_max - 1)
     # "earliest", "latest", or a timestamp in ms (first offset whose timestamp is >= it)
     at: Any = wire("any", "latest")
 

@@ -136,7 +136,12 @@ def parse(cls: type[T], mapping: Any, path: str = "") -> T:
     obj = cls(**values)
     post: Callable[[], None] | None = getattr(obj, "validate", None)
     if post is not None:
-        post()
+        try:
+            post()
+        except FabricError as err:
+            if path and err.name == "INVALID_FIELD":
+                raise FabricError(err.name, f"{path}.{err.message}") from None
+            raise
     return obj
 
 

@@ -134,10 +134,16 @@ def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int, max_reco
                           f"last_offset_delta {h.last_offset_delta} must be record_count - 1 = {h.record_count - 1}")
     if h.attributes & ~0x0F or (h.attributes & ATTR_COMPRESSION_MASK) > COMPRESSION_ZLIB:
         raise FabricError("INVALID_BATCH", f"unknown attribute bits {h.attributes:#06x}")
-    if h.max_timestamp < 0 or h.base_timestamp < 0:
-        raise FabricError("INVALID_BATCH", "timestamps must be >= 0")
+    if h.base_timestamp < 0 or h.max_timestamp < h.base_timestamp:
+        raise FabricError("INVALID_BATCH", f"timestamps must satisfy 0 <= base_timestamp ({h.base_timestamp}) "
+                                           f"<= max_timestamp ({h.max_timestamp})")
     if n == HEADER_SIZE:
         raise FabricError("INVALID_BATCH", "batch has no records section")
+    # One byte, not a decode: an uncompressed records section must open a 4-element CBOR array
+    # (0x84) or an indefinite-length array (0x9f).  Catches clients that send raw values.
+    if h.attributes & ATTR_COMPRESSION_MASK == COMPRESSION_NONE and buf[HEADER_SIZE] not in (0x84, 0x9F):
+        raise FabricError("INVALID_BATCH", f"records section must start with a CBOR array of 4 columns "
+                                           f"(0x84), not {buf[HEADER_SIZE]:#04x}")
     return h
 
 

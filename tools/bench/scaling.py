@@ -74,28 +74,29 @@ def _partitions(system: FabricSystem, counts: list[int], records: int, value_byt
 
 
 def _big_log(system: FabricSystem, gb: float, record_bytes: int, read_records: int,
-             console: Console) -> dict[str, Any]:
+             console: Console, big: dict[str, Any]) -> None:
+    """Fills ``big`` step by step, so a failure keeps what was measured before it."""
     total = int(gb * GB) // record_bytes
     read_records = min(read_records, total)
     system.create_topic("big", 1)
     console.print(f"large log: {total:,} records × {record_bytes} B ({gb:g} GB), sampling broker RSS …")
+    big.update(records=total, record_bytes=record_bytes)
     sampler = RssSampler(system)
     sampler.start()
     try:
-        fill = system.perf_produce("big", total, record_bytes)
+        big["fill"] = system.perf_produce("big", total, record_bytes)
     finally:
         sampler.stop()
+        big["rss_samples"] = sampler.samples
     console.print(f"read {read_records:,} from the start, then from the tail …")
-    head = system.perf_consume("big", read_records)
-    tail = system.perf_consume("big", read_records, start_offset=total - read_records)
-    return {"records": total, "record_bytes": record_bytes, "fill": fill, "read_head": head,
-            "read_tail": tail, "rss_samples": sampler.samples}
+    big["read_head"] = system.perf_consume("big", read_records)
+    big["read_tail"] = system.perf_consume("big", read_records, start_offset=total - read_records)
 
 
 def _render(console: Console, out: dict[str, Any]) -> None:
     if out.get("partitions"):
         _render_partitions(console, out["partitions"])
-    if out.get("big_log"):
+    if out.get("big_log", {}).get("rss_samples") is not None:
         _render_big_log(console, out["big_log"])
 
 
@@ -116,7 +117,9 @@ def _render_big_log(console: Console, big: dict[str, Any]) -> None:
     for h in ("where", "records", "rec/s", "MB/s"):
         t.add_column(h, justify="right")
     for label, key in (("fill (produce)", "fill"), ("from start", "read_head"), ("from tail", "read_tail")):
-        r = big[key]
+        if (r := big.get(key)) is None:
+            t.add_row(label, "—", "not measured", "—")
+            continue
         t.add_row(label, f"{r['records']:,}", f"{r['records_per_sec']:,.0f}", f"{r['mb_per_sec']:.1f}")
     console.print(t)
     samples = big["rss_samples"]
@@ -143,7 +146,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
     try:
         system.start(workdir)
         _partitions(system, counts, args.records, args.value_bytes, console, out.setdefault("partitions", []))
-        out["big_log"] = _big_log(system, gb, args.big_record_bytes, args.records, console)
+        _big_log(system, gb, args.big_record_bytes, args.records, console, out.setdefault("big_log", {}))
     except Exception as e:
         log.debug("scaling failed", exc_info=True)
         out["error"] = f"{type(e).__name__}: {e}"

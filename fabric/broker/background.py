@@ -1,0 +1,81 @@
+"""The broker's two background threads: interval fsync and log compaction.
+
+Why threads: both do slow disk work (fsync, reading and rewriting whole segments) that must not
+stall the event loop.  ``PartitionLog.flush`` and ``compaction.compact`` are written to run
+concurrently with appends and reads on the loop thread (they take the log's lock only briefly).
+Each thread wakes on a fixed interval, walks a snapshot of the logs, and stops on ``stop()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..log.compaction import compact
+from .core import BrokerCore
+
+log = logging.getLogger("fabric.broker")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Periodic(threading.Thread):
+    def __init__(self, name: str, core: BrokerCore, interval_ms: int) -> None:
+        super().__init__(name=name, daemon=True)
+        self.core = core
+        self.interval_s = interval_ms / 1000
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval_s):
+            self.work(wall_ms())
+
+    def work(self, now_ms: int) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
+class Flusher(_Periodic):
+    """fsyncs logs whose ``flush_interval_ms`` has passed since their first unflushed write."""
+
+    def __init__(self, core: BrokerCore, interval_ms: int) -> None:
+        super().__init__("fabric-flusher", core, interval_ms)
+
+    def work(self, now_ms: int) -> None:
+        for name, p, plog in self.core.topics.all_logs():
+            try:
+                if plog.unflushed and plog.needs_flush(now_ms):
+                    plog.flush()
+            except Exception:
+                log.exception("background flush of %s-%d", name, p)
+
+
+class Compactor(_Periodic):
+    """Compacts the closed segments of ``cleanup_policy: compact`` topics.  A log is looked at
+    again only once it has rolled a new segment since its last pass (nothing else can be new)."""
+
+    def __init__(self, core: BrokerCore, interval_ms: int) -> None:
+        super().__init__("fabric-compactor", core, interval_ms)
+        self._seen: dict[int, tuple[int, int]] = {}
+
+    def work(self, now_ms: int) -> None:
+        for name, p, plog in self.core.topics.all_logs():
+            if self.stop_event.is_set():
+                return
+            if not plog.config.compact or plog.segment_count < 2:
+                continue
+            marker = (plog.segment_count, plog.start_offset)
+            if self._seen.get(id(plog)) == marker:
+                continue
+            try:
+                compact(plog, now_ms)
+                self._seen[id(plog)] = (plog.segment_count, plog.start_offset)
+            except Exception:
+                log.exception("compaction of %s-%d", name, p)

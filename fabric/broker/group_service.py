@@ -1,0 +1,148 @@
+"""Glue between the broker and the sans-I/O group ``Coordinator``.
+
+What it owns: the internal compacted topic ``__consumer_offsets`` (created on first start,
+replayed into the coordinator's memory on every start), the map from coordinator tokens to the
+``(peer, cid)`` a reply must go to (a join may be answered much later, from another member's
+request or from ``tick``), and the translation of coordinator actions into broker replies:
+
+* ``Reply`` -> an outbox entry for the token's peer;
+* ``AppendOffsets`` -> one record batch per ``__consumer_offsets`` partition, appended to the
+  log; the records are applied to memory and the reply is queued with those logs in its
+  ``flush`` list, so the shell fsyncs before the commit is acknowledged (group commit).
+
+Single node: this broker leads every offsets partition, so it coordinates every group.  The
+cluster issue makes leadership follow the metadata log (``load_partition``/``unload_partition``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Hashable
+
+from ..groups.coordinator import AppendOffsets, Coordinator, GroupConfig, Reply as GroupReply
+from ..groups.messages import GROUP_OPERATIONS
+from ..groups.offsets import OFFSETS_TOPIC, OffsetRecord
+from ..log.partition_log import PartitionLog
+from ..protocol.errors import FabricError
+from ..protocol.messages import error_reply, ok_reply
+from ..records.batch import encode_batch, records_in
+
+if TYPE_CHECKING:
+    from .core import BrokerCore, Outbox
+
+log = logging.getLogger("fabric.broker.groups")
+
+OFFSETS_TOPIC_CONFIG = {"cleanup_policy": "compact", "flush_every_batch": True, "segment_bytes": 64 << 20}
+REPLAY_CHUNK_BYTES = 8 << 20
+
+
+class GroupService:
+    def __init__(self, core: "BrokerCore", now_ms: int) -> None:
+        self.core = core
+        cfg = core.config
+        topics = core.topics
+        if OFFSETS_TOPIC not in topics.topics:
+            topics.create(OFFSETS_TOPIC, cfg.offsets_topic_partitions, OFFSETS_TOPIC_CONFIG, now_ms, internal=True)
+        self.offsets_topic = topics.get(OFFSETS_TOPIC)
+        n = len(self.offsets_topic.partitions)
+        self.coordinator = Coordinator(self._partitions_for, offsets_partitions=n,
+                                       config=GroupConfig(initial_rebalance_delay_ms=cfg.group_initial_rebalance_delay_ms))
+        self._tokens: dict[Hashable, tuple[bytes, int]] = {}
+        self._seq = itertools.count()
+        for p, plog in enumerate(self.offsets_topic.partitions):
+            self.coordinator.begin_loading(p)
+            skipped = self.coordinator.load_partition(p, self._replay(plog))
+            if skipped:
+                log.warning("%s-%d: skipped %d unreadable records", OFFSETS_TOPIC, p, skipped)
+        log.info("group coordinator ready: %d groups with committed offsets", len(self.coordinator.offsets.groups()))
+
+    @staticmethod
+    def operations() -> list[str]:
+        return list(GROUP_OPERATIONS)
+
+    def _partitions_for(self, topic: str) -> int | None:
+        t = self.core.topics.topics.get(topic)
+        return None if t is None else len(t.partitions)
+
+    @staticmethod
+    def _replay(plog: PartitionLog):
+        offset = plog.start_offset
+        while offset < plog.end_offset:
+            data = plog.read(offset, REPLAY_CHUNK_BYTES, upto_offset=plog.end_offset)
+            if not data:
+                break
+            recs = records_in(OFFSETS_TOPIC, 0, data, offset)
+            if not recs:
+                break
+            for r in recs:
+                yield r.key, r.value
+            offset = recs[-1].offset + 1
+
+    # ------------------------------------------------------------------ requests
+    def handle(self, peer: bytes, env: Any, req: Any, frames: list, now_ms: int) -> "Outbox":
+        if env.op == "find_coordinator":
+            cfg = self.core.config
+            return self._outbox_reply(peer, ok_reply(env.op, env.cid, node_id=cfg.node_id, host=cfg.advertised,
+                                                     port=self.core.advertised_port))
+        token = next(self._seq)
+        self._tokens[token] = (peer, env.cid)
+        try:
+            actions = self.coordinator.handle(token, env.op, req, now_ms, host=peer.hex()[:16])
+        except Exception:
+            self._tokens.pop(token, None)
+            raise
+        return self._apply(actions, now_ms)
+
+    def tick(self, now_ms: int) -> "Outbox":
+        return self._apply(self.coordinator.tick(now_ms), now_ms)
+
+    def metadata_changed(self, now_ms: int) -> "Outbox":
+        return self._apply(self.coordinator.metadata_changed(now_ms), now_ms)
+
+    def parked(self) -> int:
+        return len(self._tokens)
+
+    # ------------------------------------------------------------------ actions
+    @staticmethod
+    def _outbox_reply(peer: bytes, header: dict[str, Any], flush: list[PartitionLog] | None = None) -> "Outbox":
+        from .core import Reply
+        return [(peer, Reply(header, flush=flush or []))]
+
+    def _apply(self, actions: list, now_ms: int) -> "Outbox":
+        out: Outbox = []
+        for action in actions:
+            if isinstance(action, AppendOffsets):
+                out.extend(self._append(action, now_ms))
+            else:
+                out.extend(self._reply(action))
+        return out
+
+    def _reply(self, reply: GroupReply, flush: list[PartitionLog] | None = None) -> "Outbox":
+        target = self._tokens.pop(reply.token, None)
+        if target is None:
+            log.warning("group reply for an unknown request token %r dropped", reply.token)
+            return []
+        peer, cid = target
+        return self._outbox_reply(peer, reply.header(cid), flush)
+
+    def _append(self, action: AppendOffsets, now_ms: int) -> "Outbox":
+        by_partition: dict[int, list[OffsetRecord]] = defaultdict(list)
+        for rec in action.records:
+            by_partition[rec.partition].append(rec)
+        logs: list[PartitionLog] = []
+        try:
+            for p, recs in sorted(by_partition.items()):
+                plog = self.offsets_topic.partitions[p]
+                batch = encode_batch([now_ms] * len(recs), [r.key for r in recs], [r.value for r in recs])
+                plog.append(bytearray(batch), now_ms)
+                logs.append(plog)
+        except FabricError as err:
+            target = self._tokens.pop(action.token, None)
+            if target is None:
+                return []
+            log.error("cannot store offsets: %s", err)
+            return self._outbox_reply(target[0], error_reply(action.reply.op, target[1], err))
+        self.coordinator.offsets_appended(action.records)
+        return self._reply(action.reply, logs)
