@@ -34,7 +34,7 @@ def test_round_trip(recs, compression, base_offset, epoch):
     assert [r.timestamp for r in out] == ts
     assert [r.key for r in out] == keys
     assert [r.value for r in out] == values
-    assert [r.headers for r in out] == [[(n, v) for n, v in (hd or [])] for hd in headers]
+    assert [list(r.headers) for r in out] == [[(n, v) for n, v in (hd or [])] for hd in headers]
 
 
 def test_records_in_skips_records_before_start_offset():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from dataclasses import dataclass, field
@@ -375,6 +376,7 @@ def run_model(tmp_path, seed: int, steps: int) -> None:
             log.close()
             log = PartitionLog.open(directory, cfg, now)
             assert log.recovery.clean and log.recovery.truncated_bytes == 0, ctx
+            assert log.recovery.rebuilt_indexes == 0, ctx  # indexes were left consistent
         elif op < 0.91:
             crash(log)
             log = PartitionLog.open(directory, cfg, now)
@@ -411,7 +413,8 @@ def test_model_truncate_oracle(tmp_path):
         for _ in range(rng.randint(1, 30)):
             data, recs = random_batch(rng, 1000)
             log.append(bytearray(data), 0)
-            model.batches.append(Batch(model.end, len(data), [(model.end + i, t, k, v) for i, (t, k, v) in enumerate(recs)]))
+            model.batches.append(Batch(model.end, len(data),
+                                       [(model.end + i, t, k, v) for i, (t, k, v) in enumerate(recs)]))
             model.end += len(recs)
         target = rng.randint(0, model.end + 2)
         log.truncate_to(target)
@@ -420,3 +423,51 @@ def test_model_truncate_oracle(tmp_path):
         got = [(r.offset, r.timestamp, r.key, r.value) for r in records_in("t", 0, log.read(0, 1 << 30))]
         assert got == [r for b in model.batches for r in b.records]
         log.close()
+
+
+def test_write_failure_is_reported_and_fences_appends(tmp_path):
+    log = PartitionLog.open(tmp_path, LogConfig(), 0)
+    for i in range(3):
+        log.append(batch(b"ok%d" % i), i)
+    # Fault injection: the active segment's descriptor now refers to a read-only file.
+    ro = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(ro, log._segments[-1].fd)
+    os.close(ro)
+    with pytest.raises(FabricError) as info:
+        log.append(batch(b"lost"), 5)
+    assert info.value.name == "STORAGE_ERROR" and info.value.retriable
+    with pytest.raises(FabricError) as info:
+        log.append(batch(b"fenced"), 6)
+    assert info.value.name == "STORAGE_ERROR"
+    assert log.end_offset == 3
+    crash(log)
+    log = PartitionLog.open(tmp_path, LogConfig(), 7)
+    assert [r.value for r in records_in("t", 0, log.read(0, 1 << 20))] == [b"ok0", b"ok1", b"ok2"]
+    assert log.append(batch(b"again"), 8).base_offset == 3
+    log.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_closed_segments_hold_one_descriptor(tmp_path):
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
+    for i in range(40):
+        log.append(batch(b"d" * 100), i)
+    log.flush()
+    assert log.segment_count > 10
+    assert open_fds() - before == log.segment_count + 2  # every .log, plus the active indexes
+    log.close()
+    assert open_fds() == before
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
+    assert open_fds() - before == log.segment_count + 2
+    log.truncate_to(5)  # an older segment becomes active again: its indexes reopen
+    assert open_fds() - before == log.segment_count + 2
+    log.append(batch(b"e"), 50)
+    log.close()
+    assert open_fds() == before
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
+    assert log.recovery.rebuilt_indexes == 0 and log.end_offset == 6
+    log.close()

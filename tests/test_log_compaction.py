@@ -116,6 +116,7 @@ def test_compaction_model(tmp_path, seed):
         elif op < 0.92:
             log.close()
             log = PartitionLog.open(tmp_path, CFG, now)
+            assert log.recovery.clean and log.recovery.rebuilt_indexes == 0, ctx
             check(log, oracle, ctx)
         elif op < 0.95:
             crash(log)
@@ -207,7 +208,7 @@ def test_rebuilt_batches_keep_their_properties(tmp_path):
     assert (h.producer_id, h.producer_epoch, h.base_sequence, h.leader_epoch) == (77, 3, 11, 9)
     assert h.attributes & ATTR_LOG_APPEND_TIME and h.attributes & 0x07 == COMPRESSION_ZLIB
     recs = records_in("t", 0, out)
-    assert [(r.offset, r.key, r.value, r.timestamp, r.headers) for r in recs[:3]] == [
+    assert [(r.offset, r.key, r.value, r.timestamp, list(r.headers)) for r in recs[:3]] == [
         (1, b"b", b"2", 5000, []), (2, b"a", b"3", 5000, []), (3, b"c", b"4", 5000, [("z", b"y")])]
     log.close()
 
@@ -350,4 +351,62 @@ def test_compacting_twice_changes_nothing(tmp_path):
     res = compact(log, 10**9)
     assert res.segments_cleaned == 0 and stored(log) == first
     assert parse_header(log.read(log.start_offset, 1)).magic == 1
+    log.close()
+
+
+def test_retry_hint_for_lag_and_tombstones(tmp_path):
+    cfg = LogConfig(segment_bytes=300, cleanup_policy="compact", min_compaction_lag_ms=1000,
+                    delete_retention_ms=500)
+    log = PartitionLog.open(tmp_path, cfg, 0)
+    for i in range(30):  # timestamps 0..2900, about three batches per segment
+        log.append(bytearray(encode_batch([i * 100], [b"k%d" % (i % 3)], [b"v" * 60])), i * 100)
+    def cleanable(now: int) -> int:  # the prefix of closed segments older than the lag
+        n = 0
+        for seg in log.segments()[:-1]:
+            if seg["max_timestamp"] > now - 1000:
+                break
+            n += 1
+        return n
+
+    res = compact(log, 2000)
+    first_young = next(s for s in log.segments()[:-1] if s["max_timestamp"] > 1000)
+    assert res.retry_at_ms == first_young["max_timestamp"] + 1000
+    retry = res.retry_at_ms
+    assert cleanable(retry - 1) < cleanable(retry)
+    expected = cleanable(retry - 1)
+    assert compact(log, retry - 1).segments_examined == expected
+    expected = cleanable(retry)
+    assert compact(log, retry).segments_examined == expected
+
+    log2 = PartitionLog.open(tmp_path / "t", LogConfig(segment_bytes=300, cleanup_policy="compact",
+                                                       delete_retention_ms=500), 0)
+    log2.append(bytearray(encode_batch([0], [b"gone"], [b"value"])), 0)
+    log2.append(bytearray(encode_batch([100], [b"gone"], [None])), 100)
+    for i in range(6):
+        log2.append(bytearray(encode_batch([200 + i], [b"other"], [b"w" * 100])), 200 + i)
+    res = compact(log2, 300)
+    assert res.retry_at_ms == 600 and res.tombstones_removed == 0
+    assert (1, 100, b"gone", None) in stored(log2)
+    assert compact(log2, 599).tombstones_removed == 0
+    res = compact(log2, 600)
+    assert res.tombstones_removed == 1 and res.retry_at_ms is None
+    assert not [r for r in stored(log2) if r[2] == b"gone"]
+    log.close()
+    log2.close()
+
+
+def test_bounded_key_map_is_conservative_and_makes_progress(tmp_path):
+    log = PartitionLog.open(tmp_path, CFG, 0)
+    oracle = Oracle()
+    rng = random.Random(12)
+    for i in range(200):
+        append_random(log, oracle, rng, 1000 + i, keys=40)
+    before = len(stored(log))
+    compact(log, 10**9, max_map_keys=5)  # the map covers only the newest segment(s)
+    check(log, oracle)
+    limited = len(stored(log))
+    assert limited < before
+    compact(log, 10**9)
+    check(log, oracle)
+    assert len(stored(log)) <= limited
     log.close()

@@ -253,6 +253,7 @@ def test_log_append_time_after_recovery(tmp_path):
         log.append(bytearray(encode_batch([1, 2], [None, None], [b"a" * 50, b"b"])), 100 + i)
     crash(log)
     log = PartitionLog.open(tmp_path, cfg, 0)
-    assert [r.timestamp for r in records_in("t", 0, log.read(0, 1 << 20))] == [100 + i for i in range(10) for _ in (0, 1)]
+    stamps = [r.timestamp for r in records_in("t", 0, log.read(0, 1 << 20))]
+    assert stamps == [100 + i for i in range(10) for _ in (0, 1)]
     assert log.offset_for_timestamp(105) == (10, 105)
     log.close()

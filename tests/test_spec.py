@@ -329,7 +329,7 @@ def _check_decodes_to(spec: dict[str, Any], batch: bytes) -> None:
     assert [r.key for r in recs] == spec["keys"]
     assert [r.value for r in recs] == spec["values"]
     hdrs = spec["headers"] or [None] * len(recs)
-    assert [r.headers for r in recs] == [[] if h is None else [tuple(x) for x in h] for h in hdrs]
+    assert [list(r.headers) for r in recs] == [[] if h is None else [tuple(x) for x in h] for h in hdrs]
 
 
 @pytest.mark.parametrize("name", ["record-batch", "record-batch-a"])

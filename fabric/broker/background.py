@@ -59,11 +59,13 @@ class Flusher(_Periodic):
 
 class Compactor(_Periodic):
     """Compacts the closed segments of ``cleanup_policy: compact`` topics.  A log is looked at
-    again only once it has rolled a new segment since its last pass (nothing else can be new)."""
+    again once it has rolled a new segment since its last pass, or once the time its last pass
+    named (``retry_at_ms``: a segment passing ``min_compaction_lag_ms``, a tombstone passing
+    ``delete_retention_ms``) has come."""
 
     def __init__(self, core: BrokerCore, interval_ms: int) -> None:
         super().__init__("fabric-compactor", core, interval_ms)
-        self._seen: dict[int, tuple[int, int]] = {}
+        self._seen: dict[int, tuple[tuple[int, int], int | None]] = {}
 
     def work(self, now_ms: int) -> None:
         for name, p, plog in self.core.topics.all_logs():
@@ -72,10 +74,11 @@ class Compactor(_Periodic):
             if not plog.config.compact or plog.segment_count < 2:
                 continue
             marker = (plog.segment_count, plog.start_offset)
-            if self._seen.get(id(plog)) == marker:
+            seen = self._seen.get(id(plog))
+            if seen is not None and seen[0] == marker and (seen[1] is None or now_ms < seen[1]):
                 continue
             try:
-                compact(plog, now_ms)
-                self._seen[id(plog)] = (plog.segment_count, plog.start_offset)
+                result = compact(plog, now_ms)
+                self._seen[id(plog)] = ((plog.segment_count, plog.start_offset), result.retry_at_ms)
             except Exception:
                 log.exception("compaction of %s-%d", name, p)

@@ -315,7 +315,7 @@ class BrokerCore:
                 plog = self._log_for_produce(target.topic, target.partition, now_ms)
                 h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
                                    limits.batch_records_max)
-                res = plog.append(bytearray(frame), now_ms)
+                res = plog.append(bytearray(frame), now_ms, defer_flush=True)
                 c = self.metrics.partition(target.topic, target.partition)
                 c.batches_in += 1
                 c.records_in += h.record_count

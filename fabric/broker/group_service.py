@@ -136,7 +136,7 @@ class GroupService:
             for p, recs in sorted(by_partition.items()):
                 plog = self.offsets_topic.partitions[p]
                 batch = encode_batch([now_ms] * len(recs), [r.key for r in recs], [r.value for r in recs])
-                plog.append(bytearray(batch), now_ms)
+                plog.append(bytearray(batch), now_ms, defer_flush=True)
                 logs.append(plog)
         except FabricError as err:
             target = self._tokens.pop(action.token, None)

@@ -77,8 +77,9 @@ class _Index:
         return cls(path, base_offset)
 
     @classmethod
-    def open(cls: type[T], path: Path, base_offset: int) -> T:
-        """Check the header and size and read the last entry; the body loads lazily."""
+    def open(cls: type[T], path: Path, base_offset: int, writable: bool = False) -> T:
+        """Check the header and size and read the last entry; the body loads lazily.  The file
+        stays open only if ``writable`` (the active segment's indexes)."""
         idx = cls(path, base_offset)
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND)
@@ -105,7 +106,10 @@ class _Index:
         except BaseException:
             os.close(fd)
             raise
-        idx.fd = fd
+        if writable:
+            idx.fd = fd
+        else:
+            os.close(fd)
         return idx
 
     def _header(self) -> bytes:
@@ -123,9 +127,18 @@ class _Index:
         """Read and check the whole body (first lookup after ``open``)."""
         if self._loaded:
             return
-        assert self.fd is not None
         size = self._count * self.ENTRY.size
-        body = os.pread(self.fd, size, HEADER_BYTES)
+        if self.fd is not None:
+            body = os.pread(self.fd, size, HEADER_BYTES)
+        else:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise InvalidIndex(f"{self.path.name} disappeared") from None
+            try:
+                body = os.pread(fd, size, HEADER_BYTES)
+            finally:
+                os.close(fd)
         if len(body) != size:
             raise InvalidIndex(f"{self.path.name} shrank while loading ({len(body)} of {size} bytes)")
         keys, values = self._decode(body)
@@ -149,12 +162,12 @@ class _Index:
         if not (0 <= value <= U32_MAX and (self.KEY_CODE == "q" or 0 <= key <= U32_MAX)):
             raise ValueError(f"{self.path.name}: entry ({key}, {value}) out of range")
         self.ensure_loaded()
+        if self.fd is not None:  # the file first: if the write fails, memory still matches it
+            os.write(self.fd, self.ENTRY.pack(key, value))
         self.keys.append(key)
         self.values.append(value)
         self._count += 1
         self._last = (key, value)
-        if self.fd is not None:
-            os.write(self.fd, self.ENTRY.pack(key, value))
 
     def truncate(self, keep: int) -> None:
         """Keep the first ``keep`` entries."""
@@ -167,9 +180,11 @@ class _Index:
         self._last = (self.keys[-1], self.values[-1]) if keep else None
         if self.fd is not None:
             os.ftruncate(self.fd, HEADER_BYTES + keep * self.ENTRY.size)
+        else:
+            os.truncate(self.path, HEADER_BYTES + keep * self.ENTRY.size)
 
-    def write_all(self) -> None:
-        """Persist the in-memory entries as a fresh file (temp file + fsync + rename) and keep it open."""
+    def write_all(self, keep_open: bool = True) -> None:
+        """Persist the in-memory entries as a fresh file (temp file + fsync + rename)."""
         self.ensure_loaded()
         tmp = self.path.with_name(self.path.name + TMP)
         body = bytearray(self._header())
@@ -185,7 +200,23 @@ class _Index:
             os.close(fd)
             raise
         self.close()
-        self.fd = fd
+        if keep_open:
+            self.fd = fd
+        else:
+            os.close(fd)
+
+    def make_writable(self) -> None:
+        """Open the file for appends (a segment becoming active again after a truncation)."""
+        if self.fd is None:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            except FileNotFoundError:
+                self.write_all(keep_open=True)
+
+    def release_fd(self) -> int | None:
+        """Hand the open descriptor over (to be fsynced and closed by the caller)."""
+        fd, self.fd = self.fd, None
+        return fd
 
     def close(self) -> None:
         if self.fd is not None:

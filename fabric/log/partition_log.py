@@ -24,7 +24,9 @@ thread holds it for each append and read (microseconds).  The flusher thread hol
 snapshot which files to sync; it fsyncs ``os.dup`` copies with the lock released, so a roll,
 truncation or deletion meanwhile cannot close a descriptor under it.  The compactor
 (``compaction.py``) reads duplicated descriptors without the lock and takes it for the final swap.
-The checkpoint file has its own lock, always taken after (never while waiting for) the main one.
+Flushes are serialised by a flush lock (``close`` takes it too, so it never writes the
+clean-shutdown marker while a background fsync is still running).  The checkpoint file has its own
+lock, taken last: flush lock, main lock, checkpoint lock is the only order.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import FabricError
-from ..records.batch import parse_header, set_log_append_time, stamp
+from ..records.batch import HEADER, LOG_OVERHEAD, parse_header, set_log_append_time, stamp
 from .config import LogConfig
 from .files import CLEAN_SHUTDOWN, datasync, fsync_dir, write_checkpoint, write_durably
 from .index import U32_MAX
@@ -70,8 +72,10 @@ class PartitionLog:
         self._bases: list[int] = []
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time; close waits for a running one
         self._dirty: set[Segment] = set()  # segments written since their last fsync
         self._dir_dirty = False  # files created or removed since the last directory fsync
+        self._index_fds: list[int] = []  # index files of rolled segments, to fsync once and close
         self._first_unflushed_ms: int | None = None
         self._flushing = 0
         self._recovery_point = 0  # as persisted in the checkpoint
@@ -105,27 +109,36 @@ class PartitionLog:
         self.recovery = loaded.report
 
     # ================================================================== appending
-    def append(self, batch: bytearray, now_ms: int, leader_epoch: int = 0) -> AppendResult:
+    def append(self, batch: bytearray, now_ms: int, leader_epoch: int = 0, *, defer_flush: bool = False
+               ) -> AppendResult:
         """Append one validated batch (``validate_batch`` already ran); offsets and leader epoch
-        are stamped in place (a ``bytes`` batch is copied first)."""
+        are stamped in place (a ``bytes`` batch is copied first).
+
+        ``defer_flush``: with ``flush_every_batch``, do not fsync here; the caller promises to call
+        ``flush()`` before acknowledging (the broker does, once per loop turn for every batch it
+        appended: group commit)."""
         if not isinstance(batch, bytearray):
             batch = bytearray(batch)
-        return self._append(batch, now_ms, leader_epoch, None)
+        return self._append(batch, now_ms, leader_epoch, None, defer_flush)
 
     def append_replicated(self, batch: bytearray, now_ms: int) -> AppendResult:
         """Follower side: append a batch that already carries the leader's base offset and epoch
         (>= ``end_offset``; a gap is allowed, the leader may have compacted records away)."""
         if not isinstance(batch, bytearray):
             batch = bytearray(batch)
-        return self._append(batch, now_ms, None, parse_header(batch).base_offset)
+        return self._append(batch, now_ms, None, parse_header(batch).base_offset, False)
 
-    def _append(self, batch: bytearray, now_ms: int, leader_epoch: int | None, given_base: int | None) -> AppendResult:
+    def _append(self, batch: bytearray, now_ms: int, leader_epoch: int | None, given_base: int | None,
+                defer_flush: bool) -> AppendResult:
         n = len(batch)
-        h = parse_header(batch)
-        if n < MIN_BATCH_BYTES or h.size != n:
-            raise FabricError("CORRUPT_BATCH", f"batch_length says {h.size} bytes, the frame holds {n}")
-        if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
-            raise FabricError("INVALID_BATCH", f"record_count {h.record_count}, last_offset_delta {h.last_offset_delta}")
+        if n < MIN_BATCH_BYTES:
+            raise FabricError("CORRUPT_BATCH", f"a batch is at least {MIN_BATCH_BYTES} bytes, got {n}")
+        # Pair assertion with validate_batch, at the cost of one unpack (no BatchHeader object).
+        _, length, _, _, _, _, last_delta, _, max_ts, _, _, _, count = HEADER.unpack_from(batch)
+        if length + LOG_OVERHEAD != n:
+            raise FabricError("CORRUPT_BATCH", f"batch_length says {length + LOG_OVERHEAD} bytes, the frame holds {n}")
+        if count < 1 or last_delta != count - 1:
+            raise FabricError("INVALID_BATCH", f"record_count {count}, last_offset_delta {last_delta}")
         config = self.config
         with self._lock:
             self._check_writable()
@@ -134,7 +147,6 @@ class PartitionLog:
             if base < self.end_offset:
                 raise FabricError("OFFSET_OUT_OF_RANGE",
                                   f"replicated batch at offset {base} is below the log end {self.end_offset}")
-            max_ts = h.max_timestamp
             if given_base is None:
                 if config.timestamp_type == "log_append_time":
                     set_log_append_time(batch, now_ms)
@@ -143,17 +155,17 @@ class PartitionLog:
             seg = self._segments[-1]
             size_before = seg.size
             try:
-                if self._should_roll(seg, n, base + h.last_offset_delta, now_ms):
+                if self._should_roll(seg, n, base + last_delta, now_ms):
                     seg = self._roll(base)
                     size_before = 0
-                seg.append(batch, base, base + h.record_count, max_ts, config.index_interval_bytes, now_ms)
+                seg.append(batch, base, base + count, max_ts, config.index_interval_bytes, now_ms)
             except OSError as exc:
                 self._write_failed(seg, size_before, exc)
-            self.end_offset = base + h.record_count
+            self.end_offset = base + count
             self._mark_dirty(seg, now_ms)
-        if config.flush_every_batch:
+        if config.flush_every_batch and not defer_flush:
             self.flush(now_ms)
-        return AppendResult(base, base + h.last_offset_delta, max_ts, n)
+        return AppendResult(base, base + last_delta, max_ts, n)
 
     def _should_roll(self, seg: Segment, n: int, last_offset: int, now_ms: int) -> bool:
         if seg.size == 0:
@@ -165,14 +177,15 @@ class PartitionLog:
 
     def _roll(self, base: int) -> Segment:
         old = self._segments[-1]
+        new = Segment.create(self.directory, base)
         if old.size == 0:  # an empty active segment too far behind a replicated gap: replace it
             self._segments.pop()
             self._bases.pop()
             self._dirty.discard(old)
             old.delete_files()
         else:
-            self._dirty.add(old)  # its indexes are now final: the next flush syncs them too
-        new = Segment.create(self.directory, base)
+            self._dirty.add(old)
+            self._index_fds.extend(old.release_index_fds())  # final now: synced once, then closed
         self._segments.append(new)
         self._bases.append(base)
         self._dir_dirty = True
@@ -185,7 +198,8 @@ class PartitionLog:
             self._check_open()
             self._now_ms = now_ms
             seg = self._segments[-1]
-            if self._failed or seg.size == 0 or seg.first_append_ms is None or now_ms - seg.first_append_ms < self.config.segment_ms:
+            if (self._failed or seg.size == 0 or seg.first_append_ms is None
+                    or now_ms - seg.first_append_ms < self.config.segment_ms):
                 return False
             try:
                 self._roll(self.end_offset)
@@ -283,8 +297,9 @@ class PartitionLog:
             try:
                 i = max(0, bisect_right(self._bases, offset) - 1)
                 while len(self._segments) > i + 1:
-                    self._delete_last_segment()
+                    self._delete_segment(-1)
                 seg = self._segments[i]
+                seg.make_writable()
                 dropped = seg.truncate_from(offset)
                 new_end = offset if dropped is None else min(offset, dropped)
                 seg.next_offset = new_end
@@ -314,7 +329,7 @@ class PartitionLog:
         if offset < 0:
             raise FabricError("OFFSET_OUT_OF_RANGE", f"offset {offset} < 0")
         while self._segments:
-            self._delete_last_segment()
+            self._delete_segment(-1)
         seg = Segment.create(self.directory, offset)
         self._segments, self._bases = [seg], [offset]
         log.info("%s: emptied; the log now starts at offset %d", self.directory, offset)
@@ -324,33 +339,26 @@ class PartitionLog:
         fsync_dir(self.directory)
         self._write_checkpoint_locked(offset)
 
-    def _delete_last_segment(self) -> None:
-        seg = self._segments.pop()
-        self._bases.pop()
-        self._dirty.discard(seg)
-        seg.delete_files()
-
-    def _delete_first_segment(self, why: str) -> None:
-        seg = self._segments.pop(0)
-        self._bases.pop(0)
+    def _delete_segment(self, i: int, why: str = "") -> None:
+        """Drop segment ``i`` and its files (caller holds the lock)."""
+        seg = self._segments.pop(i)
+        del self._bases[i]
         self._dirty.discard(seg)
         seg.delete_files()
         self._dir_dirty = True
-        log.info("%s: deleted segment %d (%d bytes, offsets below %d): %s", self.directory, seg.base_offset,
-                 seg.size, self._segments[0].base_offset, why)
+        if why:
+            log.info("%s: deleted segment %d (%d bytes): %s", self.directory, seg.base_offset, seg.size, why)
 
-    def _replace_segment(self, old: Segment, new: Segment) -> None:
-        """Compaction swapped ``new`` in for ``old`` (same base offset; caller holds the lock)."""
+    def _replace_segment(self, old: Segment, new: Segment | None) -> None:
+        """Compaction swapped ``new`` in for ``old`` (same base offset), or deleted ``old`` if
+        ``new`` is None (its files are gone already).  Caller holds the lock."""
         i = self._segments.index(old)
-        self._segments[i] = new
         self._dirty.discard(old)
-
-    def _remove_segment(self, seg: Segment) -> None:
-        """Compaction deleted ``seg`` (not the first or the active one; caller holds the lock)."""
-        i = self._segments.index(seg)
-        del self._segments[i], self._bases[i]
-        self._dirty.discard(seg)
-        self._dir_dirty = True
+        if new is not None:
+            self._segments[i] = new
+        else:
+            del self._segments[i], self._bases[i]
+            self._dir_dirty = True
 
     def advance_start_offset(self, offset: int) -> None:
         """Delete-records: the log starts at ``max(start_offset, offset)``; segments wholly below
@@ -365,7 +373,7 @@ class PartitionLog:
             self.start_offset = offset
             try:
                 while len(self._segments) > 1 and self._segments[1].base_offset <= offset:
-                    self._delete_first_segment(f"below the new log start {offset}")
+                    self._delete_segment(0, f"below the new log start {offset}")
                 self._write_checkpoint_locked(self._recovery_point)
             except OSError as exc:
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: {exc}") from None
@@ -380,18 +388,18 @@ class PartitionLog:
             count = 0
             try:
                 while len(segs) > 1 and segs[1].base_offset <= self.start_offset:
-                    self._delete_first_segment("below the log start offset")
+                    self._delete_segment(0, "below the log start offset")
                     count += 1
                 if config.delete and config.retention_ms >= 0:
                     while len(segs) > 1 and now_ms - segs[0].max_timestamp > config.retention_ms:
-                        self._delete_first_segment(f"newest timestamp {segs[0].max_timestamp} is older "
+                        self._delete_segment(0, f"newest timestamp {segs[0].max_timestamp} is older "
                                                    f"than retention_ms {config.retention_ms}")
                         count += 1
                 if config.delete and config.retention_bytes >= 0:
                     total = sum(s.size for s in segs)
                     while len(segs) > 1 and total - segs[0].size >= config.retention_bytes:
                         total -= segs[0].size
-                        self._delete_first_segment(f"log exceeds retention_bytes {config.retention_bytes}")
+                        self._delete_segment(0, f"log exceeds retention_bytes {config.retention_bytes}")
                         count += 1
             except OSError as exc:
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: retention failed: {exc}") from None
@@ -411,28 +419,35 @@ class PartitionLog:
         return first is not None and now_ms - first >= self.config.flush_interval_ms
 
     def flush(self, now_ms: int | None = None) -> None:
-        """fsync the log (and final index) files written since the last flush.  Thread-safe: the
-        lock is held only to take the snapshot; syncing works on duplicated descriptors."""
+        """fsync the log files written since the last flush, and the index files of segments
+        rolled since (the active segment's indexes are rebuilt by recovery after a crash, so
+        they are not synced on every flush).  Thread-safe: the lock is held only to take the
+        snapshot; syncing works on duplicated descriptors."""
+        with self._flush_lock:
+            self._flush(now_ms)
+
+    def _flush(self, now_ms: int | None) -> None:
         with self._lock:
-            if self._closed or not (self._dirty or self._dir_dirty):
+            if self._closed or not (self._dirty or self._dir_dirty or self._index_fds):
                 return
             active = self._segments[-1]
             segs = list(self._dirty)
-            fds: list[int] = []
+            dups: list[int] = []
             try:
                 for seg in segs:
-                    fds.extend(seg.dup_fds(with_indexes=seg is not active))
+                    dups.extend(seg.dup_fds(with_indexes=False))
             except OSError as exc:
-                for fd in fds:
+                for fd in dups:
                     os.close(fd)
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: flush failed: {exc}") from None
+            owned, self._index_fds = self._index_fds, []
             self._dirty.clear()
             sync_dir, self._dir_dirty = self._dir_dirty, False
             first_unflushed, self._first_unflushed_ms = self._first_unflushed_ms, None
             durable, active_base, gen, start = self.end_offset, active.base_offset, self._meta_gen, self.start_offset
             self._flushing += 1
         try:
-            for fd in fds:
+            for fd in dups + owned:
                 datasync(fd)
             if sync_dir:
                 fsync_dir(self.directory)
@@ -440,11 +455,13 @@ class PartitionLog:
             with self._lock:
                 self._dirty.update(s for s in segs if s in self._segments)
                 self._dir_dirty |= sync_dir
+                self._index_fds.extend(owned)
+                owned = []
                 if first_unflushed is not None:
                     self._first_unflushed_ms = min(first_unflushed, self._first_unflushed_ms or first_unflushed)
             raise FabricError("STORAGE_ERROR", f"{self.directory}: fsync failed: {exc}") from None
         finally:
-            for fd in fds:
+            for fd in dups + owned:
                 os.close(fd)
             with self._lock:
                 self._flushing -= 1
@@ -487,33 +504,41 @@ class PartitionLog:
         if self._closed:
             return
         error: Exception | None = None
-        try:
-            self.flush()
-        except FabricError as exc:
-            error = exc
-        with self._lock:
-            if self._closed:
-                return
+        with self._flush_lock:  # a background flush in progress finishes first
             try:
-                if error is None and not self._failed:
-                    self._write_checkpoint_locked(self.end_offset)
-                    write_durably(self.directory / CLEAN_SHUTDOWN, b"")
-            except OSError as exc:
-                error = FabricError("STORAGE_ERROR", f"{self.directory}: clean shutdown failed: {exc}")
-            finally:
-                self._closed = True
-                for seg in self._segments:
-                    seg.close()
+                self._flush(None)
+            except FabricError as exc:
+                error = exc
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    if error is None and not self._failed:
+                        self._write_checkpoint_locked(self.end_offset)
+                        write_durably(self.directory / CLEAN_SHUTDOWN, b"")
+                except OSError as exc:
+                    error = FabricError("STORAGE_ERROR", f"{self.directory}: clean shutdown failed: {exc}")
+                finally:
+                    self._close_descriptors()
         if error is not None:
             raise error
+
+    def _close_descriptors(self) -> None:
+        """Caller holds the lock."""
+        self._closed = True
+        for seg in self._segments:
+            seg.close()
+        for fd in self._index_fds:
+            os.close(fd)
+        self._index_fds = []
 
     def delete(self) -> None:
         """Close without ceremony and remove the directory."""
         with self._lock:
-            self._closed = True
-            for seg in self._segments:
-                seg.close()
+            self._close_descriptors()
             self._dirty.clear()
+            with self._checkpoint_lock:  # a flusher's checkpoint write finishes first (then sees closed)
+                pass
         try:
             shutil.rmtree(self.directory)
         except FileNotFoundError:

@@ -88,7 +88,7 @@ def load_directory(directory: Path, interval: int, now_ms: int) -> Loaded:
             segments.append(Segment.create(directory, start))
             fsync_dir(directory)
         active = segments[-1]
-        active.ensure_indexes()
+        active.make_writable()
         # The age clock of the active segment (segment_ms) runs from its first batch, at the latest now.
         first_ts = active.first_batch_max_timestamp()
         active.first_append_ms = None if first_ts is None else max(0, min(now_ms, first_ts))

@@ -31,12 +31,13 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import zlib
+from bisect import bisect_right
 from pathlib import Path
 from typing import Iterator
 
-from ..protocol.errors import FabricError
-from ..records.batch import (HEADER_SIZE, LENGTH_PREFIX, LOG_OVERHEAD, MAGIC, BatchHeader, decode_records,
-                             parse_header, validate_batch)
+from ..records.batch import (CRC_START, HEADER_SIZE, LENGTH_PREFIX, LOG_OVERHEAD, MAGIC, BatchHeader,
+                             decode_records, parse_header)
 from .files import INDEX, LOG, TIMEINDEX, segment_file
 from .index import U32_MAX, InvalidIndex, OffsetIndex, TimeIndex
 
@@ -46,8 +47,21 @@ _LAST_DELTA = struct.Struct(">i")  # at byte 23 of a batch
 _LAST_DELTA_AT = 23
 _SCAN_WINDOW = 16 << 10  # bytes read per step when walking from an index hint to an offset
 _RECOVERY_CHUNK = 1 << 20
-_ANY_SIZE = 2**31  # recovery accepts any batch size / record count the format allows
 MIN_BATCH_BYTES = HEADER_SIZE + 1
+
+
+def _integrity_problem(view: memoryview, h: BatchHeader) -> str:
+    """What recovery checks in a stored batch: that it is intact (magic, CRC, counts), not the
+    produce-time policy of ``validate_batch`` (limits, attribute and timestamp rules), which may
+    tighten over time and must never make a restart truncate data the log accepted earlier."""
+    if h.magic != MAGIC:
+        return f"batch magic {h.magic}, expected {MAGIC}"
+    crc = zlib.crc32(view[CRC_START:])
+    if crc != h.crc:
+        return f"batch CRC mismatch: header says {h.crc:#010x}, data gives {crc:#010x}"
+    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+        return f"record_count {h.record_count} and last_offset_delta {h.last_offset_delta} disagree"
+    return ""
 
 
 class CorruptSegment(Exception):
@@ -106,6 +120,7 @@ class Segment:
         self.bytes_since_index = 0
         self.first_append_ms: int | None = None  # age clock for segment_ms
         self.index_interval = 4096  # last interval used; for lazy rebuilds
+        self.writable = False  # index files open for appends (the active segment only)
         self.offset_index = OffsetIndex.in_memory(self._file(INDEX), base_offset)
         self.time_index = TimeIndex.in_memory(self._file(TIMEINDEX), base_offset)
 
@@ -122,6 +137,7 @@ class Segment:
         fd = os.open(segment_file(directory, base_offset, LOG, state),
                      os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         seg = cls(directory, base_offset, fd, 0, state)
+        seg.writable = True
         try:
             seg.offset_index = OffsetIndex.create(seg._file(INDEX), base_offset)
             seg.time_index = TimeIndex.create(seg._file(TIMEINDEX), base_offset)
@@ -143,8 +159,8 @@ class Segment:
         try:
             self.offset_index.close()
             self.time_index.close()
-            self.offset_index = OffsetIndex.open(self._file(INDEX), self.base_offset)
-            self.time_index = TimeIndex.open(self._file(TIMEINDEX), self.base_offset)
+            self.offset_index = OffsetIndex.open(self._file(INDEX), self.base_offset, self.writable)
+            self.time_index = TimeIndex.open(self._file(TIMEINDEX), self.base_offset, self.writable)
             self._rescan_tail(check_indexes=True)
             return False
         except InvalidIndex as exc:
@@ -158,8 +174,8 @@ class Segment:
         self._reset_indexes()
         for pos, h in self._walk(0, self.size, self.base_offset):
             self._note_batch(pos, h.base_offset, h.next_offset, h.max_timestamp, h.size, interval)
-        self.offset_index.write_all()
-        self.time_index.write_all()
+        self.offset_index.write_all(self.writable)
+        self.time_index.write_all(self.writable)
 
     def recover(self, interval: int, min_offset: int) -> int:
         """Check every batch (length, CRC, offsets strictly increasing from ``min_offset``), truncate
@@ -170,12 +186,8 @@ class Segment:
         expected = max(min_offset, self.base_offset)
         valid_end, reason = 0, "no whole batch here (torn write or impossible length)"
         for pos, view in iter_batch_bytes(self.fd, 0, file_size):
-            try:
-                h = validate_batch(view, _ANY_SIZE, _ANY_SIZE)
-            except FabricError as exc:
-                reason = exc.message
-                break
-            reason = self._offset_problem(h, expected, pos)
+            h = parse_header(view)
+            reason = _integrity_problem(view, h) or self._offset_problem(h, expected, pos)
             if reason:
                 break
             self._note_batch(pos, h.base_offset, h.next_offset, h.max_timestamp, h.size, interval)
@@ -187,8 +199,8 @@ class Segment:
                         expected, reason)
             os.ftruncate(self.fd, valid_end)
         self.size = valid_end
-        self.offset_index.write_all()
-        self.time_index.write_all()
+        self.offset_index.write_all(self.writable)
+        self.time_index.write_all(self.writable)
         return truncated
 
     def _reset_indexes(self) -> None:
@@ -261,20 +273,24 @@ class Segment:
 
     # ------------------------------------------------------------------ appending
     def _note_batch(self, pos: int, base: int, next_offset: int, max_ts: int, size: int, interval: int) -> None:
-        """Index bookkeeping for a batch just written at ``pos`` (append, recovery, rebuild and
-        compaction all go through here so the indexes always look the same)."""
+        """Bookkeeping for a batch just written at ``pos`` (append, recovery, rebuild and
+        compaction all go through here so the indexes always look the same).  The batch's offset
+        entry and the time entry ``(largest timestamp before it, its batch)`` are added when
+        ``interval`` bytes have passed since the last entry.  Counters are updated before the
+        index files are written, so a failed index write leaves the segment's size telling."""
         self.index_interval = interval
         rel = base - self.base_offset
-        if pos > 0 and self.bytes_since_index >= interval:
-            self.offset_index.append(rel, pos)
-            if self.max_timestamp > self.time_index.last_timestamp:
-                self.time_index.append(self.max_timestamp, self.max_ts_rel)
-            self.bytes_since_index = 0
-        self.bytes_since_index += size
+        index_here = pos > 0 and self.bytes_since_index >= interval
+        prev_max, prev_rel = self.max_timestamp, self.max_ts_rel
+        self.bytes_since_index = (0 if index_here else self.bytes_since_index) + size
         if max_ts > self.max_timestamp:
             self.max_timestamp, self.max_ts_rel = max_ts, rel
         self.size = pos + size
         self.next_offset = next_offset
+        if index_here:
+            self.offset_index.append(rel, pos)
+            if prev_max > self.time_index.last_timestamp:
+                self.time_index.append(prev_max, prev_rel)
 
     def append(self, batch: bytes | bytearray | memoryview, base: int, next_offset: int, max_ts: int,
                interval: int, now_ms: int) -> int:
@@ -325,28 +341,47 @@ class Segment:
 
     def read_batches(self, pos: int, budget: int, upto: int | None, at_least_one: bool) -> tuple[bytes, bool]:
         """Whole batches from ``pos`` within ``budget`` bytes (at least one if ``at_least_one``),
-        none with a base offset >= ``upto``.  Returns (bytes, True if the end of the segment was
-        reached and the caller may continue in the next one)."""
-        avail = self.size - pos
-        want = min(budget, avail)
-        if at_least_one:
-            want = max(want, min(avail, HEADER_SIZE))
-        if want <= 0:
-            return b"", avail <= 0 and budget > 0
-        buf = os.pread(self.fd, want, pos)
-        n, p = len(buf), 0
-        while n - p >= LOG_OVERHEAD:
-            base, length = LENGTH_PREFIX.unpack_from(buf, p)
-            if upto is not None and base >= upto:
-                return buf[:p], False
-            size = length + LOG_OVERHEAD
-            if p + size > n:
-                if p == 0 and at_least_one:  # one batch larger than the budget: send it whole
-                    data = os.pread(self.fd, size, pos)
-                    return data, False
-                break
-            p += size
-        return (buf if p == n else buf[:p]), pos + p == self.size
+        none with a base offset >= ``upto``: one ``pread``, found with the offset index and a
+        short header walk (never one step per batch sent).  Returns (bytes, True if the end of
+        the segment was reached and the caller may continue with the next one)."""
+        limit = min(self.size, pos + max(budget, 0))
+        if upto is not None and upto < self.next_offset:
+            limit = max(pos, min(limit, self._first_position_from(upto)))
+        end = self._last_boundary_at_most(pos, limit)
+        if end > pos:
+            return os.pread(self.fd, end - pos, pos), end == self.size
+        if not at_least_one or pos >= self.size:
+            return b"", pos >= self.size and budget > 0
+        base, length = LENGTH_PREFIX.unpack(os.pread(self.fd, LOG_OVERHEAD, pos))
+        if upto is not None and base >= upto:
+            return b"", False
+        return os.pread(self.fd, length + LOG_OVERHEAD, pos), False  # one batch beyond the budget
+
+    def _first_position_from(self, offset: int) -> int:
+        """Position of the first batch whose base offset is >= ``offset`` (the size if none)."""
+        pos = self.find_position(offset)
+        if pos is None:
+            return self.size
+        base, length = LENGTH_PREFIX.unpack(os.pread(self.fd, LOG_OVERHEAD, pos))
+        return pos if base >= offset else pos + length + LOG_OVERHEAD
+
+    def _last_boundary_at_most(self, pos: int, limit: int) -> int:
+        """The last batch boundary in [pos, limit] (``pos`` itself is one)."""
+        if limit >= self.size:
+            return self.size
+        self.ensure_indexes()
+        positions = self.offset_index.values
+        i = bisect_right(positions, limit) - 1
+        p = max(pos, positions[i]) if i >= 0 else pos
+        buf, buf_pos = b"", p
+        while True:
+            off = p - buf_pos
+            if off + LOG_OVERHEAD > len(buf):  # headers starting at or before limit are all we need
+                buf, buf_pos, off = os.pread(self.fd, min(_SCAN_WINDOW, limit + LOG_OVERHEAD - p), p), p, 0
+            nxt = p + LENGTH_PREFIX.unpack_from(buf, off)[1] + LOG_OVERHEAD
+            if nxt > limit:
+                return p
+            p = nxt
 
     def find_timestamp(self, timestamp: int, min_offset: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after ``min_offset`` with a timestamp >=
@@ -378,6 +413,19 @@ class Segment:
         self.time_index.truncate_to_offset(dropped - self.base_offset)
         self._rescan_tail()
         return dropped
+
+    def make_writable(self) -> None:
+        """Become the active segment again (after a truncation): index files open for appends."""
+        self.ensure_indexes()
+        self.offset_index.make_writable()
+        self.time_index.make_writable()
+        self.writable = True
+
+    def release_index_fds(self) -> list[int]:
+        """Stop being the active segment: hand over the index descriptors (the caller fsyncs
+        and closes them), so a closed segment holds one descriptor, its ``.log``."""
+        self.writable = False
+        return [fd for fd in (self.offset_index.release_fd(), self.time_index.release_fd()) if fd is not None]
 
     def dup_fds(self, with_indexes: bool) -> list[int]:
         """Duplicated descriptors for fsync off the lock (the caller closes them)."""

@@ -16,9 +16,7 @@ def crash(plog: PartitionLog) -> None:
     marker is written.  (Written bytes stay in the page cache, as after a real process crash; to
     simulate losing unsynced bytes, cut the files afterwards.)"""
     with plog._lock:
-        plog._closed = True
-        for seg in plog._segments:
-            seg.close()
+        plog._close_descriptors()
 
 
 def random_batch(rng: random.Random, ts: int, *, max_records: int = 8, max_value: int = 80,
