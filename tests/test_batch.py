@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric.protocol.errors import FabricError
-from fabric.records.batch import (COMPRESSION_ZLIB, HEADER_SIZE, decode_records, encode_batch, iter_headers,
+from fabric.records.batch import (COMPRESSION_ZLIB, columns_in, HEADER_SIZE, decode_records, encode_batch, iter_headers,
                                   parse_header, records_in, set_log_append_time, stamp, validate_batch)
 
 records_st = st.lists(
@@ -35,6 +35,10 @@ def test_round_trip(recs, compression, base_offset, epoch):
     assert [r.key for r in out] == keys
     assert [r.value for r in out] == values
     assert [list(r.headers) for r in out] == [[(n, v) for n, v in (hd or [])] for hd in headers]
+    skip = len(recs) // 2
+    cols = columns_in("t", 3, bytes(raw), base_offset + skip)
+    assert len(cols) == 1 and list(cols[0]) == out[skip:]  # the columnar view agrees
+    assert cols[0].timestamps == ts[skip:] and cols[0].values == values[skip:]
 
 
 def test_records_in_skips_records_before_start_offset():

@@ -199,3 +199,22 @@ def test_compacted_topic_keeps_latest_value_per_key(brokers, tmp_path):
     for r in recs:
         latest[r.key] = r.value.split(b":")[1]
     assert latest == {f"k{k}".encode(): b"19" for k in range(10)}
+
+
+def test_send_batch_columnar_fast_path(broker):
+    with Admin(broker.bootstrap) as admin:
+        admin.create_topic("bulk", partitions=3)
+    values = [f"v{i}".encode() for i in range(20_000)]
+    keys = [f"k{i % 11}".encode() for i in range(20_000)]
+    with Producer(broker.bootstrap, batch_bytes=64 << 10) as p:
+        metas = p.send_batch("bulk", values, keys).result(30)
+        unkeyed = p.send_batch("bulk", values[:100], partition=2).result(10)
+    assert len(metas) == 20_000
+    assert [m.partition for m in unkeyed] == [2] * 100
+    recs = consume_all(broker.bootstrap, "bulk", 20_100)
+    assert len(recs) == 20_100
+    for r in recs:
+        if r.key is not None:
+            assert r.partition == partition_for_key(r.key, 3)
+    by_offset = {(m.partition, m.offset) for m in metas}
+    assert by_offset <= {(r.partition, r.offset) for r in recs}

@@ -109,19 +109,55 @@ class RecordFuture(tuple):
 _new_future = tuple.__new__
 
 
-class _Batch:
-    """Records of one partition collected by ``send``: ``(timestamp, key, value)`` tuples, or
-    ``(timestamp, key, value, headers)`` once any record has headers."""
+class BatchFuture:
+    """Result of ``send_batch``: completes when every record of the call is acknowledged."""
 
-    __slots__ = ("topic", "partition", "records", "has_headers", "timestamps", "size", "created_ms",
+    def __init__(self, pieces: list[tuple["_Batch", int, int]]) -> None:
+        self._pieces = pieces  # (batch, index of the first record in it, number of records)
+
+    def done(self) -> bool:
+        return all(b.result.event.is_set() for b, _, _ in self._pieces)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for every record's acknowledgement; raise the first delivery error.  Unlike
+        ``result`` it builds no per-record metadata."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for b, _, _ in self._pieces:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not b.result.event.wait(left):
+                raise RequestTimeoutError(f"records not acknowledged within {timeout} s")
+            if b.result.error is not None:
+                raise b.result.error
+
+    def result(self, timeout: float | None = None) -> list[RecordMetadata]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out: list[RecordMetadata] = []
+        for b, first, count in self._pieces:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not b.result.event.wait(left):
+                raise RequestTimeoutError(f"records not acknowledged within {timeout} s")
+            if b.result.error is not None:
+                raise b.result.error
+            base = b.result.base_offset
+            for i in range(first, first + count):
+                out.append(RecordMetadata(b.topic, b.partition, base + i if base >= 0 else -1, b.timestamps[i]))
+        return out
+
+
+class _Batch:
+    """Records of one partition collected by ``send``, as parallel columns (plain lists of ints
+    and bytes are not tracked by the garbage collector; a tuple per record would be)."""
+
+    __slots__ = ("topic", "partition", "timestamps", "keys", "values", "headers", "size", "created_ms",
                  "result", "attempts", "retry_at_ms", "data", "last_error")
 
     def __init__(self, topic: str, partition: int, now_ms: int) -> None:
         self.topic = topic
         self.partition = partition
-        self.records: list[tuple] = []
-        self.has_headers = False
-        self.timestamps: list[int] | tuple[int, ...] = ()  # filled when the batch is encoded
+        self.timestamps: list[int] = []
+        self.keys: list[bytes | None] = []
+        self.values: list[bytes | None] = []
+        self.headers: list[Any] | None = None  # created when the first record with headers arrives
         self.size = 0
         self.created_ms = now_ms
         self.result = _BatchResult()
@@ -131,18 +167,17 @@ class _Batch:
         self.last_error: BaseException | None = None
 
     def encode(self, compression: int) -> bytes:
-        recs = self.records
-        if self.has_headers:
-            ts = [r[0] for r in recs]
-            keys = [r[1] for r in recs]
-            values = [r[2] for r in recs]
-            headers = [r[3] if len(r) > 3 else None for r in recs]
-        else:
-            ts, keys, values = zip(*recs)
-            headers = None
-        self.timestamps = ts
-        self.records = []  # retries resend self.data
-        return encode_batch(ts, keys, values, headers, compression=compression)
+        data = encode_batch(self.timestamps, self.keys, self.values, self.headers, compression=compression)
+        self.keys = self.values = []  # retries resend self.data; timestamps stay for RecordMetadata
+        self.headers = None
+        return data
+
+
+def _total_len(items: Sequence[bytes | None]) -> int:
+    try:
+        return sum(map(len, items))  # C speed when there is no None
+    except TypeError:
+        return sum(len(x) for x in items if x is not None)
 
 
 def _as_bytes(value: Any, what: str) -> bytes | None:
@@ -227,7 +262,7 @@ class Producer:
              headers: Sequence[tuple[str, bytes]] | None = None) -> RecordFuture:
         """Queue one record; returns at once (blocking only while the buffer is full).
 
-        This is the producer's hot path: a handful of dict look-ups and one list append."""
+        This is the producer's hot path: a few dict look-ups and three list appends under a lock."""
         if value.__class__ is not bytes:
             value = _as_bytes(value, "value")
         size = RECORD_OVERHEAD if value is None else len(value) + RECORD_OVERHEAD
@@ -242,25 +277,95 @@ class Producer:
         if headers:
             headers = [(str(n), _as_bytes(v, "header value") or b"") for n, v in headers]
             size += sum(len(n) + len(v) + 4 for n, v in headers)
-            record: tuple = (ts, key, value, headers)
-        else:
-            record = (ts, key, value)
         with self._lock:
             if self._buffered + size > self.buffer_bytes or self._closed:
                 self._wait_for_space(size)
             b = self._open.get((topic, partition))
             if b is None:
                 b = self._new_batch(topic, partition)
-            recs = b.records
-            i = len(recs)
-            recs.append(record)
-            if headers:
-                b.has_headers = True
+            values = b.values
+            i = len(values)
+            values.append(value)
+            b.keys.append(key)
+            b.timestamps.append(ts)
+            if headers or b.headers is not None:
+                if b.headers is None:
+                    b.headers = [None] * i
+                b.headers.append(headers or None)
             b.size += size
             self._buffered += size
             if b.size >= self.batch_bytes:
                 self._close_batch(b)
         return _new_future(RecordFuture, (b, i))
+
+    def send_batch(self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None,
+                   *, partition: int | None = None, timestamp_ms: int | None = None) -> "BatchFuture":
+        """Queue many records at once (the columnar fast path: no per-record Python work when
+        ``keys`` is None or ``partition`` is given).  All records get ``timestamp_ms`` (default:
+        now).  Keyed records are spread by the partitioner exactly as ``send`` would.  Returns one
+        future for all of them; ``result()`` gives the ``RecordMetadata`` of each, grouped by
+        partition (in input order within a partition).
+
+        Values and keys must be ``bytes`` (or None): they are not converted or checked one by one."""
+        n_values = len(values)
+        if n_values == 0:
+            return BatchFuture([])
+        if keys is not None and len(keys) != n_values:
+            raise ValueError("keys and values must have the same length")
+        ts = _time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
+        if partition is None and keys is not None:
+            n = self._partition_counts.get(topic) or self.partitions_for(topic)
+            part = self._partitioner.partition
+            groups: dict[int, tuple[list, list]] = {}
+            for k, v in zip(keys, values):
+                g = groups.get(p := part(topic, k, n))
+                if g is None:
+                    g = groups[p] = ([], [])
+                g[0].append(k)
+                g[1].append(v)
+            parts = [(p, ks, vs) for p, (ks, vs) in groups.items()]
+        else:
+            if partition is None:
+                n = self._partition_counts.get(topic) or self.partitions_for(topic)
+                partition = self._partitioner.partition(topic, None, n)
+            parts = [(partition, [None] * n_values if keys is None else list(keys), list(values))]
+        pieces: list[tuple[_Batch, int, int]] = []
+        for p, ks, vs in parts:
+            per_record = _total_len(vs) // len(vs) + (0 if keys is None else _total_len(ks) // len(ks)) \
+                + RECORD_OVERHEAD
+            start = 0
+            while start < len(vs):
+                b, first, stop = self._append_columns(topic, p, ks, vs, start, ts, per_record)
+                pieces.append((b, first, stop - start))
+                start = stop
+        return BatchFuture(pieces)
+
+    def _append_columns(self, topic: str, partition: int, keys: list, values: list, start: int, ts: int,
+                        per_record: int) -> tuple[_Batch, int, int]:
+        """Append values[start:stop] to the open batch of ``partition``: as many as fit (by the
+        average record size), at least one."""
+        with self._lock:
+            b = self._open.get((topic, partition))
+            used = 0 if b is None else b.size
+            fit = max(1, (self.batch_bytes - used) // per_record)
+            stop = min(len(values), start + fit)
+            size = (stop - start) * per_record
+            if self._buffered + size > self.buffer_bytes or self._closed:
+                self._wait_for_space(size)
+                b = None
+            if b is None:
+                b = self._open.get((topic, partition)) or self._new_batch(topic, partition)
+            first = len(b.values)
+            b.values.extend(values[start:stop])
+            b.keys.extend(keys[start:stop])
+            b.timestamps.extend([ts] * (stop - start))
+            if b.headers is not None:
+                b.headers.extend([None] * (stop - start))
+            b.size += size
+            self._buffered += size
+            if b.size >= self.batch_bytes:
+                self._close_batch(b)
+        return b, first, stop
 
     def _new_batch(self, topic: str, partition: int) -> _Batch:
         b = _Batch(topic, partition, monotonic_ms())
@@ -269,20 +374,32 @@ class Producer:
         return b
 
     def _close_batch(self, b: _Batch) -> None:
+        """Move an open batch to the ready queue (lock held).  An empty batch is just dropped."""
         del self._open[(b.topic, b.partition)]
+        if not b.values:
+            self._incomplete.discard(b.result)
+            b.result.complete(-1, None)
+            return
         self._ready.append(b)
-        if b.records[0][1] is None:
+        if b.keys[0] is None:
             self._partitioner.batch_done(b.topic, b.partition, self._partition_counts.get(b.topic, 1))
-        self._wake_tx.send(b"", zmq.NOBLOCK)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_tx.send(b"", zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the pipe is full of wake-ups already: the sender will look
 
     def _wait_for_space(self, size: int) -> None:
         if self._closed:
             raise ClosedError("producer is closed")
         deadline = monotonic_ms() + self.max_block_ms
-        if self._open:  # make room: let the sender ship what we have
-            for b in list(self._open.values()):
-                self._close_batch(b)
+        for b in list(self._open.values()):  # make room: let the sender ship what we have
+            self._close_batch(b)
         while self._buffered + size > self.buffer_bytes and self._buffered > 0:
+            if self._closed:
+                raise ClosedError("producer is closed")
             left = deadline - monotonic_ms()
             if left <= 0:
                 raise BufferFullError(f"buffer of {self.buffer_bytes} bytes still full after {self.max_block_ms} ms")
@@ -293,7 +410,7 @@ class Producer:
         with self._lock:
             pending = list(self._incomplete)
             self._flush_all = True
-            self._wake_tx.send(b"", zmq.NOBLOCK)
+            self._wake()
         deadline = None if timeout is None else time.monotonic() + timeout
         for r in pending:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -309,7 +426,8 @@ class Producer:
         finally:
             with self._lock:
                 self._closed = True
-                self._wake_tx.send(b"", zmq.NOBLOCK)
+                self._space.notify_all()
+                self._wake()
             self._sender.join(timeout=5)
             self._wake_tx.close(linger=0)
             self._admin.close()
@@ -419,25 +537,34 @@ class Producer:
         take: list[_Batch] = []
         frames: list[bytes] = []
         total = 0
+        used = 0  # batches consumed from the list (sent or failed)
         for b in batches:
             if b.data is None:
-                b.data = b.encode(self.compression)
+                try:
+                    b.data = b.encode(self.compression)
+                except Exception as exc:  # e.g. a value that is not bytes: fail this batch only
+                    log.error("cannot encode a batch for %s-%d: %s", b.topic, b.partition, exc)
+                    self._finish(b, -1, ClientError(f"cannot encode batch: {exc}"))
+                    used += 1
+                    continue
             if take and (total + len(b.data) > (32 << 20) or len(take) >= 1000):
                 break
             take.append(b)
             frames.append(b.data)
             total += len(b.data)
-        req = ProduceRequest(acks=self.acks, timeout_ms=self.request_timeout_ms,
-                             batches=tuple(BatchTarget(topic=b.topic, partition=b.partition) for b in take))
-        cid = conn.send("produce", req, frames)
-        for b in take:
-            b.attempts += 1
-        if self.acks == 0:
+            used += 1
+        if take:
+            req = ProduceRequest(acks=self.acks, timeout_ms=self.request_timeout_ms,
+                                 batches=tuple(BatchTarget(topic=b.topic, partition=b.partition) for b in take))
+            cid = conn.send("produce", req, frames)
             for b in take:
-                self._finish(b, -1, None)
-        else:
-            inflight[cid] = _InFlight(take, now)
-        return batches[len(take):]
+                b.attempts += 1
+            if self.acks == 0:
+                for b in take:
+                    self._finish(b, -1, None)
+            else:
+                inflight[cid] = _InFlight(take, now)
+        return batches[used:]
 
     def _on_reply(self, header: dict[str, Any], inflight: dict[int, _InFlight], retry: list[_Batch]) -> None:
         f = inflight.pop(header.get("cid"), None)  # type: ignore[arg-type]

@@ -243,6 +243,77 @@ def decode_records(topic: str, partition: int, batch: bytes | memoryview, h: Bat
     return list(map(_new_tuple, repeat(Record, n), rows))
 
 
+@dataclass(frozen=True, slots=True)
+class RecordColumns:
+    """One batch's records as columns: the zero-per-record-object view for high-throughput
+    consumers (``Consumer.poll_batches``).  Iterating yields ``Record``s, built on demand."""
+
+    topic: str
+    partition: int
+    offsets: range
+    timestamp_base: int
+    timestamp_deltas: list[int] | None  # None: every record has timestamp_base (log-append time)
+    keys: list[bytes | None]
+    values: list[bytes | None]
+    headers: list[Sequence[tuple[str, bytes]]] | None  # None when no record has headers
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def timestamps(self) -> list[int]:
+        n = len(self.offsets)
+        if self.timestamp_deltas is None:
+            return [self.timestamp_base] * n
+        return list(map(add, self.timestamp_deltas, repeat(self.timestamp_base, n)))
+
+    def __iter__(self) -> Iterator[Record]:
+        n = len(self.offsets)
+        hdrs = repeat(NO_HEADERS, n) if self.headers is None else self.headers
+        rows = zip(repeat(self.topic, n), repeat(self.partition, n), self.offsets, self.timestamps, self.keys,
+                   self.values, hdrs)
+        return map(_new_tuple, repeat(Record, n), rows)
+
+
+def decode_columns(topic: str, partition: int, batch: bytes | memoryview, h: BatchHeader | None = None,
+                   start_offset: int = 0) -> RecordColumns:
+    """Like ``decode_records`` but columnar, dropping records before ``start_offset``."""
+    if h is None:
+        h = parse_header(batch)
+    view = memoryview(batch)[: h.size]
+    if len(view) < h.size or zlib.crc32(view[CRC_START:]) != h.crc:
+        raise FabricError("CORRUPT_BATCH", f"CRC mismatch or truncation in batch at offset {h.base_offset}")
+    body = view[HEADER_SIZE:]
+    if h.attributes & ATTR_COMPRESSION_MASK == COMPRESSION_ZLIB:
+        body = memoryview(zlib.decompress(body))
+    try:
+        deltas, keys, values, hdrs = cbor2.loads(body)
+    except Exception as exc:
+        raise FabricError("CORRUPT_BATCH", f"records section of batch at offset {h.base_offset} unreadable: {exc}") from None
+    n = h.record_count
+    if not (len(deltas) == len(keys) == len(values) == len(hdrs) == n):
+        raise FabricError("CORRUPT_BATCH", f"batch at offset {h.base_offset}: columns disagree with record_count {n}")
+    lat = bool(h.attributes & ATTR_LOG_APPEND_TIME)
+    base_ts = h.max_timestamp if lat else h.base_timestamp
+    headers = [NO_HEADERS if hd is None else [(a, b) for a, b in hd] for hd in hdrs] if any(hdrs) else None
+    skip = max(0, start_offset - h.base_offset)
+    if skip:
+        deltas, keys, values = deltas[skip:], keys[skip:], values[skip:]
+        headers = headers[skip:] if headers is not None else None
+    return RecordColumns(topic, partition, range(h.base_offset + skip, h.base_offset + n), base_ts,
+                         None if lat else deltas, keys, values, headers)
+
+
+def columns_in(topic: str, partition: int, data: bytes | memoryview, start_offset: int = 0) -> list[RecordColumns]:
+    """Every whole batch of a fetch payload as ``RecordColumns`` (records before ``start_offset`` dropped)."""
+    out: list[RecordColumns] = []
+    for pos, h in iter_headers(data):
+        if h.next_offset <= start_offset:
+            continue
+        out.append(decode_columns(topic, partition, memoryview(data)[pos: pos + h.size], h, start_offset))
+    return out
+
+
 def records_in(topic: str, partition: int, data: bytes | memoryview, start_offset: int = 0) -> list[Record]:
     """Decode every whole batch of a fetch payload, dropping records before ``start_offset``
     (a fetch returns the whole batch that contains the requested offset)."""
