@@ -53,6 +53,19 @@ class Reply:
 Outbox = list[tuple[bytes, Reply]]
 
 
+class BoundedDict(dict):
+    """A dict that forgets its oldest entries beyond ``capacity`` (insertion order)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self and len(self) >= self.capacity:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
+
+
 def _readable_cid(raw: Any) -> int | None:
     """The cid to echo in an error reply, if the request's cid is usable at all."""
     try:
@@ -75,6 +88,8 @@ class BrokerCore:
         self.waiters = FetchWaiters(config.limits.inflight_requests_max)
         self.shutting_down = False
         self.advertised_port = config.port  # the shell sets the real one when it bound port 0
+        # ROUTER identity -> client address, filled by the shell (bounded: forgotten when full)
+        self.peer_hosts: dict[bytes, str] = BoundedDict(config.limits.inflight_requests_max)
         self.handlers: dict[str, Callable[[bytes, Any, Any, list, int], Outbox]] = {
             "api_versions": self._api_versions,
             "metadata": self._metadata,

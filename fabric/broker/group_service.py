@@ -89,7 +89,8 @@ class GroupService:
         token = next(self._seq)
         self._tokens[token] = (peer, env.cid)
         try:
-            actions = self.coordinator.handle(token, env.op, req, now_ms, host=peer.hex()[:16])
+            actions = self.coordinator.handle(token, env.op, req, now_ms,
+                                              host=self.core.peer_hosts.get(peer, ""))
         except Exception:
             self._tokens.pop(token, None)
             raise

@@ -32,6 +32,14 @@ TICK_MS = 100
 RECV_BURST = 256
 
 
+def _peer_address(frame: zmq.Frame) -> str:
+    """The client's IP address as ZeroMQ saw the connection (for group member descriptions)."""
+    try:
+        return frame.get("Peer-Address") or ""
+    except zmq.ZMQError:
+        return ""
+
+
 class BrokerServer:
     def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
@@ -103,6 +111,8 @@ class BrokerServer:
                             break
                         peer = msg[0].bytes
                         frames = [f.bytes if i == 0 else f.buffer for i, f in enumerate(msg[1:])]
+                        if peer not in core.peer_hosts and len(msg) > 1:
+                            core.peer_hosts[peer] = _peer_address(msg[1])
                         outbox.extend(core.handle(peer, frames, wall_ms()))
                     self._send(outbox)
                 now = wall_ms()

@@ -13,7 +13,7 @@ from typing import Sequence
 from .. import __version__
 from ..client.connection import ClientError, RequestTimeoutError
 from ..protocol.errors import FabricError
-from . import broker_cmd, data_cmd, perf_cmd, topic_cmd
+from . import broker_cmd, data_cmd, group_cmd, perf_cmd, topic_cmd
 from .common import UserError, die
 
 EPILOG = """examples:
@@ -22,10 +22,12 @@ EPILOG = """examples:
   printf 'k1:hello\\nk2:world\\n' | fabric produce orders --key-separator :
   fabric consume orders --from-beginning --max 2  read them back
   fabric offsets orders                           earliest/latest offsets per partition
+  fabric consume orders --group billing           share the partitions with group "billing"
+  fabric group describe billing                   members, committed offsets and lag
 
 Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP)."""
 
-MODULES = [broker_cmd, topic_cmd, data_cmd, perf_cmd]
+MODULES = [broker_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

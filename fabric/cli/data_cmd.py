@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 import sys
+import time
 from typing import Any, BinaryIO
 
 from ..client.admin import Admin
@@ -26,7 +27,14 @@ CONSUME_EPILOG = """examples:
   fabric consume events --from-beginning --max 100 --format json
   fabric consume events --partition 2 --offset 1500
   fabric consume events --from-time -15m --print-key
-  fabric consume events --from-beginning --idle-timeout-ms 2000   exit once caught up and idle"""
+  fabric consume events --from-beginning --idle-timeout-ms 2000   exit once caught up and idle
+  fabric consume events --group billing           share partitions with the other "billing" consumers,
+                                                  resume from the group's committed offsets
+  fabric consume events --group billing --from-beginning --max 1000
+                                                  partitions the group never committed start at the beginning
+
+With --group, offsets are committed every few seconds and on exit (also after --max or
+--idle-timeout-ms); `fabric group describe GROUP` shows the members and their lag."""
 
 
 def register(sub: Any) -> None:
@@ -54,6 +62,9 @@ def register(sub: Any) -> None:
     where.add_argument("--from-time", metavar="T", help="start at the first record at or after T "
                                                         "(epoch ms, ISO 8601, or -15m/-2h/-1d)")
     p.add_argument("--partition", type=int, help="read only this partition")
+    p.add_argument("--group", "-g", metavar="GROUP",
+                   help="join consumer group GROUP: share the partitions, resume from its committed offsets "
+                        "(--from-beginning then applies to partitions without one)")
     p.add_argument("--max", "--max-messages", dest="max", type=int, help="exit after N records")
     p.add_argument("--format", choices=["plain", "json"], default="plain",
                    help="plain: the value (and key with --print-key); json: one object per line")
@@ -161,6 +172,8 @@ def _format(r: Record, args: argparse.Namespace) -> str:
 
 
 def consume(args: argparse.Namespace) -> int:
+    if args.group is not None:
+        return _consume_group(args)
     if args.offset is not None and args.partition is None:
         fail("--offset needs --partition (offsets are per partition)")
     consumer = Consumer(args.bootstrap, auto_offset_reset="earliest" if args.from_beginning else "latest",
@@ -187,8 +200,28 @@ def consume(args: argparse.Namespace) -> int:
         consumer.close()
 
 
-def _consume_loop(consumer: Consumer, args: argparse.Namespace) -> int:
-    import time
+def _consume_group(args: argparse.Namespace) -> int:
+    for flag, given in (("--partition", args.partition), ("--offset", args.offset), ("--from-time", args.from_time)):
+        if given is not None:
+            fail(f"--group reads where the group left off; it cannot be combined with {flag} "
+                 f"(see `fabric group reset-offsets`)")
+    with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
+        admin.partitions_for(args.topic)  # a clear error for an unknown topic
+    assigned: list[float] = []  # the idle clock starts with the first assignment (joining takes a while)
+
+    def on_assigned(tps: list) -> None:
+        assigned.append(time.monotonic())
+
+    consumer = Consumer(args.bootstrap, group_id=args.group, auto_offset_reset="earliest" if args.from_beginning
+                        else "latest", request_timeout_ms=args.timeout_ms, client_id="fabric-cli")
+    try:
+        consumer.subscribe([args.topic], on_assigned=on_assigned)
+        return _consume_loop(consumer, args, idle_from=assigned)
+    finally:
+        consumer.close()  # commits what was printed and leaves the group
+
+
+def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[float] | None = None) -> int:
     count = 0
     write = sys.stdout.write
     last_record = time.monotonic()
@@ -199,7 +232,9 @@ def _consume_loop(consumer: Consumer, args: argparse.Namespace) -> int:
             last_record = time.monotonic()
             write("\n".join(_format(r, args) for r in records) + "\n")
             count += len(records)
-        elif args.idle_timeout_ms is not None and (time.monotonic() - last_record) * 1000 >= args.idle_timeout_ms:
-            break
+        elif args.idle_timeout_ms is not None and (idle_from is None or idle_from):
+            since = max(last_record, idle_from[-1]) if idle_from else last_record
+            if (time.monotonic() - since) * 1000 >= args.idle_timeout_ms:
+                break
     sys.stdout.flush()
     return 0

@@ -60,6 +60,8 @@ def register(sub: Any) -> None:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--fetch-max-bytes", type=int, default=32 << 20)
     p.add_argument("--partition-fetch-bytes", type=int, default=8 << 20)
+    p.add_argument("--columnar", action="store_true",
+                   help="read with Consumer.poll_batches (columns, no object per record) instead of poll()")
     p.add_argument("--start-offset", type=int, metavar="K",
                    help="start every partition at offset K instead of the beginning (e.g. near the tail)")
     p.add_argument("--json", action="store_true")
@@ -206,10 +208,17 @@ def perf_consume(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         idle_since = start
         while count < args.records:
-            recs = consumer.poll(1000, max_records=args.records - count)
-            if recs:
-                count += len(recs)
-                nbytes += sum(len(r.value) for r in recs if r.value is not None)
+            if args.columnar:
+                batches = consumer.poll_batches(1000, max_records=args.records - count)
+                got = sum(len(c) for c in batches)
+                got_bytes = sum(sum(map(len, c.values)) for c in batches)
+            else:
+                recs = consumer.poll(1000, max_records=args.records - count)
+                got = len(recs)
+                got_bytes = sum(len(r.value) for r in recs if r.value is not None)
+            if got:
+                count += got
+                nbytes += got_bytes
                 idle_since = time.perf_counter()
                 progress.update(count, nbytes // max(count, 1))
             elif time.perf_counter() - idle_since > 10:
@@ -219,7 +228,7 @@ def perf_consume(args: argparse.Namespace) -> int:
     finally:
         consumer.close()
     _report(args, {"test": "consume", "records": count, "seconds": elapsed, "records_per_sec": count / elapsed,
-                   "mb_per_sec": nbytes / elapsed / 1e6})
+                   "mb_per_sec": nbytes / elapsed / 1e6, "api": "poll_batches" if args.columnar else "poll"})
     return 0 if count >= args.records else 1
 
 

@@ -8,7 +8,8 @@ from ..records.batch import Record
 from .admin import Admin
 from .connection import ClientError, ClosedError, RequestTimeoutError
 from .consumer import Consumer, TopicPartition
+from .group import CommitFailedError
 from .producer import BufferFullError, Producer, RecordFuture, RecordMetadata
 
 __all__ = ["Admin", "Consumer", "Producer", "Record", "RecordFuture", "RecordMetadata", "TopicPartition",
-           "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError"]
+           "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError", "CommitFailedError"]

@@ -1,27 +1,45 @@
-"""``Admin``: topics, offsets and broker information, one blocking call each (always with a timeout).
+"""``Admin``: topics, offsets, consumer groups and broker information, one blocking call each
+(always with a timeout).
 
 Per-topic failures inside a multi-topic reply are raised as the typed error of the first failing
-topic, unless the method returns per-topic results (``create_topics``/``delete_topics``).
+topic, unless the method returns per-topic results (``create_topics``/``delete_topics``).  Group
+operations go to the group's coordinator (``find_coordinator``, retried when it moves); the
+lag and offset-reset arithmetic lives here so the CLI and dashboard stay thin.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import zmq
 
-from ..protocol.errors import FabricError, exception_for
+from ..groups.messages import (CommitOffset, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
+                               ListGroupsRequest, OffsetCommitRequest)
+from ..protocol.errors import FabricError, error_map, exception_for
 from .. import __version__
 from ..protocol.messages import (AlterTopicConfigsRequest, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
                                  DeleteTopicsRequest, DescribeTopicsRequest, ListOffsetsRequest,
                                  ListTopicsRequest, MetadataRequest, NewTopic, OffsetQuery)
+from ..protocol.messages import FetchPartition, FetchRequest
+from ..records.batch import records_in
 from .connection import Connection, parse_bootstrap
+from .coordinator_link import CoordinatorLink
+
+RESET_STRATEGIES = ("earliest", "latest", "offset", "datetime", "shift-by")
+LAG_FETCH_BYTES = 64 << 10  # per partition, to read the timestamp of the first unconsumed record
 
 
 @dataclass(frozen=True)
 class TopicResult:
     name: str
+    error: FabricError | None
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    group_id: str
     error: FabricError | None
 
 
@@ -124,3 +142,173 @@ class Admin:
         late = self.list_offsets([(topic, p, "latest") for p in range(n)])
         return [{"partition": p, "earliest": e["offset"], "latest": l["offset"], "records": l["offset"] - e["offset"]}
                 for p, (e, l) in enumerate(zip(early, late))]
+
+    # ------------------------------------------------------------------ consumer groups
+    def _group_call(self, group_id: str, op: str, body: Any) -> dict[str, Any]:
+        link = CoordinatorLink(self.endpoints, group_id, client_id=self.client_id,
+                               request_timeout_ms=self.timeout_ms, ctx=self.conn.ctx)
+        try:
+            return link.request(op, body)
+        finally:
+            link.close()
+
+    def find_coordinator(self, group_id: str) -> dict[str, Any]:
+        """``{node_id, host, port}`` of the broker coordinating ``group_id``."""
+        rep = self._call("find_coordinator", FindCoordinatorRequest(group_id=group_id))
+        return {k: rep[k] for k in ("node_id", "host", "port")}
+
+    def list_groups(self, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """``{group_id, state, protocol, members}`` of every group, asking every broker (each lists
+        the groups it coordinates)."""
+        req = ListGroupsRequest(states=None if states is None else tuple(s.upper() for s in states))
+        brokers = self.metadata([]).get("brokers") or []
+        replies = []
+        if len(brokers) <= 1:  # this one (also when its advertised address is not ours to use)
+            replies.append(self._call("list_groups", req))
+        else:
+            for b in brokers:
+                conn = Connection(f"tcp://{b['host']}:{b['port']}", self.conn.ctx, self.client_id)
+                try:
+                    replies.append(conn.request("list_groups", req, timeout_ms=self.timeout_ms)[0])
+                finally:
+                    conn.close()
+        rows = {g["group_id"]: g for rep in replies for g in rep["groups"]}
+        return [rows[g] for g in sorted(rows)]
+
+    def describe_group(self, group_id: str) -> dict[str, Any]:
+        """State, protocol, generation, members (with assignments) and committed offsets; raises
+        ``GroupIdNotFoundError`` for a group without members or offsets."""
+        rep = self._group_call(group_id, "describe_groups", DescribeGroupsRequest(group_ids=(group_id,)))
+        group = rep["groups"][0]
+        if "error" in group:
+            raise exception_for(group["error"])
+        return group
+
+    def group_lag(self, group_id: str, now_ms: int | None = None) -> dict[str, Any]:
+        """``describe_group`` plus one row per partition of every topic the group subscribes to or
+        has committed offsets for: ``committed`` (None: nothing committed), ``log_end``, ``lag``
+        (log end - committed), ``lag_seconds`` (now - timestamp of the record at the committed
+        offset; 0 when caught up) and its ``owner`` member.  Totals: ``total_lag`` and
+        ``max_lag_seconds``."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        group = self.describe_group(group_id)
+        committed = {(o["topic"], o["partition"]): o["offset"] for o in group.get("offsets", [])}
+        owners: dict[tuple[str, int], dict[str, Any]] = {}
+        topics = {t for t, _ in committed}
+        for m in group.get("members", []):
+            topics.update(m.get("topics", []))
+            for entry in m.get("assignment", []):
+                owners.update(((entry["topic"], p), m) for p in entry["partitions"])
+        tps: list[tuple[str, int]] = []
+        known: list[tuple[str, int]] = []  # partitions that exist
+        for topic in sorted(topics):
+            try:
+                n = self.partitions_for(topic)
+            except FabricError:  # a deleted topic: keep what the group committed
+                tps += sorted(tp for tp in committed if tp[0] == topic)
+                continue
+            tps += [(topic, p) for p in range(n)]
+            known += [(topic, p) for p in range(n)]
+        ends = dict(zip(known, (r["offset"] for r in self.list_offsets([(t, p, "latest") for t, p in known]))))
+        starts = dict(zip(known, (r["offset"] for r in self.list_offsets([(t, p, "earliest") for t, p in known]))))
+        rows = []
+        for tp in tps:
+            c, end = committed.get(tp), ends.get(tp)
+            lag = None if c is None or end is None else max(0, end - c)
+            owner = owners.get(tp)
+            rows.append({"topic": tp[0], "partition": tp[1], "committed": c, "log_end": end, "lag": lag,
+                         "lag_seconds": 0.0 if lag == 0 else None,
+                         "owner": owner["member_id"] if owner else None,
+                         "client_id": owner.get("client_id") if owner else None,
+                         "host": owner.get("host") if owner else None})
+        lagging = {(r["topic"], r["partition"]): max(r["committed"], starts[(r["topic"], r["partition"])])
+                   for r in rows if r["lag"]}
+        stamps = self._first_timestamps(lagging)
+        for r in rows:
+            ts = stamps.get((r["topic"], r["partition"]))
+            if ts is not None:
+                r["lag_seconds"] = max(0.0, (now_ms - ts) / 1000)
+        group["partitions"] = rows
+        group["total_lag"] = sum(r["lag"] or 0 for r in rows)
+        group["max_lag_seconds"] = max((r["lag_seconds"] or 0.0 for r in rows), default=0.0)
+        return group
+
+    def _first_timestamps(self, at: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """Timestamp of the record at each offset, by one small fetch (the data path)."""
+        if not at:
+            return {}
+        parts = tuple(FetchPartition(topic=t, partition=p, offset=o, max_bytes=LAG_FETCH_BYTES)
+                      for (t, p), o in sorted(at.items()))
+        header, frames = self.conn.request("fetch", FetchRequest(max_wait_ms=0, min_bytes=0, partitions=parts),
+                                           timeout_ms=self.timeout_ms)
+        out: dict[tuple[str, int], int] = {}
+        for meta, data in zip(header["partitions"], frames):
+            tp = (meta["topic"], meta["partition"])
+            if "error" not in meta and tp in at:
+                recs = records_in(tp[0], tp[1], data, at[tp])
+                if recs:
+                    out[tp] = recs[0].timestamp
+        return out
+
+    def reset_group_offsets(self, group_id: str, targets: Sequence[str | tuple[str, int]], strategy: str,
+                            value: int | None = None, execute: bool = False) -> list[dict[str, Any]]:
+        """New committed offsets for ``targets`` (topic names: every partition; or ``(topic,
+        partition)``): ``strategy`` "earliest", "latest", "offset" (``value``), "datetime" (``value``
+        = ms since the epoch: the first record at or after it) or "shift-by" (committed + ``value``),
+        clamped to [earliest, latest].  Returns rows ``{topic, partition, current, new}``; commits
+        them only with ``execute``, and only while the group has no members (GROUP_NOT_EMPTY)."""
+        if strategy not in RESET_STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(RESET_STRATEGIES)}")
+        if strategy in ("offset", "datetime", "shift-by") and value is None:
+            raise ValueError(f"strategy {strategy!r} needs a value")
+        try:
+            group = self.describe_group(group_id)
+        except FabricError as err:
+            if err.name != "GROUP_ID_NOT_FOUND":
+                raise
+            group = {"state": "DEAD", "members": [], "offsets": []}
+        if execute and group["state"] not in ("EMPTY", "DEAD"):
+            raise exception_for(error_map("GROUP_NOT_EMPTY", (
+                f"group {group_id!r} is {group['state']} with {len(group['members'])} members; offsets can "
+                "only be reset while no consumer is in the group (stop them first)")))
+        tps: list[tuple[str, int]] = []
+        for t in targets:
+            tps += [(t, p) for p in range(self.partitions_for(t))] if isinstance(t, str) else [(t[0], int(t[1]))]
+        tps = sorted(set(tps))
+        committed = {(o["topic"], o["partition"]): o["offset"] for o in group.get("offsets", [])}
+        early = [r["offset"] for r in self.list_offsets([(t, p, "earliest") for t, p in tps])]
+        late = [r["offset"] for r in self.list_offsets([(t, p, "latest") for t, p in tps])]
+        if strategy == "datetime":
+            found = [r["offset"] for r in self.list_offsets([(t, p, int(value or 0)) for t, p in tps])]
+        rows = []
+        for i, tp in enumerate(tps):
+            current = committed.get(tp)
+            if strategy == "earliest":
+                new = early[i]
+            elif strategy == "latest":
+                new = late[i]
+            elif strategy == "offset":
+                new = int(value or 0)
+            elif strategy == "datetime":
+                new = found[i] if found[i] >= 0 else late[i]
+            else:
+                if current is None:
+                    raise ValueError(f"cannot shift {tp[0]}[{tp[1]}]: group {group_id!r} has no committed "
+                                     "offset for it (use another strategy)")
+                new = current + int(value or 0)
+            rows.append({"topic": tp[0], "partition": tp[1], "current": current,
+                         "new": min(max(new, early[i]), late[i]), "earliest": early[i], "latest": late[i]})
+        if execute and rows:
+            req = OffsetCommitRequest(group_id=group_id, generation=-1, member_id="", offsets=tuple(
+                CommitOffset(topic=r["topic"], partition=r["partition"], offset=r["new"]) for r in rows))
+            self._group_call(group_id, "offset_commit", req)
+        return rows
+
+    def delete_groups(self, group_ids: Sequence[str]) -> list[GroupResult]:
+        """Delete groups without members, with their committed offsets; one result per group."""
+        out = []
+        for gid in group_ids:
+            rep = self._group_call(gid, "delete_groups", DeleteGroupsRequest(group_ids=(gid,)))
+            err = rep["results"][0].get("error")
+            out.append(GroupResult(gid, exception_for(err) if err else None))
+        return out

@@ -250,7 +250,7 @@ class RecordColumns:
 
     topic: str
     partition: int
-    offsets: range
+    offsets: range | list[int]  # a range for a fetched batch (its offsets are consecutive)
     timestamp_base: int
     timestamp_deltas: list[int] | None  # None: every record has timestamp_base (log-append time)
     keys: list[bytes | None]

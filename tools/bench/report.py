@@ -47,7 +47,7 @@ def ratios(results: list[SystemResult]) -> dict[str, dict[str, float | None]]:
         return {}
     out: dict[str, dict[str, float | None]] = {}
     for r in results:
-        if r.name == FABRIC or r.error:
+        if r.name.startswith(FABRIC) or r.error:
             continue
         prod = cons = None
         if fabric.produce and r.produce:

@@ -34,7 +34,7 @@ from tools.bench.systems import load_all
 log = logging.getLogger("bench")
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SYSTEMS = "fabric,redis,nats"
+DEFAULT_SYSTEMS = "fabric,fabric-per-record,redis,nats"
 FULL_RECORDS = 1_000_000
 QUICK_RECORDS = 100_000
 CONSOLE_WIDTH_PIPE = 180  # rich's 80 columns would wrap the table when stdout is a file or pipe

@@ -57,10 +57,16 @@ def fabric_argv(*args: object) -> list[str]:
 
 @register
 class FabricSystem(System):
+    """Fabric through its columnar bulk APIs, 1,000 records per call: ``Producer.send_batch`` and
+    ``Consumer.poll_batches`` (the peers batch by 1,000 too: Redis pipelines, NATS ack windows
+    and fetches).  ``fabric-per-record`` below is the same broker driven one record at a time."""
+
     name = "fabric"
     durability = f"fsync 1 s (--flush-interval-ms {FLUSH_INTERVAL_MS})"
-    client = "fabric perf produce/consume (Fabric's Python client), acks=1"
-    latency_unit = "one record (every 1,000th is sampled): send() call to its acknowledgement"
+    client = "fabric perf, Producer.send_batch(1000) / Consumer.poll_batches, acks=1"
+    latency_unit = "one send_batch call of 1,000 records: call to the acknowledgement of all"
+    produce_args: tuple[object, ...] = ("--batch", 1000)
+    consume_args: tuple[object, ...] = ("--columnar",)
 
     def __init__(self) -> None:
         self.broker: ServerProcess | None = None
@@ -125,12 +131,13 @@ class FabricSystem(System):
         self.value_bytes = record_size
         return run_json(fabric_argv("perf", "produce", "--bootstrap", self.bootstrap, "--topic", topic,
                                     "--records", records, "--record-size", record_size,
-                                    "--acks", 1, "--json"), CLIENT_TIMEOUT_S, "fabric perf produce")
+                                    "--acks", 1, *self.produce_args, "--json"), CLIENT_TIMEOUT_S,
+                        "fabric perf produce")
 
     def perf_consume(self, topic: str, records: int, start_offset: int | None = None) -> dict[str, Any]:
         extra = [] if start_offset is None else ["--start-offset", start_offset]
         return run_json(fabric_argv("perf", "consume", "--bootstrap", self.bootstrap, "--topic", topic,
-                                    "--records", records, *extra, "--json"),
+                                    "--records", records, *extra, *self.consume_args, "--json"),
                         CLIENT_TIMEOUT_S, "fabric perf consume")
 
     def broker_pid(self) -> int:
@@ -156,3 +163,15 @@ class FabricSystem(System):
         except PackageNotFoundError:
             return {"fabric": "source tree (fabric-streams not installed)"}
 
+
+
+@register
+class FabricPerRecordSystem(FabricSystem):
+    """Fabric driven one record per call: ``Producer.send`` and ``Consumer.poll`` (a ``Record``
+    object per event)."""
+
+    name = "fabric-per-record"
+    client = "fabric perf, Producer.send() per record / Consumer.poll() Records, acks=1"
+    latency_unit = "one record (every 1,000th is sampled): send() call to its acknowledgement"
+    produce_args = ()
+    consume_args = ()
