@@ -130,14 +130,9 @@ class BatchFuture:
                 raise b.result.error
 
     def result(self, timeout: float | None = None) -> list[RecordMetadata]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self.wait(timeout)
         out: list[RecordMetadata] = []
         for b, first, count in self._pieces:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not b.result.event.wait(left):
-                raise RequestTimeoutError(f"records not acknowledged within {timeout} s")
-            if b.result.error is not None:
-                raise b.result.error
             base = b.result.base_offset
             for i in range(first, first + count):
                 out.append(RecordMetadata(b.topic, b.partition, base + i if base >= 0 else -1, b.timestamps[i]))
