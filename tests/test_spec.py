@@ -3,14 +3,18 @@
 SPEC.md is what a stranger writes a client from, so it must never drift from the code.  This file
 parses its machine-readable parts:
 
-- fenced blocks whose info string is ``hex|diag|json name=... [key=value ...]`` (section 10);
+- fenced blocks whose info string is ``hex|diag|json name=... [key=value ...]`` (sections 10 and
+  12.5, each between its own BEGIN/END GENERATED markers);
 - tables that follow a marker comment: ``<!-- fields: Class -->``, ``<!-- reply: vector -->``,
   ``<!-- operations -->``, ``<!-- errors -->``, ``<!-- limits -->``, ``<!-- topic-configs -->``,
   ``<!-- murmur2 -->``, ``<!-- batch-layout -->``, ``<!-- batch-fields: vector -->``;
+- the reply shapes of section 12.3 (``Reply: `{name: type, ...}` ``, one ``#### `op` `` per operation);
 
 and checks them against ``fabric.protocol`` (schemas, errors, limits, codec), ``fabric.records``
 (batch format, murmur2) and a real ``BrokerCore`` that replays the request vectors in document
-order (temp dir, fixed cluster id and clock, sequential topic ids: the setup SPEC.md states).
+order (temp dir, fixed cluster id and clock, sequential topic ids: the setup SPEC.md states; for the
+group vectors of 12.5 also sequential member ids, a topic, and a clock that passes the initial
+rebalance delay).
 When a reply changes on purpose, regenerate with ``python tools/spec_vectors.py --write``.
 """
 
@@ -29,6 +33,8 @@ from typing import Any
 import cbor2
 import pytest
 
+import fabric.groups  # noqa: F401  (registers the group operations with fabric.protocol.messages)
+from fabric.groups.messages import GROUP_OPERATIONS
 from fabric.protocol import codec
 from fabric.protocol.errors import ALL_ERRORS
 from fabric.protocol.limits import Limits
@@ -51,6 +57,7 @@ class Block:
     name: str
     attrs: dict[str, str]
     text: str
+    pos: int  # where in SPEC.md: which generated region it belongs to
 
     @property
     def data(self) -> bytes:
@@ -66,8 +73,18 @@ def _blocks() -> list[Block]:
     for m in _FENCE.finditer(SPEC):
         attrs = {k: (q if q else u) for k, q, u in _ATTR.findall(m.group(2))}
         if "name" in attrs:
-            out.append(Block(m.group(1), attrs.pop("name"), attrs, m.group(3)))
+            out.append(Block(m.group(1), attrs.pop("name"), attrs, m.group(3), m.start()))
     return out
+
+
+def _region(begin: str, end: str) -> range:
+    start, stop = SPEC.find(begin), SPEC.find(end)
+    assert 0 <= start < stop, f"SPEC.md: no {begin} ... {end}"
+    return range(start, stop)
+
+
+CORE_VECTORS = _region("<!-- BEGIN GENERATED VECTORS ", "<!-- END GENERATED VECTORS -->")  # section 10
+GROUP_VECTORS = _region("<!-- BEGIN GENERATED GROUP VECTORS ", "<!-- END GENERATED GROUP VECTORS -->")  # 12.5
 
 
 BLOCKS = _blocks()
@@ -196,16 +213,11 @@ def code(cell: str) -> str:
 
 # ================================================================== the broker the vectors came from
 SETUP = json.loads(next(b.text for b in BLOCKS if b.kind == "json" and b.name == "vector-setup"))
+GROUP_SETUP = json.loads(next(b.text for b in BLOCKS if b.kind == "json" and b.name == "group-vector-setup"))
 
 
-@pytest.fixture
-def spec_core(tmp_path, monkeypatch):
-    """A BrokerCore set up as SPEC.md section 10.1 says (topic ids 000...001, 000...002, ...)."""
-    import fabric.broker.topics as topics_mod
-    from fabric.broker.config import BrokerConfig
-    from fabric.broker.core import BrokerCore
-
-    assert SETUP["topic_ids"] == "sequential"
+def _sequential_uuids() -> type:
+    """Stands in for the ``uuid`` module: uuid4() gives 000...001, 000...002, ..."""
     counter = itertools.count(1)
 
     class _SequentialIds:
@@ -213,11 +225,46 @@ def spec_core(tmp_path, monkeypatch):
         def uuid4() -> uuid.UUID:
             return uuid.UUID(int=next(counter))
 
-    monkeypatch.setattr(topics_mod, "uuid", _SequentialIds)
+    return _SequentialIds
+
+
+def _spec_core(tmp_path, monkeypatch, **config: Any):
+    import fabric.broker.topics as topics_mod
+    from fabric.broker.config import BrokerConfig
+    from fabric.broker.core import BrokerCore
+
+    assert SETUP["topic_ids"] == "sequential"
+    monkeypatch.setattr(topics_mod, "uuid", _sequential_uuids())
     cfg = BrokerConfig(data_dir=str(tmp_path / "data"), cluster_id=SETUP["cluster_id"], node_id=SETUP["node_id"],
-                       host=SETUP["host"], port=SETUP["port"])
-    core = BrokerCore(cfg, SETUP["now_ms"])
+                       host=SETUP["host"], port=SETUP["port"], **config)
+    return BrokerCore(cfg, SETUP["now_ms"])
+
+
+@pytest.fixture
+def spec_core(tmp_path, monkeypatch):
+    """A BrokerCore set up as SPEC.md section 10.1 says (topic ids 000...001, 000...002, ...)."""
+    core = _spec_core(tmp_path, monkeypatch)
     try:
+        yield core
+    finally:
+        core.close()
+
+
+@pytest.fixture
+def group_core(tmp_path, monkeypatch):
+    """A BrokerCore set up as SPEC.md 12.5 says: 10.1's setup plus ``group-vector-setup``."""
+    import fabric.groups.coordinator as coordinator_mod
+
+    assert GROUP_SETUP["member_ids"] == "sequential"
+    monkeypatch.setattr(coordinator_mod, "uuid", _sequential_uuids())  # member ids: client_id-000...001, ...
+    core = _spec_core(tmp_path, monkeypatch,
+                      group_initial_rebalance_delay_ms=GROUP_SETUP["group_initial_rebalance_delay_ms"])
+    try:
+        peer = SETUP["peer"].encode()
+        created = core.handle(peer, [codec.encode({"op": "create_topics", "v": 1, "cid": 0,
+                                                   "topics": GROUP_SETUP["topics"]})], SETUP["now_ms"])
+        assert all("error" not in t for t in created[0][1].header["topics"]), created
+        core.peer_hosts[peer] = GROUP_SETUP["peer_host"]
         yield core
     finally:
         core.close()
@@ -232,8 +279,10 @@ def frames_of(prefix: str) -> list[bytes]:
         out.append(b.data)
 
 
-def scenario_names() -> list[str]:
-    return [b.name[: -len("-request")] for b in BLOCKS if b.kind == "hex" and b.name.endswith("-request")]
+def scenario_names(region: range | None = None) -> list[str]:
+    """The request vectors' names (minus ``-request``) in document order, of one generated region or all."""
+    return [b.name[: -len("-request")] for b in BLOCKS
+            if b.kind == "hex" and b.name.endswith("-request") and (region is None or b.pos in region)]
 
 
 # ================================================================== vectors: encoding
@@ -259,18 +308,24 @@ def test_request_vectors_are_what_the_python_client_sends_and_parse():
         assert codec.encode(request_header(env.op, env.cid, req, env.v)) == raw, name
 
 
-def test_every_operation_has_a_request_and_a_reply_vector():
-    ops_with_vectors = set()
-    for name in scenario_names():
+def _ops_with_vectors(region: range) -> set[str]:
+    ops = set()
+    for name in scenario_names(region):
         if f"{name}-reply" in HEX and not name.startswith("error-"):
-            ops_with_vectors.add(codec.decode_map(HEX[f"{name}-request"].data, 1 << 20)["op"])
-    assert ops_with_vectors == {code(r[0]) for r in table("operations")}
+            ops.add(codec.decode_map(HEX[f"{name}-request"].data, 1 << 20)["op"])
+    return ops
+
+
+def test_every_operation_has_a_request_and_a_reply_vector():
+    assert _ops_with_vectors(CORE_VECTORS) == {code(r[0]) for r in table("operations")}
+    assert _ops_with_vectors(GROUP_VECTORS) == set(GROUP_OPERATIONS)  # section 12.5
+    assert set(OPERATIONS) == set(_core_operations()) | set(GROUP_OPERATIONS)
 
 
 # ================================================================== vectors: replies from a real broker
 def test_reply_vectors_are_what_the_broker_replies(spec_core):
     peer = SETUP["peer"].encode()
-    names = scenario_names()
+    names = scenario_names(CORE_VECTORS)
     assert names[0] == "api-versions" and len(names) >= 15
     for name in names:
         frames = [HEX[f"{name}-request"].data, *frames_of(f"{name}-request")]
@@ -289,6 +344,33 @@ def test_reply_vectors_are_what_the_broker_replies(spec_core):
         assert strict(header) == strict(documented), f"{name}: {REGENERATE}"
         assert codec.encode(header) == HEX[f"{name}-reply"].data, f"{name}: {REGENERATE}"
         assert [bytes(f) for f in reply.frames] == frames_of(f"{name}-reply"), f"{name} payload: {REGENERATE}"
+
+
+def test_group_reply_vectors_are_what_the_broker_replies(group_core):
+    """Section 12.5: each request at its ``now=`` clock; a reply vector with ``tick=`` is what
+    ``tick`` at that clock answers (the request itself gets nothing, nor does a tick 1 ms earlier)."""
+    peer = SETUP["peer"].encode()
+    names = scenario_names(GROUP_VECTORS)
+    assert names[0] == "find-coordinator" and len(names) >= len(GROUP_OPERATIONS)
+    ticked = 0
+    for name in names:
+        request = HEX[f"{name}-request"]
+        assert not frames_of(f"{name}-request"), f"{name}: group operations take no payload frames"
+        out = group_core.handle(peer, [request.data], int(request.attrs["now"]))
+        reply_vector = HEX[f"{name}-reply"]
+        if "tick" in reply_vector.attrs:
+            tick = int(reply_vector.attrs["tick"])
+            assert out == [], f"{name}: SPEC.md shows a deferred reply, the broker answered at once: {out}"
+            assert group_core.tick(tick - 1) == [], f"{name}: answered before the tick SPEC.md shows"
+            out = group_core.tick(tick)
+            ticked += 1
+        assert len(out) == 1, f"{name}: expected one reply, got {len(out)}"
+        to, reply = out[0]
+        assert to == peer
+        assert strict(reply.header) == strict(diag(DIAG[f"{name}-reply"].text)), f"{name}: {REGENERATE}"
+        assert codec.encode(reply.header) == reply_vector.data, f"{name}: {REGENERATE}"
+        assert [bytes(f) for f in reply.frames] == [], f"{name}: group replies have no payload frames"
+    assert ticked == 1  # the rejoin of 12.5.3
 
 
 def test_rejected_requests_get_the_documented_error(spec_core):
@@ -565,3 +647,148 @@ def test_every_operation_has_a_reply_table():
     documented_ops = {codec.decode_map(HEX[v.replace("-reply", "-request")].data, 1 << 20)["op"]
                       for v in markers("reply:")}
     assert documented_ops == set(_core_operations())
+
+
+# ------------------------------------------------------------------ section 12: reply shapes
+# Section 12.3 documents each group operation's reply not as a table but inline, as a shape in
+# backticks: `{member_id: text, generation: uint, ...}`, `[{...}]` for arrays of maps, `a / b` for
+# alternatives, `TopicPartitions` for the type defined at the top of section 12, `[as offset_fetch]`
+# for "the items of offset_fetch's array of the same name", and `[...]` for items given by the
+# shapes that follow (describe_groups: "each either `{...}` or `{...}`").  These turn them into
+# the same field paths as the reply tables of section 5 (`groups[].members[].host`).
+class _ShapeParser:
+    def __init__(self, text: str) -> None:
+        self.s, self.i = text, 0
+
+    def parse(self) -> dict[str, Any]:
+        out = self._map()
+        self._ws()
+        assert self.i == len(self.s), f"trailing text in shape {self.s!r}"
+        return out
+
+    def _ws(self) -> None:
+        while self.i < len(self.s) and self.s[self.i] == " ":
+            self.i += 1
+
+    def _eat(self, c: str) -> None:
+        self._ws()
+        assert self.s.startswith(c, self.i), f"expected {c!r} at {self.i} in {self.s!r}"
+        self.i += len(c)
+
+    def _map(self) -> dict[str, Any]:
+        self._eat("{")
+        out: dict[str, Any] = {}
+        while True:
+            self._ws()
+            if self.s[self.i] == "}":
+                self.i += 1
+                return out
+            if out:
+                self._eat(",")
+            m = re.compile(r"\s*(\w+)\s*").match(self.s, self.i)
+            assert m, f"expected a field name at {self.i} in {self.s!r}"
+            self.i = m.end()
+            out[m.group(1)] = None
+            if self.s[self.i] == ":":
+                self.i += 1
+                out[m.group(1)] = self._type()
+
+    def _type(self) -> Any:
+        """The first structured alternative of ``a / b / ...`` (a map or an array), else None."""
+        found = None
+        while True:
+            self._ws()
+            c = self.s[self.i]
+            if c == "{":
+                node: Any = ("map", self._map())
+            elif c == "[":
+                node = self._list()
+            else:
+                m = re.compile(r"[^,}\]/]+").match(self.s, self.i)
+                assert m, f"expected a type at {self.i} in {self.s!r}"
+                self.i = m.end()
+                node = ("named", m.group().strip()) if m.group().strip()[:1].isupper() else None
+            found = found or node
+            self._ws()
+            if self.i < len(self.s) and self.s[self.i] == "/":
+                self.i += 1
+                continue
+            return found
+
+    def _list(self) -> Any:
+        self._eat("[")
+        self._ws()
+        if self.s.startswith("...", self.i):
+            self.i += 3
+            item: Any = ("given-below",)
+        elif self.s.startswith("as ", self.i):
+            end = self.s.index("]", self.i)
+            item, self.i = ("as", self.s[self.i + 3:end].strip()), end
+        else:
+            item = self._type()
+        self._eat("]")
+        return ("list", item)
+
+
+def _group_op_sections() -> dict[str, str]:
+    """``#### `op` `` (section 12.3) -> the text up to the next heading."""
+    return {m.group(1): m.group(2)
+            for m in re.finditer(r"^#### `(\w+)`\n(.*?)(?=^#{2,4} )", SPEC, re.M | re.S)}
+
+
+def _reply_shapes(op: str) -> list[str]:
+    """The shapes in the op's section: inline code starting with ``{`` (request tables have none)."""
+    return [c for c in re.findall(r"`([^`\n]+)`", _group_op_sections()[op]) if c.startswith("{")]
+
+
+def _shape_paths(op: str) -> set[str]:
+    shapes = [_ShapeParser(s).parse() for s in _reply_shapes(op)]
+    assert shapes, f"section 12.3 shows no reply shape for {op}"
+    m = re.search(r"\*\*`TopicPartitions`\*\*: an array of `(\{[^`]*\})`", SPEC)
+    assert m, "section 12 does not define TopicPartitions"
+    named = {"TopicPartitions": ("list", ("map", _ShapeParser(m.group(1)).parse()))}
+    out: set[str] = set()
+
+    def walk(fields: dict[str, Any], prefix: str) -> None:
+        for name, node in fields.items():
+            out.add(prefix + name)
+            node_ = named.get(node[1]) if node and node[0] == "named" else node
+            if node_ is None or node_[0] == "named":
+                continue
+            if node_[0] == "map":
+                walk(node_[1], prefix + name + ".")
+                continue
+            item = node_[1]  # a list
+            if item is None:
+                continue
+            if item[0] == "map":
+                walk(item[1], prefix + name + "[].")
+            elif item[0] == "given-below":
+                for extra in shapes[1:]:
+                    walk(extra, prefix + name + "[].")
+            elif item[0] == "as":
+                out.update(prefix + p for p in _shape_paths(item[1]) if p.startswith(name + "[]."))
+
+    walk(shapes[0], "")
+    return out
+
+
+def test_every_group_operation_has_a_reply_shape():
+    assert set(_group_op_sections()) == set(GROUP_OPERATIONS)
+    for op in GROUP_OPERATIONS:
+        _shape_paths(op)
+
+
+@pytest.mark.parametrize("name", [n for n in scenario_names(GROUP_VECTORS) if f"{n}-reply" in DIAG])
+def test_reply_shape_documents_every_field_of_the_group_reply_vector(name):
+    """Like the reply tables of section 5: every field of the 12.5 reply vector is in the op's
+    12.3 shape (``error`` is section 4's).  And, for a successful reply, every top-level field of
+    the shape is in the vector: the shape promises nothing the broker does not send."""
+    value = diag(DIAG[f"{name}-reply"].text)
+    documented = _shape_paths(value["op"])
+    body = {k: v for k, v in value.items() if k not in ("op", "cid")}
+    missing = set(_paths(body, "", documented)) - documented - {"error"}
+    assert not missing, f"{name}: fields not in SPEC.md's 12.3 reply shape for {value['op']}: {sorted(missing)}"
+    if "error" not in body:
+        top = {p for p in documented if "." not in p}
+        assert top == set(body), f"{name}: SPEC.md's 12.3 reply shape has {sorted(top)}, the vector {sorted(body)}"

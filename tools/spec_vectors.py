@@ -7,17 +7,22 @@ that SPEC.md states (fixed ``cluster_id``, fixed clock, sequential topic ids).  
 replays the vectors from SPEC.md against the implementation, so SPEC.md and the code cannot drift
 apart silently: when a reply changes on purpose, run ``--write`` and review the diff.
 
+Two generated regions: section 10 (the core operations) and section 12.5 (the consumer-group
+operations, on a second broker with the setup of 10.1 plus ``group-vector-setup``: a topic to
+subscribe to, sequential member ids and a clock that moves past the initial rebalance delay).
+
 Usage::
 
-    python tools/spec_vectors.py            # print the generated section to stdout
-    python tools/spec_vectors.py --write    # replace it in fabric/protocol/SPEC.md, between
-                                            # the BEGIN/END GENERATED VECTORS markers
+    python tools/spec_vectors.py            # print the generated sections to stdout
+    python tools/spec_vectors.py --write    # replace them in fabric/protocol/SPEC.md, between
+                                            # the BEGIN/END GENERATED [GROUP] VECTORS markers
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import sys
@@ -37,11 +42,17 @@ from fabric.protocol.messages import (AlterTopicConfigsRequest, ApiVersionsReque
                                       DescribeTopicsRequest, FetchPartition, FetchRequest, ListOffsetsRequest,
                                       ListTopicsRequest, MetadataRequest, NewTopic, OffsetQuery, ProduceRequest,
                                       request_header)
+from fabric.groups.messages import (CommitOffset, DeleteGroupsRequest, DescribeGroupsRequest,  # noqa: E402
+                                    FetchTopic, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
+                                    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+                                    OffsetFetchRequest, SyncGroupRequest)
 from fabric.records.batch import HEADER, HEADER_SIZE, encode_batch, parse_header  # noqa: E402
 
 SPEC = ROOT / "fabric" / "protocol" / "SPEC.md"
 BEGIN = "<!-- BEGIN GENERATED VECTORS (tools/spec_vectors.py --write) -->"
 END = "<!-- END GENERATED VECTORS -->"
+GROUP_BEGIN = "<!-- BEGIN GENERATED GROUP VECTORS (tools/spec_vectors.py --write) -->"
+GROUP_END = "<!-- END GENERATED GROUP VECTORS -->"
 
 # The setup every reply vector was produced with (SPEC.md prints it as the `vector-setup` block).
 SETUP = {
@@ -53,6 +64,16 @@ SETUP = {
     "topic_ids": "sequential",
     "peer": "spec-peer",
 }
+
+# What the group vectors (SPEC.md 12.5) add to SETUP (printed as the `group-vector-setup` block).
+GROUP_SETUP = {
+    "group_initial_rebalance_delay_ms": 3000,
+    "member_ids": "sequential",
+    "peer_host": "192.0.2.10",
+    "topics": [{"name": "orders", "partitions": 2}],
+}
+GROUP = "spec-group"
+CLIENT_ID = "spec-consumer"
 
 # Batch A: one record, null key.  Batch B: three records (key, null key with a header, tombstone).
 BATCH_A = {"timestamps": [1_699_999_999_000], "keys": [None], "values": [b"first"], "headers": None,
@@ -143,13 +164,34 @@ def sequential_topic_ids() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def spec_broker(setup: dict[str, Any] = SETUP) -> Iterator[Any]:
+def sequential_member_ids() -> Iterator[None]:
+    """Member ids are ``client_id + "-" + uuid4().hex`` in production; the vectors use the uuids
+    00000000000000000000000000000001, ... (patched where the coordinator draws them)."""
+    import fabric.groups.coordinator as coordinator_mod
+
+    counter = itertools.count(1)
+
+    class _Ids:
+        @staticmethod
+        def uuid4() -> uuid.UUID:
+            return uuid.UUID(int=next(counter))
+
+    saved = coordinator_mod.uuid
+    coordinator_mod.uuid = _Ids  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        coordinator_mod.uuid = saved
+
+
+@contextlib.contextmanager
+def spec_broker(setup: dict[str, Any] = SETUP, **extra: Any) -> Iterator[Any]:
     from fabric.broker.config import BrokerConfig
     from fabric.broker.core import BrokerCore
 
     with tempfile.TemporaryDirectory() as tmp, sequential_topic_ids():
         cfg = BrokerConfig(data_dir=str(Path(tmp) / "data"), cluster_id=setup["cluster_id"],
-                           node_id=setup["node_id"], host=setup["host"], port=setup["port"])
+                           node_id=setup["node_id"], host=setup["host"], port=setup["port"], **extra)
         core = BrokerCore(cfg, setup["now_ms"])
         try:
             yield core
@@ -233,6 +275,94 @@ def run_scenario(steps: list[dict[str, Any]]) -> list[list[tuple[dict[str, Any],
     return out
 
 
+# ------------------------------------------------------------------ the group scenario (section 12.5)
+def group_times() -> tuple[int, int]:
+    """The clock of the group scenario: the first requests at ``now_ms``, the rest once the initial
+    rebalance delay has passed (when ``tick`` answers the parked join)."""
+    t0 = SETUP["now_ms"]
+    return t0, t0 + GROUP_SETUP["group_initial_rebalance_delay_ms"]
+
+
+def group_scenario() -> list[dict[str, Any]]:
+    """One member's life in a group, replayed in this order against one broker.  A step with
+    ``tick`` gets no reply from ``handle``: its reply comes out of ``core.tick(tick)``."""
+    t0, t1 = group_times()
+    member = f"{CLIENT_ID}-{uuid.UUID(int=1).hex}"  # the first id the coordinator hands out
+    steps: list[dict[str, Any]] = []
+
+    def add(name: str, title: str, op: str, body: Any, now: int, tick: int | None = None, note: str = "") -> None:
+        raw = codec.encode(request_header(op, len(steps) + 1, body))
+        steps.append({"name": name, "title": title, "header": raw, "frames": [], "now": now, "tick": tick,
+                      "note": note})
+
+    join = JoinGroupRequest(group_id=GROUP, client_id=CLIENT_ID, topics=("orders",),
+                            assignors=("cooperative-sticky", "range"))
+    add("find-coordinator", "find_coordinator", "find_coordinator", FindCoordinatorRequest(group_id=GROUP), t0,
+        note="A single broker leads every `__consumer_offsets` partition, so it coordinates every group.")
+    add("join-group", "join_group, first join (`member_id` \"\": MEMBER_ID_REQUIRED)", "join_group", join, t0,
+        note="The error reply carries the `member_id` to rejoin with (12.1 step 1). Member ids are "
+             "`client_id + \"-\" + 32 hex digits`; in these vectors the hex digits are sequential.")
+    add("join-group-rejoin", "join_group, the rejoin (deferred: answered by the initial rebalance delay)",
+        "join_group", dataclasses.replace(join, member_id=member), t0, tick=t1,
+        note="The group was empty, so its first join phase waits `initial_rebalance_delay_ms` "
+             f"({GROUP_SETUP['group_initial_rebalance_delay_ms']}) for more members: `handle` returns nothing, and the reply comes out of the broker's periodic "
+             f"`tick` at {t1}. It has the request's `cid`. The group is now at generation 1, with the first "
+             "assignor of the member's list (every member offers it).")
+    add("sync-group", "sync_group", "sync_group",
+        SyncGroupRequest(group_id=GROUP, member_id=member, generation=1), t1,
+        note="The only member gets both partitions of `orders`; the group is now `STABLE`.")
+    add("heartbeat", "heartbeat", "heartbeat",
+        HeartbeatRequest(group_id=GROUP, member_id=member, generation=1, ms_since_poll=120), t1)
+    add("offset-commit", "offset_commit", "offset_commit",
+        OffsetCommitRequest(group_id=GROUP, generation=1, member_id=member,
+                            offsets=(CommitOffset(topic="orders", partition=0, offset=0),)), t1,
+        note="The reply is sent once the commit record is durable in `__consumer_offsets`.")
+    add("offset-fetch", "offset_fetch (one committed partition, one not)", "offset_fetch",
+        OffsetFetchRequest(group_id=GROUP, topics=(FetchTopic(topic="orders", partitions=(0, 1)),)), t1,
+        note=f"`commit_timestamp` is the broker's clock when it took the commit ({t1}). `orders/1` has no "
+             "commit: offset, commit timestamp and leader epoch -1.")
+    add("list-groups", "list_groups", "list_groups", ListGroupsRequest(), t1)
+    add("describe-groups", "describe_groups (one group, one unknown)", "describe_groups",
+        DescribeGroupsRequest(group_ids=(GROUP, "other-group")), t1,
+        note="`host` is the member's address as the broker saw the connection (`peer_host` of the setup; "
+             "empty when unknown). An unknown group is `DEAD` with `GROUP_ID_NOT_FOUND`.")
+    add("leave-group", "leave_group", "leave_group", LeaveGroupRequest(group_id=GROUP, member_id=member), t1,
+        note="The last member left: the group is `EMPTY` (generation 2) and keeps its committed offsets.")
+    add("delete-groups", "delete_groups (one deleted, one unknown)", "delete_groups",
+        DeleteGroupsRequest(group_ids=(GROUP, "other-group")), t1,
+        note="The reply is sent once the tombstones of the group's offsets are durable.")
+    return steps
+
+
+@contextlib.contextmanager
+def group_broker() -> Iterator[Any]:
+    """A broker with the setup of 10.1 plus GROUP_SETUP: its topics created, the peer's address known."""
+    with spec_broker(group_initial_rebalance_delay_ms=GROUP_SETUP["group_initial_rebalance_delay_ms"]) as core, \
+            sequential_member_ids():
+        peer = SETUP["peer"].encode()
+        topics = tuple(NewTopic(name=t["name"], partitions=t["partitions"]) for t in GROUP_SETUP["topics"])
+        created = core.handle(peer, [codec.encode(request_header("create_topics", 0, CreateTopicsRequest(
+            topics=topics)))], SETUP["now_ms"])
+        assert all("error" not in t for t in created[0][1].header["topics"]), created
+        core.peer_hosts[peer] = GROUP_SETUP["peer_host"]
+        yield core
+
+
+def run_group_scenario(steps: list[dict[str, Any]]) -> list[list[tuple[dict[str, Any], list[bytes]]]]:
+    out = []
+    peer = SETUP["peer"].encode()
+    with group_broker() as core:
+        for s in steps:
+            replies = core.handle(peer, [s["header"]], s["now"])
+            if s["tick"] is not None:
+                assert replies == [], (s["name"], replies)
+                assert core.tick(s["tick"] - 1) == [], s["name"]
+                replies = core.tick(s["tick"])
+            assert all(to == peer for to, _ in replies)
+            out.append([(r.header, [bytes(f) for f in r.frames]) for _, r in replies])
+    return out
+
+
 # ------------------------------------------------------------------ equivalent and rejected encodings
 def _indef_text(s: str) -> bytes:
     raw = s.encode()
@@ -308,6 +438,48 @@ def batch_table(batch: bytes) -> str:
     return "\n".join(rows) + "\n"
 
 
+def render_steps(w: Any, number: str, steps: list[dict[str, Any]],
+                 results: list[list[tuple[dict[str, Any], list[bytes]]]], batches: dict[bytes, str]) -> None:
+    """One subsection per step: request and reply, hex and diagnostic notation.  Steps of the group
+    scenario carry their clock (``now``: the ``now=`` attribute of the request vector) and, for a
+    deferred reply, the ``tick`` that produced it (the ``tick=`` attribute of the reply vector)."""
+    for i, (s, replies) in enumerate(zip(steps, results), 1):
+        w(f"#### {number}.{i} {s['title']}\n\n")
+        name = s["name"]
+        now = s.get("now")
+        w("Request, frame 0" + (f" (clock {now})" if now is not None else "") + ":\n\n")
+        w(block("hex", f"{name}-request", hex_lines(s["header"]), f"now={now}" if now is not None else ""))
+        try:
+            value = codec.decode_map(s["header"], 1 << 20)
+            w(block("diag", f"{name}-request", diag(value)))
+        except Exception:
+            w(block("diag", f"{name}-request", diag(cbor2.loads(s["header"]))))
+        for n, f in enumerate(s["frames"], 1):
+            which = batches.get(f, "")
+            w(f"\nRequest, frame {n} ({which}, `record-batch{'-a' if which == 'batch A' else ''}` above):\n\n")
+            w(block("hex", f"{name}-request-frame{n}", hex_lines(f)))
+        if not replies:
+            w("\nNo reply (acks=0).\n\n")
+            if s["note"]:
+                w(s["note"] + "\n\n")
+            continue
+        assert len(replies) == 1, (name, replies)
+        header, frames = replies[0]
+        tick = s.get("tick")
+        if tick is None:
+            w("\nReply, frame 0:\n\n")
+        else:
+            w(f"\nNo immediate reply. Reply, frame 0 (from `tick` at clock {tick}):\n\n")
+        w(block("hex", f"{name}-reply", hex_lines(codec.encode(header)), f"tick={tick}" if tick is not None else ""))
+        w(block("diag", f"{name}-reply", diag(header)))
+        for n, f in enumerate(frames, 1):
+            w(f"\nReply, frame {n}" + (" (empty)" if not f else "") + ":\n\n")
+            w(block("hex", f"{name}-reply-frame{n}", hex_lines(f)))
+        if s["note"]:
+            w("\n" + s["note"] + "\n")
+        w("\n")
+
+
 def render() -> str:
     a, b, z = build_batch(BATCH_A), build_batch(BATCH_B), build_batch(BATCH_Z)
     out: list[str] = [BEGIN, "\n"]
@@ -348,37 +520,7 @@ def render() -> str:
       "`orders` created first is used by the later requests). `name-request-frameN` is payload frame N "
       "of a request, `name-reply-frameN` of a reply. A request without a reply vector gets no reply.\n\n")
     steps = scenario()
-    results = run_scenario(steps)
-    for i, (s, replies) in enumerate(zip(steps, results), 1):
-        w(f"#### 10.3.{i} {s['title']}\n\n")
-        name = s["name"]
-        w("Request, frame 0:\n\n")
-        w(block("hex", f"{name}-request", hex_lines(s["header"])))
-        try:
-            value = codec.decode_map(s["header"], 1 << 20)
-            w(block("diag", f"{name}-request", diag(value)))
-        except Exception:
-            w(block("diag", f"{name}-request", diag(cbor2.loads(s["header"]))))
-        for n, f in enumerate(s["frames"], 1):
-            which = {a: "batch A", b: "batch B"}.get(f, "")
-            w(f"\nRequest, frame {n} ({which}, `record-batch{'-a' if f == a else ''}` above):\n\n")
-            w(block("hex", f"{name}-request-frame{n}", hex_lines(f)))
-        if not replies:
-            w("\nNo reply (acks=0).\n\n")
-            if s["note"]:
-                w(s["note"] + "\n\n")
-            continue
-        assert len(replies) == 1, (name, replies)
-        header, frames = replies[0]
-        w("\nReply, frame 0:\n\n")
-        w(block("hex", f"{name}-reply", hex_lines(codec.encode(header))))
-        w(block("diag", f"{name}-reply", diag(header)))
-        for n, f in enumerate(frames, 1):
-            w(f"\nReply, frame {n}" + (" (empty)" if not f else "") + ":\n\n")
-            w(block("hex", f"{name}-reply-frame{n}", hex_lines(f)))
-        if s["note"]:
-            w("\n" + s["note"] + "\n")
-        w("\n")
+    render_steps(w, "10.3", steps, run_scenario(steps), {a: "batch A", b: "batch B"})
 
     w("### 10.4 Equivalent encodings\n\n")
     canonical = codec.decode_map(steps[2]["header"], 1 << 20)
@@ -400,19 +542,49 @@ def render() -> str:
     return "".join(out)
 
 
+def render_groups() -> str:
+    t0, t1 = group_times()
+    out: list[str] = [GROUP_BEGIN, "\n"]
+    w = out.append
+    w("These vectors were produced like those of section 10 (10.1), by a second broker core, fresh, with "
+      "the setup of 10.1 (`vector-setup`) plus this: the initial rebalance delay is stated, the topics "
+      "listed were created (`create_topics`) before the first request, the requests come from a client "
+      "whose address the broker saw as `peer_host`, and member ids, normally "
+      "`client_id + \"-\" + uuid4().hex`, use sequential uuids (`000…001`, `000…002`, …). "
+      "`tests/test_spec.py` replays the requests in document order against such a broker and checks every "
+      "reply byte for byte.\n\n")
+    w(block("json", "group-vector-setup", json.dumps(GROUP_SETUP, indent=2)))
+    w(f"\nThe clock matters here: a request vector's `now=` attribute is the broker's clock when it "
+      f"handled the request ({t0}, then {t1} once the initial rebalance delay has passed; the offset "
+      f"commit timestamp comes from it), and a reply vector with a `tick=` attribute is not the answer of "
+      f"the request itself but comes out of the broker's periodic `tick` at that clock (the request's "
+      f"own handling returns nothing; a tick one millisecond earlier returns nothing either). The member "
+      f"is `{CLIENT_ID}` in group `{GROUP}`.\n\n")
+    steps = group_scenario()
+    render_steps(w, "12.5", steps, run_group_scenario(steps), {})
+    out.append(GROUP_END)
+    return "".join(out)
+
+
+def _replace(spec: str, begin: str, end_marker: str, text: str) -> str:
+    start, end = spec.find(begin), spec.find(end_marker)
+    if start < 0 or end < start:
+        sys.exit(f"{SPEC}: markers {begin!r} ... {end_marker!r} not found")
+    return spec[:start] + text + spec[end + len(end_marker):]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--write", action="store_true", help="replace the generated section of SPEC.md")
+    ap.add_argument("--write", action="store_true", help="replace the generated sections of SPEC.md")
     args = ap.parse_args()
-    text = render()
+    text, groups = render(), render_groups()
     if not args.write:
         print(text)
+        print(groups)
         return
-    spec = SPEC.read_text()
-    start, end = spec.find(BEGIN), spec.find(END)
-    if start < 0 or end < start:
-        sys.exit(f"{SPEC}: markers not found")
-    SPEC.write_text(spec[:start] + text + spec[end + len(END):])
+    spec = _replace(SPEC.read_text(), BEGIN, END, text)
+    spec = _replace(spec, GROUP_BEGIN, GROUP_END, groups)
+    SPEC.write_text(spec)
     print(f"rewrote the generated vectors in {SPEC}")
 
 

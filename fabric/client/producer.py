@@ -366,6 +366,7 @@ class Producer:
         b = _Batch(topic, partition, monotonic_ms())
         self._open[(topic, partition)] = b
         self._incomplete.add(b.result)
+        self._wake()  # the sender may be asleep with no linger deadline to wake it for this batch
         return b
 
     def _close_batch(self, b: _Batch) -> None:

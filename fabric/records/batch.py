@@ -235,7 +235,7 @@ def decode_records(topic: str, partition: int, batch: bytes | memoryview, h: Bat
     else:
         stamps = map(add, deltas, repeat(h.base_timestamp, n))
     if any(hdrs):
-        headers: Iterable = [NO_HEADERS if hd is None else [(a, b) for a, b in hd] for hd in hdrs]
+        headers: Iterable = [NO_HEADERS if hd is None else _header_pairs(hd, h) for hd in hdrs]
     else:
         headers = repeat(NO_HEADERS, n)
     rows = zip(repeat(topic, n), repeat(partition, n), range(h.base_offset, h.base_offset + n), stamps, keys, values,
@@ -295,7 +295,7 @@ def decode_columns(topic: str, partition: int, batch: bytes | memoryview, h: Bat
         raise FabricError("CORRUPT_BATCH", f"batch at offset {h.base_offset}: columns disagree with record_count {n}")
     lat = bool(h.attributes & ATTR_LOG_APPEND_TIME)
     base_ts = h.max_timestamp if lat else h.base_timestamp
-    headers = [NO_HEADERS if hd is None else [(a, b) for a, b in hd] for hd in hdrs] if any(hdrs) else None
+    headers = [NO_HEADERS if hd is None else _header_pairs(hd, h) for hd in hdrs] if any(hdrs) else None
     skip = max(0, start_offset - h.base_offset)
     if skip:
         deltas, keys, values = deltas[skip:], keys[skip:], values[skip:]
@@ -312,6 +312,18 @@ def columns_in(topic: str, partition: int, data: bytes | memoryview, start_offse
             continue
         out.append(decode_columns(topic, partition, memoryview(data)[pos: pos + h.size], h, start_offset))
     return out
+
+
+def _header_pairs(hd: object, h: BatchHeader) -> list[tuple[str, bytes]]:
+    """A record's headers as (text, bytes) pairs; anything else is a corrupt batch, not a crash
+    somewhere in the application."""
+    try:
+        pairs = [(a, b) for a, b in hd]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        pairs = None
+    if pairs is None or not all(type(a) is str and type(b) is bytes for a, b in pairs):
+        raise FabricError("CORRUPT_BATCH", f"batch at offset {h.base_offset}: headers must be [text, bytes] pairs")
+    return pairs
 
 
 def records_in(topic: str, partition: int, data: bytes | memoryview, start_offset: int = 0) -> list[Record]:
