@@ -144,10 +144,8 @@ def block(kind: str, name: str, text: str, extra: str = "") -> str:
 
 # ------------------------------------------------------------------ a deterministic broker
 @contextlib.contextmanager
-def sequential_topic_ids() -> Iterator[None]:
-    """Topic ids are uuid4 in production; the vectors use 00000000000000000000000000000001, ..."""
-    import fabric.broker.topics as topics_mod
-
+def _sequential_uuids(module: Any) -> Iterator[None]:
+    """Replace ``module.uuid`` with one whose ``uuid4()`` yields 00..01, 00..02, ... for the block."""
     counter = itertools.count(1)
 
     class _Ids:
@@ -155,33 +153,25 @@ def sequential_topic_ids() -> Iterator[None]:
         def uuid4() -> uuid.UUID:
             return uuid.UUID(int=next(counter))
 
-    saved = topics_mod.uuid
-    topics_mod.uuid = _Ids  # type: ignore[assignment]
+    saved = module.uuid
+    module.uuid = _Ids
     try:
         yield
     finally:
-        topics_mod.uuid = saved
+        module.uuid = saved
 
 
-@contextlib.contextmanager
-def sequential_member_ids() -> Iterator[None]:
+def sequential_topic_ids() -> contextlib.AbstractContextManager[None]:
+    """Topic ids are uuid4 in production; the vectors use 00000000000000000000000000000001, ..."""
+    import fabric.broker.topics as topics_mod
+    return _sequential_uuids(topics_mod)
+
+
+def sequential_member_ids() -> contextlib.AbstractContextManager[None]:
     """Member ids are ``client_id + "-" + uuid4().hex`` in production; the vectors use the uuids
     00000000000000000000000000000001, ... (patched where the coordinator draws them)."""
     import fabric.groups.coordinator as coordinator_mod
-
-    counter = itertools.count(1)
-
-    class _Ids:
-        @staticmethod
-        def uuid4() -> uuid.UUID:
-            return uuid.UUID(int=next(counter))
-
-    saved = coordinator_mod.uuid
-    coordinator_mod.uuid = _Ids  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        coordinator_mod.uuid = saved
+    return _sequential_uuids(coordinator_mod)
 
 
 @contextlib.contextmanager
