@@ -249,6 +249,16 @@ def scenario() -> list[dict[str, Any]]:
         codec.encode(["op", "metadata"]),
         note="The header could not be read, so neither `op` nor `cid` is known: both are null.")
     add("broker-stats", "broker_stats", request_header("broker_stats", 16))
+    add("fetch-follows", "fetch following fetch 9 (pipelining: continues where its reply ended)",
+        request_header("fetch", 18, FetchRequest(max_wait_ms=0, follows=9, partitions=(
+            FetchPartition(topic="orders", partition=1, offset=2),
+            FetchPartition(topic="orders", partition=0, offset=0)))),
+        note="This connection's latest fetch was cid 9 (10.3.9; the refused cid 12 never became a fetch). "
+             "Its reply held everything of `orders/1` up to the high watermark 4, and `orders/0` was at its "
+             "high watermark 0, so this request reads `orders/1` from 4 and `orders/0` from 0, whatever "
+             "offsets it names (the client sends its own, unchanged, as placeholders). Every partition of "
+             "the reply says where it was read from (`offset`). Nothing new: both frames are empty, and "
+             "`max_wait_ms` 0 answers at once; a consumer would send 500 and the request would park.")
     add("delete-topics", "delete_topics (one deleted, one unknown)",
         request_header("delete_topics", 17, DeleteTopicsRequest(topics=("orders", "missing"))))
     return steps

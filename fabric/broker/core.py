@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,32 +37,11 @@ from .config import BrokerConfig
 from .group_service import GroupService
 from .metrics import Metrics
 from .topics import TopicManager
-from .waiters import FetchWaiters, Waiter
+from .bounded import BoundedDict
+from .fetching import Fetcher
+from .replies import Outbox, Reply
 
 log = logging.getLogger("fabric.broker")
-
-
-@dataclass
-class Reply:
-    header: dict[str, Any]
-    frames: list[bytes] = field(default_factory=list)
-    flush: list[PartitionLog] = field(default_factory=list)
-
-
-Outbox = list[tuple[bytes, Reply]]
-
-
-class BoundedDict(dict):
-    """A dict that forgets its oldest entries beyond ``capacity`` (insertion order)."""
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if key not in self and len(self) >= self.capacity:
-            del self[next(iter(self))]
-        super().__setitem__(key, value)
 
 
 def _readable_cid(raw: Any) -> int | None:
@@ -85,7 +63,8 @@ class BrokerCore:
         self.cluster_id = self._cluster_id(data_dir)
         self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now_ms)
         self.metrics = Metrics(started_ms=now_ms)
-        self.waiters = FetchWaiters(config.limits.inflight_requests_max)
+        self.fetcher = Fetcher(self.topics, self.metrics, config.limits)
+        self.waiters = self.fetcher.waiters
         self.shutting_down = False
         self.advertised_port = config.port  # the shell sets the real one when it bound port 0
         # ROUTER identity -> client address, filled by the shell (bounded: forgotten when full)
@@ -154,25 +133,18 @@ class BrokerCore:
 
     def expire(self, now_ms: int) -> Outbox:
         """Answer parked fetches whose wait is over with whatever they can have."""
-        out: Outbox = []
-        for w in self.waiters.expired(now_ms):
-            out.append((w.peer, self._fetch_reply(w.cid, w.request)[0]))
-        return out
+        return self.fetcher.expire(now_ms)
 
     def tick(self, now_ms: int) -> Outbox:
         """Time-driven work: expired long-polls, group session/rebalance timeouts."""
         return self.expire(now_ms) + self.groups.tick(now_ms)
 
     def next_deadline_ms(self) -> int | None:
-        return self.waiters.next_deadline_ms()
+        return self.fetcher.next_deadline_ms()
 
     def drain_waiters(self) -> Outbox:
         """On shutdown: answer every parked fetch now."""
-        out: Outbox = []
-        for w in self.waiters.all():
-            self.waiters.finish(w)
-            out.append((w.peer, self._fetch_reply(w.cid, w.request)[0]))
-        return out
+        return self.fetcher.drain()
 
     def housekeeping(self, now_ms: int) -> None:
         """Retention and age-based segment rolls; called every ``retention_check_interval_ms``."""
@@ -257,7 +229,7 @@ class BrokerCore:
                 keys = [(name, p) for p in range(len(topic.partitions))]
                 self.topics.delete(name)
                 self.metrics.forget_topic(name)
-                out.extend(self._wake(keys, now_ms))
+                out.extend(self.fetcher.wake(keys, now_ms))
                 results.append({"name": name})
             except FabricError as err:
                 results.append({"name": name, "error": err.to_wire()})
@@ -351,63 +323,11 @@ class BrokerCore:
         if req.acks != 0:
             out.append((peer, Reply(ok_reply(env.op, env.cid, results=results), flush=flush)))
         if touched and len(self.waiters):
-            out.extend(self._wake(touched, now_ms))
+            out.extend(self.fetcher.wake(touched, now_ms))
         return out
-
-    def _read_partitions(self, req: FetchRequest) -> tuple[list[dict[str, Any]], list[bytes], int, bool]:
-        metas: list[dict[str, Any]] = []
-        datas: list[bytes] = []
-        total = 0
-        any_error = False
-        for fp in req.partitions:
-            meta: dict[str, Any] = {"topic": fp.topic, "partition": fp.partition}
-            data = b""
-            try:
-                plog = self.topics.partition(fp.topic, fp.partition)
-                hw = plog.end_offset
-                meta["high_watermark"] = hw
-                meta["log_start_offset"] = plog.start_offset
-                remaining = req.max_bytes - total
-                if fp.offset != hw and (remaining > 0 or total == 0):
-                    data = plog.read(fp.offset, max(1, min(fp.max_bytes, remaining)), upto_offset=hw)
-            except FabricError as err:
-                meta["error"] = err.to_wire()
-                any_error = True
-            metas.append(meta)
-            datas.append(data)
-            total += len(data)
-        return metas, datas, total, any_error
-
-    def _fetch_reply(self, cid: int, req: FetchRequest,
-                     read: tuple[list[dict[str, Any]], list[bytes], int, bool] | None = None
-                     ) -> tuple[Reply, int, bool]:
-        metas, datas, total, any_error = read or self._read_partitions(req)
-        self.metrics.bytes_out += total
-        for meta, data in zip(metas, datas):
-            if data:
-                self.metrics.partition(meta["topic"], meta["partition"]).bytes_out += len(data)
-        return Reply(ok_reply("fetch", cid, partitions=metas), frames=datas), total, any_error
 
     def _fetch(self, peer, env, req: FetchRequest, frames, now_ms) -> Outbox:
-        keys = tuple((fp.topic, fp.partition) for fp in req.partitions)
-        read = self._read_partitions(req)
-        _, _, total, any_error = read
-        min_bytes = min(req.min_bytes, req.max_bytes)
-        if (req.max_wait_ms > 0 and total < min_bytes and not any_error and keys
-                and not self.waiters.full()):
-            self.waiters.park(Waiter(peer, env.cid, req, now_ms + req.max_wait_ms, keys))
-            return []
-        reply, _, _ = self._fetch_reply(env.cid, req, read)
-        return [(peer, reply)]
-
-    def _wake(self, keys: list[tuple[str, int]], now_ms: int) -> Outbox:
-        out: Outbox = []
-        for w in self.waiters.candidates(keys):
-            reply, total, any_error = self._fetch_reply(w.cid, w.request)
-            if total >= min(w.request.min_bytes, w.request.max_bytes) or any_error:
-                self.waiters.finish(w)
-                out.append((w.peer, reply))
-        return out
+        return self.fetcher.fetch(peer, env.cid, req, now_ms)
 
     def _list_offsets(self, peer, env, req: ListOffsetsRequest, frames, now_ms) -> Outbox:
         results = []

@@ -28,9 +28,10 @@ from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
 from ..protocol.messages import error_reply, ok_reply
 from ..records.batch import encode_batch, records_in
+from .replies import Outbox, Reply
 
 if TYPE_CHECKING:
-    from .core import BrokerCore, Outbox
+    from .core import BrokerCore
 
 log = logging.getLogger("fabric.broker.groups")
 
@@ -81,7 +82,7 @@ class GroupService:
             offset = recs[-1].offset + 1
 
     # ------------------------------------------------------------------ requests
-    def handle(self, peer: bytes, env: Any, req: Any, frames: list, now_ms: int) -> "Outbox":
+    def handle(self, peer: bytes, env: Any, req: Any, frames: list, now_ms: int) -> Outbox:
         if env.op == "find_coordinator":
             cfg = self.core.config
             return self._outbox_reply(peer, ok_reply(env.op, env.cid, node_id=cfg.node_id, host=cfg.advertised,
@@ -96,10 +97,10 @@ class GroupService:
             raise
         return self._apply(actions, now_ms)
 
-    def tick(self, now_ms: int) -> "Outbox":
+    def tick(self, now_ms: int) -> Outbox:
         return self._apply(self.coordinator.tick(now_ms), now_ms)
 
-    def metadata_changed(self, now_ms: int) -> "Outbox":
+    def metadata_changed(self, now_ms: int) -> Outbox:
         return self._apply(self.coordinator.metadata_changed(now_ms), now_ms)
 
     def parked(self) -> int:
@@ -107,11 +108,10 @@ class GroupService:
 
     # ------------------------------------------------------------------ actions
     @staticmethod
-    def _outbox_reply(peer: bytes, header: dict[str, Any], flush: list[PartitionLog] | None = None) -> "Outbox":
-        from .core import Reply
+    def _outbox_reply(peer: bytes, header: dict[str, Any], flush: list[PartitionLog] | None = None) -> Outbox:
         return [(peer, Reply(header, flush=flush or []))]
 
-    def _apply(self, actions: list, now_ms: int) -> "Outbox":
+    def _apply(self, actions: list, now_ms: int) -> Outbox:
         out: Outbox = []
         for action in actions:
             if isinstance(action, AppendOffsets):
@@ -120,7 +120,7 @@ class GroupService:
                 out.extend(self._reply(action))
         return out
 
-    def _reply(self, reply: GroupReply, flush: list[PartitionLog] | None = None) -> "Outbox":
+    def _reply(self, reply: GroupReply, flush: list[PartitionLog] | None = None) -> Outbox:
         target = self._tokens.pop(reply.token, None)
         if target is None:
             log.warning("group reply for an unknown request token %r dropped", reply.token)
@@ -128,7 +128,7 @@ class GroupService:
         peer, cid = target
         return self._outbox_reply(peer, reply.header(cid), flush)
 
-    def _append(self, action: AppendOffsets, now_ms: int) -> "Outbox":
+    def _append(self, action: AppendOffsets, now_ms: int) -> Outbox:
         by_partition: dict[int, list[OffsetRecord]] = defaultdict(list)
         for rec in action.records:
             by_partition[rec.partition].append(rec)

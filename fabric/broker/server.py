@@ -4,7 +4,9 @@ threads of ``background.py``).
 Loop turn: poll (until the next long-poll deadline, at most ``TICK_MS``), drain up to
 ``RECV_BURST`` requests, hand each to ``BrokerCore.handle``, fsync every log that a reply asked
 for (once per turn, however many batches: group commit), then send the replies.  Between turns:
-expire long-polls and, every ``retention_check_interval_ms``, housekeeping.
+expire long-polls, every ``GROUP_TICK_MS`` the group timeouts (``core.tick`` walks every member,
+too much for every turn of a loop turning thousands of times a second) and, every
+``retention_check_interval_ms``, housekeeping.
 
 Interval fsync (``flush_interval_ms``) and compaction happen on separate threads so a slow disk
 never stalls the loop.  SIGTERM/SIGINT stop the loop
@@ -30,6 +32,7 @@ log = logging.getLogger("fabric.broker.server")
 
 TICK_MS = 100
 RECV_BURST = 256
+GROUP_TICK_MS = 10  # how often a busy loop runs the full ``core.tick`` (group timeouts)
 
 
 def _peer_address(frame: zmq.Frame) -> str:
@@ -95,6 +98,7 @@ class BrokerServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         next_housekeeping = wall_ms() + self.config.retention_check_interval_ms
+        next_tick = 0
         core = self.core
         router = self.router
         try:
@@ -116,7 +120,11 @@ class BrokerServer:
                         outbox.extend(core.handle(peer, frames, wall_ms()))
                     self._send(outbox)
                 now = wall_ms()
-                self._send(core.tick(now))
+                if now >= next_tick:  # group timeouts: a walk over every member, seconds-long deadlines
+                    self._send(core.tick(now))
+                    next_tick = now + GROUP_TICK_MS
+                else:  # parked fetches: a heap peek, every turn (their deadlines set the poll timeout)
+                    self._send(core.expire(now))
                 if now >= next_housekeeping:
                     core.housekeeping(now)
                     next_housekeeping = now + self.config.retention_check_interval_ms

@@ -23,6 +23,7 @@ class Waiter:
     keys: tuple[tuple[str, int], ...]
     done: bool = False
     seq: int = field(default=0)
+    follow_on: Any = None  # the pipelined fetches waiting for this one (fetching._FollowOn)
 
 
 class FetchWaiters:

@@ -77,6 +77,9 @@ def register(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--record-size", type=int, default=100)
     p.add_argument("--linger-ms", type=int, default=0)
+    p.add_argument("--pipeline-depth", type=int, default=None, metavar="N",
+                   help="fetches the consumer keeps in flight at the tail (1: no pipelining; "
+                        "default: the Consumer's)")
     p.add_argument("--json", action="store_true")
     add_client_options(p)
     p.set_defaults(func=perf_e2e)
@@ -244,7 +247,8 @@ def perf_e2e(args: argparse.Namespace) -> int:
     total = int(args.rate * args.seconds)
     pad = b"x" * max(0, args.record_size - 20)
     latencies: list[float] = []
-    consumer = Consumer(args.bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=100)
+    depth = {} if args.pipeline_depth is None else {"fetch_pipeline_depth": args.pipeline_depth}
+    consumer = Consumer(args.bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=100, **depth)
     consumer.assign([(args.topic, 0)])
     consumer.seek_to_end()
     consumer.poll(0)  # sends the first (parked) fetch before producing starts

@@ -12,9 +12,14 @@ without a chance to commit (the member was evicted, e.g. for polling less often 
 starts at the group's committed offset, else at ``auto_offset_reset``.  ``close`` commits (with
 auto-commit), leaves the group (dynamic members) and stops the heartbeat thread.
 
-Why prefetch: as soon as ``poll`` hands out records it sends the next fetch (positions after
-what is buffered), so the broker reads and the network moves the next chunk while the user
-processes this one.  A ``seek`` gives the partition a new epoch; data from a fetch sent before
+Why prefetch (double buffering): the next fetch leaves as soon as a reply arrives, before its
+records are decoded: the new positions come from the 61-byte batch headers alone.  So the broker
+holds a parked fetch again while this side decodes and the user works, and an event produced
+meanwhile is answered at once instead of waiting for the consumer's next request (at the tail,
+that wait was most of the end-to-end latency).  At the tail a second fetch goes too, following the
+first (SPEC 5.10 "Pipelining"): the broker reads it from where the first one's reply ended, so
+one is always parked there.  A partition is fetched again only while at most one chunk of it is
+buffered: memory stays bounded by a few fetch responses.  A ``seek`` gives the partition a new epoch; data from a fetch sent before
 the seek (or before the partition was reassigned) is dropped for that partition.
 """
 
@@ -30,10 +35,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import zmq
 
 from ..protocol.errors import FabricError, OffsetOutOfRangeError, exception_for
-from ..protocol.messages import FetchPartition, FetchRequest
 from itertools import chain
 
-from ..records.batch import Record, RecordColumns, columns_in
+from ..records.batch import Record, RecordColumns, columns_in, next_offset_in
 from .admin import Admin
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms, parse_bootstrap
 from .group import CommitCallback, CommitFailedError, GroupMember, TopicPartition
@@ -53,6 +57,16 @@ class _PartitionState:
     epoch: int = field(default_factory=lambda: next(_EPOCHS))
     high_watermark: int = -1
     paused: bool = False
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """A fetch in flight."""
+
+    cid: int
+    since_ms: int  # sent, or (a follow-on) when the fetch it follows was answered: its wait starts then
+    epochs: dict[TopicPartition, int]  # partition epochs when sent: data for a sought partition is dropped
+    follows: bool  # its reply says where each partition was read from, to be checked
 
 
 class _GroupHooks:
@@ -89,6 +103,7 @@ class Consumer:
                  auto_offset_reset: str = "latest", fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 500,
                  max_partition_fetch_bytes: int = 4 << 20, fetch_max_bytes: int = 32 << 20,
                  max_poll_records: int = 100_000, request_timeout_ms: int = 30_000,
+                 fetch_pipeline_depth: int = 2,
                  client_id: str = "fabric-consumer", ctx: zmq.Context | None = None) -> None:
         if auto_offset_reset not in ("earliest", "latest", "error"):
             raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'error'")
@@ -96,6 +111,9 @@ class Consumer:
             raise ValueError("group_instance_id needs a group_id")
         if group_id is not None and not heartbeat_interval_ms < session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms (about a third of it)")
+        if not 1 <= fetch_pipeline_depth <= 8:
+            raise ValueError("fetch_pipeline_depth must be 1 (no pipelining) to 8")
+        self.fetch_pipeline_depth = fetch_pipeline_depth
         self.auto_offset_reset = auto_offset_reset
         self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_wait_ms = fetch_max_wait_ms
@@ -115,7 +133,9 @@ class Consumer:
         self._parts: dict[TopicPartition, _PartitionState] = {}
         # (partition, epoch, fetched batches as RecordColumns, or Records once poll() split them)
         self._buffer: deque[tuple[TopicPartition, int, list]] = deque()
-        self._inflight: tuple[int, int, dict[TopicPartition, int]] | None = None  # cid, sent_ms, epochs
+        self._inflight: deque[_Fetch] = deque()  # oldest first; two only when pipelining at the tail
+        self._plain_after: int | None = None  # after a stray follow-on: no pipelining until a plain
+        #                                       fetch with a cid above this one is answered
         self._closed = False
         self._pattern: re.Pattern[str] | None = None
         self._pattern_refresh_at = 0
@@ -390,7 +410,25 @@ class Consumer:
             st.epoch = next(_EPOCHS)
 
     # ------------------------------------------------------------------ fetching
-    def _send_fetch(self) -> None:
+    def _fill_pipeline(self) -> None:
+        """Keep a fetch in flight, and at the tail a second one that follows it (SPEC 5.10), so
+        the broker always holds one parked: an event produced while a reply travels is answered
+        at once instead of waiting for this consumer's next request.  Catching up needs no
+        pipelining (the data is there) and a follow-on could then only repeat what is in flight."""
+        if not self._inflight:
+            self._send_fetch(None)
+        while 0 < len(self._inflight) < self.fetch_pipeline_depth and self._plain_after is None \
+                and self._at_tail():
+            before = len(self._inflight)
+            self._send_fetch(self._inflight[-1])
+            if len(self._inflight) == before:
+                break  # nothing to follow with (a partition buffered, sought or paused meanwhile)
+
+    def _at_tail(self) -> bool:
+        return all(0 <= st.high_watermark <= (st.fetch_offset or 0)
+                   for st in self._parts.values() if not st.paused)
+
+    def _send_fetch(self, follows: _Fetch | None) -> None:
         missing = [tp for tp, st in self._parts.items() if st.position is None]
         if missing:
             self._init_positions(missing)
@@ -400,25 +438,37 @@ class Consumer:
         for tp, st in self._parts.items():
             if st.paused or tp in buffered:
                 continue
-            parts.append(FetchPartition(topic=tp.topic, partition=tp.partition, offset=st.fetch_offset,
-                                        max_bytes=self.max_partition_fetch_bytes))
+            parts.append({"topic": tp.topic, "partition": tp.partition, "offset": st.fetch_offset,
+                          "max_bytes": self.max_partition_fetch_bytes})
             epochs[tp] = st.epoch
-        if not parts:
-            return
-        req = FetchRequest(max_wait_ms=self.fetch_max_wait_ms, min_bytes=self.fetch_min_bytes,
-                           max_bytes=self.fetch_max_bytes, partitions=tuple(parts))
-        cid = self._conn.send("fetch", req)
-        self._inflight = (cid, monotonic_ms(), epochs)
+        if not parts or (follows is not None and follows.epochs != epochs):
+            return  # a follow-on reads what the fetch it follows read, no seek or rebalance between
+        # The header as a plain map (the FetchRequest fields): the dataclass round trip cost as
+        # much as the rest of the fetch on this path, which runs once per reply.
+        fields: dict[str, Any] = {"max_wait_ms": self.fetch_max_wait_ms, "min_bytes": self.fetch_min_bytes,
+                                  "max_bytes": self.fetch_max_bytes, "partitions": parts}
+        if follows is not None:
+            fields["follows"] = follows.cid
+        cid = self._conn.send("fetch", fields=fields)
+        self._inflight.append(_Fetch(cid, monotonic_ms(), epochs, follows is not None))
 
-    def _on_fetch_reply(self, header: dict[str, Any], frames: list, epochs: dict[TopicPartition, int]) -> None:
+    def _on_fetch_reply(self, header: dict[str, Any], frames: list, fetch: _Fetch) -> None:
         if "error" in header:
             raise exception_for(header["error"])
+        epochs = fetch.epochs
+        astray = False  # a follow-on that did not continue where we stand
+        if not fetch.follows and self._plain_after is not None and fetch.cid > self._plain_after:
+            self._plain_after = None
         reset: list[TopicPartition] = []
+        arrived: list[tuple[TopicPartition, int, Any, int]] = []  # (tp, epoch, data, first wanted offset)
         for meta, data in zip(header["partitions"], frames):
             tp = TopicPartition(meta["topic"], meta["partition"])
             st = self._parts.get(tp)
             if st is None or epochs.get(tp) != st.epoch:
                 continue  # unassigned or sought since the fetch was sent
+            if fetch.follows and meta.get("offset") != st.fetch_offset:
+                astray = True  # e.g. the broker forgot the fetch it followed: its data is not ours
+                continue
             if "error" in meta:
                 err = exception_for(meta["error"])
                 if isinstance(err, OffsetOutOfRangeError) and self.auto_offset_reset != "error":
@@ -432,12 +482,28 @@ class Consumer:
                 raise err
             st.high_watermark = meta.get("high_watermark", st.high_watermark)
             if len(data):
-                cols = columns_in(tp.topic, tp.partition, data, st.fetch_offset or 0)
-                if cols:
-                    st.fetch_offset = cols[-1].offsets[-1] + 1
-                    self._buffer.append((tp, st.epoch, cols))
+                start = st.fetch_offset or 0
+                end = next_offset_in(data, start)
+                if end > start:
+                    st.fetch_offset = end
+                    arrived.append((tp, st.epoch, data, start))
         if reset:
             self._reset_positions(reset)
+        if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered
+            self._plain_after = self._inflight[-1].cid if self._inflight else fetch.cid
+        if arrived:
+            self._fill_pipeline()  # before decoding: see "Why prefetch" above
+        failure: FabricError | None = None
+        for tp, epoch, data, start in arrived:
+            try:
+                self._buffer.append((tp, epoch, columns_in(tp.topic, tp.partition, data, start)))
+            except FabricError as err:
+                # A corrupt batch: the early fetch already moved past it.  Go back to what the user
+                # has seen (the new epoch voids that fetch), so every poll stops in front of it.
+                self._drop_buffered({tp})
+                failure = failure or err
+        if failure is not None:
+            raise failure
 
     def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
         """Records in offset order per partition; an empty list after ``timeout_ms`` without data.
@@ -459,18 +525,17 @@ class Consumer:
             if self._group is not None:
                 self._drive_group()
             out = take(limit)
-            if self._inflight is None:
-                self._send_fetch()  # prefetch while the caller works on `out`
+            self._fill_pipeline()  # prefetch while the caller works on `out`
             if out:
                 return out
             now = monotonic_ms()
-            if self._inflight is not None and \
-                    now - self._inflight[1] > self.request_timeout_ms + self.fetch_max_wait_ms:
+            if self._inflight and \
+                    now - self._inflight[0].since_ms > self.request_timeout_ms + self.fetch_max_wait_ms:
                 # The broker restarted or the network dropped the request: start afresh (lazy
                 # pirate); positions are untouched, so nothing is skipped or repeated.
                 log.warning("no fetch reply from %s within %d ms; reconnecting", self._conn.endpoint,
                             self.request_timeout_ms)
-                self._inflight = None
+                self._inflight.clear()
                 self._conn.reset()
                 continue
             left = deadline - now
@@ -479,12 +544,16 @@ class Consumer:
             if not self._wait(min(left, 100)):
                 continue
             got = self._conn.recv(0)
-            if got is None or self._inflight is None or got[0].get("cid") != self._inflight[0]:
-                continue  # a late reply to a fetch given up on
+            if got is None:
+                continue
             header, frames = got
-            epochs = self._inflight[2]
-            self._inflight = None
-            self._on_fetch_reply(header, frames, epochs)
+            fetch = next((f for f in self._inflight if f.cid == header.get("cid")), None)
+            if fetch is None:
+                continue  # a late reply to a fetch given up on
+            self._inflight.remove(fetch)
+            if self._inflight:
+                self._inflight[0].since_ms = monotonic_ms()  # a follow-on's wait starts now
+            self._on_fetch_reply(header, frames, fetch)
 
     def _wait(self, timeout_ms: int) -> bool:
         """Wait for a fetch reply or a group reply; True if the fetch socket is readable."""

@@ -239,27 +239,34 @@ class PartitionLog:
     def read(self, offset: int, max_bytes: int, upto_offset: int | None = None) -> bytes:
         """Whole batches from the one holding ``offset``, up to ``max_bytes`` (at least one batch),
         none with a base offset >= ``upto_offset``; may span segments."""
+        return self.read_upto(offset, max_bytes, upto_offset)[0]
+
+    def read_upto(self, offset: int, max_bytes: int, upto_offset: int | None = None) -> tuple[bytes, bool]:
+        """``read``, plus whether the bytes hold everything readable from ``offset`` (they end at
+        ``upto_offset``, or at the end of the log): then the next read starts at ``upto_offset``
+        (the end offset), known without walking the batches.  A pipelined fetch relies on it."""
         with self._lock:
             self._check_open()
             if offset < self.start_offset or offset > self.end_offset:
                 raise FabricError("OFFSET_OUT_OF_RANGE", f"offset {offset} is outside the log "
                                                          f"[{self.start_offset}, {self.end_offset}]")
             if offset == self.end_offset:
-                return b""
+                return b"", True
             try:
                 return self._read(offset, max_bytes, upto_offset)
             except (OSError, CorruptSegment) as exc:
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: read at offset {offset} failed: {exc}") from None
 
-    def _read(self, offset: int, max_bytes: int, upto: int | None) -> bytes:
+    def _read(self, offset: int, max_bytes: int, upto: int | None) -> tuple[bytes, bool]:
         segments = self._segments
         i = max(0, bisect_right(self._bases, offset) - 1)
         parts: list[bytes] = []
         budget = max_bytes
         pos: int | None = segments[i].find_position(offset)
+        complete = True
         while True:
             if pos is not None:
-                data, more = segments[i].read_batches(pos, budget, upto, not parts)
+                data, more, complete = segments[i].read_batches(pos, budget, upto, not parts)
                 if data:
                     parts.append(data)
                     budget -= len(data)
@@ -269,7 +276,9 @@ class PartitionLog:
             if i >= len(segments):
                 break
             pos = 0
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if complete and i + 1 < len(segments) and (upto is None or segments[i + 1].base_offset < upto):
+            complete = segments[i + 1].size == 0  # the budget ran out at a segment end, more follows
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), complete
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with a timestamp >= ``timestamp``, or None."""

@@ -339,23 +339,25 @@ class Segment:
             pos += length + LOG_OVERHEAD
         return None
 
-    def read_batches(self, pos: int, budget: int, upto: int | None, at_least_one: bool) -> tuple[bytes, bool]:
+    def read_batches(self, pos: int, budget: int, upto: int | None,
+                     at_least_one: bool) -> tuple[bytes, bool, bool]:
         """Whole batches from ``pos`` within ``budget`` bytes (at least one if ``at_least_one``),
         none with a base offset >= ``upto``: one ``pread``, found with the offset index and a
         short header walk (never one step per batch sent).  Returns (bytes, True if the end of
-        the segment was reached and the caller may continue with the next one)."""
-        limit = min(self.size, pos + max(budget, 0))
+        the segment was reached and the caller may continue with the next one, True if the bytes
+        hold everything readable here: they end at ``upto`` or at the end of the segment)."""
+        stop = self.size
         if upto is not None and upto < self.next_offset:
-            limit = max(pos, min(limit, self._first_position_from(upto)))
+            stop = self._first_position_from(upto)
+        limit = max(pos, min(stop, pos + max(budget, 0)))
         end = self._last_boundary_at_most(pos, limit)
         if end > pos:
-            return os.pread(self.fd, end - pos, pos), end == self.size
-        if not at_least_one or pos >= self.size:
-            return b"", pos >= self.size and budget > 0
-        base, length = LENGTH_PREFIX.unpack(os.pread(self.fd, LOG_OVERHEAD, pos))
-        if upto is not None and base >= upto:
-            return b"", False
-        return os.pread(self.fd, length + LOG_OVERHEAD, pos), False  # one batch beyond the budget
+            return os.pread(self.fd, end - pos, pos), end == self.size, end >= stop
+        if not at_least_one or pos >= stop:
+            return b"", pos >= self.size and budget > 0, pos >= stop
+        length = LENGTH_PREFIX.unpack(os.pread(self.fd, LOG_OVERHEAD, pos))[1]
+        end = pos + length + LOG_OVERHEAD  # one batch beyond the budget
+        return os.pread(self.fd, end - pos, pos), False, end >= stop
 
     def _first_position_from(self, offset: int) -> int:
         """Position of the first batch whose base offset is >= ``offset`` (the size if none)."""

@@ -139,6 +139,8 @@ class FetchRequest:
     max_bytes: int = wire("int", 16 << 20, min=1, max=_L.fetch_bytes_max)
     partitions: tuple[FetchPartition, ...] = wire("list", items=FetchPartition,
                                                   max_len=_L.request_frames_max - 1)
+    # cid of this connection's previous fetch: read from where its reply ended (pipelining)
+    follows: int = wire("int", -1, min=-1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

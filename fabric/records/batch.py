@@ -304,6 +304,16 @@ def decode_columns(topic: str, partition: int, batch: bytes | memoryview, h: Bat
                          None if lat else deltas, keys, values, headers)
 
 
+def next_offset_in(data: bytes | memoryview, start_offset: int = 0) -> int:
+    """The offset after the last whole batch of a fetch payload (``start_offset`` if there is
+    none): where the next fetch starts, known from the headers alone, without decoding records."""
+    end = start_offset
+    for _, h in iter_headers(data):
+        if h.next_offset > end:
+            end = h.next_offset
+    return end
+
+
 def columns_in(topic: str, partition: int, data: bytes | memoryview, start_offset: int = 0) -> list[RecordColumns]:
     """Every whole batch of a fetch payload as ``RecordColumns`` (records before ``start_offset`` dropped)."""
     out: list[RecordColumns] = []

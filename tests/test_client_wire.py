@@ -1,0 +1,213 @@
+"""What the clients put on the wire, read by the broker's own parser.
+
+The producer and consumer build their produce and fetch headers as plain maps (the dataclass
+round trip was measurable on the hot path), so nothing but this test ties those maps to the
+schema in ``fabric.protocol.messages``.  A bare ROUTER socket stands in for the broker: it
+captures the request, and ``parse_request`` must accept it with the values the client meant.
+"""
+
+from __future__ import annotations
+
+import zmq
+import pytest
+
+from fabric.client import Consumer, Producer
+from fabric.protocol import codec
+from fabric.protocol.errors import FabricError
+from fabric.protocol.messages import FetchRequest, ProduceRequest, ok_reply, parse_request
+from fabric.records.batch import encode_batch, records_in
+
+
+@pytest.fixture
+def router():
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        yield sock, f"127.0.0.1:{port}"
+    finally:
+        sock.close(linger=0)
+
+
+def _request(sock: zmq.Socket, op: str) -> tuple[bytes, dict, list[bytes]]:
+    """The next request of ``op`` (others, e.g. api_versions, are answered empty and skipped)."""
+    while True:
+        assert sock.poll(10_000), f"no {op} request arrived"
+        peer, head, *frames = sock.recv_multipart()
+        header = codec.decode_map(head, 1 << 20)
+        if header.get("op") == op:
+            return peer, header, frames
+        sock.send_multipart([peer, codec.encode(ok_reply(header.get("op"), header.get("cid")))])
+
+
+def test_producer_request_parses_as_the_broker_reads_it(router):
+    sock, bootstrap = router
+    producer = Producer(bootstrap, acks=-1, linger_ms=0, request_timeout_ms=4321)
+    try:
+        fut = producer.send("orders", b"v1", key=b"k", partition=2)
+        peer, header, frames = _request(sock, "produce")
+        env, req = parse_request(header)
+        assert env.op == "produce"
+        assert isinstance(req, ProduceRequest)
+        assert (req.acks, req.timeout_ms) == (-1, 4321)
+        assert [(t.topic, t.partition) for t in req.batches] == [("orders", 2)]
+        assert len(frames) == 1
+        assert [(r.key, r.value) for r in records_in("orders", 2, frames[0])] == [(b"k", b"v1")]
+        results = [{"topic": "orders", "partition": 2, "base_offset": 7, "log_append_time": -1}]
+        sock.send_multipart([peer, codec.encode(ok_reply("produce", env.cid, results=results))])
+        assert fut.result(timeout=10).offset == 7
+    finally:
+        producer.close(timeout=1)
+
+
+def test_consumer_fetch_parses_as_the_broker_reads_it_and_the_next_fetch_leaves_before_decoding(router):
+    sock, bootstrap = router
+    consumer = Consumer(bootstrap, fetch_max_wait_ms=250, fetch_min_bytes=3, fetch_max_bytes=1 << 16,
+                        max_partition_fetch_bytes=1 << 12)
+    try:
+        consumer.assign([("orders", 0)])
+        consumer.seek(("orders", 0), 40)
+        assert consumer.poll(0) == []  # sends the first fetch
+        peer, header, frames = _request(sock, "fetch")
+        env, req = parse_request(header)
+        assert isinstance(req, FetchRequest) and frames == []
+        assert (req.max_wait_ms, req.min_bytes, req.max_bytes) == (250, 3, 1 << 16)
+        assert [(p.topic, p.partition, p.offset, p.max_bytes) for p in req.partitions] == [("orders", 0, 40, 1 << 12)]
+
+        batch = bytearray(encode_batch([1, 2], [None, None], [b"a", b"b"]))
+        batch[0:8] = (40).to_bytes(8, "big")  # the broker stamps base_offset
+        meta = [{"topic": "orders", "partition": 0, "high_watermark": 42, "log_start_offset": 0}]
+        sock.send_multipart([peer, codec.encode(ok_reply("fetch", env.cid, partitions=meta)), bytes(batch)])
+        got = consumer.poll(5000)
+        assert [(r.offset, r.value) for r in got] == [(40, b"a"), (41, b"b")]
+        # The follow-up fetch (sent on arrival, from the batch headers) asks for offset 42.
+        _, header, _ = _request(sock, "fetch")
+        _, req = parse_request(header)
+        assert [(p.partition, p.offset) for p in req.partitions] == [(0, 42)]
+    finally:
+        consumer.close()
+
+
+def test_consumer_stays_in_front_of_a_corrupt_batch(router):
+    """The early fetch moves past a batch before it is decoded; a batch that then fails its CRC
+    must not be skipped: poll raises, and the next fetch asks for the same offset again."""
+    sock, bootstrap = router
+    consumer = Consumer(bootstrap, fetch_max_wait_ms=100)
+    try:
+        consumer.assign([("orders", 0)])
+        consumer.seek(("orders", 0), 40)
+        consumer.poll(0)
+        peer, header, _ = _request(sock, "fetch")
+        env, _ = parse_request(header)
+        batch = bytearray(encode_batch([1], [None], [b"payload"]))
+        batch[0:8] = (40).to_bytes(8, "big")
+        batch[-1] ^= 0xFF  # the records section no longer matches the CRC
+        meta = [{"topic": "orders", "partition": 0, "high_watermark": 41, "log_start_offset": 0}]
+        sock.send_multipart([peer, codec.encode(ok_reply("fetch", env.cid, partitions=meta)), bytes(batch)])
+        with pytest.raises(FabricError) as info:
+            consumer.poll(5000)
+        assert info.value.name == "CORRUPT_BATCH"
+        assert consumer.position(("orders", 0)) == 40
+        # The fetches sent on arrival, before decoding (for offset 41: a plain one and, at the tail,
+        # one following it) are void now; once the broker answers them, the consumer asks for the
+        # corrupt batch again.
+        with pytest.raises(FabricError) as again:
+            for _ in range(50):
+                consumer.poll(100)
+                while sock.poll(0):
+                    peer, header, _ = _request(sock, "fetch")
+                    env, req = parse_request(header)
+                    offset = req.partitions[0].offset
+                    assert offset in (40, 41)
+                    reply = ok_reply("fetch", env.cid, partitions=[dict(meta[0], offset=offset)])
+                    sock.send_multipart([peer, codec.encode(reply), bytes(batch) if offset == 40 else b""])
+        assert again.value.name == "CORRUPT_BATCH"
+        assert consumer.position(("orders", 0)) == 40
+    finally:
+        consumer.close()
+
+
+def _reply(sock, peer, cid, hw, offset=None, data=b""):
+    meta = {"topic": "orders", "partition": 0, "high_watermark": hw, "log_start_offset": 0}
+    if offset is not None:
+        meta["offset"] = offset
+    sock.send_multipart([peer, codec.encode(ok_reply("fetch", cid, partitions=[meta])), data])
+
+
+def _batch(base: int, *values: bytes) -> bytes:
+    b = bytearray(encode_batch([1] * len(values), [None] * len(values), list(values)))
+    b[0:8] = base.to_bytes(8, "big")
+    return bytes(b)
+
+
+def test_consumer_pipelines_at_the_tail_and_checks_where_a_follow_on_continues(router):
+    sock, bootstrap = router
+    consumer = Consumer(bootstrap, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
+    try:
+        consumer.assign([("orders", 0)])
+        consumer.seek(("orders", 0), 5)
+        consumer.poll(0)
+        peer, header, _ = _request(sock, "fetch")
+        env, req = parse_request(header)
+        assert req.follows == -1                      # the high watermark is unknown: no pipelining yet
+        assert not sock.poll(200)
+        _reply(sock, peer, env.cid, hw=7, data=_batch(5, b"a", b"b"))
+        assert [r.offset for r in consumer.poll(5000)] == [5, 6]
+        # At the tail now (7 = high watermark): a plain fetch, and one following it.
+        _, h1, _ = _request(sock, "fetch")
+        _, h2, _ = _request(sock, "fetch")
+        (e1, r1), (e2, r2) = parse_request(h1), parse_request(h2)
+        assert (r1.follows, r2.follows) == (-1, e1.cid)
+        assert [p.offset for p in r1.partitions] == [p.offset for p in r2.partitions] == [7]
+        _reply(sock, peer, e1.cid, hw=8, data=_batch(7, b"c"))
+        assert [r.value for r in consumer.poll(5000)] == [b"c"]
+        _, h3, _ = _request(sock, "fetch")            # the next follow-on, behind the newest in flight
+        e3, r3 = parse_request(h3)
+        assert r3.follows == e2.cid
+        # The broker says fetch 2 was read from 7, not from 8 where this consumer stands (as if it
+        # had forgotten fetch 1): that data is not used, and no follow-on is sent on that chain.
+        _reply(sock, peer, e2.cid, hw=8, offset=7, data=_batch(7, b"c"))
+        assert consumer.poll(300) == []
+        _reply(sock, peer, e3.cid, hw=8, offset=8)   # empty, and it continued right
+        assert consumer.poll(300) == []
+        _, h4, _ = _request(sock, "fetch")            # a plain fetch from 8 restarts the pipeline
+        e4, r4 = parse_request(h4)
+        assert (r4.follows, r4.partitions[0].offset) == (-1, 8)
+        assert not sock.poll(200)
+        _reply(sock, peer, e4.cid, hw=9, data=_batch(8, b"d"))
+        assert [r.value for r in consumer.poll(5000)] == [b"d"]
+        _, h5, _ = _request(sock, "fetch")
+        _, h6, _ = _request(sock, "fetch")
+        assert (parse_request(h5)[1].follows, parse_request(h6)[1].follows) == (-1, parse_request(h5)[0].cid)
+    finally:
+        consumer.close()
+
+
+def test_consumer_sends_no_follow_on_across_a_seek(router):
+    sock, bootstrap = router
+    consumer = Consumer(bootstrap, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
+    try:
+        consumer.assign([("orders", 0)])
+        consumer.seek(("orders", 0), 3)
+        consumer.poll(0)
+        peer, header, _ = _request(sock, "fetch")
+        _reply(sock, peer, parse_request(header)[0].cid, hw=3)   # at the tail
+        consumer.poll(200)
+        _, h1, _ = _request(sock, "fetch")
+        _, h2, _ = _request(sock, "fetch")
+        (e1, _), (e2, r2) = parse_request(h1), parse_request(h2)
+        assert r2.follows == e1.cid
+        consumer.seek(("orders", 0), 0)
+        _reply(sock, peer, e1.cid, hw=4, data=_batch(3, b"late"))    # void: sought since it was sent
+        assert consumer.poll(300) == []
+        _reply(sock, peer, e2.cid, hw=4, offset=4)
+        assert consumer.poll(300) == []
+        _, h3, _ = _request(sock, "fetch")
+        e3, r3 = parse_request(h3)
+        assert (r3.follows, r3.partitions[0].offset) == (-1, 0)      # plain, from the new position
+        assert not sock.poll(200)                                    # behind the tail: no follow-on
+        _reply(sock, peer, e3.cid, hw=4, data=_batch(0, b"w", b"x", b"y", b"z"))
+        assert [r.value for r in consumer.poll(5000)] == [b"w", b"x", b"y", b"z"]
+    finally:
+        consumer.close()
