@@ -162,7 +162,9 @@ def test_consumer_pipelines_at_the_tail_and_checks_where_a_follow_on_continues(r
         assert [p.offset for p in r1.partitions] == [p.offset for p in r2.partitions] == [7]
         _reply(sock, peer, e1.cid, hw=8, data=_batch(7, b"c"))
         assert [r.value for r in consumer.poll(5000)] == [b"c"]
-        _, h3, _ = _request(sock, "fetch")            # the next follow-on, behind the newest in flight
+        assert not sock.poll(100)   # fetch 2 waits at the broker: records first, the refill comes ...
+        assert consumer.poll(0) == []
+        _, h3, _ = _request(sock, "fetch")            # ... on the next poll, behind the newest in flight
         e3, r3 = parse_request(h3)
         assert r3.follows == e2.cid
         # The broker says fetch 2 was read from 7, not from 8 where this consumer stands (as if it

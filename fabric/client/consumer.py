@@ -137,6 +137,8 @@ class Consumer:
         self._plain_after: int | None = None  # after a stray follow-on: no pipelining until a plain
         #                                       fetch with a cid above this one is answered
         self._closed = False
+        self._poller: zmq.Poller | None = None
+        self._poller_sockets: tuple[Any, Any] = (None, None)
         self._pattern: re.Pattern[str] | None = None
         self._pattern_refresh_at = 0
         self._next_auto_commit = monotonic_ms() + auto_commit_interval_ms
@@ -491,8 +493,8 @@ class Consumer:
             self._reset_positions(reset)
         if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered
             self._plain_after = self._inflight[-1].cid if self._inflight else fetch.cid
-        if arrived:
-            self._fill_pipeline()  # before decoding: see "Why prefetch" above
+        if arrived and not self._inflight:
+            self._fill_pipeline()  # before decoding: see "Why prefetch" above (pipelined, one waits already)
         failure: FabricError | None = None
         for tp, epoch, data, start in arrived:
             try:
@@ -525,7 +527,8 @@ class Consumer:
             if self._group is not None:
                 self._drive_group()
             out = take(limit)
-            self._fill_pipeline()  # prefetch while the caller works on `out`
+            if not (out and self._inflight):  # pipelined: one fetch waits at the broker already, so
+                self._fill_pipeline()          # records go out first and the next poll refills
             if out:
                 return out
             now = monotonic_ms()
@@ -556,15 +559,18 @@ class Consumer:
             self._on_fetch_reply(header, frames, fetch)
 
     def _wait(self, timeout_ms: int) -> bool:
-        """Wait for a fetch reply or a group reply; True if the fetch socket is readable."""
-        assert self._conn.socket is not None
-        group_socket = self._group.link.socket if self._group is not None else None
-        if group_socket is None:
-            return bool(self._conn.socket.poll(timeout_ms, zmq.POLLIN))
-        poller = zmq.Poller()
-        poller.register(self._conn.socket, zmq.POLLIN)
-        poller.register(group_socket, zmq.POLLIN)
-        return self._conn.socket in dict(poller.poll(timeout_ms))
+        """Wait for a fetch reply or a group reply; True if the fetch socket is readable.  The
+        poller is kept while both sockets stay the same (``Socket.poll`` builds one per call)."""
+        fetch_socket = self._conn.socket
+        assert fetch_socket is not None
+        sockets = (fetch_socket, self._group.link.socket if self._group is not None else None)
+        if self._poller is None or self._poller_sockets != sockets:
+            self._poller = zmq.Poller()
+            for s in sockets:
+                if s is not None:
+                    self._poller.register(s, zmq.POLLIN)
+            self._poller_sockets = sockets
+        return any(s is fetch_socket for s, _ in self._poller.poll(timeout_ms))
 
     def _take_buffered(self, limit: int) -> list[Record]:
         out: list[Record] = []

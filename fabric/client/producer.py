@@ -468,15 +468,16 @@ class Producer:
                 if inflight:
                     waits.append(min(f.sent_ms for f in inflight.values()) + self.request_timeout_ms - now)
                 events = dict(poller.poll(max(0, min(waits))))
+                # ZMQ_EVENTS says whether a message waits without building a poller (Socket.poll)
+                # or raising Again: this runs once per batch at low rates, where it is latency.
                 if self._wake_rx in events:
-                    while self._wake_rx.poll(0):
-                        self._wake_rx.recv()
+                    while self._wake_rx.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        self._wake_rx.recv(zmq.NOBLOCK)
                 if conn.socket in events:
-                    while True:
+                    while conn.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         got = conn.recv(0)
-                        if got is None:
-                            break
-                        self._on_reply(got[0], inflight, retry)
+                        if got is not None:
+                            self._on_reply(got[0], inflight, retry)
                 now = monotonic_ms()
                 late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
                 if late:
