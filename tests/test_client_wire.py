@@ -41,6 +41,18 @@ def _request(sock: zmq.Socket, op: str) -> tuple[bytes, dict, list[bytes]]:
         sock.send_multipart([peer, codec.encode(ok_reply(header.get("op"), header.get("cid")))])
 
 
+def _consumer_at(sock: zmq.Socket, bootstrap: str, offset: int, **options) -> tuple[Consumer, bytes, int, FetchRequest]:
+    """A consumer of orders/0 positioned at ``offset``, and its first fetch: (consumer, peer, cid, request)."""
+    consumer = Consumer(bootstrap, **options)
+    consumer.assign([("orders", 0)])
+    consumer.seek(("orders", 0), offset)
+    consumer.poll(0)  # sends the first fetch
+    peer, header, frames = _request(sock, "fetch")
+    assert frames == []
+    env, req = parse_request(header)
+    return consumer, peer, env.cid, req
+
+
 def test_producer_request_parses_as_the_broker_reads_it(router):
     sock, bootstrap = router
     producer = Producer(bootstrap, acks=-1, linger_ms=0, request_timeout_ms=4321)
@@ -63,22 +75,16 @@ def test_producer_request_parses_as_the_broker_reads_it(router):
 
 def test_consumer_fetch_parses_as_the_broker_reads_it_and_the_next_fetch_leaves_before_decoding(router):
     sock, bootstrap = router
-    consumer = Consumer(bootstrap, fetch_max_wait_ms=250, fetch_min_bytes=3, fetch_max_bytes=1 << 16,
-                        max_partition_fetch_bytes=1 << 12)
+    consumer, peer, cid, req = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=250, fetch_min_bytes=3,
+                                            fetch_max_bytes=1 << 16, max_partition_fetch_bytes=1 << 12)
     try:
-        consumer.assign([("orders", 0)])
-        consumer.seek(("orders", 0), 40)
-        assert consumer.poll(0) == []  # sends the first fetch
-        peer, header, frames = _request(sock, "fetch")
-        env, req = parse_request(header)
-        assert isinstance(req, FetchRequest) and frames == []
         assert (req.max_wait_ms, req.min_bytes, req.max_bytes) == (250, 3, 1 << 16)
         assert [(p.topic, p.partition, p.offset, p.max_bytes) for p in req.partitions] == [("orders", 0, 40, 1 << 12)]
 
         batch = bytearray(encode_batch([1, 2], [None, None], [b"a", b"b"]))
         batch[0:8] = (40).to_bytes(8, "big")  # the broker stamps base_offset
         meta = [{"topic": "orders", "partition": 0, "high_watermark": 42, "log_start_offset": 0}]
-        sock.send_multipart([peer, codec.encode(ok_reply("fetch", env.cid, partitions=meta)), bytes(batch)])
+        sock.send_multipart([peer, codec.encode(ok_reply("fetch", cid, partitions=meta)), bytes(batch)])
         got = consumer.poll(5000)
         assert [(r.offset, r.value) for r in got] == [(40, b"a"), (41, b"b")]
         # The follow-up fetch (sent on arrival, from the batch headers) asks for offset 42.
@@ -93,18 +99,13 @@ def test_consumer_stays_in_front_of_a_corrupt_batch(router):
     """The early fetch moves past a batch before it is decoded; a batch that then fails its CRC
     must not be skipped: poll raises, and the next fetch asks for the same offset again."""
     sock, bootstrap = router
-    consumer = Consumer(bootstrap, fetch_max_wait_ms=100)
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100)
     try:
-        consumer.assign([("orders", 0)])
-        consumer.seek(("orders", 0), 40)
-        consumer.poll(0)
-        peer, header, _ = _request(sock, "fetch")
-        env, _ = parse_request(header)
         batch = bytearray(encode_batch([1], [None], [b"payload"]))
         batch[0:8] = (40).to_bytes(8, "big")
         batch[-1] ^= 0xFF  # the records section no longer matches the CRC
         meta = [{"topic": "orders", "partition": 0, "high_watermark": 41, "log_start_offset": 0}]
-        sock.send_multipart([peer, codec.encode(ok_reply("fetch", env.cid, partitions=meta)), bytes(batch)])
+        sock.send_multipart([peer, codec.encode(ok_reply("fetch", cid, partitions=meta)), bytes(batch)])
         with pytest.raises(FabricError) as info:
             consumer.poll(5000)
         assert info.value.name == "CORRUPT_BATCH"
@@ -143,16 +144,11 @@ def _batch(base: int, *values: bytes) -> bytes:
 
 def test_consumer_pipelines_at_the_tail_and_checks_where_a_follow_on_continues(router):
     sock, bootstrap = router
-    consumer = Consumer(bootstrap, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
+    consumer, peer, cid, req = _consumer_at(sock, bootstrap, 5, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
     try:
-        consumer.assign([("orders", 0)])
-        consumer.seek(("orders", 0), 5)
-        consumer.poll(0)
-        peer, header, _ = _request(sock, "fetch")
-        env, req = parse_request(header)
         assert req.follows == -1                      # the high watermark is unknown: no pipelining yet
         assert not sock.poll(200)
-        _reply(sock, peer, env.cid, hw=7, data=_batch(5, b"a", b"b"))
+        _reply(sock, peer, cid, hw=7, data=_batch(5, b"a", b"b"))
         assert [r.offset for r in consumer.poll(5000)] == [5, 6]
         # At the tail now (7 = high watermark): a plain fetch, and one following it.
         _, h1, _ = _request(sock, "fetch")
@@ -188,13 +184,9 @@ def test_consumer_pipelines_at_the_tail_and_checks_where_a_follow_on_continues(r
 
 def test_consumer_sends_no_follow_on_across_a_seek(router):
     sock, bootstrap = router
-    consumer = Consumer(bootstrap, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 3, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
     try:
-        consumer.assign([("orders", 0)])
-        consumer.seek(("orders", 0), 3)
-        consumer.poll(0)
-        peer, header, _ = _request(sock, "fetch")
-        _reply(sock, peer, parse_request(header)[0].cid, hw=3)   # at the tail
+        _reply(sock, peer, cid, hw=3)                 # at the tail
         consumer.poll(200)
         _, h1, _ = _request(sock, "fetch")
         _, h2, _ = _request(sock, "fetch")

@@ -221,10 +221,10 @@ def scenario() -> list[dict[str, Any]]:
                                                              BatchTarget(topic="orders", partition=7)))),
         (b, a), "Batch B gets offsets 1-3 (`base_offset` 1); the second batch fails on its own with a "
                 "per-batch error, which does not affect the first.")
+    fetched = (FetchPartition(topic="orders", partition=1, offset=2),  # by fetch 9 and its follow-on
+               FetchPartition(topic="orders", partition=0, offset=0))
     add("fetch", "fetch (orders/1 from offset 2, orders/0 from offset 0)",
-        request_header("fetch", 9, FetchRequest(partitions=(
-            FetchPartition(topic="orders", partition=1, offset=2),
-            FetchPartition(topic="orders", partition=0, offset=0)))),
+        request_header("fetch", 9, FetchRequest(partitions=fetched)),
         note="Frame 1 is batch B as stored: `base_offset` 1 (bytes 0-7) and `leader_epoch` 0 (bytes 12-15) "
              "were written by the broker; every other byte, the CRC included, is as produced. It holds "
              "offsets 1, 2, 3; the client asked for 2, so it skips the record at offset 1 (`hello`) and "
@@ -250,9 +250,7 @@ def scenario() -> list[dict[str, Any]]:
         note="The header could not be read, so neither `op` nor `cid` is known: both are null.")
     add("broker-stats", "broker_stats", request_header("broker_stats", 16))
     add("fetch-follows", "fetch following fetch 9 (pipelining: continues where its reply ended)",
-        request_header("fetch", 18, FetchRequest(max_wait_ms=0, follows=9, partitions=(
-            FetchPartition(topic="orders", partition=1, offset=2),
-            FetchPartition(topic="orders", partition=0, offset=0)))),
+        request_header("fetch", 18, FetchRequest(max_wait_ms=0, follows=9, partitions=fetched)),
         note="This connection's latest fetch was cid 9 (10.3.9; the refused cid 12 never became a fetch). "
              "Its reply held everything of `orders/1` up to the high watermark 4, and `orders/0` was at its "
              "high watermark 0, so this request reads `orders/1` from 4 and `orders/0` from 0, whatever "
