@@ -231,6 +231,7 @@ class Producer:
         self._buffered = 0
         self._flush_all = False
         self._closed = False
+        self._wake_pending = False  # a wake-up is queued for the sender (see _wake)
         self._wake_addr = f"inproc://fabric-producer-{id(self)}"
         self._wake_rx = self._ctx.socket(zmq.PAIR)
         self._wake_rx.bind(self._wake_addr)
@@ -368,8 +369,10 @@ class Producer:
         self._wake()  # the sender may be asleep with no linger deadline to wake it for this batch
         return b
 
-    def _close_batch(self, b: _Batch) -> None:
-        """Move an open batch to the ready queue (lock held).  An empty batch is just dropped."""
+    def _close_batch(self, b: _Batch, wake: bool = True) -> None:
+        """Move an open batch to the ready queue (lock held).  An empty batch is just dropped.
+        ``wake=False`` from the sender itself: it is awake, and a wake-up would only cost it one
+        more empty turn of its loop per batch."""
         del self._open[(b.topic, b.partition)]
         if not b.values:
             self._incomplete.discard(b.result)
@@ -378,9 +381,15 @@ class Producer:
         self._ready.append(b)
         if b.keys[0] is None:
             self._partitioner.batch_done(b.topic, b.partition, self._partition_counts.get(b.topic, 1))
-        self._wake()
+        if wake:
+            self._wake()
 
     def _wake(self) -> None:
+        """Wake the sender (lock held).  One wake-up at a time: the sender clears ``_wake_pending``
+        before it collects, so whatever was queued behind a skipped wake-up is collected then."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             self._wake_tx.send(b"", zmq.NOBLOCK)
         except zmq.Again:
@@ -473,6 +482,8 @@ class Producer:
                 if self._wake_rx in events:
                     while self._wake_rx.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         self._wake_rx.recv(zmq.NOBLOCK)
+                    with self._lock:
+                        self._wake_pending = False  # before the next _collect (top of the loop)
                 if conn.socket in events:
                     while conn.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         got = conn.recv(0)
@@ -508,13 +519,13 @@ class Producer:
         with self._lock:
             if self._flush_all or self._closed:
                 for b in list(self._open.values()):
-                    self._close_batch(b)
+                    self._close_batch(b, wake=False)
                 self._flush_all = False
             next_linger = None
             for b in list(self._open.values()):
                 due = b.created_ms + self.linger_ms
                 if due <= now:
-                    self._close_batch(b)
+                    self._close_batch(b, wake=False)
                 elif next_linger is None or due < next_linger:
                     next_linger = due
             ready = list(self._ready)
