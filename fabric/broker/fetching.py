@@ -135,13 +135,13 @@ class Fetcher:
         for w in self.waiters.all():
             self.waiters.finish(w)
             read = self._read(w.request)
-            out.append((w.peer, self._reply(w.cid, w.request, read)))
+            out.append((w.peer, self._reply(w.cid, read)))
             f = w.follow_on
             while f is not None:
                 f.done = True
                 req = _continued(f.request, read.ends)
                 read = self._read(req)
-                out.append((w.peer, self._reply(f.cid, req, read)))
+                out.append((w.peer, self._reply(f.cid, read)))
                 f = f.next
         return out
 
@@ -166,7 +166,7 @@ class Fetcher:
     def _answer(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, now_ms: int,
                 behind: _FollowOn | None = None) -> Outbox:
         """Reply, remember where it ended, and evaluate the follow-on waiting for it."""
-        out = [(peer, self._reply(cid, req, read))]
+        out = [(peer, self._reply(cid, read))]
         if behind is None:
             self._latest[peer] = _Latest(cid, ends=read.ends)
             return out
@@ -211,7 +211,7 @@ class Fetcher:
             total += len(data)
         return _Read(metas, datas, total, any_error, ends)
 
-    def _reply(self, cid: int, req: FetchRequest, read: _Read) -> Reply:
+    def _reply(self, cid: int, read: _Read) -> Reply:
         self.metrics.bytes_out += read.total
         for meta, data in zip(read.metas, read.datas):
             if data:
