@@ -65,8 +65,8 @@ def test_long_poll_parks_and_wakes_on_append(core):
     out = call(core, {"op": "produce", "v": 1, "cid": 2, "batches": [{"topic": "t", "partition": 0}]},
                [encode_batch([1], [None], [b"v"])])
     peers = [p for p, _ in out]
-    assert peers == [PEER, b"waiter"]
-    woke = out[1][1]
+    assert peers == [b"waiter", PEER]  # the waiting consumer's data leaves before the producer's ack
+    woke = out[0][1]
     assert woke.header["cid"] == 9 and len(woke.frames[0]) > 0
 
 

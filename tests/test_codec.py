@@ -97,6 +97,18 @@ def test_frame_limits():
     ({"op": "fetch", "v": 1, "cid": 1, "partitions": [{"topic": 5, "partition": 0, "offset": 0}]},
      "INVALID_FIELD", "partitions[0].topic: expected text"),
     ({"op": "fetch", "v": 1, "cid": 1, "max_wait_ms": 10**9, "partitions": []}, "INVALID_FIELD", "max_wait_ms"),
+    ({"op": "fetch", "v": 1, "cid": 1, "partitions": [{"topic": "a", "partition": 0, "offset": 0},
+                                                      {"topic": "a", "partition": 1, "offset": -5}]},
+     "INVALID_FIELD", "partitions[1].offset: -5 is out of range"),
+    ({"op": "fetch", "v": 1, "cid": 1, "partitions": [{"topic": "a", "partition": 0}]},
+     "INVALID_FIELD", "partitions[0].offset: required field is missing"),
+    ({"op": "fetch", "v": 1, "cid": 1, "partitions": [{"topic": "a" * 257, "partition": 0, "offset": 0}]},
+     "INVALID_FIELD", "partitions[0].topic: length 257 exceeds 256"),
+    ({"op": "fetch", "v": 1, "cid": 1, "partitions": {"topic": "a"}}, "INVALID_FIELD",
+     "partitions: expected array, got map"),
+    ({"op": "fetch", "v": 1, "cid": 1, "partitions": [7]}, "INVALID_FIELD", "partitions[0]: expected map"),
+    ({"op": "fetch", "v": 1, "cid": 1, "follows": 1.5, "partitions": []}, "INVALID_FIELD", "follows: expected integer"),
+    ({"op": "produce", "v": 1, "cid": 1, "acks": True, "batches": []}, "INVALID_FIELD", "acks"),
     ({"op": "produce", "v": 1, "cid": 1, "acks": 2, "batches": []}, "INVALID_FIELD", "acks"),
     ({"op": "produce", "v": 1, "cid": 1, "batches": [{"topic": "a", "partition": -1}]}, "INVALID_FIELD",
      "batches[0].partition"),
@@ -110,3 +122,17 @@ def test_request_field_errors_name_the_field(header, name, fragment):
         parse_request(header)
     assert exc.value.name == name
     assert fragment in exc.value.message
+
+
+def test_parsed_requests_take_defaults_and_integral_floats():
+    """The compiled per-class parsers keep the generic rules: defaults for absent optional
+    fields, integral floats (JavaScript clients) as integers, unknown keys ignored."""
+    env, req = parse_request({"op": "fetch", "v": 1.0, "cid": 2.0**40, "future_field": [1],
+                              "partitions": [{"topic": "a", "partition": 0.0, "offset": 1e15}]})
+    assert (env.v, env.cid) == (1, 2**40) and type(env.cid) is int
+    assert (req.max_wait_ms, req.min_bytes, req.follows) == (500, 1, -1)
+    part = req.partitions[0]
+    assert (part.partition, part.offset, part.max_bytes) == (0, 10**15, 1 << 20)
+    assert type(part.offset) is int and isinstance(req.partitions, tuple)
+    with pytest.raises(AttributeError):
+        part.offset = 3  # still a frozen dataclass

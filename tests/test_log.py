@@ -202,6 +202,39 @@ def test_append_replicated_keeps_leader_offsets(tmp_path):
     follower.close()
 
 
+def test_tail_positions_come_from_recent_batches_and_agree_with_a_scan(tmp_path):
+    """A segment remembers where its newest batches are (a tail fetch asks for just those); the
+    answer must be the one a scan from the index gives, also across gaps and truncation."""
+    from fabric.log.segment import RECENT_BATCHES
+    rng = random.Random(7)
+    source = PartitionLog.open(tmp_path / "source", LogConfig(), 0)
+    log = PartitionLog.open(tmp_path / "p", LogConfig(index_interval_bytes=512), 0)
+    for i in range(3 * RECENT_BATCHES):
+        source.append(bytearray(random_batch(rng, 1000)[0]), i)
+    data = source.read(0, 1 << 30)
+    for k, (pos, h) in enumerate(iter_headers(data)):
+        if k % 7 != 3:  # gaps, as a compacted leader's log has
+            log.append_replicated(bytearray(data[pos:pos + h.size]), 0)
+
+    def check(seg) -> None:
+        remembered = seg._recent
+        for offset in range(seg.base_offset, seg.next_offset + 2):
+            cached = seg.find_position(offset)
+            seg._recent = ([], [], [])  # the same question answered by a scan
+            assert cached == seg.find_position(offset), offset
+            seg._recent = remembered
+
+    assert 0 < len(log._segments[-1]._recent[0]) <= 2 * RECENT_BATCHES
+    check(log._segments[-1])
+    log.truncate_to(log.end_offset - 10)  # the segment forgets, and a new one is rolled
+    for _ in range(5):
+        log.append(bytearray(random_batch(rng, 1000)[0]), 0)
+    for seg in log._segments[-2:]:
+        check(seg)
+    source.close()
+    log.close()
+
+
 def test_bytes_batch_is_accepted_and_bad_framing_rejected(tmp_path):
     log = PartitionLog.open(tmp_path, LogConfig(), 0)
     assert log.append(bytes(batch(b"x")), 0).base_offset == 0

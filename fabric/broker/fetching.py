@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 from ..protocol.errors import FabricError
 from ..protocol.limits import Limits
 from ..protocol.messages import FetchRequest, ok_reply
+from ..protocol.schema import evolve
 from .bounded import BoundedDict
 from .metrics import Metrics
 from .replies import Outbox, Reply
@@ -228,7 +229,7 @@ def _shift(f: _FollowOn | None) -> None:
 
 def _continued(req: FetchRequest, ends: dict[Key, int]) -> FetchRequest:
     """``req`` reading each partition from where the followed fetch left it (rules 3 and 4)."""
-    parts = tuple(fp if (fp.topic, fp.partition) not in ends
-                  else dataclasses.replace(fp, offset=ends[(fp.topic, fp.partition)])
-                  for fp in req.partitions)
-    return dataclasses.replace(req, partitions=parts)
+    parts = tuple([fp if (fp.topic, fp.partition) not in ends
+                   else evolve(fp, offset=ends[(fp.topic, fp.partition)])
+                   for fp in req.partitions])
+    return evolve(req, partitions=parts)

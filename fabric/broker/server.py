@@ -2,8 +2,11 @@
 threads of ``background.py``).
 
 Loop turn: poll (until the next long-poll deadline, at most ``TICK_MS``), drain up to
-``RECV_BURST`` requests, hand each to ``BrokerCore.handle``, fsync every log that a reply asked
-for (once per turn, however many batches: group commit), then send the replies.  Between turns:
+``RECV_BURST`` requests and hand each to ``BrokerCore.handle``.  Replies leave at once, unless a
+reply of this turn asked for an fsync: from then on replies wait for the end of the turn, when
+every log that asked is fsynced once however many batches it got (group commit), and they go
+out in order.  (Holding every reply to the end of a burst made an event wait for the requests
+behind it: most of the broker's share of end-to-end latency at 10,000 events/s.)  Between turns:
 expire long-polls, every ``GROUP_TICK_MS`` the group timeouts (``core.tick`` walks every member,
 too much for every turn of a loop turning thousands of times a second) and, every
 ``retention_check_interval_ms``, housekeeping.
@@ -23,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from ..multipart import recv_frames, send_frames
 from ..protocol.codec import encode
 from .config import BrokerConfig
 from .background import Compactor, Flusher, wall_ms
@@ -86,7 +90,7 @@ class BrokerServer:
             parts = [peer, encode(reply.header)]
             parts.extend(reply.frames)
             try:
-                self.router.send_multipart(parts, copy=False)
+                send_frames(self.router, parts, copy=False)
             except zmq.ZMQError as exc:  # e.g. HWM reached for a peer that stopped reading
                 log.warning("dropping reply to %s: %s", peer.hex(), exc)
 
@@ -101,6 +105,7 @@ class BrokerServer:
         next_tick = 0
         core = self.core
         router = self.router
+        ready_check = [(router, zmq.POLLIN)]
         try:
             while not self.stopping.is_set():
                 now = wall_ms()
@@ -110,14 +115,20 @@ class BrokerServer:
                     outbox: Outbox = []
                     for _ in range(RECV_BURST):
                         try:
-                            msg = router.recv_multipart(zmq.NOBLOCK, copy=False)
+                            msg = recv_frames(router)
                         except zmq.Again:
                             break
                         peer = msg[0].bytes
                         frames = [f.bytes if i == 0 else f.buffer for i, f in enumerate(msg[1:])]
                         if peer not in core.peer_hosts and len(msg) > 1:
                             core.peer_hosts[peer] = _peer_address(msg[1])
-                        outbox.extend(core.handle(peer, frames, wall_ms()))
+                        replies = core.handle(peer, frames, wall_ms())
+                        if outbox or any(reply.flush for _, reply in replies):
+                            outbox.extend(replies)  # an fsync is due this turn: these wait for it
+                        else:
+                            self._send(replies)  # nothing to make durable first: answer now
+                        if not zmq.zmq_poll(ready_check, 0):  # 4x cheaper than the Again of one more recv
+                            break
                     self._send(outbox)
                 now = wall_ms()
                 if now >= next_tick:  # group timeouts: a walk over every member, seconds-long deadlines

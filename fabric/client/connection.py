@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import zmq
 
+from ..multipart import recv_frames, send_frames
 from ..protocol import codec
 from ..protocol.errors import FabricError, exception_for
 from ..protocol.messages import request_header
@@ -103,7 +104,7 @@ class Connection:
         parts = [codec.encode(header), *frames]
         # copy=True: a memcpy of a batch costs less than pyzmq's zero-copy bookkeeping (its
         # garbage-collector thread), measured at 1 MiB batches.
-        self.socket.send_multipart(parts)
+        send_frames(self.socket, parts)
         return cid
 
     def recv(self, timeout_ms: int) -> tuple[dict[str, Any], list] | None:
@@ -112,7 +113,7 @@ class Connection:
         if timeout_ms > 0 and not self.socket.poll(timeout_ms, zmq.POLLIN):
             return None
         try:
-            msg = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            msg = recv_frames(self.socket)
         except zmq.Again:
             return None
         try:

@@ -49,13 +49,21 @@ class RecordMetadata(NamedTuple):
     timestamp: int
 
 
-class _BatchResult:
-    """Completion of one batch, shared by the futures of all its records."""
+_RESULT_LOCK = threading.Lock()  # guards every _BatchResult's lazy event and callback list
 
-    __slots__ = ("event", "base_offset", "error", "callbacks")
+
+class _BatchResult:
+    """Completion of one batch, shared by the futures of all its records.
+
+    The ``threading.Event`` is made only when someone waits before completion: most batches are
+    never waited on one by one, and building an Event (a Condition and two locks) per batch was
+    the largest cost of ``send`` at one record per batch."""
+
+    __slots__ = ("done", "_event", "base_offset", "error", "callbacks")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.done = False
+        self._event: threading.Event | None = None
         self.base_offset = -1
         self.error: BaseException | None = None
         self.callbacks: list[Callable[[], None]] | None = None
@@ -63,12 +71,37 @@ class _BatchResult:
     def complete(self, base_offset: int, error: BaseException | None) -> None:
         self.base_offset = base_offset
         self.error = error
-        self.event.set()
-        for cb in self.callbacks or ():
+        with _RESULT_LOCK:
+            self.done = True
+            event, callbacks = self._event, self.callbacks
+        if event is not None:
+            event.set()
+        for cb in callbacks or ():
             try:
                 cb()
             except Exception:
                 log.exception("delivery callback failed")
+
+    def wait(self, timeout: float | None) -> bool:
+        if self.done:
+            return True
+        with _RESULT_LOCK:
+            if self.done:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+    def add_callback(self, cb: Callable[[], None]) -> None:
+        """Run ``cb`` on completion (now, on this thread, if already complete)."""
+        with _RESULT_LOCK:
+            if not self.done:
+                if self.callbacks is None:
+                    self.callbacks = []
+                self.callbacks.append(cb)
+                return
+        cb()
 
 
 class RecordFuture(tuple):
@@ -80,11 +113,11 @@ class RecordFuture(tuple):
     __slots__ = ()
 
     def done(self) -> bool:
-        return self[0].result.event.is_set()
+        return self[0].result.done
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
         b, i = self
-        if not b.result.event.wait(timeout):
+        if not b.result.wait(timeout):
             raise RequestTimeoutError(f"record not acknowledged within {timeout} s")
         if b.result.error is not None:
             raise b.result.error
@@ -92,17 +125,12 @@ class RecordFuture(tuple):
         return RecordMetadata(b.topic, b.partition, off + i if off >= 0 else -1, b.timestamps[i])
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self[0].result.event.wait(timeout)
+        self[0].result.wait(timeout)
         return self[0].result.error
 
     def add_done_callback(self, fn: Callable[["RecordFuture"], None]) -> None:
         """``fn(future)`` runs on the sender thread once the record is acknowledged or failed."""
-        r = self[0].result
-        if r.callbacks is None:
-            r.callbacks = []
-        r.callbacks.append(lambda: fn(self))
-        if r.event.is_set():
-            fn(self)
+        self[0].result.add_callback(lambda: fn(self))
 
 
 _new_future = tuple.__new__
@@ -115,7 +143,7 @@ class BatchFuture:
         self._pieces = pieces  # (batch, index of the first record in it, number of records)
 
     def done(self) -> bool:
-        return all(b.result.event.is_set() for b, _, _ in self._pieces)
+        return all(b.result.done for b, _, _ in self._pieces)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for every record's acknowledgement; raise the first delivery error.  Unlike
@@ -123,7 +151,7 @@ class BatchFuture:
         deadline = None if timeout is None else time.monotonic() + timeout
         for b, _, _ in self._pieces:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not b.result.event.wait(left):
+            if not b.result.wait(left):
                 raise RequestTimeoutError(f"records not acknowledged within {timeout} s")
             if b.result.error is not None:
                 raise b.result.error
@@ -418,7 +446,7 @@ class Producer:
         deadline = None if timeout is None else time.monotonic() + timeout
         for r in pending:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not r.event.wait(left):
+            if not r.wait(left):
                 raise RequestTimeoutError(f"flush did not complete within {timeout} s")
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -449,6 +477,7 @@ class Producer:
         retry: list[_Batch] = []
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
+        wake_check = [(self._wake_rx, zmq.POLLIN)]
         assert conn.socket is not None
         poller.register(conn.socket, zmq.POLLIN)
         try:
@@ -460,7 +489,7 @@ class Producer:
                     retry = [b for b in retry if b.retry_at_ms > now]
                     sendable = due + sendable
                 self._expire(sendable, now)
-                sendable = [b for b in sendable if not b.result.event.is_set()]
+                sendable = [b for b in sendable if not b.result.done]
                 while sendable and len(inflight) < self.max_in_flight:
                     sendable = self._send_request(conn, inflight, sendable, now)
                 if sendable:  # in-flight window full: keep them for the next turn
@@ -477,15 +506,16 @@ class Producer:
                 if inflight:
                     waits.append(min(f.sent_ms for f in inflight.values()) + self.request_timeout_ms - now)
                 events = dict(poller.poll(max(0, min(waits))))
-                # ZMQ_EVENTS says whether a message waits without building a poller (Socket.poll)
-                # or raising Again: this runs once per batch at low rates, where it is latency.
+                # A zero-timeout zmq_poll says whether another message waits: a third of the cost
+                # of getsockopt(ZMQ_EVENTS) (pyzmq wraps that in an enum) and a quarter of the
+                # Again a last recv raises.  This runs once per batch at low rates: it is latency.
                 if self._wake_rx in events:
-                    while self._wake_rx.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    while zmq.zmq_poll(wake_check, 0):
                         self._wake_rx.recv(zmq.NOBLOCK)
                     with self._lock:
                         self._wake_pending = False  # before the next _collect (top of the loop)
                 if conn.socket in events:
-                    while conn.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    while zmq.zmq_poll([(conn.socket, zmq.POLLIN)], 0):
                         got = conn.recv(0)
                         if got is not None:
                             self._on_reply(got[0], inflight, retry)
@@ -605,7 +635,7 @@ class Producer:
             self._finish(b, -1, err)
 
     def _finish(self, b: _Batch, base_offset: int, err: BaseException | None) -> None:
-        if b.result.event.is_set():
+        if b.result.done:
             return
         b.result.complete(base_offset, err)
         b.data = None

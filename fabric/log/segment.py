@@ -46,6 +46,7 @@ log = logging.getLogger("fabric.log")
 _LAST_DELTA = struct.Struct(">i")  # at byte 23 of a batch
 _LAST_DELTA_AT = 23
 _SCAN_WINDOW = 16 << 10  # bytes read per step when walking from an index hint to an offset
+RECENT_BATCHES = 64  # newest batches whose positions a segment remembers (tail reads skip the scan)
 _RECOVERY_CHUNK = 1 << 20
 MIN_BATCH_BYTES = HEADER_SIZE + 1
 
@@ -123,6 +124,11 @@ class Segment:
         self.writable = False  # index files open for appends (the active segment only)
         self.offset_index = OffsetIndex.in_memory(self._file(INDEX), base_offset)
         self.time_index = TimeIndex.in_memory(self._file(TIMEINDEX), base_offset)
+        # The newest batches noted here: base offsets, next offsets, positions.  A consumer at the
+        # tail asks for what was just appended; without these, each such fetch walked headers from
+        # the last index entry (up to ``index_interval`` bytes of small batches), which was the
+        # largest single cost of a tail fetch.
+        self._recent: tuple[list[int], list[int], list[int]] = ([], [], [])
 
     def __repr__(self) -> str:
         return f"Segment({self.path.name}, size={self.size}, next_offset={self.next_offset})"
@@ -211,6 +217,7 @@ class Segment:
         self.next_offset = self.base_offset
         self.max_timestamp = self.max_ts_rel = -1
         self.bytes_since_index = 0
+        self._recent = ([], [], [])
 
     def _offset_problem(self, h: BatchHeader, expected: int, pos: int) -> str:
         if h.base_offset < expected:
@@ -287,6 +294,12 @@ class Segment:
             self.max_timestamp, self.max_ts_rel = max_ts, rel
         self.size = pos + size
         self.next_offset = next_offset
+        bases, nexts, positions = self._recent
+        if len(bases) >= 2 * RECENT_BATCHES:
+            del bases[:RECENT_BATCHES], nexts[:RECENT_BATCHES], positions[:RECENT_BATCHES]
+        bases.append(base)
+        nexts.append(next_offset)
+        positions.append(pos)
         if index_here:
             self.offset_index.append(rel, pos)
             if prev_max > self.time_index.last_timestamp:
@@ -322,6 +335,9 @@ class Segment:
         """Position of the first batch holding an offset >= ``offset``; None if there is none here."""
         if offset >= self.next_offset:
             return None
+        bases, nexts, positions = self._recent
+        if bases and offset >= bases[0]:
+            return positions[bisect_right(nexts, offset)]  # the first noted batch ending after offset
         rel = offset - self.base_offset
         if rel > 0:
             self.ensure_indexes()
@@ -411,6 +427,7 @@ class Segment:
         dropped = parse_header(os.pread(self.fd, HEADER_SIZE, pos)).base_offset
         os.ftruncate(self.fd, pos)
         self.size = pos
+        self._recent = ([], [], [])
         self.offset_index.truncate_to_position(pos)
         self.time_index.truncate_to_offset(dropped - self.base_offset)
         self._rescan_tail()

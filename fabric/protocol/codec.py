@@ -50,10 +50,11 @@ def decode_map(frame: bytes | memoryview, limit_bytes: int, what: str = "header"
     if buf.tell() != len(frame):
         raise FabricError("MALFORMED_REQUEST",
                           f"{what} has {len(frame) - buf.tell()} bytes after the CBOR item")
-    if isinstance(value, cbor2.CBORTag) and value.tag == 55799:  # "self-described CBOR" marker
-        value = value.value
-    if isinstance(value, Mapping) and not isinstance(value, dict):  # cbor2 frozendict (inside tags)
-        value = dict(value)
+    if type(value) is not dict:  # the common case skips these checks (typing.Mapping's is slow)
+        if isinstance(value, cbor2.CBORTag) and value.tag == 55799:  # "self-described CBOR" marker
+            value = value.value
+        if isinstance(value, Mapping) and not isinstance(value, dict):  # cbor2 frozendict (inside tags)
+            value = dict(value)
     if not isinstance(value, dict):
         raise FabricError("MALFORMED_REQUEST", f"{what} must be a CBOR map, got {type_name(value)}")
     for key in value:
