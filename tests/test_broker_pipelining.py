@@ -1,8 +1,10 @@
-"""Pipelined fetches (``follows``, SPEC 5.10) against BrokerCore, without sockets (manual clock).
+"""Pipelined and standing fetches (``follows``, ``answers``, SPEC 5.10) against BrokerCore,
+without sockets (manual clock).
 
 Each test is one rule of ``fabric/broker/fetching.py``: a follow-on of a parked fetch waits for it
 and continues where its reply ended; of an answered fetch, continues at once; of anything else,
-reads the offsets it names; and every follow-on reply says where each partition was read from.
+reads the offsets it names; every follow-on reply says where each partition was read from; and a
+standing fetch waits again after each reply, from where it ended, until its answers are spent.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ def core(tmp_path):
     c.close()
 
 
-def fetch(core, cid, offsets, follows=-1, wait=500, now=1000, max_bytes=1 << 20, peer=PEER):
+def fetch(core, cid, offsets, follows=-1, wait=500, now=1000, max_bytes=1 << 20, peer=PEER, answers=1):
     header = {"op": "fetch", "v": 1, "cid": cid, "max_wait_ms": wait, "max_bytes": max_bytes,
               "partitions": [{"topic": "t", "partition": p, "offset": o} for p, o in offsets]}
     if follows >= 0:
         header["follows"] = follows
+    if answers != 1:
+        header["answers"] = answers
     return core.handle(peer, [cbor2.dumps(header)], now)
 
 
@@ -139,3 +143,74 @@ def test_follows_must_be_minus_one_or_a_cid(core):
     out = core.handle(PEER, [cbor2.dumps({"op": "fetch", "v": 1, "cid": 2, "follows": -2,
                                           "partitions": [{"topic": "t", "partition": 0, "offset": 0}]})], 1000)
     assert out[0][1].header["error"]["name"] == "INVALID_FIELD"
+
+
+def _answer(reply):
+    part = reply.header["partitions"][0]
+    return reply.header["cid"], part.get("offset"), reply.header.get("answers_left"), values(reply)
+
+
+def test_a_standing_fetch_waits_again_after_each_reply_until_its_answers_are_spent(core):
+    assert fetch(core, 1, [(0, 0)], answers=3) == []
+    (_, r), = produce(core, 0, b"a")
+    assert _answer(r) == (1, 0, 2, [b"a"])
+    (_, r), = produce(core, 0, b"b", b"c")                   # waits again from 1: nothing read twice
+    assert _answer(r) == (1, 1, 1, [b"b", b"c"])
+    (_, r), = produce(core, 0, b"d")
+    assert _answer(r) == (1, 3, 0, [b"d"])                   # the last answer
+    assert produce(core, 0, b"e") == [] and len(core.waiters) == 0
+    assert core.metrics.standing_fetch_answers == 2
+
+
+def test_a_standing_fetch_answers_at_once_what_is_there_then_waits(core):
+    produce(core, 0, b"a")
+    (_, r), = fetch(core, 1, [(0, 0)], answers=2)
+    assert _answer(r) == (1, 0, 1, [b"a"]) and len(core.waiters) == 1
+    (_, r), = produce(core, 0, b"b")
+    assert _answer(r) == (1, 1, 0, [b"b"])
+
+
+def test_expiry_spends_an_answer_and_the_fetch_waits_again(core):
+    fetch(core, 1, [(0, 0)], answers=2, wait=100)
+    (_, r), = core.expire(1100)
+    assert _answer(r) == (1, 0, 1, [])
+    assert core.next_deadline_ms() == 1200                   # a new wait, from the expiry
+    (_, r), = produce(core, 0, b"a", now=1150)
+    assert _answer(r) == (1, 0, 0, [b"a"])
+
+
+def test_a_follow_on_waits_until_the_standing_fetch_is_spent(core):
+    fetch(core, 1, [(0, 0)], answers=2)
+    assert fetch(core, 2, [(0, 0)], follows=1, answers=2) == []
+    (_, r), = produce(core, 0, b"a")
+    assert _answer(r) == (1, 0, 1, [b"a"])
+    (_, r), = produce(core, 0, b"b")
+    assert _answer(r) == (1, 1, 0, [b"b"])                   # 1 is spent: 2 waits from 2 now
+    (_, r), = produce(core, 0, b"c")
+    assert _answer(r) == (2, 2, 1, [b"c"])
+
+
+def test_a_newer_fetch_that_does_not_follow_ends_the_standing_fetch(core):
+    fetch(core, 1, [(0, 0)], answers=5)
+    assert fetch(core, 2, [(0, 0)]) == []                    # e.g. the consumer sought: plain fetch
+    woke = sorted((r.header["cid"], r.header.get("answers_left")) for _, r in produce(core, 0, b"a"))
+    assert woke == [(1, 0), (2, None)]                       # 1's reply says it was its last
+    assert len(core.waiters) == 0
+
+
+def test_a_standing_fetch_that_cannot_wait_is_answered_once(core):
+    produce(core, 0, b"a")
+    (_, r), = fetch(core, 1, [(0, 0)], answers=4, wait=0)
+    assert _answer(r) == (1, 0, 0, [b"a"]) and len(core.waiters) == 0
+
+
+def test_a_reply_without_continuation_is_the_standing_fetch_s_last(core):
+    produce(core, 0, b"x" * 300)
+    produce(core, 0, b"y" * 300)
+    (_, r), = fetch(core, 1, [(0, 0)], answers=4, max_bytes=200)   # cut after the first batch
+    assert _answer(r) == (1, 0, 0, [b"x" * 300]) and len(core.waiters) == 0
+
+
+def test_answers_are_limited(core):
+    (_, r), = fetch(core, 1, [(0, 0)], answers=65)
+    assert r.header["error"]["name"] == "INVALID_FIELD" and "answers" in r.header["error"]["message"]

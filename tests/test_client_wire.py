@@ -8,10 +8,13 @@ captures the request, and ``parse_request`` must accept it with the values the c
 
 from __future__ import annotations
 
+import threading
+
 import zmq
 import pytest
 
 from fabric.client import Consumer, Producer
+from fabric.client.connection import Connection
 from fabric.protocol import codec
 from fabric.protocol.errors import FabricError
 from fabric.protocol.messages import FetchRequest, ProduceRequest, ok_reply, parse_request
@@ -99,7 +102,7 @@ def test_consumer_stays_in_front_of_a_corrupt_batch(router):
     """The early fetch moves past a batch before it is decoded; a batch that then fails its CRC
     must not be skipped: poll raises, and the next fetch asks for the same offset again."""
     sock, bootstrap = router
-    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100)
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100, standing_fetch_answers=1)
     try:
         batch = bytearray(encode_batch([1], [None], [b"payload"]))
         batch[0:8] = (40).to_bytes(8, "big")
@@ -129,11 +132,14 @@ def test_consumer_stays_in_front_of_a_corrupt_batch(router):
         consumer.close()
 
 
-def _reply(sock, peer, cid, hw, offset=None, data=b""):
+def _reply(sock, peer, cid, hw, offset=None, data=b"", answers_left=None):
     meta = {"topic": "orders", "partition": 0, "high_watermark": hw, "log_start_offset": 0}
     if offset is not None:
         meta["offset"] = offset
-    sock.send_multipart([peer, codec.encode(ok_reply("fetch", cid, partitions=[meta])), data])
+    header = ok_reply("fetch", cid, partitions=[meta])
+    if answers_left is not None:
+        header["answers_left"] = answers_left
+    sock.send_multipart([peer, codec.encode(header), data])
 
 
 def _batch(base: int, *values: bytes) -> bytes:
@@ -144,7 +150,8 @@ def _batch(base: int, *values: bytes) -> bytes:
 
 def test_consumer_pipelines_at_the_tail_and_checks_where_a_follow_on_continues(router):
     sock, bootstrap = router
-    consumer, peer, cid, req = _consumer_at(sock, bootstrap, 5, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
+    consumer, peer, cid, req = _consumer_at(sock, bootstrap, 5, fetch_max_wait_ms=100, fetch_pipeline_depth=2,
+                                            standing_fetch_answers=1)
     try:
         assert req.follows == -1                      # the high watermark is unknown: no pipelining yet
         assert not sock.poll(200)
@@ -184,7 +191,8 @@ def test_consumer_pipelines_at_the_tail_and_checks_where_a_follow_on_continues(r
 
 def test_consumer_sends_no_follow_on_across_a_seek(router):
     sock, bootstrap = router
-    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 3, fetch_max_wait_ms=100, fetch_pipeline_depth=2)
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 3, fetch_max_wait_ms=100, fetch_pipeline_depth=2,
+                                          standing_fetch_answers=1)
     try:
         _reply(sock, peer, cid, hw=3)                 # at the tail
         consumer.poll(200)
@@ -205,3 +213,83 @@ def test_consumer_sends_no_follow_on_across_a_seek(router):
         assert [r.value for r in consumer.poll(5000)] == [b"w", b"x", b"y", b"z"]
     finally:
         consumer.close()
+
+
+def _fetches(sock, n):
+    """The next ``n`` fetch requests as (cid, FetchRequest)."""
+    out = []
+    for _ in range(n):
+        _, header, _ = _request(sock, "fetch")
+        env, req = parse_request(header)
+        out.append((env.cid, req))
+    return out
+
+
+def test_consumer_keeps_standing_fetches_at_the_tail_and_checks_each_reply(router):
+    sock, bootstrap = router
+    consumer, peer, cid, req = _consumer_at(sock, bootstrap, 5, fetch_max_wait_ms=100, fetch_pipeline_depth=2,
+                                            standing_fetch_answers=4)
+    try:
+        assert req.answers == 1                       # the high watermark is unknown: not at the tail yet
+        _reply(sock, peer, cid, hw=7, data=_batch(5, b"a", b"b"))
+        assert [r.offset for r in consumer.poll(5000)] == [5, 6]
+        (c1, r1), (c2, r2) = _fetches(sock, 2)        # at the tail: a standing fetch, one following it
+        assert (r1.answers, r1.follows, r2.answers, r2.follows) == (4, -1, 4, c1)
+        _reply(sock, peer, c1, hw=8, offset=7, data=_batch(7, b"c"), answers_left=3)
+        assert [r.value for r in consumer.poll(5000)] == [b"c"]
+        _reply(sock, peer, c1, hw=9, offset=8, data=_batch(8, b"d"), answers_left=2)
+        assert [r.value for r in consumer.poll(5000)] == [b"d"]
+        assert consumer.poll(0) == [] and not sock.poll(200)   # no request per reply
+        # A reply that does not continue where the consumer stands: the data is dropped, and the
+        # standing chain is forgotten (it would go on from there); a plain fetch starts afresh.
+        _reply(sock, peer, c1, hw=10, offset=7, data=_batch(7, b"c"), answers_left=1)
+        assert consumer.poll(300) == []
+        (c3, r3), = _fetches(sock, 1)
+        assert (r3.follows, r3.partitions[0].offset, r3.answers) == (-1, 9, 4)
+        _reply(sock, peer, c2, hw=10, offset=9, data=_batch(9, b"late"), answers_left=3)  # forgotten
+        _reply(sock, peer, c3, hw=10, offset=9, data=_batch(9, b"e"), answers_left=0)     # its last
+        assert [r.value for r in consumer.poll(5000)] == [b"e"]
+        assert consumer.poll(0) == []
+        (c4, r4), (c5, r5) = _fetches(sock, 2)        # spent: the pipeline is refilled
+        assert (r4.follows, r4.partitions[0].offset, r5.follows) == (-1, 10, c4)
+    finally:
+        consumer.close()
+
+
+def test_a_seek_replaces_a_standing_fetch_at_once(router):
+    sock, bootstrap = router
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 3, fetch_max_wait_ms=100, fetch_pipeline_depth=1,
+                                          standing_fetch_answers=8)
+    try:
+        _reply(sock, peer, cid, hw=3)
+        consumer.poll(200)
+        (c1, r1), = _fetches(sock, 1)
+        assert r1.answers == 8
+        consumer.seek(("orders", 0), 0)
+        assert consumer.poll(100) == []
+        (c2, r2), = _fetches(sock, 1)                 # not after 8 answers: now
+        assert (r2.follows, r2.partitions[0].offset, r2.answers) == (-1, 0, 1)   # behind the tail
+        _reply(sock, peer, c1, hw=4, offset=3, data=_batch(3, b"old"), answers_left=7)  # void
+        _reply(sock, peer, c2, hw=4, data=_batch(0, b"w", b"x", b"y", b"z"))
+        assert [r.value for r in consumer.poll(5000)] == [b"w", b"x", b"y", b"z"]
+    finally:
+        consumer.close()
+
+
+def test_a_client_skips_unreadable_replies(router):
+    """Garbage or a non-map where a reply header should be is logged and skipped; the real reply
+    that follows is used."""
+    sock, bootstrap = router
+    conn = Connection("tcp://" + bootstrap)
+    try:
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(conn.request("list_topics", timeout_ms=5000)))
+        t.start()
+        peer, header, _ = _request(sock, "list_topics")
+        sock.send_multipart([peer, b"\xff\x00 not cbor"])
+        sock.send_multipart([peer, codec.encode([1, 2, 3])])
+        sock.send_multipart([peer, codec.encode(ok_reply("list_topics", header["cid"], topics=[]))])
+        t.join(10)
+        assert result and result[0][0]["topics"] == []
+    finally:
+        conn.close()

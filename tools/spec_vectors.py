@@ -257,8 +257,17 @@ def scenario() -> list[dict[str, Any]]:
              "offsets it names (the client sends its own, unchanged, as placeholders). Every partition of "
              "the reply says where it was read from (`offset`). Nothing new: both frames are empty, and "
              "`max_wait_ms` 0 answers at once; a consumer would send 500 and the request would park.")
+    add("fetch-standing", "standing fetch (answered now, then waiting again)",
+        request_header("fetch", 19, FetchRequest(answers=2, partitions=fetched)),
+        note="`answers` 2: this fetch may have two replies. Data is there, so the first is sent at once "
+             "(`answers_left` 1, and `offset` per partition as for a follow-on); then the fetch waits "
+             "again from where that reply ended: `orders/1` from 4, `orders/0` from 0. Its second and "
+             "last reply comes with the next vector: deleting the topic answers it.")
     add("delete-topics", "delete_topics (one deleted, one unknown)",
-        request_header("delete_topics", 17, DeleteTopicsRequest(topics=("orders", "missing"))))
+        request_header("delete_topics", 17, DeleteTopicsRequest(topics=("orders", "missing"))),
+        note="Reply 2 goes to the standing fetch of the vector before, waiting on `orders`: its topic "
+             "is gone, so it is answered with the error per partition, and that is its last reply "
+             "(`answers_left` 0).")
     return steps
 
 
@@ -461,18 +470,21 @@ def render_steps(w: Any, number: str, steps: list[dict[str, Any]],
             if s["note"]:
                 w(s["note"] + "\n\n")
             continue
-        assert len(replies) == 1, (name, replies)
-        header, frames = replies[0]
         tick = s.get("tick")
-        if tick is None:
-            w("\nReply, frame 0:\n\n")
-        else:
-            w(f"\nNo immediate reply. Reply, frame 0 (from `tick` at clock {tick}):\n\n")
-        w(block("hex", f"{name}-reply", hex_lines(codec.encode(header)), f"tick={tick}" if tick is not None else ""))
-        w(block("diag", f"{name}-reply", diag(header)))
-        for n, f in enumerate(frames, 1):
-            w(f"\nReply, frame {n}" + (" (empty)" if not f else "") + ":\n\n")
-            w(block("hex", f"{name}-reply-frame{n}", hex_lines(f)))
+        assert tick is None or len(replies) == 1, (name, replies)
+        for k, (header, frames) in enumerate(replies):
+            # a request may answer others too (a deletion answers the fetches parked on the topic)
+            label, vec = ("Reply", f"{name}-reply") if k == 0 else \
+                (f"Reply {k + 1}, to cid {header.get('cid')}", f"{name}-reply-{k + 1}")
+            if tick is None:
+                w(f"\n{label}, frame 0:\n\n")
+            else:
+                w(f"\nNo immediate reply. Reply, frame 0 (from `tick` at clock {tick}):\n\n")
+            w(block("hex", vec, hex_lines(codec.encode(header)), f"tick={tick}" if tick is not None else ""))
+            w(block("diag", vec, diag(header)))
+            for n, f in enumerate(frames, 1):
+                w(f"\n{label}, frame {n}" + (" (empty)" if not f else "") + ":\n\n")
+                w(block("hex", f"{vec}-frame{n}", hex_lines(f)))
         if s["note"]:
             w("\n" + s["note"] + "\n")
         w("\n")

@@ -1,4 +1,4 @@
-"""Fetch: reads, long polls and pipelined fetches, without sockets or clocks.
+"""Fetch: reads, long polls, pipelined and standing fetches, without sockets or clocks.
 
 Theory of operation.  ``fetch`` reads every requested partition from its offset (whole batches,
 never decoded).  If that is less than ``min_bytes`` the request parks in ``FetchWaiters`` until
@@ -28,6 +28,14 @@ Rules for a fetch with ``follows`` = the cid of the connection's previous fetch:
    the offsets as given.
 5. Every partition in the reply to a follow-on carries ``offset``, the offset it was read from,
    so the client can check that the data continues where it stands and ignore it otherwise.
+6. A fetch with ``answers`` = N > 1 is a *standing* fetch: after a reply it waits again (a new
+   ``max_wait_ms``), from where that reply ended, until it has had N replies.  Each reply carries
+   ``offset`` (rule 5) and ``answers_left``.  A reply is its last (``answers_left`` 0) when it has
+   an error, a partition without continuation (rule 1), when the fetch cannot wait
+   (``max_wait_ms`` or ``min_bytes`` 0), or when a fetch the connection sent later does not follow
+   its chain.  Follow-ons of a standing fetch wait until it is spent.  Why: at the tail, one
+   request per reply was half the broker's requests, and each one cost as much as the append it
+   waited for.
 """
 
 from __future__ import annotations
@@ -106,6 +114,7 @@ class Fetcher:
                 if latest.ends is not None:
                     self.metrics.follow_on_fetches_chained += 1
                     req = _continued(req, latest.ends)  # rule 3
+        self._latest[peer] = _Latest(cid)  # the latest now, whether it parks or is answered at once
         return self._evaluate(peer, cid, req, now_ms)
 
     def _wait_behind(self, peer: bytes, cid: int, req: FetchRequest, depth: int) -> _FollowOn:
@@ -120,14 +129,14 @@ class Fetcher:
             read = self._read(w.request)
             if read.total >= min(w.request.min_bytes, w.request.max_bytes) or read.any_error:
                 self.waiters.finish(w)
-                out.extend(self._answer(w.peer, w.cid, w.request, read, now_ms, w.follow_on))
+                out.extend(self._answer(w.peer, w.cid, w.request, read, now_ms, w.follow_on, w.spent))
         return out
 
     def expire(self, now_ms: int) -> Outbox:
         """Answer parked fetches whose wait is over with whatever they can have."""
         out: Outbox = []
         for w in self.waiters.expired(now_ms):
-            out.extend(self._answer(w.peer, w.cid, w.request, self._read(w.request), now_ms, w.follow_on))
+            out.extend(self._answer(w.peer, w.cid, w.request, self._read(w.request), now_ms, w.follow_on, w.spent))
         return out
 
     def drain(self) -> Outbox:
@@ -136,13 +145,13 @@ class Fetcher:
         for w in self.waiters.all():
             self.waiters.finish(w)
             read = self._read(w.request)
-            out.append((w.peer, self._reply(w.cid, read)))
+            out.append((w.peer, self._reply(w.cid, read, 0 if w.request.answers > 1 else None)))
             f = w.follow_on
             while f is not None:
                 f.done = True
                 req = _continued(f.request, read.ends)
                 read = self._read(req)
-                out.append((w.peer, self._reply(f.cid, read)))
+                out.append((w.peer, self._reply(f.cid, read, 0 if f.request.answers > 1 else None)))
                 f = f.next
         return out
 
@@ -151,23 +160,30 @@ class Fetcher:
 
     # ------------------------------------------------------------------ internals
     def _evaluate(self, peer: bytes, cid: int, req: FetchRequest, now_ms: int,
-                  behind: _FollowOn | None = None) -> Outbox:
+                  behind: _FollowOn | None = None, spent: int = 0) -> Outbox:
         """Answer now, or park (long poll); ``behind``: the follow-ons waiting for this fetch."""
         read = self._read(req)
         keys = tuple((fp.topic, fp.partition) for fp in req.partitions)
         if (req.max_wait_ms > 0 and read.total < min(req.min_bytes, req.max_bytes) and not read.any_error
                 and keys and not self.waiters.full()):
-            w = Waiter(peer, cid, req, now_ms + req.max_wait_ms, keys, follow_on=behind)
+            w = Waiter(peer, cid, req, now_ms + req.max_wait_ms, keys, follow_on=behind, spent=spent)
             self.waiters.park(w)
             if behind is None:  # else the connection's latest fetch is the last one behind it
                 self._latest[peer] = _Latest(cid, waiter=w)
             return []
-        return self._answer(peer, cid, req, read, now_ms, behind)
+        return self._answer(peer, cid, req, read, now_ms, behind, spent)
 
     def _answer(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, now_ms: int,
-                behind: _FollowOn | None = None) -> Outbox:
-        """Reply, remember where it ended, and evaluate the follow-on waiting for it."""
-        out = [(peer, self._reply(cid, read))]
+                behind: _FollowOn | None = None, spent: int = 0) -> Outbox:
+        """Reply; then a standing fetch waits again, or else: remember where the reply ended and
+        evaluate the follow-on waiting for it."""
+        left = req.answers - spent - 1
+        if left > 0 and self._stands(peer, cid, req, read, behind):  # rule 6
+            out = [(peer, self._reply(cid, read, left))]
+            self.metrics.standing_fetch_answers += 1
+            out.extend(self._evaluate(peer, cid, _continued(req, read.ends), now_ms, behind, spent + 1))
+            return out
+        out = [(peer, self._reply(cid, read, 0 if req.answers > 1 else None))]
         if behind is None:
             self._latest[peer] = _Latest(cid, ends=read.ends)
             return out
@@ -177,13 +193,26 @@ class Fetcher:
         out.extend(self._evaluate(peer, behind.cid, _continued(behind.request, read.ends), now_ms, behind.next))
         return out
 
+    def _stands(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, behind: _FollowOn | None) -> bool:
+        """Whether a standing fetch waits again after this reply (rule 6): no error, every
+        partition continues (rule 1), and it is still the connection's latest fetch or has
+        follow-ons waiting behind it."""
+        if read.any_error or len(read.ends) != len(req.partitions) or self.waiters.full() \
+                or req.max_wait_ms <= 0 or min(req.min_bytes, req.max_bytes) <= 0:
+            return False  # (a fetch that cannot wait would spend every answer at once)
+        last = cid  # the newest fetch of its chain must be the connection's latest
+        while behind is not None:
+            last, behind = behind.cid, behind.next
+        latest = self._latest.get(peer)
+        return latest is not None and latest.cid == last
+
     def _read(self, req: FetchRequest) -> _Read:
         metas: list[dict[str, Any]] = []
         datas: list[bytes] = []
         ends: dict[Key, int] = {}
         total = 0
         any_error = False
-        follow_on = req.follows >= 0
+        follow_on = req.follows >= 0 or req.answers > 1  # replies say where they were read from
         for fp in req.partitions:
             key = (fp.topic, fp.partition)
             meta: dict[str, Any] = {"topic": fp.topic, "partition": fp.partition}
@@ -212,12 +241,15 @@ class Fetcher:
             total += len(data)
         return _Read(metas, datas, total, any_error, ends)
 
-    def _reply(self, cid: int, read: _Read) -> Reply:
+    def _reply(self, cid: int, read: _Read, answers_left: int | None = None) -> Reply:
         self.metrics.bytes_out += read.total
         for meta, data in zip(read.metas, read.datas):
             if data:
                 self.metrics.partition(meta["topic"], meta["partition"]).bytes_out += len(data)
-        return Reply(ok_reply("fetch", cid, partitions=read.metas), frames=read.datas)
+        header = ok_reply("fetch", cid, partitions=read.metas)
+        if answers_left is not None:
+            header["answers_left"] = answers_left
+        return Reply(header, frames=read.datas)
 
 
 def _shift(f: _FollowOn | None) -> None:

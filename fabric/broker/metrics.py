@@ -31,6 +31,7 @@ class Metrics:
     records_in: int = 0
     follow_on_fetches: int = 0  # fetches with ``follows`` (pipelining, SPEC 5.10)
     follow_on_fetches_chained: int = 0  # ... of which the broker could chain to the fetch they follow
+    standing_fetch_answers: int = 0  # replies after which a standing fetch waited again
 
     def partition(self, topic: str, partition: int) -> PartitionCounters:
         key = (topic, partition)
@@ -54,6 +55,7 @@ class Metrics:
             "records_in": self.records_in,
             "follow_on_fetches": self.follow_on_fetches,
             "follow_on_fetches_chained": self.follow_on_fetches_chained,
+            "standing_fetch_answers": self.standing_fetch_answers,
             "partitions": [{"topic": t, "partition": p, "batches_in": c.batches_in, "records_in": c.records_in,
                             "bytes_in": c.bytes_in, "bytes_out": c.bytes_out}
                            for (t, p), c in sorted(self.partitions.items())],

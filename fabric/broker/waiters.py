@@ -24,6 +24,7 @@ class Waiter:
     done: bool = False
     seq: int = field(default=0)
     follow_on: Any = None  # the pipelined fetches waiting for this one (fetching._FollowOn)
+    spent: int = 0  # a standing fetch's replies so far (fetching rule 6)
 
 
 class FetchWaiters:

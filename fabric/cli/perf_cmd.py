@@ -86,6 +86,8 @@ def register(sub: Any) -> None:
     p.add_argument("--pipeline-depth", type=int, default=None, metavar="N",
                    help="fetches the consumer keeps in flight at the tail (1: no pipelining; "
                         "default: the Consumer's)")
+    p.add_argument("--standing-answers", type=int, default=None, metavar="N",
+                   help="replies each tail fetch may have (1: a request per reply; default: the Consumer's)")
     p.add_argument("--json", action="store_true")
     add_client_options(p)
     p.set_defaults(func=perf_e2e)
@@ -254,6 +256,8 @@ def perf_e2e(args: argparse.Namespace) -> int:
     pad = b"x" * max(0, args.record_size - 20)
     latencies: list[float] = []
     depth = {} if args.pipeline_depth is None else {"fetch_pipeline_depth": args.pipeline_depth}
+    if args.standing_answers is not None:
+        depth["standing_fetch_answers"] = args.standing_answers
     consumer = Consumer(args.bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=100, **depth)
     consumer.assign([(args.topic, 0)])
     consumer.seek_to_end()
@@ -295,5 +299,6 @@ def perf_e2e(args: argparse.Namespace) -> int:
     _report(args, {"test": "e2e", "records": received, "seconds": elapsed, "records_per_sec": received / elapsed,
                    "mb_per_sec": received * args.record_size / elapsed / 1e6, "target_rate": args.rate,
                    "pace_ms": args.pace_ms, "pipeline_depth": consumer.fetch_pipeline_depth,
+                   "standing_answers": consumer.standing_fetch_answers,
                    "latency_ms": percentiles(latencies)})
     return 0 if received >= total else 1

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import zmq
 
 from ..protocol.errors import FabricError, OffsetOutOfRangeError, exception_for
+from ..protocol.messages import FETCH_ANSWERS_MAX
 from itertools import chain
 
 from ..records.batch import Record, RecordColumns, columns_in, next_offset_in
@@ -67,6 +68,7 @@ class _Fetch:
     since_ms: int  # sent, or (a follow-on) when the fetch it follows was answered: its wait starts then
     epochs: dict[TopicPartition, int]  # partition epochs when sent: data for a sought partition is dropped
     follows: bool  # its reply says where each partition was read from, to be checked
+    answers: int = 1  # > 1: a standing fetch, answered up to this many times (each reply checked)
 
 
 class _GroupHooks:
@@ -103,7 +105,7 @@ class Consumer:
                  auto_offset_reset: str = "latest", fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 500,
                  max_partition_fetch_bytes: int = 4 << 20, fetch_max_bytes: int = 32 << 20,
                  max_poll_records: int = 100_000, request_timeout_ms: int = 30_000,
-                 fetch_pipeline_depth: int = 2,
+                 fetch_pipeline_depth: int = 2, standing_fetch_answers: int = 16,
                  client_id: str = "fabric-consumer", ctx: zmq.Context | None = None) -> None:
         if auto_offset_reset not in ("earliest", "latest", "error"):
             raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'error'")
@@ -113,7 +115,10 @@ class Consumer:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms (about a third of it)")
         if not 1 <= fetch_pipeline_depth <= 8:
             raise ValueError("fetch_pipeline_depth must be 1 (no pipelining) to 8")
+        if not 1 <= standing_fetch_answers <= FETCH_ANSWERS_MAX:
+            raise ValueError(f"standing_fetch_answers must be 1 (a request per reply) to {FETCH_ANSWERS_MAX}")
         self.fetch_pipeline_depth = fetch_pipeline_depth
+        self.standing_fetch_answers = standing_fetch_answers
         self.auto_offset_reset = auto_offset_reset
         self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_wait_ms = fetch_max_wait_ms
@@ -417,6 +422,11 @@ class Consumer:
         the broker always holds one parked: an event produced while a reply travels is answered
         at once instead of waiting for this consumer's next request.  Catching up needs no
         pipelining (the data is there) and a follow-on could then only repeat what is in flight."""
+        if self._inflight and self._inflight[0].answers > 1 and self._fetch_fields()[1] != self._inflight[0].epochs:
+            # A standing fetch reads what it read when sent; after a seek, an assignment change or
+            # a pause it would keep answering for the old set.  Forget it (and its follow-ons):
+            # the next fetch ends it at the broker, and its late replies are dropped here.
+            self._inflight.clear()
         if not self._inflight:
             self._send_fetch(None)
         while 0 < len(self._inflight) < self.fetch_pipeline_depth and self._plain_after is None \
@@ -430,10 +440,8 @@ class Consumer:
         return all(0 <= st.high_watermark <= (st.fetch_offset or 0)
                    for st in self._parts.values() if not st.paused)
 
-    def _send_fetch(self, follows: _Fetch | None) -> None:
-        missing = [tp for tp, st in self._parts.items() if st.position is None]
-        if missing:
-            self._init_positions(missing)
+    def _fetch_fields(self) -> tuple[list[dict[str, Any]], dict[TopicPartition, int]]:
+        """The partitions a fetch sent now would ask for, and their epochs."""
         buffered = {e[0] for e in self._buffer}
         parts = []
         epochs: dict[TopicPartition, int] = {}
@@ -443,6 +451,13 @@ class Consumer:
             parts.append({"topic": tp.topic, "partition": tp.partition, "offset": st.fetch_offset,
                           "max_bytes": self.max_partition_fetch_bytes})
             epochs[tp] = st.epoch
+        return parts, epochs
+
+    def _send_fetch(self, follows: _Fetch | None) -> None:
+        missing = [tp for tp, st in self._parts.items() if st.position is None]
+        if missing:
+            self._init_positions(missing)
+        parts, epochs = self._fetch_fields()
         if not parts or (follows is not None and follows.epochs != epochs):
             return  # a follow-on reads what the fetch it follows read, no seek or rebalance between
         # The header as a plain map (the FetchRequest fields): the dataclass round trip cost as
@@ -451,8 +466,11 @@ class Consumer:
                                   "max_bytes": self.fetch_max_bytes, "partitions": parts}
         if follows is not None:
             fields["follows"] = follows.cid
+        answers = self.standing_fetch_answers if self._at_tail() else 1
+        if answers > 1:
+            fields["answers"] = answers
         cid = self._conn.send("fetch", fields=fields)
-        self._inflight.append(_Fetch(cid, monotonic_ms(), epochs, follows is not None))
+        self._inflight.append(_Fetch(cid, monotonic_ms(), epochs, follows is not None, answers))
 
     def _on_fetch_reply(self, header: dict[str, Any], frames: list, fetch: _Fetch) -> None:
         if "error" in header:
@@ -468,7 +486,7 @@ class Consumer:
             st = self._parts.get(tp)
             if st is None or epochs.get(tp) != st.epoch:
                 continue  # unassigned or sought since the fetch was sent
-            if fetch.follows and meta.get("offset") != st.fetch_offset:
+            if (fetch.follows or fetch.answers > 1) and meta.get("offset") != st.fetch_offset:
                 astray = True  # e.g. the broker forgot the fetch it followed: its data is not ours
                 continue
             if "error" in meta:
@@ -493,6 +511,8 @@ class Consumer:
             self._reset_positions(reset)
         if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered
             self._plain_after = self._inflight[-1].cid if self._inflight else fetch.cid
+            if fetch.answers > 1 or any(f.answers > 1 for f in self._inflight):
+                self._inflight.clear()  # standing fetches would keep answering from there: forget them
         if arrived and not self._inflight:
             self._fill_pipeline()  # before decoding: see "Why prefetch" above (pipelined, one waits already)
         failure: FabricError | None = None
@@ -553,9 +573,12 @@ class Consumer:
             fetch = next((f for f in self._inflight if f.cid == header.get("cid")), None)
             if fetch is None:
                 continue  # a late reply to a fetch given up on
-            self._inflight.remove(fetch)
-            if self._inflight:
-                self._inflight[0].since_ms = monotonic_ms()  # a follow-on's wait starts now
+            if header.get("answers_left", 0) > 0 and "error" not in header:
+                fetch.since_ms = monotonic_ms()  # a standing fetch: it waits again at the broker
+            else:
+                self._inflight.remove(fetch)
+                if self._inflight:
+                    self._inflight[0].since_ms = monotonic_ms()  # a follow-on's wait starts now
             self._on_fetch_reply(header, frames, fetch)
 
     def _wait(self, timeout_ms: int) -> bool:

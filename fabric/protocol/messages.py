@@ -22,6 +22,7 @@ from .schema import parse, unparse, wire
 
 _L = DEFAULT_LIMITS
 U32 = 2**32 - 1
+FETCH_ANSWERS_MAX = 64  # replies one standing fetch may have (SPEC 5.10)
 TOPIC_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,%d}$" % _L.topic_name_chars_max)
 
 
@@ -141,6 +142,9 @@ class FetchRequest:
                                                   max_len=_L.request_frames_max - 1)
     # cid of this connection's previous fetch: read from where its reply ended (pipelining)
     follows: int = wire("int", -1, min=-1)
+    # how many replies this fetch may have: after each one it waits again from where that one
+    # ended, so a consumer at the tail sends one request per this many replies (standing fetch)
+    answers: int = wire("int", 1, min=1, max=FETCH_ANSWERS_MAX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
