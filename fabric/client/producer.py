@@ -478,6 +478,7 @@ class Producer:
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
         wake_check = [(self._wake_rx, zmq.POLLIN)]
+        deferred = False  # the last turn left the acks for this one
         assert conn.socket is not None
         poller.register(conn.socket, zmq.POLLIN)
         try:
@@ -514,6 +515,13 @@ class Producer:
                         self._wake_rx.recv(zmq.NOBLOCK)
                     with self._lock:
                         self._wake_pending = False  # before the next _collect (top of the loop)
+                    if conn.socket in events and not deferred:
+                        # Send the new batch before reading acks (the next poll returns at once for
+                        # them): acks are bookkeeping, the batch is someone's latency.  Never twice
+                        # in a row, so a steady stream of wake-ups cannot starve the acks.
+                        deferred = True
+                        continue
+                deferred = False
                 if conn.socket in events:
                     while zmq.zmq_poll([(conn.socket, zmq.POLLIN)], 0):
                         got = conn.recv(0)
