@@ -1,9 +1,10 @@
 """Pipelined fetches against real broker processes: nothing skipped, nothing twice, in order.
 
-The consumer keeps a chain of fetches in flight at the tail, each following the one before it
-(SPEC 5.10).  Three partitions take bursts of batches (so replies are cut, partitions continue
-independently, and chains break and restart); midway the broker is SIGKILLed and started again,
-so the restarted broker knows nothing of the chains that were in flight.
+The consumer keeps a chain of fetches in flight at the tail, each following the one before it,
+and each a standing fetch answered several times (SPEC 5.10).  Three partitions take bursts of
+batches (so replies are cut, partitions continue independently, and chains break and restart);
+midway the broker is SIGKILLed and started again, so the restarted broker knows nothing of the
+chains that were in flight.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def test_chained_consumer_at_the_tail_gets_every_record_once_in_order_across_a_b
     def chained() -> tuple[int, int]:
         with Admin(broker.bootstrap) as admin:
             stats = admin.broker_stats()
+        standing.append(stats["standing_fetch_answers"])
         return stats["follow_on_fetches"], stats["follow_on_fetches_chained"]
+
+    standing: list[int] = []  # replies after which a standing fetch waited again, per broker life
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
@@ -72,5 +76,6 @@ def test_chained_consumer_at_the_tail_gets_every_record_once_in_order_across_a_b
         consumer.close()
     assert not errors, errors
     assert chained()[1] > 0  # and pipelined again after the restart (how often depends on timing)
+    assert standing[0] > 0 and standing[-1] > 0  # standing fetches, before the kill and after
     for p in acked:
         assert got[p] == acked[p], f"partition {p}: {len(got[p])} delivered, {len(acked[p])} acknowledged"
