@@ -1,0 +1,188 @@
+"""The consumer's fetching: prefetch, pipelined and standing fetches, and the checks on replies.
+
+Why prefetch (double buffering): the next fetch leaves as soon as a reply arrives, before its
+records are decoded: the new positions come from the 61-byte batch headers alone.  So the broker
+holds a parked fetch again while this side decodes and the user works, and an event produced
+meanwhile is answered at once instead of waiting for the consumer's next request (at the tail,
+that wait was most of the end-to-end latency).  At the tail a second fetch goes too, following the
+first (SPEC 5.10 "Pipelining"): the broker reads it from where the first one's reply ended, so
+one is always parked there.  And each of them is a standing fetch (SPEC 5.10 "Standing
+fetches"): answered up to ``standing_fetch_answers`` times, so the broker gets one request per
+that many replies instead of one per reply.  A partition is fetched again only while at most one
+chunk of it is buffered: memory stays bounded by a few fetch responses.
+
+``FetchPipeline`` is a part of ``Consumer``, kept in its own module: it works on the consumer's
+partition states, record buffer and connection, declared below, and runs on the consumer's
+thread inside ``poll``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, TYPE_CHECKING
+
+from ..protocol.errors import FabricError, OffsetOutOfRangeError, exception_for
+from ..records.batch import columns_in, next_offset_in
+from .connection import Connection, monotonic_ms
+from .group import TopicPartition
+
+if TYPE_CHECKING:
+    from .consumer import _PartitionState
+
+log = logging.getLogger("fabric.consumer")
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """A fetch in flight."""
+
+    cid: int
+    since_ms: int  # sent, or (a follow-on) when the fetch it follows was answered: its wait starts then
+    epochs: dict[TopicPartition, int]  # partition epochs when sent: data for a sought partition is dropped
+    follows: bool  # its reply says where each partition was read from, to be checked
+    answers: int = 1  # > 1: a standing fetch, answered up to this many times (each reply checked)
+
+
+class FetchPipeline:
+    """Fetching for ``Consumer`` (see the module docstring).  Besides the state declared here it
+    calls the consumer's ``_init_positions``, ``_reset_positions`` and ``_drop_buffered``."""
+
+    # the consumer's state this part works on
+    _parts: dict[TopicPartition, "_PartitionState"]
+    _buffer: deque[tuple[TopicPartition, int, list]]
+    _inflight: deque[_Fetch]
+    _plain_after: int | None
+    _conn: Connection
+    auto_offset_reset: str
+    fetch_pipeline_depth: int
+    standing_fetch_answers: int
+    fetch_max_wait_ms: int
+    fetch_min_bytes: int
+    fetch_max_bytes: int
+    max_partition_fetch_bytes: int
+
+    def _on_reply(self, header: dict[str, Any], frames: list) -> None:
+        """A fetch reply: match it to a fetch in flight (a standing fetch stays in flight until
+        its last answer), then take its data."""
+        fetch = next((f for f in self._inflight if f.cid == header.get("cid")), None)
+        if fetch is None:
+            return  # a late reply to a fetch given up on
+        if header.get("answers_left", 0) > 0 and "error" not in header:
+            fetch.since_ms = monotonic_ms()  # a standing fetch: it waits again at the broker
+        else:
+            self._inflight.remove(fetch)
+            if self._inflight:
+                self._inflight[0].since_ms = monotonic_ms()  # a follow-on's wait starts now
+        self._on_fetch_reply(header, frames, fetch)
+
+    def _fill_pipeline(self) -> None:
+        """Keep a fetch in flight, and at the tail a second one that follows it (SPEC 5.10), so
+        the broker always holds one parked: an event produced while a reply travels is answered
+        at once instead of waiting for this consumer's next request.  Catching up needs no
+        pipelining (the data is there) and a follow-on could then only repeat what is in flight."""
+        if self._inflight and self._inflight[0].answers > 1 and self._fetch_fields()[1] != self._inflight[0].epochs:
+            # A standing fetch reads what it read when sent; after a seek, an assignment change or
+            # a pause it would keep answering for the old set.  Forget it (and its follow-ons):
+            # the next fetch ends it at the broker, and its late replies are dropped here.
+            self._inflight.clear()
+        if not self._inflight:
+            self._send_fetch(None)
+        while 0 < len(self._inflight) < self.fetch_pipeline_depth and self._plain_after is None \
+                and self._at_tail():
+            before = len(self._inflight)
+            self._send_fetch(self._inflight[-1])
+            if len(self._inflight) == before:
+                break  # nothing to follow with (a partition buffered, sought or paused meanwhile)
+
+    def _at_tail(self) -> bool:
+        return all(0 <= st.high_watermark <= (st.fetch_offset or 0)
+                   for st in self._parts.values() if not st.paused)
+
+    def _fetch_fields(self) -> tuple[list[dict[str, Any]], dict[TopicPartition, int]]:
+        """The partitions a fetch sent now would ask for, and their epochs."""
+        buffered = {e[0] for e in self._buffer}
+        parts = []
+        epochs: dict[TopicPartition, int] = {}
+        for tp, st in self._parts.items():
+            if st.paused or tp in buffered:
+                continue
+            parts.append({"topic": tp.topic, "partition": tp.partition, "offset": st.fetch_offset,
+                          "max_bytes": self.max_partition_fetch_bytes})
+            epochs[tp] = st.epoch
+        return parts, epochs
+
+    def _send_fetch(self, follows: _Fetch | None) -> None:
+        missing = [tp for tp, st in self._parts.items() if st.position is None]
+        if missing:
+            self._init_positions(missing)
+        parts, epochs = self._fetch_fields()
+        if not parts or (follows is not None and follows.epochs != epochs):
+            return  # a follow-on reads what the fetch it follows read, no seek or rebalance between
+        # The header as a plain map (the FetchRequest fields): the dataclass round trip cost as
+        # much as the rest of the fetch on this path, which runs once per reply.
+        fields: dict[str, Any] = {"max_wait_ms": self.fetch_max_wait_ms, "min_bytes": self.fetch_min_bytes,
+                                  "max_bytes": self.fetch_max_bytes, "partitions": parts}
+        if follows is not None:
+            fields["follows"] = follows.cid
+        answers = self.standing_fetch_answers if self._at_tail() else 1
+        if answers > 1:
+            fields["answers"] = answers
+        cid = self._conn.send("fetch", fields=fields)
+        self._inflight.append(_Fetch(cid, monotonic_ms(), epochs, follows is not None, answers))
+
+    def _on_fetch_reply(self, header: dict[str, Any], frames: list, fetch: _Fetch) -> None:
+        if "error" in header:
+            raise exception_for(header["error"])
+        epochs = fetch.epochs
+        astray = False  # a follow-on that did not continue where we stand
+        if not fetch.follows and self._plain_after is not None and fetch.cid > self._plain_after:
+            self._plain_after = None
+        reset: list[TopicPartition] = []
+        arrived: list[tuple[TopicPartition, int, Any, int]] = []  # (tp, epoch, data, first wanted offset)
+        for meta, data in zip(header["partitions"], frames):
+            tp = TopicPartition(meta["topic"], meta["partition"])
+            st = self._parts.get(tp)
+            if st is None or epochs.get(tp) != st.epoch:
+                continue  # unassigned or sought since the fetch was sent
+            if (fetch.follows or fetch.answers > 1) and meta.get("offset") != st.fetch_offset:
+                astray = True  # e.g. the broker forgot the fetch it followed: its data is not ours
+                continue
+            if "error" in meta:
+                err = exception_for(meta["error"])
+                if isinstance(err, OffsetOutOfRangeError) and self.auto_offset_reset != "error":
+                    log.warning("%s offset %s out of range [%s, %s]; resetting to %s", tp, st.fetch_offset,
+                                meta.get("log_start_offset"), meta.get("high_watermark"), self.auto_offset_reset)
+                    reset.append(tp)
+                    continue
+                if err.retriable:
+                    log.info("fetch %s: %s (will retry)", tp, err)
+                    continue
+                raise err
+            st.high_watermark = meta.get("high_watermark", st.high_watermark)
+            if len(data):
+                start = st.fetch_offset or 0
+                end = next_offset_in(data, start)
+                if end > start:
+                    st.fetch_offset = end
+                    arrived.append((tp, st.epoch, data, start))
+        if reset:
+            self._reset_positions(reset)
+        if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered
+            self._plain_after = self._inflight[-1].cid if self._inflight else fetch.cid
+            if fetch.answers > 1 or any(f.answers > 1 for f in self._inflight):
+                self._inflight.clear()  # standing fetches would keep answering from there: forget them
+        if arrived and not self._inflight:
+            self._fill_pipeline()  # before decoding: see "Why prefetch" above (pipelined, one waits already)
+        failure: FabricError | None = None
+        for tp, epoch, data, start in arrived:
+            try:
+                self._buffer.append((tp, epoch, columns_in(tp.topic, tp.partition, data, start)))
+            except FabricError as err:
+                # A corrupt batch: the early fetch already moved past it.  Go back to what the user
+                # has seen (the new epoch voids that fetch), so every poll stops in front of it.
+                self._drop_buffered({tp})
+                failure = failure or err
+        if failure is not None:
+            raise failure
