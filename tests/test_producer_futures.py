@@ -8,7 +8,8 @@ import pytest
 
 from fabric.client import Producer
 from fabric.client.connection import RequestTimeoutError
-from fabric.client.producer import RecordFuture, _Batch
+from fabric.client.futures import RecordFuture
+from fabric.client.producer import _Batch
 
 
 def _future(batch: _Batch, index: int = 0) -> RecordFuture:

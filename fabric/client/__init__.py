@@ -9,7 +9,8 @@ from .admin import Admin
 from .connection import ClientError, ClosedError, RequestTimeoutError
 from .consumer import Consumer, TopicPartition
 from .group import CommitFailedError
-from .producer import BufferFullError, Producer, RecordFuture, RecordMetadata
+from .futures import RecordFuture, RecordMetadata
+from .producer import BufferFullError, Producer
 
 __all__ = ["Admin", "Consumer", "Producer", "Record", "RecordFuture", "RecordMetadata", "TopicPartition",
            "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError", "CommitFailedError"]
