@@ -212,11 +212,11 @@ class Fetcher:
         ends: dict[Key, int] = {}
         total = 0
         any_error = False
-        follow_on = req.follows >= 0 or req.answers > 1  # replies say where they were read from
+        says_offset = req.follows >= 0 or req.answers > 1  # rules 5 and 6
         for fp in req.partitions:
             key = (fp.topic, fp.partition)
             meta: dict[str, Any] = {"topic": fp.topic, "partition": fp.partition}
-            if follow_on:
+            if says_offset:
                 meta["offset"] = fp.offset
             data = b""
             try:

@@ -82,7 +82,7 @@ class FetchPipeline:
         the broker always holds one parked: an event produced while a reply travels is answered
         at once instead of waiting for this consumer's next request.  Catching up needs no
         pipelining (the data is there) and a follow-on could then only repeat what is in flight."""
-        if self._inflight and self._inflight[0].answers > 1 and self._fetch_fields()[1] != self._inflight[0].epochs:
+        if self._inflight and self._inflight[0].answers > 1 and self._fetch_epochs() != self._inflight[0].epochs:
             # A standing fetch reads what it read when sent; after a seek, an assignment change or
             # a pause it would keep answering for the old set.  Forget it (and its follow-ons):
             # the next fetch ends it at the broker, and its late replies are dropped here.
@@ -100,26 +100,21 @@ class FetchPipeline:
         return all(0 <= st.high_watermark <= (st.fetch_offset or 0)
                    for st in self._parts.values() if not st.paused)
 
-    def _fetch_fields(self) -> tuple[list[dict[str, Any]], dict[TopicPartition, int]]:
-        """The partitions a fetch sent now would ask for, and their epochs."""
+    def _fetch_epochs(self) -> dict[TopicPartition, int]:
+        """The partitions a fetch sent now would ask for (not paused, nothing buffered), with
+        their epochs."""
         buffered = {e[0] for e in self._buffer}
-        parts = []
-        epochs: dict[TopicPartition, int] = {}
-        for tp, st in self._parts.items():
-            if st.paused or tp in buffered:
-                continue
-            parts.append({"topic": tp.topic, "partition": tp.partition, "offset": st.fetch_offset,
-                          "max_bytes": self.max_partition_fetch_bytes})
-            epochs[tp] = st.epoch
-        return parts, epochs
+        return {tp: st.epoch for tp, st in self._parts.items() if not (st.paused or tp in buffered)}
 
     def _send_fetch(self, follows: _Fetch | None) -> None:
         missing = [tp for tp, st in self._parts.items() if st.position is None]
         if missing:
             self._init_positions(missing)
-        parts, epochs = self._fetch_fields()
-        if not parts or (follows is not None and follows.epochs != epochs):
+        epochs = self._fetch_epochs()
+        if not epochs or (follows is not None and follows.epochs != epochs):
             return  # a follow-on reads what the fetch it follows read, no seek or rebalance between
+        parts = [{"topic": tp.topic, "partition": tp.partition, "offset": self._parts[tp].fetch_offset,
+                  "max_bytes": self.max_partition_fetch_bytes} for tp in epochs]
         # The header as a plain map (the FetchRequest fields): the dataclass round trip cost as
         # much as the rest of the fetch on this path, which runs once per reply.
         fields: dict[str, Any] = {"max_wait_ms": self.fetch_max_wait_ms, "min_bytes": self.fetch_min_bytes,
