@@ -372,6 +372,17 @@ def test_subscribe_needs_a_group_and_assign_still_works(gbroker, consumers):
     g.subscribe(["plain"])
     with pytest.raises(ValueError, match="unsubscribe"):
         g.assign([("plain", 0)])
+    # the member's host is the address ZeroMQ saw its connection come from (multipart.recv_routed)
+    with Admin(gbroker.bootstrap) as admin:
+        members = wait_until(lambda: _members(admin, "g-assign"), 10, "the member to join", g)
+    assert [m["host"] for m in members] == ["127.0.0.1"]
+
+
+def _members(admin: Admin, group: str) -> list:
+    try:
+        return admin.describe_group(group)["members"]
+    except FabricError:
+        return []
 
 
 def test_pattern_subscription_picks_up_new_topics(gbroker, consumers):

@@ -235,6 +235,38 @@ def test_tail_positions_come_from_recent_batches_and_agree_with_a_scan(tmp_path)
     log.close()
 
 
+def test_newest_batch_is_served_from_memory_exactly_as_from_disk(tmp_path):
+    """A consumer at the tail reads the batch just appended: from memory (``_tail``), with the
+    same bytes and completeness a disk read gives; never after truncation, never a big batch."""
+    from fabric.log.partition_log import TAIL_BATCH_BYTES_MAX
+    rng = random.Random(11)
+    log = PartitionLog.open(tmp_path / "p", LogConfig(segment_bytes=4096), 0)
+
+    def from_disk(offset, upto):
+        tail, log._tail = log._tail, None
+        try:
+            return log.read_upto(offset, 1, upto)
+        finally:
+            log._tail = tail
+
+    for i in range(60):  # rolls segments along the way
+        base = log.end_offset
+        log.append(bytearray(random_batch(rng, 1000)[0]), i)
+        assert log._tail is not None and log._tail[0] == base
+        for upto in (log.end_offset, None):
+            assert log.read_upto(base, 1, upto) == from_disk(base, upto)
+            assert log.read_upto(base, 1, upto)[0] is log._tail[2]  # served from memory
+        assert log.read_upto(base, 1, base) == (b"", True) == from_disk(base, base)  # nothing below upto
+    log.truncate_to(log.end_offset - 1)  # the newest batch is gone: never served again
+    assert log._tail is None
+    base = log.end_offset
+    big = encode_batch([1], [None], [b"v" * TAIL_BATCH_BYTES_MAX])
+    log.append(bytearray(big), 0)
+    assert log._tail is None and log.read(base, 1)[:len(big)] != b""
+    assert parse_header(log.read(base, 1)).base_offset == base
+    log.close()
+
+
 def test_bytes_batch_is_accepted_and_bad_framing_rejected(tmp_path):
     log = PartitionLog.open(tmp_path, LogConfig(), 0)
     assert log.append(bytes(batch(b"x")), 0).base_offset == 0

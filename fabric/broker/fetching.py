@@ -62,6 +62,7 @@ class _Read(NamedTuple):
     total: int
     any_error: bool
     ends: dict[Key, int]  # where each partition continues (rule 1)
+    at_end: bool  # every partition was read up to its high watermark: nothing more to read now
 
 
 FOLLOW_ON_CHAIN_MAX = 8  # follow-ons waiting behind one connection's parked fetch (rule 2)
@@ -163,15 +164,23 @@ class Fetcher:
                   behind: _FollowOn | None = None, spent: int = 0) -> Outbox:
         """Answer now, or park (long poll); ``behind``: the follow-ons waiting for this fetch."""
         read = self._read(req)
-        keys = tuple((fp.topic, fp.partition) for fp in req.partitions)
         if (req.max_wait_ms > 0 and read.total < min(req.min_bytes, req.max_bytes) and not read.any_error
-                and keys and not self.waiters.full()):
-            w = Waiter(peer, cid, req, now_ms + req.max_wait_ms, keys, follow_on=behind, spent=spent)
-            self.waiters.park(w)
-            if behind is None:  # else the connection's latest fetch is the last one behind it
-                self._latest[peer] = _Latest(cid, waiter=w)
+                and req.partitions and not self.waiters.full()):
+            self._park(peer, cid, req, now_ms, behind, spent)
             return []
         return self._answer(peer, cid, req, read, now_ms, behind, spent)
+
+    def _park(self, peer: bytes, cid: int, req: FetchRequest, now_ms: int, behind: _FollowOn | None,
+              spent: int) -> None:
+        keys = tuple([(fp.topic, fp.partition) for fp in req.partitions])
+        w = Waiter(peer, cid, req, now_ms + req.max_wait_ms, keys, follow_on=behind, spent=spent)
+        self.waiters.park(w)
+        if behind is None:  # else the connection's latest fetch is the last one behind it
+            latest = self._latest.get(peer)
+            if latest is not None and latest.cid == cid:  # a standing fetch waiting again
+                latest.waiter, latest.follow_on, latest.ends = w, None, None
+            else:
+                self._latest[peer] = _Latest(cid, waiter=w)
 
     def _answer(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, now_ms: int,
                 behind: _FollowOn | None = None, spent: int = 0) -> Outbox:
@@ -181,7 +190,11 @@ class Fetcher:
         if left > 0 and self._stands(peer, cid, req, read, behind):  # rule 6
             out = [(peer, self._reply(cid, read, left))]
             self.metrics.standing_fetch_answers += 1
-            out.extend(self._evaluate(peer, cid, _continued(req, read.ends), now_ms, behind, spent + 1))
+            req = _continued(req, read.ends)
+            if read.at_end:  # (the usual case at the tail) reading again now would find nothing
+                self._park(peer, cid, req, now_ms, behind, spent + 1)
+            else:
+                out.extend(self._evaluate(peer, cid, req, now_ms, behind, spent + 1))
             return out
         out = [(peer, self._reply(cid, read, 0 if req.answers > 1 else None))]
         if behind is None:
@@ -212,6 +225,7 @@ class Fetcher:
         ends: dict[Key, int] = {}
         total = 0
         any_error = False
+        at_end = True
         says_offset = req.follows >= 0 or req.answers > 1  # rules 5 and 6
         for fp in req.partitions:
             key = (fp.topic, fp.partition)
@@ -231,15 +245,18 @@ class Fetcher:
                     data, reached = plog.read_upto(fp.offset, max(1, min(fp.max_bytes, remaining)), hw)
                     if reached:
                         ends[key] = hw
+                    else:
+                        at_end = False
                 else:
                     ends[key] = fp.offset  # nothing read: the budget went to earlier partitions
+                    at_end = False
             except FabricError as err:
                 meta["error"] = err.to_wire()
                 any_error = True
             metas.append(meta)
             datas.append(data)
             total += len(data)
-        return _Read(metas, datas, total, any_error, ends)
+        return _Read(metas, datas, total, any_error, ends, at_end)
 
     def _reply(self, cid: int, read: _Read, answers_left: int | None = None) -> Reply:
         self.metrics.bytes_out += read.total

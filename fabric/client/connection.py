@@ -109,25 +109,24 @@ class Connection:
         return cid
 
     def recv(self, timeout_ms: int) -> tuple[dict[str, Any], list] | None:
-        """One reply (header, payload frames as zmq.Frame buffers), or None after ``timeout_ms``."""
+        """One reply (header, payload frames as bytes-like objects), or None after ``timeout_ms``."""
         assert self.socket is not None
         if timeout_ms > 0 and not self.socket.poll(timeout_ms, zmq.POLLIN):
             return None
-        try:
-            msg = recv_frames(self.socket)
-        except zmq.Again:
+        msg = recv_frames(self.socket)
+        if msg is None:
             return None
         # The broker's replies need none of decode_map's checks for what other encoders may send
         # (trailing bytes, key types): cbor2.loads, and a map or nothing, cost 30% less per reply.
         try:
-            header = cbor2.loads(msg[0].bytes)
+            header = cbor2.loads(msg[0])
         except Exception as exc:  # cbor2 raises several types
             log.warning("unreadable reply from %s: %s", self.endpoint, exc)
             return None
         if type(header) is not dict:
             log.warning("unreadable reply from %s: not a CBOR map", self.endpoint)
             return None
-        return header, [f.buffer for f in msg[1:]]
+        return header, msg[1:]
 
     # -------------------------------------------------------------- sync style
     def request(self, op: str, body: Any = None, frames: Sequence[bytes] = (), timeout_ms: int = 30_000,

@@ -437,11 +437,13 @@ class Consumer(FetchPipeline):
             left = deadline - now
             if left <= 0:
                 return []
-            if not self._wait(min(left, 100)):
-                continue
-            got = self._conn.recv(0)
+            got = self._conn.recv(0)  # a reply waiting already needs no poll (nor a GIL hand-off)
             if got is None:
-                continue
+                if not self._wait(min(left, 100)):
+                    continue
+                got = self._conn.recv(0)
+                if got is None:
+                    continue
             self._on_reply(*got)
 
     def _wait(self, timeout_ms: int) -> bool:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import zmq
 
+from ..multipart import recv_frames, try_send
 from ..protocol.errors import FabricError, exception_for
 from ..records.batch import COMPRESSION_NONE, COMPRESSION_ZLIB, encode_batch
 from ..records.partitioner import KeyPartitioner
@@ -295,10 +296,7 @@ class Producer:
         if self._wake_pending:
             return
         self._wake_pending = True
-        try:
-            self._wake_tx.send(b"", zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the pipe is full of wake-ups already: the sender will look
+        try_send(self._wake_tx, b"")  # (if the pipe is full of wake-ups the sender will look anyway)
 
     def _wait_for_space(self, size: int) -> None:
         if self._closed:
@@ -354,7 +352,6 @@ class Producer:
         retry: list[_Batch] = []
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
-        wake_check = [(self._wake_rx, zmq.POLLIN)]
         deferred = False  # the last turn left the acks for this one
         assert conn.socket is not None
         poller.register(conn.socket, zmq.POLLIN)
@@ -384,12 +381,11 @@ class Producer:
                 if inflight:
                     waits.append(min(f.sent_ms for f in inflight.values()) + self.request_timeout_ms - now)
                 events = dict(poller.poll(max(0, min(waits))))
-                # A zero-timeout zmq_poll says whether another message waits: a third of the cost
-                # of getsockopt(ZMQ_EVENTS) (pyzmq wraps that in an enum) and a quarter of the
-                # Again a last recv raises.  This runs once per batch at low rates: it is latency.
+                # Drained with non-blocking receives that keep the GIL (multipart.py): once per
+                # batch at low rates, so this is latency.
                 if self._wake_rx in events:
-                    while zmq.zmq_poll(wake_check, 0):
-                        self._wake_rx.recv(zmq.NOBLOCK)
+                    while recv_frames(self._wake_rx) is not None:
+                        pass
                     with self._lock:
                         self._wake_pending = False  # before the next _collect (top of the loop)
                     if conn.socket in events and not deferred:
@@ -400,10 +396,8 @@ class Producer:
                         continue
                 deferred = False
                 if conn.socket in events:
-                    while zmq.zmq_poll([(conn.socket, zmq.POLLIN)], 0):
-                        got = conn.recv(0)
-                        if got is not None:
-                            self._on_reply(got[0], inflight, retry)
+                    while (got := conn.recv(0)) is not None:  # (an unreadable reply ends the drain:
+                        self._on_reply(got[0], inflight, retry)  # the next poll returns at once)
                 now = monotonic_ms()
                 late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
                 if late:

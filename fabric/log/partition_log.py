@@ -48,6 +48,8 @@ from .index import U32_MAX
 from .recovery import RecoveryReport, load_directory
 from .segment import MIN_BATCH_BYTES, CorruptSegment, Segment
 
+TAIL_BATCH_BYTES_MAX = 64 << 10  # newest batches up to this size are kept in memory for tail reads
+
 log = logging.getLogger("fabric.log")
 
 
@@ -84,6 +86,10 @@ class PartitionLog:
         self._now_ms = 0
         self._closed = False
         self._failed: str | None = None
+        # The newest batch as written (base offset, next offset, bytes), while it is small: a
+        # consumer at the tail reads exactly this batch right after it is appended, and serving
+        # it from memory skips the position lookup and the pread (see read_upto).
+        self._tail: tuple[int, int, bytes] | None = None
 
     # ================================================================== opening
     @classmethod
@@ -162,6 +168,7 @@ class PartitionLog:
             except OSError as exc:
                 self._write_failed(seg, size_before, exc)
             self.end_offset = base + count
+            self._tail = (base, base + count, bytes(batch)) if n <= TAIL_BATCH_BYTES_MAX else None
             self._mark_dirty(seg, now_ms)
         if config.flush_every_batch and not defer_flush:
             self.flush(now_ms)
@@ -252,6 +259,10 @@ class PartitionLog:
                                                          f"[{self.start_offset}, {self.end_offset}]")
             if offset == self.end_offset:
                 return b"", True
+            tail = self._tail
+            if tail is not None and tail[0] == offset and tail[1] == self.end_offset \
+                    and (upto_offset is None or upto_offset > offset):
+                return tail[2], True  # the newest batch, whole (a read returns at least one)
             try:
                 return self._read(offset, max_bytes, upto_offset)
             except (OSError, CorruptSegment) as exc:
@@ -307,6 +318,7 @@ class PartitionLog:
                 i = max(0, bisect_right(self._bases, offset) - 1)
                 while len(self._segments) > i + 1:
                     self._delete_segment(-1)
+                self._tail = None
                 seg = self._segments[i]
                 seg.make_writable()
                 dropped = seg.truncate_from(offset)
@@ -337,6 +349,7 @@ class PartitionLog:
     def _truncate_fully(self, offset: int) -> None:
         if offset < 0:
             raise FabricError("OFFSET_OUT_OF_RANGE", f"offset {offset} < 0")
+        self._tail = None
         while self._segments:
             self._delete_segment(-1)
         seg = Segment.create(self.directory, offset)
@@ -362,6 +375,7 @@ class PartitionLog:
         """Compaction swapped ``new`` in for ``old`` (same base offset), or deleted ``old`` if
         ``new`` is None (its files are gone already).  Caller holds the lock."""
         i = self._segments.index(old)
+        self._tail = None  # (compaction only rewrites older segments; this keeps it simple to check)
         self._dirty.discard(old)
         if new is not None:
             self._segments[i] = new
