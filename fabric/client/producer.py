@@ -352,7 +352,6 @@ class Producer:
         retry: list[_Batch] = []
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
-        deferred = False  # the last turn left the acks for this one
         assert conn.socket is not None
         poller.register(conn.socket, zmq.POLLIN)
         try:
@@ -367,9 +366,17 @@ class Producer:
                 sendable = [b for b in sendable if not b.result.done]
                 while sendable and len(inflight) < self.max_in_flight:
                     sendable = self._send_request(conn, inflight, sendable, now)
+                # Acks are read after the new batch went out (the batch is someone's latency, the
+                # ack bookkeeping), and without a poll: a receive that finds nothing costs less.
+                acked = False
+                while (got := conn.recv(0)) is not None:  # (an unreadable reply ends the drain:
+                    self._on_reply(got[0], inflight, retry)  # the next poll returns at once)
+                    acked = True
                 if sendable:  # in-flight window full: keep them for the next turn
                     with self._lock:
                         self._ready.extendleft(reversed(sendable))
+                    if acked and len(inflight) < self.max_in_flight:
+                        continue  # the acks opened the window
                 if closing and not inflight and not retry and not sendable:
                     break
                 # wait for a reply, a wake-up, the next linger expiry, retry or timeout
@@ -380,24 +387,11 @@ class Producer:
                     waits.append(min(b.retry_at_ms for b in retry) - now)
                 if inflight:
                     waits.append(min(f.sent_ms for f in inflight.values()) + self.request_timeout_ms - now)
-                events = dict(poller.poll(max(0, min(waits))))
-                # Drained with non-blocking receives that keep the GIL (multipart.py): once per
-                # batch at low rates, so this is latency.
-                if self._wake_rx in events:
-                    while recv_frames(self._wake_rx) is not None:
+                if self._wake_rx in dict(poller.poll(max(0, min(waits)))):
+                    while recv_frames(self._wake_rx) is not None:  # (GIL kept: multipart.py)
                         pass
                     with self._lock:
                         self._wake_pending = False  # before the next _collect (top of the loop)
-                    if conn.socket in events and not deferred:
-                        # Send the new batch before reading acks (the next poll returns at once for
-                        # them): acks are bookkeeping, the batch is someone's latency.  Never twice
-                        # in a row, so a steady stream of wake-ups cannot starve the acks.
-                        deferred = True
-                        continue
-                deferred = False
-                if conn.socket in events:
-                    while (got := conn.recv(0)) is not None:  # (an unreadable reply ends the drain:
-                        self._on_reply(got[0], inflight, retry)  # the next poll returns at once)
                 now = monotonic_ms()
                 late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
                 if late:
