@@ -127,10 +127,19 @@ class Fetcher:
         """Appends (or deletions) touched ``keys``: answer the parked fetches that now can be."""
         out: Outbox = []
         for w in self.waiters.candidates(keys):
-            read = self._read(w.request)
-            if read.total >= min(w.request.min_bytes, w.request.max_bytes) or read.any_error:
+            req = w.request
+            read = self._read(req)
+            if read.total >= min(req.min_bytes, req.max_bytes) or read.any_error:
+                left = req.answers - w.spent - 1
+                if left > 0 and read.at_end and self._stands(w.peer, w.cid, req, read, w.follow_on, False):
+                    # Rule 6 at the tail, the usual case: answer, and the same waiter waits again
+                    # from where this reply ended (nothing more is there to read yet).
+                    out.append((w.peer, self._reply(w.cid, read, left)))
+                    self.metrics.standing_fetch_answers += 1
+                    self.waiters.rearm(w, _continued(req, read.ends), now_ms + req.max_wait_ms, w.spent + 1)
+                    continue
                 self.waiters.finish(w)
-                out.extend(self._answer(w.peer, w.cid, w.request, read, now_ms, w.follow_on, w.spent))
+                out.extend(self._answer(w.peer, w.cid, req, read, now_ms, w.follow_on, w.spent))
         return out
 
     def expire(self, now_ms: int) -> Outbox:
@@ -206,11 +215,12 @@ class Fetcher:
         out.extend(self._evaluate(peer, behind.cid, _continued(behind.request, read.ends), now_ms, behind.next))
         return out
 
-    def _stands(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, behind: _FollowOn | None) -> bool:
+    def _stands(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, behind: _FollowOn | None,
+                needs_slot: bool = True) -> bool:
         """Whether a standing fetch waits again after this reply (rule 6): no error, every
         partition continues (rule 1), and it is still the connection's latest fetch or has
-        follow-ons waiting behind it."""
-        if read.any_error or len(read.ends) != len(req.partitions) or self.waiters.full() \
+        follow-ons waiting behind it.  ``needs_slot``: it would park anew (not re-armed)."""
+        if read.any_error or len(read.ends) != len(req.partitions) or (needs_slot and self.waiters.full()) \
                 or req.max_wait_ms <= 0 or min(req.min_bytes, req.max_bytes) <= 0:
             return False  # (a fetch that cannot wait would spend every answer at once)
         last = cid  # the newest fetch of its chain must be the connection's latest

@@ -130,6 +130,7 @@ class Producer:
         self._partition_counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
+        self._space_waiters = 0  # send() calls blocked in _wait_for_space (notified only if any)
         self._meta_lock = threading.Lock()
         self._open: dict[tuple[str, int], _Batch] = {}
         self._ready: deque[_Batch] = deque()
@@ -173,7 +174,7 @@ class Producer:
             size += len(key)
         if partition is None:
             n = self._partition_counts.get(topic) or self.partitions_for(topic)
-            partition = self._partitioner.partition(topic, key, n)
+            partition = 0 if n == 1 else self._partitioner.partition(topic, key, n)
         ts = _time_ns() // 1_000_000 if timestamp_ms is None else int(timestamp_ms)
         if headers:
             headers = [(str(n), _as_bytes(v, "header value") or b"") for n, v in headers]
@@ -310,7 +311,11 @@ class Producer:
             left = deadline - monotonic_ms()
             if left <= 0:
                 raise BufferFullError(f"buffer of {self.buffer_bytes} bytes still full after {self.max_block_ms} ms")
-            self._space.wait(left / 1000)
+            self._space_waiters += 1
+            try:
+                self._space.wait(left / 1000)
+            finally:
+                self._space_waiters -= 1
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything buffered and wait until each record is acknowledged or failed."""
@@ -354,10 +359,12 @@ class Producer:
         poller.register(self._wake_rx, zmq.POLLIN)
         assert conn.socket is not None
         poller.register(conn.socket, zmq.POLLIN)
+        wake_seen = False
         try:
             while True:
                 now = monotonic_ms()
-                sendable, next_linger, closing = self._collect(now)
+                sendable, next_linger, closing = self._collect(now, wake_seen)
+                wake_seen = False
                 due = [b for b in retry if b.retry_at_ms <= now]
                 if due:
                     retry = [b for b in retry if b.retry_at_ms > now]
@@ -388,10 +395,10 @@ class Producer:
                 if inflight:
                     waits.append(min(f.sent_ms for f in inflight.values()) + self.request_timeout_ms - now)
                 if self._wake_rx in dict(poller.poll(max(0, min(waits)))):
-                    while recv_frames(self._wake_rx) is not None:  # (GIL kept: multipart.py)
-                        pass
-                    with self._lock:
-                        self._wake_pending = False  # before the next _collect (top of the loop)
+                    # _wake_pending lets one wake-up at a time into the pipe (a second one left
+                    # by a race only costs one more turn); _collect clears the flag under its lock
+                    recv_frames(self._wake_rx)
+                    wake_seen = True
                 now = monotonic_ms()
                 late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
                 if late:
@@ -418,8 +425,10 @@ class Producer:
             conn.close()
             self._wake_rx.close(linger=0)
 
-    def _collect(self, now: int) -> tuple[list[_Batch], int | None, bool]:
+    def _collect(self, now: int, wake_seen: bool) -> tuple[list[_Batch], int | None, bool]:
         with self._lock:
+            if wake_seen:
+                self._wake_pending = False  # from here on a new batch wakes the sender again
             if self._flush_all or self._closed:
                 for b in list(self._open.values()):
                     self._close_batch(b, wake=False)
@@ -515,4 +524,5 @@ class Producer:
         with self._lock:
             self._buffered -= b.size
             self._incomplete.discard(b.result)
-            self._space.notify_all()
+            if self._space_waiters:
+                self._space.notify_all()
