@@ -30,6 +30,7 @@ import ctypes
 import errno
 import logging
 import os
+import weakref
 from typing import Container, Sequence
 
 import zmq
@@ -154,12 +155,15 @@ def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[lis
     if lib is None:
         return _recv_pyzmq(socket, known_peers)
     handle = socket.underlying
-    msg = _Msg()
+    msg: _Msg | None = _Msg()
     lib.msg_init(msg)
     frames: list = []
     address: str | None = None
     try:
         while True:
+            if msg is None:  # the last one went to a view
+                msg = _Msg()
+                lib.msg_init(msg)
             n = lib.msg_recv(msg, handle, _NOBLOCK)
             if n < 0:
                 err = lib.errno()
@@ -168,14 +172,38 @@ def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[lis
                 if err == errno.EAGAIN and not frames:
                     return None
                 raise zmq.ZMQError(err)
-            frames.append(ctypes.string_at(lib.msg_data(msg), n))
-            if known_peers is not None and len(frames) == 2 and frames[0] not in known_peers:
+            if known_peers is not None and len(frames) == 1 and frames[0] not in known_peers:
                 raw = lib.msg_gets(msg, b"Peer-Address")  # (the identity frame carries no metadata)
                 address = raw.decode(errors="replace") if raw else ""
-            if not lib.msg_more(msg):
+            more = lib.msg_more(msg)
+            if n < ZERO_COPY_MIN:
+                frames.append(ctypes.string_at(lib.msg_data(msg), n))
+            else:
+                frames.append(_view_of(msg, n))  # the message now belongs to the view
+                msg = None
+            if not more:
                 return frames, address
     finally:
-        lib.msg_close(msg)
+        if msg is not None:
+            lib.msg_close(msg)
+
+
+_ARRAY_TYPES: dict[int, type] = {}
+
+
+def _view_of(msg: _Msg, n: int) -> memoryview:
+    """A large frame without a copy: a memoryview of the message's own bytes, the message closed
+    when the last view of it is gone.  (ctypes keeps every array type it makes: sizes are
+    rounded up to a power of two so there are a few dozen of them, and the view is cut to ``n``.)"""
+    lib = _lib
+    assert lib is not None
+    size = 1 << (n - 1).bit_length()
+    cls = _ARRAY_TYPES.get(size)
+    if cls is None:
+        cls = _ARRAY_TYPES[size] = ctypes.c_char * size
+    arr = cls.from_address(lib.msg_data(msg))
+    weakref.finalize(arr, lib.msg_close, msg)
+    return memoryview(arr).cast("B")[:n]
 
 
 def _recv_pyzmq(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[list, str | None] | None:

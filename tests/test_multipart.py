@@ -135,3 +135,24 @@ def test_send_waits_at_the_high_water_mark_instead_of_failing(path):
     finally:
         dealer.close(linger=0)
         ctx.term()
+
+
+def test_a_large_frame_received_without_a_copy_lives_as_long_as_its_views(path, pair):
+    """Frames from ZERO_COPY_MIN up are views of ZeroMQ's own message (native path): the message
+    is closed when the last view goes, not before (slices and the consumer's decoding keep it)."""
+    import gc
+    router, dealer = pair
+    multipart.send_frames(dealer, [b"hello"])
+    peer = wait_for(lambda: multipart.recv_routed(router, {}))[0][0]
+    sizes = [multipart.ZERO_COPY_MIN, multipart.ZERO_COPY_MIN + 1, 3 * multipart.ZERO_COPY_MIN + 5]
+    payloads = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    multipart.send_frames(router, [peer, *payloads, b"tail"], copy=False)
+    got = wait_for(lambda: multipart.recv_frames(dealer))
+    tails = [memoryview(f)[-100:] for f in got[:3]]
+    del got
+    gc.collect()
+    assert [bytes(t) for t in tails] == [p[-100:] for p in payloads]
+    for _ in range(50):  # many messages come and go: nothing leaks or breaks
+        multipart.send_frames(router, [peer, payloads[2]], copy=False)
+        assert bytes(wait_for(lambda: multipart.recv_frames(dealer))[0]) == payloads[2]
+    assert len(multipart._ARRAY_TYPES) <= 3
