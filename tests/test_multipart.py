@@ -156,3 +156,14 @@ def test_a_large_frame_received_without_a_copy_lives_as_long_as_its_views(path, 
         multipart.send_frames(router, [peer, payloads[2]], copy=False)
         assert bytes(wait_for(lambda: multipart.recv_frames(dealer))[0]) == payloads[2]
     assert len(multipart._ARRAY_TYPES) <= 3
+
+
+def test_a_closed_socket_is_an_error_not_a_crash(path):
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.close()
+    for call in (lambda: multipart.send_frames(s, [b"a", b"b"]), lambda: multipart.recv_frames(s),
+                 lambda: multipart.try_send(s, b"x")):
+        with pytest.raises(zmq.ZMQError):
+            call()
+    ctx.term()
