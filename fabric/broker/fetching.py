@@ -130,16 +130,7 @@ class Fetcher:
             req = w.request
             read = self._read(req)
             if read.total >= min(req.min_bytes, req.max_bytes) or read.any_error:
-                left = req.answers - w.spent - 1
-                if left > 0 and read.at_end and self._stands(w.peer, w.cid, req, read, w.follow_on, False):
-                    # Rule 6 at the tail, the usual case: answer, and the same waiter waits again
-                    # from where this reply ended (nothing more is there to read yet).
-                    out.append((w.peer, self._reply(w.cid, read, left)))
-                    self.metrics.standing_fetch_answers += 1
-                    self.waiters.rearm(w, _continued(req, read.ends), now_ms + req.max_wait_ms, w.spent + 1)
-                    continue
-                self.waiters.finish(w)
-                out.extend(self._answer(w.peer, w.cid, req, read, now_ms, w.follow_on, w.spent))
+                out.extend(self._answer(w.peer, w.cid, req, read, now_ms, w.follow_on, w.spent, parked=w))
         return out
 
     def expire(self, now_ms: int) -> Outbox:
@@ -192,16 +183,23 @@ class Fetcher:
                 self._latest[peer] = _Latest(cid, waiter=w)
 
     def _answer(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, now_ms: int,
-                behind: _FollowOn | None = None, spent: int = 0) -> Outbox:
+                behind: _FollowOn | None = None, spent: int = 0, parked: Waiter | None = None) -> Outbox:
         """Reply; then a standing fetch waits again, or else: remember where the reply ended and
-        evaluate the follow-on waiting for it."""
+        evaluate the follow-on waiting for it.  ``parked``: the fetch's waiter, still parked (a
+        wake): finished here, or re-armed in place when the fetch waits again at the tail."""
         left = req.answers - spent - 1
-        if left > 0 and self._stands(peer, cid, req, read, behind):  # rule 6
+        stands = left > 0 and self._stands(peer, cid, req, read, behind, needs_slot=parked is None)  # rule 6
+        if parked is not None and not (stands and read.at_end):
+            self.waiters.finish(parked)
+        if stands:
             out = [(peer, self._reply(cid, read, left))]
             self.metrics.standing_fetch_answers += 1
             req = _continued(req, read.ends)
             if read.at_end:  # (the usual case at the tail) reading again now would find nothing
-                self._park(peer, cid, req, now_ms, behind, spent + 1)
+                if parked is not None:  # same waiter, new request and deadline
+                    self.waiters.rearm(parked, req, now_ms + req.max_wait_ms, spent + 1)
+                else:
+                    self._park(peer, cid, req, now_ms, behind, spent + 1)
             else:
                 out.extend(self._evaluate(peer, cid, req, now_ms, behind, spent + 1))
             return out
