@@ -92,7 +92,7 @@ def send_frames(socket: zmq.Socket, frames: Sequence, copy: bool = True) -> None
     """Send ``frames`` as one multipart message.  ``copy=False`` hands frames of
     ``ZERO_COPY_MIN`` bytes and more to ZeroMQ without a copy."""
     lib = _lib
-    if lib is not None and (copy or all(len(f) < ZERO_COPY_MIN for f in frames)):
+    if lib is not None and (copy or max(map(len, frames), default=0) < ZERO_COPY_MIN):
         handle = socket.underlying
         last = len(frames) - 1
         send = lib.send

@@ -136,3 +136,21 @@ def test_parsed_requests_take_defaults_and_integral_floats():
     assert type(part.offset) is int and isinstance(req.partitions, tuple)
     with pytest.raises(AttributeError):
         part.offset = 3  # still a frozen dataclass
+
+
+@pytest.mark.parametrize("fields", [
+    {"acks": 1, "timeout_ms": 30_000, "batches": [{"topic": "t", "partition": 0}]},
+    {"acks": -1, "timeout_ms": 0, "batches": [{"topic": "ü" * 30, "partition": 7}, {"topic": "b", "partition": 1}]},
+    {},
+])
+def test_a_header_template_encodes_exactly_like_the_map(fields):
+    template = codec.HeaderTemplate("produce", 1, fields)
+    for cid in (0, 1, 23, 24, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**63 - 1):
+        wire = template.with_cid(cid)
+        assert wire == cbor2.dumps({"op": "produce", "v": 1, "cid": cid, **fields})
+        assert codec.decode_map(wire, 1 << 20) == {"op": "produce", "v": 1, "cid": cid, **fields}
+
+
+def test_a_header_template_refuses_a_cid_field():
+    with pytest.raises(ValueError):
+        codec.HeaderTemplate("produce", 1, {"cid": 5})

@@ -52,6 +52,13 @@ def _readable_cid(raw: Any) -> int | None:
         return None
 
 
+def _echoed(header: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The op and cid an error reply echoes, read from a header that failed before (or while)
+    it was parsed; only error replies need them this way, so valid requests skip it."""
+    op = header.get("op")
+    return (op if isinstance(op, str) else None), _readable_cid(header.get("cid"))
+
+
 class BrokerCore:
     """One broker node's state and request handlers (single-node for now: it leads every partition)."""
 
@@ -102,13 +109,12 @@ class BrokerCore:
     def handle(self, peer: bytes, frames: list, now_ms: int) -> Outbox:
         op: str | None = None
         cid: int | None = None
+        header: dict[str, Any] | None = None  # decoded: an error reply echoes what it can of it
         try:
             if not frames:
                 raise FabricError("MALFORMED_REQUEST", "request has no frames")
             # Header first, so that even frame-limit errors carry the request's cid.
             header = codec.decode_map(frames[0], self.limits.header_frame_bytes_max)
-            op = header.get("op") if isinstance(header.get("op"), str) else None
-            cid = _readable_cid(header.get("cid"))
             codec.check_frames(frames, self.limits)
             env, req = parse_request(header)
             op, cid = env.op, env.cid
@@ -122,10 +128,14 @@ class BrokerCore:
             self.metrics.requests[op] += 1
             return handler(peer, env, req, frames, now_ms)
         except FabricError as err:
+            if op is None and header is not None:
+                op, cid = _echoed(header)
             self.metrics.errors[err.name] += 1
             log.debug("error reply to %s: %s", peer.hex(), err)
             return [(peer, Reply(error_reply(op, cid, err)))]
         except Exception as exc:  # rule 1: never let a request kill the loop
+            if op is None and header is not None:
+                op, cid = _echoed(header)
             log.exception("unexpected error handling %s", op)
             self.metrics.errors["UNKNOWN_ERROR"] += 1
             err = FabricError("UNKNOWN_ERROR", f"{type(exc).__name__}: {exc}")
@@ -280,10 +290,11 @@ class BrokerCore:
 
     # ------------------------------------------------------------------ data path
     def _log_for_produce(self, topic: str, partition: int, now_ms: int) -> PartitionLog:
-        if topic not in self.topics.topics and self.config.auto_create_topics:
+        t = self.topics.topics.get(topic)
+        if t is None and self.config.auto_create_topics:
             self.topics.create(topic, self.config.default_partitions, {}, now_ms)
         plog = self.topics.partition(topic, partition)
-        if self.topics.topics[topic].internal:
+        if (t or self.topics.topics[topic]).internal:
             raise FabricError("POLICY_VIOLATION", f"{topic!r} is internal: only the broker writes it")
         return plog
 

@@ -45,8 +45,8 @@ from typing import Any, NamedTuple
 
 from ..protocol.errors import FabricError
 from ..protocol.limits import Limits
-from ..protocol.messages import FetchRequest, ok_reply
-from ..protocol.schema import evolve
+from ..protocol.messages import FetchRequest
+from ..protocol.schema import with_field
 from .bounded import BoundedDict
 from .metrics import Metrics
 from .replies import Outbox, Reply
@@ -267,14 +267,15 @@ class Fetcher:
         return _Read(metas, datas, total, any_error, ends, at_end)
 
     def _reply(self, cid: int, read: _Read, answers_left: int | None = None) -> Reply:
-        self.metrics.bytes_out += read.total
+        metrics = self.metrics
+        metrics.bytes_out += read.total
         for meta, data in zip(read.metas, read.datas):
             if data:
-                self.metrics.partition(meta["topic"], meta["partition"]).bytes_out += len(data)
-        header = ok_reply("fetch", cid, partitions=read.metas)
+                metrics.partition(meta["topic"], meta["partition"]).bytes_out += len(data)
+        header = {"op": "fetch", "cid": cid, "partitions": read.metas}  # (ok_reply's map, inline)
         if answers_left is not None:
             header["answers_left"] = answers_left
-        return Reply(header, frames=read.datas)
+        return Reply(header, read.datas)
 
 
 def _shift(f: _FollowOn | None) -> None:
@@ -286,7 +287,7 @@ def _shift(f: _FollowOn | None) -> None:
 
 def _continued(req: FetchRequest, ends: dict[Key, int]) -> FetchRequest:
     """``req`` reading each partition from where the followed fetch left it (rules 3 and 4)."""
-    parts = tuple([fp if (fp.topic, fp.partition) not in ends
-                   else evolve(fp, offset=ends[(fp.topic, fp.partition)])
+    parts = tuple([fp if (end := ends.get((fp.topic, fp.partition))) is None or end == fp.offset
+                   else with_field(fp, "offset", end)
                    for fp in req.partitions])
-    return evolve(req, partitions=parts)
+    return with_field(req, "partitions", parts)

@@ -6,17 +6,20 @@ Shared by the core and the services it delegates to (fetching, groups); the I/O 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from ..log.partition_log import PartitionLog
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
+    """``frames`` and ``flush`` default to a shared empty tuple (read-only: a reply is built
+    whole), so the produce ack and the error reply allocate no lists."""
+
     header: dict[str, Any]
-    frames: list[bytes] = field(default_factory=list)
-    flush: list[PartitionLog] = field(default_factory=list)
+    frames: Sequence[bytes] = ()
+    flush: Sequence[PartitionLog] = ()
 
 
 Outbox = list[tuple[bytes, Reply]]

@@ -72,12 +72,15 @@ class BrokerServer:
     def _send(self, outbox: Outbox) -> None:
         if not outbox:
             return
-        synced: set[int] = set()
+        synced: set[int] | None = None
         for _, reply in outbox:
-            for plog in reply.flush:
-                if id(plog) not in synced:
-                    synced.add(id(plog))
-                    plog.flush()
+            if reply.flush:
+                if synced is None:
+                    synced = set()
+                for plog in reply.flush:
+                    if id(plog) not in synced:
+                        synced.add(id(plog))
+                        plog.flush()
         for peer, reply in outbox:
             parts = [peer, encode(reply.header)]
             parts.extend(reply.frames)
@@ -112,7 +115,7 @@ class BrokerServer:
                         if address is not None:
                             core.peer_hosts[msg[0]] = address
                         replies = core.handle(msg[0], msg[1:], wall_ms())
-                        if outbox or any(reply.flush for _, reply in replies):
+                        if outbox or any([reply.flush for _, reply in replies]):
                             outbox.extend(replies)  # an fsync is due this turn: these wait for it
                         else:
                             self._send(replies)  # nothing to make durable first: answer now

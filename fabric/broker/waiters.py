@@ -70,6 +70,9 @@ class FetchWaiters:
 
     def candidates(self, keys: set[tuple[str, int]] | list[tuple[str, int]]) -> list[Waiter]:
         """Waiters watching any of ``keys`` (each once)."""
+        if len(keys) == 1:  # a produce to one partition, the usual case
+            for key in keys:
+                return list(self._by_partition.get(key, ()))
         seen: dict[int, Waiter] = {}
         for key in keys:
             for w in self._by_partition.get(key, ()):

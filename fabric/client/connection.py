@@ -108,6 +108,14 @@ class Connection:
         send_frames(self.socket, parts)
         return cid
 
+    def send_templated(self, template: codec.HeaderTemplate, frames: Sequence[bytes] = ()) -> int:
+        """``send`` with a header encoded once (``codec.HeaderTemplate``); returns the cid."""
+        if self.socket is None:
+            raise ClosedError("connection closed")
+        cid = next(_cids)
+        send_frames(self.socket, [template.with_cid(cid), *frames])
+        return cid
+
     def recv(self, timeout_ms: int) -> tuple[dict[str, Any], list] | None:
         """One reply (header, payload frames as bytes-like objects), or None after ``timeout_ms``."""
         assert self.socket is not None

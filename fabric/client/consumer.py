@@ -469,7 +469,7 @@ class Consumer(FetchPipeline):
                 self._buffer.popleft()
                 continue
             if isinstance(items[0], RecordColumns):
-                items = list(chain.from_iterable(items))
+                items = list(items[0]) if len(items) == 1 else list(chain.from_iterable(items))
             room = limit - len(out)
             if len(items) <= room:
                 self._buffer.popleft()

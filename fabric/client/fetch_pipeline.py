@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, TYPE_CHECKING
 
 from ..protocol.errors import FabricError, OffsetOutOfRangeError, exception_for
-from ..records.batch import columns_in, next_offset_in
+from ..records.batch import batch_spans, columns_in, next_offset_in
 from .connection import Connection, monotonic_ms
 from .group import TopicPartition
 
@@ -66,8 +66,11 @@ class FetchPipeline:
     def _on_reply(self, header: dict[str, Any], frames: list) -> None:
         """A fetch reply: match it to a fetch in flight (a standing fetch stays in flight until
         its last answer), then take its data."""
-        fetch = next((f for f in self._inflight if f.cid == header.get("cid")), None)
-        if fetch is None:
+        cid = header.get("cid")
+        for fetch in self._inflight:
+            if fetch.cid == cid:
+                break
+        else:
             return  # a late reply to a fetch given up on
         if header.get("answers_left", 0) > 0 and "error" not in header:
             fetch.since_ms = monotonic_ms()  # a standing fetch: it waits again at the broker
@@ -103,6 +106,8 @@ class FetchPipeline:
     def _fetch_epochs(self) -> dict[TopicPartition, int]:
         """The partitions a fetch sent now would ask for (not paused, nothing buffered), with
         their epochs."""
+        if not self._buffer:  # (every poll at the tail asks: the short way)
+            return {tp: st.epoch for tp, st in self._parts.items() if not st.paused}
         buffered = {e[0] for e in self._buffer}
         return {tp: st.epoch for tp, st in self._parts.items() if not (st.paused or tp in buffered)}
 
@@ -135,7 +140,7 @@ class FetchPipeline:
         if not fetch.follows and self._plain_after is not None and fetch.cid > self._plain_after:
             self._plain_after = None
         reset: list[TopicPartition] = []
-        arrived: list[tuple[TopicPartition, int, Any, int]] = []  # (tp, epoch, data, first wanted offset)
+        arrived: list[tuple[TopicPartition, int, Any, int, list]] = []  # (tp, epoch, data, first wanted offset, spans)
         for meta, data in zip(header["partitions"], frames):
             tp = TopicPartition(meta["topic"], meta["partition"])
             st = self._parts.get(tp)
@@ -158,10 +163,11 @@ class FetchPipeline:
             st.high_watermark = meta.get("high_watermark", st.high_watermark)
             if len(data):
                 start = st.fetch_offset or 0
-                end = next_offset_in(data, start)
+                spans = batch_spans(data)  # walked once, for the next offset and the decoding
+                end = next_offset_in(data, start, spans)
                 if end > start:
                     st.fetch_offset = end
-                    arrived.append((tp, st.epoch, data, start))
+                    arrived.append((tp, st.epoch, data, start, spans))
         if reset:
             self._reset_positions(reset)
         if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered
@@ -171,9 +177,9 @@ class FetchPipeline:
         if arrived and not self._inflight:
             self._fill_pipeline()  # before decoding: see "Why prefetch" above (pipelined, one waits already)
         failure: FabricError | None = None
-        for tp, epoch, data, start in arrived:
+        for tp, epoch, data, start, spans in arrived:
             try:
-                self._buffer.append((tp, epoch, columns_in(tp.topic, tp.partition, data, start)))
+                self._buffer.append((tp, epoch, columns_in(tp.topic, tp.partition, data, start, spans)))
             except FabricError as err:
                 # A corrupt batch: the early fetch already moved past it.  Go back to what the user
                 # has seen (the new epoch voids that fetch), so every poll stops in front of it.

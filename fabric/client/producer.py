@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import zmq
 
 from ..multipart import recv_frames, try_send
+from ..protocol.codec import HeaderTemplate
 from ..protocol.errors import FabricError, exception_for
 from ..records.batch import COMPRESSION_NONE, COMPRESSION_ZLIB, encode_batch
 from ..records.partitioner import KeyPartitioner
@@ -128,6 +129,7 @@ class Producer:
         self._client_id = client_id
         self._partitioner = KeyPartitioner()
         self._partition_counts: dict[str, int] = {}
+        self._templates: dict[Any, HeaderTemplate] = {}  # produce headers by targets (sender thread)
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._space_waiters = 0  # send() calls blocked in _wait_for_space (notified only if any)
@@ -473,11 +475,18 @@ class Producer:
             total += len(b.data)
             used += 1
         if take:
-            # The ProduceRequest fields as a plain map: building the dataclass and unparsing it
-            # again cost as much as encoding a small batch, once per request on the sender thread.
-            cid = conn.send("produce", frames=frames, fields={
-                "acks": self.acks, "timeout_ms": self.request_timeout_ms,
-                "batches": [{"topic": b.topic, "partition": b.partition} for b in take]})
+            # The ProduceRequest fields as a plain map, encoded once per set of targets (a
+            # producer at the tail sends the same header but for the cid again and again).
+            targets = (take[0].topic, take[0].partition) if len(take) == 1 else \
+                tuple([(b.topic, b.partition) for b in take])
+            template = self._templates.get(targets)
+            if template is None:
+                if len(self._templates) >= 1024:
+                    self._templates.clear()
+                template = self._templates[targets] = HeaderTemplate("produce", 1, {
+                    "acks": self.acks, "timeout_ms": self.request_timeout_ms,
+                    "batches": [{"topic": b.topic, "partition": b.partition} for b in take]})
+            cid = conn.send_templated(template, frames)
             for b in take:
                 b.attempts += 1
             if self.acks == 0:

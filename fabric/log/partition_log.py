@@ -36,9 +36,8 @@ import os
 import shutil
 import threading
 from bisect import bisect_right
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..protocol.errors import FabricError
 from ..records.batch import HEADER, LOG_OVERHEAD, parse_header, set_log_append_time, stamp
@@ -53,8 +52,10 @@ TAIL_BATCH_BYTES_MAX = 64 << 10  # newest batches up to this size are kept in me
 log = logging.getLogger("fabric.log")
 
 
-@dataclass(frozen=True)
-class AppendResult:
+class AppendResult(NamedTuple):
+    """(A named tuple, not a frozen dataclass: one is made per produced batch, and a frozen
+    dataclass's ``__init__`` costs four ``object.__setattr__`` calls.)"""
+
     base_offset: int
     last_offset: int
     max_timestamp: int
@@ -147,7 +148,8 @@ class PartitionLog:
             raise FabricError("INVALID_BATCH", f"record_count {count}, last_offset_delta {last_delta}")
         config = self.config
         with self._lock:
-            self._check_writable()
+            if self._closed or self._failed:
+                self._check_writable()  # raises
             self._now_ms = now_ms
             base = self.end_offset if given_base is None else given_base
             if base < self.end_offset:
@@ -169,7 +171,9 @@ class PartitionLog:
                 self._write_failed(seg, size_before, exc)
             self.end_offset = base + count
             self._tail = (base, base + count, bytes(batch)) if n <= TAIL_BATCH_BYTES_MAX else None
-            self._mark_dirty(seg, now_ms)
+            self._dirty.add(seg)  # (_mark_dirty, inline: once per produced batch)
+            if self._first_unflushed_ms is None:
+                self._first_unflushed_ms = now_ms
         if config.flush_every_batch and not defer_flush:
             self.flush(now_ms)
         return AppendResult(base, base + last_delta, max_ts, n)

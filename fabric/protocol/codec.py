@@ -33,6 +33,27 @@ def encode(value: Any) -> bytes:
     return cbor2.dumps(value)
 
 
+class HeaderTemplate:
+    """A request header whose fields are fixed but for the cid, encoded once: ``with_cid(cid)``
+    equals ``encode({"op": op, "v": v, "cid": cid, **fields})`` byte for byte.  Why: a producer
+    sends the same produce header (acks, timeout, targets) thousands of times a second, and
+    encoding the map, with its nested array of maps, was a fifth of the sender's work per
+    request."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, op: str, v: int, fields: dict[str, Any]) -> None:
+        if "cid" in fields or len(fields) > 20:  # (a map of up to 23 entries has a one-byte head)
+            raise ValueError("a template holds at most 20 fields besides op, v and cid")
+        start = cbor2.dumps({"op": op, "v": v})
+        rest = cbor2.dumps(fields)
+        self.head = bytes([0xA0 | (3 + len(fields))]) + start[1:] + cbor2.dumps("cid")
+        self.tail = rest[1:]
+
+    def with_cid(self, cid: int) -> bytes:
+        return self.head + cbor2.dumps(cid) + self.tail
+
+
 def decode_map(frame: bytes | memoryview, limit_bytes: int, what: str = "header") -> dict[str, Any]:
     """Decode one CBOR map from ``frame``; every failure is a ``MALFORMED_REQUEST``/``FRAME_TOO_LARGE``
     ``FabricError`` (cbor2's exceptions never leak out)."""

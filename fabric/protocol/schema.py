@@ -250,7 +250,10 @@ def _plan(cls: type) -> _Plan:
 def evolve(obj: T, **changes: Any) -> T:
     """``dataclasses.replace`` for a message (already checked, so no ``validate``): a copy with
     ``changes``, without running a frozen dataclass's ``__init__`` (a pipelined fetch makes one
-    per follow-on)."""
+    per follow-on, a standing fetch one per answer).  One change goes through ``with_field``."""
+    if len(changes) == 1:
+        ((name, value),) = changes.items()
+        return with_field(obj, name, value)
     plan = _PLANS.get(obj.__class__) or _plan(obj.__class__)
     if plan.slot_setters is None:
         return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
@@ -258,6 +261,32 @@ def evolve(obj: T, **changes: Any) -> T:
     for name, setter in plan.slot_setters:
         setter(new, changes[name] if name in changes else getattr(obj, name))
     return new
+
+
+_REPLACERS: dict[tuple[type, str], Callable[[Any, Any], Any]] = {}
+
+
+def with_field(obj: T, name: str, value: Any) -> T:
+    """``evolve(obj, name=value)``, by a function compiled once per class and field: straight-line
+    slot copies instead of a loop with a look-up per field (~1 us less per copy)."""
+    fn = _REPLACERS.get((obj.__class__, name))
+    if fn is None:
+        fn = _REPLACERS[(obj.__class__, name)] = _compile_replacer(obj.__class__, name)
+    return fn(obj, value)
+
+
+def _compile_replacer(cls: type, changed: str) -> Callable[[Any, Any], Any]:
+    plan = _plan(cls)
+    if plan.slot_setters is None or changed not in plan.names:
+        return lambda obj, value: dataclasses.replace(obj, **{changed: value})
+    env: dict[str, Any] = {"_new": _new_object, "cls": cls}
+    lines = ["def replace(obj, value):", "    new = _new(cls)"]
+    for i, (name, setter) in enumerate(plan.slot_setters):
+        env[f"set{i}"] = setter
+        lines.append(f"    set{i}(new, value)" if name == changed else f"    set{i}(new, obj.{name})")
+    lines.append("    return new")
+    exec("\n".join(lines), env)  # noqa: S102 - our own dataclass field names, checked identifiers
+    return env["replace"]
 
 
 def parse(cls: type[T], mapping: Any, path: str = "") -> T:

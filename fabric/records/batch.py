@@ -311,23 +311,45 @@ def decode_columns(topic: str, partition: int, batch: bytes | memoryview, h: Bat
                          None if lat else deltas, keys, values, headers)
 
 
-def next_offset_in(data: bytes | memoryview, start_offset: int = 0) -> int:
+def batch_spans(data: bytes | memoryview) -> list[tuple[int, BatchHeader]]:
+    """``list(iter_headers(data))``, without a generator: a consumer walks every fetch reply's
+    headers once and hands the list to ``next_offset_in`` and ``columns_in``."""
+    out: list[tuple[int, BatchHeader]] = []
+    end = len(data)
+    pos = 0
+    while end - pos >= HEADER_SIZE:
+        h = _new_header(BatchHeader, HEADER.unpack_from(data, pos))
+        if h.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+            raise FabricError("CORRUPT_BATCH", f"batch at byte {pos} has impossible length {h.batch_length}")
+        size = h.batch_length + LOG_OVERHEAD
+        if pos + size > end:
+            break
+        out.append((pos, h))
+        pos += size
+    return out
+
+
+def next_offset_in(data: bytes | memoryview, start_offset: int = 0,
+                   spans: list[tuple[int, BatchHeader]] | None = None) -> int:
     """The offset after the last whole batch of a fetch payload (``start_offset`` if there is
     none): where the next fetch starts, known from the headers alone, without decoding records."""
     end = start_offset
-    for _, h in iter_headers(data):
+    for _, h in batch_spans(data) if spans is None else spans:
         if h.next_offset > end:
             end = h.next_offset
     return end
 
 
-def columns_in(topic: str, partition: int, data: bytes | memoryview, start_offset: int = 0) -> list[RecordColumns]:
-    """Every whole batch of a fetch payload as ``RecordColumns`` (records before ``start_offset`` dropped)."""
+def columns_in(topic: str, partition: int, data: bytes | memoryview, start_offset: int = 0,
+               spans: list[tuple[int, BatchHeader]] | None = None) -> list[RecordColumns]:
+    """Every whole batch of a fetch payload as ``RecordColumns`` (records before ``start_offset``
+    dropped).  ``spans``: ``batch_spans(data)``, if the caller has it already."""
     out: list[RecordColumns] = []
-    for pos, h in iter_headers(data):
+    view = memoryview(data)
+    for pos, h in batch_spans(data) if spans is None else spans:
         if h.next_offset <= start_offset:
             continue
-        out.append(decode_columns(topic, partition, memoryview(data)[pos: pos + h.size], h, start_offset))
+        out.append(decode_columns(topic, partition, view[pos: pos + h.batch_length + LOG_OVERHEAD], h, start_offset))
     return out
 
 
