@@ -367,12 +367,14 @@ class Producer:
                 now = monotonic_ms()
                 sendable, next_linger, closing = self._collect(now, wake_seen)
                 wake_seen = False
-                due = [b for b in retry if b.retry_at_ms <= now]
-                if due:
-                    retry = [b for b in retry if b.retry_at_ms > now]
-                    sendable = due + sendable
-                self._expire(sendable, now)
-                sendable = [b for b in sendable if not b.result.done]
+                if retry:
+                    due = [b for b in retry if b.retry_at_ms <= now]
+                    if due:
+                        retry = [b for b in retry if b.retry_at_ms > now]
+                        sendable = due + sendable
+                if sendable:
+                    self._expire(sendable, now)
+                    sendable = [b for b in sendable if not b.result.done]
                 while sendable and len(inflight) < self.max_in_flight:
                     sendable = self._send_request(conn, inflight, sendable, now)
                 # Acks are read after the new batch went out (the batch is someone's latency, the
@@ -389,21 +391,23 @@ class Producer:
                 if closing and not inflight and not retry and not sendable:
                     break
                 # wait for a reply, a wake-up, the next linger expiry, retry or timeout
-                waits = [100]
+                wait = 100
                 if next_linger is not None:
-                    waits.append(next_linger - now)
+                    wait = min(wait, next_linger - now)
                 if retry:
-                    waits.append(min(b.retry_at_ms for b in retry) - now)
-                if inflight:
-                    waits.append(min(f.sent_ms for f in inflight.values()) + self.request_timeout_ms - now)
-                if self._wake_rx in dict(poller.poll(max(0, min(waits)))):
-                    # _wake_pending lets one wake-up at a time into the pipe (a second one left
-                    # by a race only costs one more turn); _collect clears the flag under its lock
-                    recv_frames(self._wake_rx)
-                    wake_seen = True
+                    wait = min(wait, min(b.retry_at_ms for b in retry) - now)
+                oldest = min([f.sent_ms for f in inflight.values()]) if inflight else None
+                if oldest is not None:
+                    wait = min(wait, oldest + self.request_timeout_ms - now)
+                for sock, _ in poller.poll(max(0, wait)):
+                    if sock is self._wake_rx:
+                        # _wake_pending lets one wake-up at a time into the pipe (a second one left
+                        # by a race only costs one more turn); _collect clears it under its lock
+                        recv_frames(self._wake_rx)
+                        wake_seen = True
                 now = monotonic_ms()
-                late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
-                if late:
+                if oldest is not None and now - oldest >= self.request_timeout_ms:
+                    late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
                     log.warning("%d produce requests timed out after %d ms; reconnecting and retrying",
                                 len(late), self.request_timeout_ms)
                     poller.unregister(conn.socket)
