@@ -38,6 +38,7 @@ from .group_service import GroupService
 from .metrics import Metrics
 from .topics import TopicManager
 from .bounded import BoundedDict
+from .connections import ConnectionGate
 from .fetching import Fetcher
 from .replies import Outbox, Reply
 
@@ -76,6 +77,7 @@ class BrokerCore:
         self.advertised_port = config.port  # the shell sets the real one when it bound port 0
         # ROUTER identity -> client address, filled by the shell (bounded: forgotten when full)
         self.peer_hosts: dict[bytes, str] = BoundedDict(config.limits.inflight_requests_max)
+        self.connections = ConnectionGate(config.limits.connections_max)  # fed by the I/O shell
         self.handlers: dict[str, Callable[[bytes, Any, Any, list, int], Outbox]] = {
             "api_versions": self._api_versions,
             "metadata": self._metadata,
@@ -286,6 +288,8 @@ class BrokerCore:
         snap["parked_fetches"] = len(self.waiters)
         snap["parked_group_requests"] = self.groups.parked()
         snap["topics"] = len(self.topics.topics)
+        snap["connections"] = self.connections.open_connections
+        snap["connections_refused"] = self.connections.refused_total
         return [(peer, Reply(ok_reply(env.op, env.cid, **snap)))]
 
     # ------------------------------------------------------------------ data path

@@ -11,6 +11,9 @@ expire long-polls, every ``GROUP_TICK_MS`` the group timeouts (``core.tick`` wal
 too much for every turn of a loop turning thousands of times a second) and, every
 ``retention_check_interval_ms``, housekeeping.
 
+The ROUTER's monitor socket reports accepted and closed connections; ``connections.py`` decides
+which to keep (``limits.connections_max``).
+
 Interval fsync (``flush_interval_ms``) and compaction happen on separate threads so a slow disk
 never stalls the loop.  SIGTERM/SIGINT stop the loop
 after the current turn: parked fetches are answered, logs flushed and closed (clean-shutdown
@@ -20,11 +23,14 @@ marker), sockets closed with linger 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from ..multipart import recv_routed, send_frames
 from ..protocol.codec import encode
@@ -33,6 +39,21 @@ from .background import Compactor, Flusher, wall_ms
 from .core import BrokerCore, Outbox
 
 log = logging.getLogger("fabric.broker.server")
+
+
+def _shut_down(fd: int) -> None:
+    """End the TCP connection on ZeroMQ's descriptor ``fd`` without closing the descriptor (ZeroMQ
+    owns it and closes it when it sees the connection end): a duplicate is shut down, then closed."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return  # gone already
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 TICK_MS = 100
 RECV_BURST = 256
@@ -56,6 +77,8 @@ class BrokerServer:
         # are cut off before they can use the broker's memory.
         self.router.setsockopt(zmq.MAXMSGSIZE, 2 * max(limits.batch_bytes_max, limits.header_frame_bytes_max))
         self.router.bind(config.endpoint)
+        # Accepted and closed connections, for the connection limit (connections.py)
+        self.monitor = self.router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.port = int(endpoint.rsplit(":", 1)[1])
         self.core.advertised_port = self.port
@@ -89,6 +112,24 @@ class BrokerServer:
             except zmq.ZMQError as exc:  # e.g. HWM reached for a peer that stopped reading
                 log.warning("dropping reply to %s: %s", peer.hex(), exc)
 
+    def _connection_events(self) -> None:
+        """Count connections; close an accepted one over ``connections_max`` right away."""
+        gate = self.core.connections
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            fd = event["value"]
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                if not gate.accepted(fd):
+                    _shut_down(fd)
+                    if gate.refused_total % 100 == 1:  # (the first, then every 100th: a storm stays readable)
+                        log.warning("connection limit (%d) reached: closed a new connection (%d so far)",
+                                    gate.limit, gate.refused_total)
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                gate.disconnected(fd)
+
     def serve_forever(self) -> None:
         log.info("broker %d serving on %s, data in %s (cluster %s)", self.config.node_id,
                  self.router.getsockopt(zmq.LAST_ENDPOINT).decode(), self.config.data_dir, self.core.cluster_id)
@@ -96,6 +137,8 @@ class BrokerServer:
         self.compactor.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        monitor = self.monitor
         next_housekeeping = wall_ms() + self.config.retention_check_interval_ms
         next_tick = 0
         core = self.core
@@ -105,7 +148,10 @@ class BrokerServer:
                 now = wall_ms()
                 deadline = core.next_deadline_ms()
                 timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
-                if poller.poll(timeout):
+                events = poller.poll(timeout)
+                if events:
+                    if len(events) > 1 or events[0][0] is monitor:
+                        self._connection_events()
                     outbox: Outbox = []
                     for _ in range(RECV_BURST):
                         got = recv_routed(router, core.peer_hosts)
@@ -142,5 +188,7 @@ class BrokerServer:
         self.compactor.stop()
         self.flusher.stop()
         self.core.close()
+        self.router.disable_monitor()
+        self.monitor.close(linger=0)
         self.router.close(linger=0)
         log.info("broker stopped")

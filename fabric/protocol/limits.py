@@ -38,6 +38,7 @@ class Limits:
     list_items_max: int = 10_000  # entries in any request array (partitions, topics…)
     config_entries_max: int = 100
     inflight_requests_max: int = 10_000  # parked (long-poll / acks) requests, broker-wide
+    connections_max: int = 1_000  # client TCP connections open at once; more are closed at accept
 
     def to_wire(self) -> dict[str, int]:
         return asdict(self)
