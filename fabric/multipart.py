@@ -31,7 +31,7 @@ import errno
 import logging
 import os
 import weakref
-from typing import Container, Sequence
+from typing import Container, NamedTuple, Sequence
 
 import zmq
 
@@ -39,6 +39,7 @@ log = logging.getLogger("fabric.multipart")
 
 _MORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+_SRCFD = 2  # zmq_msg_get: the descriptor the message was read from (deprecated in 4.3, still served)
 ZERO_COPY_MIN = 64 << 10  # copy=False frames from this size go through pyzmq without a copy
 
 
@@ -60,6 +61,7 @@ class _LibZmq:
         self.msg_more = _fn(lib.zmq_msg_more, i, ctypes.POINTER(_Msg))
         self.msg_close = _fn(lib.zmq_msg_close, i, ctypes.POINTER(_Msg))
         self.msg_gets = _fn(lib.zmq_msg_gets, ctypes.c_char_p, ctypes.POINTER(_Msg), ctypes.c_char_p)
+        self.msg_get = _fn(lib.zmq_msg_get, i, ctypes.POINTER(_Msg), i)
         self.errno = _fn(lib.zmq_errno, i)
 
 
@@ -143,14 +145,22 @@ def recv_frames(socket: zmq.Socket) -> list | None:
     return None if got is None else got[0]
 
 
-def recv_routed(socket: zmq.Socket, known_peers: Container[bytes]) -> tuple[list, str | None] | None:
-    """``recv_frames`` for a ROUTER: also the sender's IP address (ZeroMQ's ``Peer-Address``)
-    when its identity frame is not in ``known_peers`` and the message has a frame after it, else
-    None."""
+class Origin(NamedTuple):
+    """Where a ROUTER's message came from: the peer's IP address (ZeroMQ's ``Peer-Address``,
+    "" if unknown) and the descriptor of its TCP connection (``ZMQ_SRCFD``, -1 if unknown), the
+    number the socket monitor's events name."""
+
+    address: str
+    fd: int
+
+
+def recv_routed(socket: zmq.Socket, known_peers: Container[bytes]) -> tuple[list, Origin | None] | None:
+    """``recv_frames`` for a ROUTER: also the sender's ``Origin`` when its identity frame is not
+    in ``known_peers`` and the message has a frame after it, else None."""
     return _recv(socket, known_peers)
 
 
-def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[list, str | None] | None:
+def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[list, Origin | None] | None:
     lib = _lib
     if lib is None:
         return _recv_pyzmq(socket, known_peers)
@@ -158,7 +168,7 @@ def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[lis
     msg: _Msg | None = _Msg()
     lib.msg_init(msg)
     frames: list = []
-    address: str | None = None
+    origin: Origin | None = None
     try:
         while True:
             if msg is None:  # the last one went to a view
@@ -174,7 +184,7 @@ def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[lis
                 raise zmq.ZMQError(err)
             if known_peers is not None and len(frames) == 1 and frames[0] not in known_peers:
                 raw = lib.msg_gets(msg, b"Peer-Address")  # (the identity frame carries no metadata)
-                address = raw.decode(errors="replace") if raw else ""
+                origin = Origin(raw.decode(errors="replace") if raw else "", lib.msg_get(msg, _SRCFD))
             more = lib.msg_more(msg)
             if n < ZERO_COPY_MIN:
                 frames.append(ctypes.string_at(lib.msg_data(msg), n))
@@ -182,7 +192,7 @@ def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[lis
                 frames.append(_view_of(msg, n))  # the message now belongs to the view
                 msg = None
             if not more:
-                return frames, address
+                return frames, origin
     finally:
         if msg is not None:
             lib.msg_close(msg)
@@ -206,7 +216,7 @@ def _view_of(msg: _Msg, n: int) -> memoryview:
     return memoryview(arr).cast("B")[:n]
 
 
-def _recv_pyzmq(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[list, str | None] | None:
+def _recv_pyzmq(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[list, Origin | None] | None:
     recv = socket.recv
     try:
         frame = recv(_NOBLOCK, copy=False)
@@ -217,10 +227,15 @@ def _recv_pyzmq(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tup
         frame = recv(0, copy=False)
         msg.append(frame)
     first = msg[0].bytes
-    address = None
+    origin = None
     if known_peers is not None and len(msg) > 1 and first not in known_peers:
         try:
             address = msg[1].get("Peer-Address") or ""
         except zmq.ZMQError:
             address = ""
-    return [first] + [f.buffer for f in msg[1:]], address
+        try:
+            fd = int(msg[1].get(zmq.SRCFD))
+        except (zmq.ZMQError, AttributeError):
+            fd = -1
+        origin = Origin(address, fd)
+    return [first] + [f.buffer for f in msg[1:]], origin

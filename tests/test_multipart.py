@@ -59,15 +59,16 @@ def test_request_and_reply_keep_every_frame_in_order(path, pair):
     router, dealer = pair
     payload = bytes(range(256)) * 40
     multipart.send_frames(dealer, [b"header", b"", payload, bytearray(b"ba"), memoryview(b"mv")])
-    frames, address = wait_for(lambda: multipart.recv_routed(router, {}))
+    frames, origin = wait_for(lambda: multipart.recv_routed(router, {}))
     peer = frames[0]
     assert [bytes(f) for f in frames[1:]] == [b"header", b"", payload, b"ba", b"mv"]
     assert isinstance(frames[0], bytes)
-    assert address == "127.0.0.1"  # first message of an unknown peer: ZeroMQ's Peer-Address
+    # first message of an unknown peer: ZeroMQ's Peer-Address and the connection's descriptor
+    assert origin.address == "127.0.0.1" and origin.fd > 2
 
     multipart.send_frames(dealer, [b"again"])
-    frames, address = wait_for(lambda: multipart.recv_routed(router, {peer: "127.0.0.1"}))
-    assert address is None and bytes(frames[1]) == b"again"
+    frames, origin = wait_for(lambda: multipart.recv_routed(router, {peer: "127.0.0.1"}))
+    assert origin is None and bytes(frames[1]) == b"again"
 
     multipart.send_frames(router, [peer, b"reply", payload], copy=False)
     got = wait_for(lambda: multipart.recv_frames(dealer))

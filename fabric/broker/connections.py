@@ -8,6 +8,11 @@ naming the connection's descriptor) and asks this gate about every accepted one;
 shut down at once (``shutdown(2)``: ZeroMQ then closes it as if the peer had gone).  The peer gets
 no reply: ZeroMQ has no way to send one before the handshake, and its client reconnects later
 with the usual back-off, so a client turned away is served once others leave.
+
+It also knows which peers (ROUTER identities) talk on which connection (the shell reads
+``ZMQ_SRCFD`` of a peer's first message), so that when a connection ends the broker forgets its
+peers at once: a consumer that disconnects leaves no parked or standing fetch behind to be read
+and answered into the void until its deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ class ConnectionGate:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._open: set[int] = set()  # descriptors of the connections kept
+        self._peers: dict[int, list[bytes]] = {}  # descriptor -> peers seen on it
         self.refused_total = 0
 
     @property
@@ -31,6 +37,12 @@ class ConnectionGate:
         self._open.add(fd)
         return True
 
-    def disconnected(self, fd: int) -> None:
-        """``fd``'s connection is gone (a refused one too: nothing to forget then)."""
+    def peer_seen(self, peer: bytes, fd: int) -> None:
+        """``peer``'s first message came on connection ``fd``."""
+        if fd >= 0:
+            self._peers.setdefault(fd, []).append(peer)
+
+    def disconnected(self, fd: int) -> list[bytes]:
+        """``fd``'s connection is gone (a refused one too); returns the peers it carried."""
         self._open.discard(fd)
+        return self._peers.pop(fd, [])

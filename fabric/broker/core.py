@@ -143,6 +143,13 @@ class BrokerCore:
             err = FabricError("UNKNOWN_ERROR", f"{type(exc).__name__}: {exc}")
             return [(peer, Reply(error_reply(op, cid, err)))]
 
+    def peer_gone(self, peer: bytes) -> None:
+        """``peer``'s connection ended: its parked fetches and what the broker remembers of it go
+        now, not at their deadlines.  (Group members keep their sessions: a consumer may
+        reconnect, and the session timeout decides, as in Kafka.)"""
+        self.fetcher.forget(peer)
+        self.peer_hosts.pop(peer, None)
+
     def expire(self, now_ms: int) -> Outbox:
         """Answer parked fetches whose wait is over with whatever they can have."""
         return self.fetcher.expire(now_ms)

@@ -159,6 +159,13 @@ class Fetcher:
     def next_deadline_ms(self) -> int | None:
         return self.waiters.next_deadline_ms()
 
+    def forget(self, peer: bytes) -> None:
+        """``peer`` is gone: drop its parked fetches (and the follow-ons behind them) unanswered."""
+        self._latest.pop(peer, None)
+        for w in self.waiters.all():
+            if w.peer == peer:
+                self.waiters.finish(w)
+
     # ------------------------------------------------------------------ internals
     def _evaluate(self, peer: bytes, cid: int, req: FetchRequest, now_ms: int,
                   behind: _FollowOn | None = None, spent: int = 0) -> Outbox:

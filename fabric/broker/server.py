@@ -120,7 +120,7 @@ class BrokerServer:
                 event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            fd = event["value"]
+            fd = int(event["value"])
             if event["event"] == zmq.EVENT_ACCEPTED:
                 if not gate.accepted(fd):
                     _shut_down(fd)
@@ -128,7 +128,8 @@ class BrokerServer:
                         log.warning("connection limit (%d) reached: closed a new connection (%d so far)",
                                     gate.limit, gate.refused_total)
             elif event["event"] == zmq.EVENT_DISCONNECTED:
-                gate.disconnected(fd)
+                for peer in gate.disconnected(fd):
+                    self.core.peer_gone(peer)
 
     def serve_forever(self) -> None:
         log.info("broker %d serving on %s, data in %s (cluster %s)", self.config.node_id,
@@ -157,9 +158,10 @@ class BrokerServer:
                         got = recv_routed(router, core.peer_hosts)
                         if got is None:
                             break
-                        msg, address = got
-                        if address is not None:
-                            core.peer_hosts[msg[0]] = address
+                        msg, origin = got
+                        if origin is not None:  # a peer's first message
+                            core.peer_hosts[msg[0]] = origin.address
+                            core.connections.peer_seen(msg[0], origin.fd)
                         replies = core.handle(msg[0], msg[1:], wall_ms())
                         if outbox or any([reply.flush for _, reply in replies]):
                             outbox.extend(replies)  # an fsync is due this turn: these wait for it

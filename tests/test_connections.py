@@ -1,5 +1,6 @@
-"""``limits.connections_max``: connections beyond it are closed as they are accepted; the ones
-kept are served throughout, and a slot freed is usable again."""
+"""The broker's view of connections: ``limits.connections_max`` (connections beyond it are closed
+as they are accepted; the ones kept are served throughout, a slot freed is usable again), and a
+connection that ends takes its peer's parked fetches with it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 import time
 
 from fabric.broker.connections import ConnectionGate
-from fabric.client import Admin
+from fabric.client import Admin, Consumer, Producer
 
 
 def test_the_gate_keeps_up_to_its_limit_and_frees_slots():
@@ -19,6 +20,16 @@ def test_the_gate_keeps_up_to_its_limit_and_frees_slots():
     gate.disconnected(10)
     assert gate.open_connections == 1 and gate.accepted(12) and gate.open_connections == 2
     assert gate.refused_total == 2
+
+
+def test_the_gate_tells_which_peers_a_closed_connection_carried():
+    gate = ConnectionGate(10)
+    assert gate.accepted(7) and gate.accepted(8)
+    gate.peer_seen(b"a", 7)
+    gate.peer_seen(b"b", 8)
+    gate.peer_seen(b"c", -1)  # descriptor unknown: nothing to remember
+    assert gate.disconnected(7) == [b"a"] and gate.disconnected(7) == []
+    assert gate.disconnected(8) == [b"b"] and gate.open_connections == 0
 
 
 def _stats_until(admin: Admin, ok, timeout: float = 10.0) -> dict:
@@ -68,3 +79,25 @@ def test_connections_over_the_limit_are_closed_and_the_others_keep_working(broke
         with Admin(b.bootstrap) as third:
             assert third.api_versions()["broker"]["node_id"] == 0
     assert "connection limit (2) reached" in b.log_text()
+
+
+def test_a_consumer_that_disconnects_leaves_no_parked_fetch_behind(broker):
+    with Admin(broker.bootstrap) as admin:
+        admin.create_topic("tail")
+        consumer = Consumer(broker.bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=30_000)
+        consumer.assign([("tail", 0)])
+        assert consumer.poll(300) == []  # its standing fetch now waits at the broker, for 30 s
+        _stats_until(admin, lambda s: s["parked_fetches"] >= 1)
+        consumer.close()
+        # gone with the connection, long before the 30 s wait would have ended it
+        _stats_until(admin, lambda s: s["parked_fetches"] == 0, timeout=10.0)
+        with Producer(broker.bootstrap, linger_ms=0) as p:  # appends still work, nobody to answer
+            assert p.send("tail", b"after").result(10).offset == 0
+        with Consumer(broker.bootstrap, auto_offset_reset="earliest") as again:
+            again.assign([("tail", 0)])
+            got = []
+            for _ in range(40):
+                got += again.poll(250)
+                if got:
+                    break
+            assert [r.value for r in got] == [b"after"]
