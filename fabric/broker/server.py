@@ -40,6 +40,10 @@ from .core import BrokerCore, Outbox
 
 log = logging.getLogger("fabric.broker.server")
 
+TICK_MS = 100
+RECV_BURST = 256
+GROUP_TICK_MS = 10  # how often a busy loop runs the full ``core.tick`` (group timeouts)
+
 
 def _shut_down(fd: int) -> None:
     """End the TCP connection on ZeroMQ's descriptor ``fd`` without closing the descriptor (ZeroMQ
@@ -54,10 +58,6 @@ def _shut_down(fd: int) -> None:
         pass
     finally:
         sock.close()
-
-TICK_MS = 100
-RECV_BURST = 256
-GROUP_TICK_MS = 10  # how often a busy loop runs the full ``core.tick`` (group timeouts)
 
 
 class BrokerServer:

@@ -312,21 +312,9 @@ def decode_columns(topic: str, partition: int, batch: bytes | memoryview, h: Bat
 
 
 def batch_spans(data: bytes | memoryview) -> list[tuple[int, BatchHeader]]:
-    """``list(iter_headers(data))``, without a generator: a consumer walks every fetch reply's
+    """Every whole batch of a fetch payload as (position, header): a consumer walks a reply's
     headers once and hands the list to ``next_offset_in`` and ``columns_in``."""
-    out: list[tuple[int, BatchHeader]] = []
-    end = len(data)
-    pos = 0
-    while end - pos >= HEADER_SIZE:
-        h = _new_header(BatchHeader, HEADER.unpack_from(data, pos))
-        if h.batch_length < HEADER_SIZE - LOG_OVERHEAD:
-            raise FabricError("CORRUPT_BATCH", f"batch at byte {pos} has impossible length {h.batch_length}")
-        size = h.batch_length + LOG_OVERHEAD
-        if pos + size > end:
-            break
-        out.append((pos, h))
-        pos += size
-    return out
+    return list(iter_headers(data))
 
 
 def next_offset_in(data: bytes | memoryview, start_offset: int = 0,
