@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -98,8 +99,8 @@ def percentiles(samples: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "samples": 0}
     s = sorted(samples)
 
-    def at(q: float) -> float:
-        return round(s[min(len(s) - 1, int(q * len(s)))], 3)
+    def at(q: float) -> float:  # nearest rank, as tools/bench reports its peers' percentiles
+        return round(s[max(0, math.ceil(q * len(s)) - 1)], 3)
     return {"p50": at(0.50), "p99": at(0.99), "p999": at(0.999), "max": round(s[-1], 3), "samples": len(s)}
 
 

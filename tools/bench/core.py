@@ -8,6 +8,7 @@ says, so adding one is writing one class and decorating it with ``@register``.
 Lifecycle (the harness guarantees it):
     ``start(workdir)`` once, in a fresh temporary directory the harness removes afterwards;
     ``produce(n, value_bytes)`` then ``consume(n)`` (reads back what ``produce`` wrote);
+    then ``e2e(rate, seconds, value_bytes)`` on the same servers, into a stream of its own;
     ``stop()`` always, also after a failed ``start`` or on Ctrl-C, and it must be idempotent.
 Each measurement runs its client in a child process of its own (fresh memory, fresh GIL, no
 harness threads) which prints one JSON object on stdout; see ``procs.run_json``.
@@ -16,12 +17,15 @@ harness threads) which prints one JSON object on stdout; see ``procs.run_json``.
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 MB = 1_000_000  # MB/s in the table are 10^6 bytes of record *values* per second
+STAMP_BYTES = 20  # e2e values start with their send time (see stamp())
 
 
 def latency_summary(samples_ms: list[float]) -> dict[str, float]:
@@ -40,6 +44,33 @@ def latency_summary(samples_ms: list[float]) -> dict[str, float]:
         "max": ordered[-1],
         "count": len(ordered),
     }
+
+
+def stamp(value_bytes: int) -> tuple[Callable[[], bytes], Callable[[bytes], float]]:
+    """The e2e value codec every system shares (``fabric perf e2e``'s): the send time in
+    ``perf_counter_ns`` as 20 ASCII digits, padded to ``value_bytes``.  Returns (make a value
+    now, milliseconds since a value was made)."""
+    pad = b"x" * max(0, value_bytes - STAMP_BYTES)
+    clock = time.perf_counter_ns
+
+    def make() -> bytes:
+        return b"%020d" % clock() + pad
+
+    def age_ms(value: bytes) -> float:
+        return (clock() - int(value[:STAMP_BYTES])) / 1e6
+
+    return make, age_ms
+
+
+def pace(rate: int, total: int) -> Iterator[int]:
+    """Yield 0 … total-1, each at its own time (start + i / rate): a wake-up per record, as
+    ``fabric perf e2e`` paces by default, so every system gets the same arrival pattern."""
+    start = time.perf_counter()
+    for i in range(total):
+        target = start + i / rate
+        while (delay := target - time.perf_counter()) > 0:
+            time.sleep(min(delay, 0.001))
+        yield i
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +131,36 @@ class ConsumeResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class E2EResult:
+    """End-to-end latency at a fixed rate: each record timed from its send call to its arrival
+    at a consumer that was already waiting, producer and consumer in one client process."""
+
+    records: int  # records received (fewer than target_rate × seconds if the system fell behind)
+    target_rate: int  # records per second the producer was paced to
+    seconds: float  # first send to last record received
+    latency_ms: dict[str, float]  # latency_summary() of every record
+
+    @property
+    def records_per_sec(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else math.nan
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"records_per_sec": self.records_per_sec}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], target_rate: int) -> E2EResult:
+        """Accepts our clients' JSON and ``fabric perf e2e --json`` (``samples`` for ``count``)."""
+        lat = obj.get("latency_ms") or {}
+        return cls(
+            records=int(obj["records"]),
+            target_rate=int(obj.get("target_rate", target_rate)),
+            seconds=float(obj["seconds"]),
+            latency_ms={k: float(lat.get(k, math.nan)) for k in ("p50", "p99", "p999", "max")}
+            | {"count": int(lat.get("count", lat.get("samples", 0)))},
+        )
+
+
 @dataclass(slots=True)
 class SystemResult:
     """One row of the table: what a system did, or the error that stopped it."""
@@ -111,6 +172,8 @@ class SystemResult:
     reference: bool = False
     produce: ProduceResult | None = None
     consume: ConsumeResult | None = None
+    e2e: E2EResult | None = None
+    e2e_client: str = ""  # how e2e() sends and receives, for the table's notes
     error: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -123,6 +186,8 @@ class SystemResult:
             "reference": self.reference,
             "produce": self.produce.to_json() if self.produce else None,
             "consume": self.consume.to_json() if self.consume else None,
+            "e2e": self.e2e.to_json() if self.e2e else None,
+            "e2e_client": self.e2e_client,
             "error": self.error,
             "versions": self.versions,
         }
@@ -137,6 +202,7 @@ class System(ABC):
     latency_unit: ClassVar[str]  # what one produce latency sample measures
     reference: ClassVar[bool] = False  # a reference row (not a peer Fabric is ranked against)
     reference_for: ClassVar[str | None] = None  # run automatically alongside this system
+    e2e_client: ClassVar[str] = ""  # how e2e() sends and receives; empty: no e2e test
 
     @abstractmethod
     def start(self, workdir: Path) -> None:
@@ -149,6 +215,12 @@ class System(ABC):
     @abstractmethod
     def consume(self, records: int) -> ConsumeResult | None:
         """Read back ``records`` records from the start; ``None`` if the system cannot."""
+
+    def e2e(self, rate: int, seconds: float, value_bytes: int) -> E2EResult | None:
+        """Send ``rate`` records a second, one per send call, for ``seconds`` to a consumer already
+        waiting at the end of a fresh stream, and time each from send to receipt.  ``None``: the
+        system has no such test (a reference row, or a row that would repeat another's)."""
+        return None
 
     @abstractmethod
     def stop(self) -> None:

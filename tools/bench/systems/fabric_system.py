@@ -7,6 +7,7 @@ The contract with the Fabric CLI (the only thing this module assumes):
     fabric topic create T --partitions P --bootstrap 127.0.0.1:PORT
     fabric perf produce --bootstrap 127.0.0.1:PORT --topic T --records N --record-size B --acks 1 --json
     fabric perf consume --bootstrap 127.0.0.1:PORT --topic T --records N [--start-offset K] --json
+    fabric perf e2e --bootstrap 127.0.0.1:PORT --topic T --rate R --seconds S --record-size B --json
         each prints one JSON object on stdout:
         {"records": N, "seconds": s, "records_per_sec": x, "mb_per_sec": y,
          "latency_ms": {"p50": .., "p99": .., "p999": .., "max": ..}}
@@ -28,7 +29,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tools.bench.core import ConsumeResult, ProduceResult, System, register
+from tools.bench.core import ConsumeResult, E2EResult, ProduceResult, System, register
 from tools.bench.procs import (
     REPO_ROOT,
     ServerProcess,
@@ -41,6 +42,7 @@ from tools.bench.procs import (
 log = logging.getLogger("bench.fabric")
 
 TOPIC = "bench"
+E2E_TOPIC = "bench-e2e"
 FLUSH_INTERVAL_MS = 1000
 READY_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 5.0  # one `fabric topic list` attempt
@@ -65,6 +67,8 @@ class FabricSystem(System):
     durability = f"fsync 1 s (--flush-interval-ms {FLUSH_INTERVAL_MS})"
     client = "fabric perf, Producer.send_batch(1000) / Consumer.poll_batches, acks=1"
     latency_unit = "one send_batch call of 1,000 records: call to the acknowledgement of all"
+    e2e_client = ("fabric perf e2e: Producer.send() per record (linger 0, acks=1) on a thread; "
+                  "Consumer.poll() on the main thread, standing fetches")
     produce_args: tuple[object, ...] = ("--batch", 1000)
     consume_args: tuple[object, ...] = ("--columnar",)
 
@@ -115,6 +119,12 @@ class FabricSystem(System):
     def consume(self, records: int) -> ConsumeResult:
         # fabric perf consume need not report bytes; the values are the ones produce() wrote.
         return ConsumeResult.from_json(self.perf_consume(TOPIC, records), self.value_bytes)
+
+    def e2e(self, rate: int, seconds: float, value_bytes: int) -> E2EResult:
+        obj = run_json(fabric_argv("perf", "e2e", "--bootstrap", self.bootstrap, "--topic", E2E_TOPIC,
+                                   "--rate", rate, "--seconds", seconds, "--record-size", value_bytes,
+                                   "--json"), CLIENT_TIMEOUT_S, "fabric perf e2e")
+        return E2EResult.from_json(obj, rate)
 
     # ----------------------------------------------------------------- building blocks (scaling)
 
@@ -175,3 +185,7 @@ class FabricPerRecordSystem(FabricSystem):
     latency_unit = "one record (every 1,000th is sampled): send() call to its acknowledgement"
     produce_args = ()
     consume_args = ()
+    e2e_client = ""  # fabric perf e2e sends one record per call already: the fabric row has it
+
+    def e2e(self, rate: int, seconds: float, value_bytes: int) -> None:
+        return None

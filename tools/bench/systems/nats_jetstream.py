@@ -16,6 +16,10 @@ Client (the best nats-py usage we know for a log workload):
 - consume, mode ``ordered``: an ordered push consumer (``ordered_consumer=True``: ack none, flow
   control and heartbeats, the way NATS's own tools replay a stream) with a message callback;
   about 5x faster from Python.  ``run.py --nats-consume ordered`` selects it.
+- e2e: a stream of its own (``E2E`` on ``bench-e2e``), an ordered push consumer subscribed
+  before the first publish, and ``js.publish_async`` per record paced by ``asyncio.sleep`` (the
+  event loop cannot wait less than 1 ms, so records leave in bursts of about rate / 1,000;
+  the records of a burst are each timed from their own publish call).
 
 Run as ``python -m tools.bench.systems.nats_jetstream produce|consume --port P ...`` this module
 is the client child process and prints one JSON object.
@@ -34,10 +38,12 @@ from pathlib import Path
 
 from tools.bench.core import (
     ConsumeResult,
+    E2EResult,
     ProduceResult,
     System,
     latency_summary,
     register,
+    stamp,
 )
 from tools.bench.procs import ServerProcess, client_argv, emit_json, free_port, run_json
 
@@ -50,6 +56,9 @@ FETCH_RECORDS = 1000  # messages per pull fetch
 FETCH_TIMEOUT_S = 5.0
 CLIENT_TIMEOUT_S = 3600.0
 JS_API_TIMEOUT_S = 10.0
+E2E_STREAM = "E2E"
+E2E_SUBJECT = "bench-e2e"
+E2E_GRACE_S = 30.0  # after the last publish, how long the consumer may still take
 
 SERVER_CONFIG = """\
 listen: 127.0.0.1:{port}
@@ -76,6 +85,8 @@ class NatsJetStream(System):
     name = "nats"
     durability = "fsync 1 s (file store, sync_interval 1s)"
     latency_unit = "one message: publish_async() call to its PubAck"
+    e2e_client = ("nats-py asyncio: publish_async per record, paced by asyncio.sleep (1 ms "
+                  "resolution); ordered push consumer with a callback")
     consume_mode = "pull"  # or "ordered"; see the module docstring
 
     @property
@@ -105,6 +116,12 @@ class NatsJetStream(System):
         obj = run_json(client_argv(__name__, "consume", "--port", self.port, "--records", records,
                                    "--mode", self.consume_mode), CLIENT_TIMEOUT_S, "nats consume")
         return ConsumeResult.from_json(obj, 0)
+
+    def e2e(self, rate: int, seconds: float, value_bytes: int) -> E2EResult:
+        obj = run_json(client_argv(__name__, "e2e", "--port", self.port, "--rate", rate,
+                                   "--seconds", seconds, "--value-bytes", value_bytes),
+                       CLIENT_TIMEOUT_S, "nats e2e")
+        return E2EResult.from_json(obj, rate)
 
     def stop(self) -> None:
         if self.server:
@@ -214,15 +231,65 @@ async def _consume_ordered(js, records: int) -> tuple[int, int, float]:
     return got, nbytes, finished - started
 
 
+async def client_e2e(port: int, rate: int, seconds: float, value_bytes: int) -> dict:
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+    nc, js = await _connect(port)
+    await js.add_stream(StreamConfig(name=E2E_STREAM, subjects=[E2E_SUBJECT], storage=StorageType.FILE,
+                                     retention=RetentionPolicy.LIMITS, num_replicas=1))
+    total = int(rate * seconds)
+    make, age_ms = stamp(value_bytes)
+    latencies: list[float] = []
+    failures: list[BaseException] = []
+    all_in = asyncio.Event()
+
+    async def on_msg(msg) -> None:
+        latencies.append(age_ms(msg.data))
+        if len(latencies) >= total:
+            all_in.set()
+
+    def on_ack(future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            failures.append(future.exception() or asyncio.CancelledError())
+
+    sub = await js.subscribe(E2E_SUBJECT, stream=E2E_STREAM, ordered_consumer=True, cb=on_msg)
+    clock = time.perf_counter
+    started = clock()
+    for i in range(total):
+        target = started + i / rate
+        while (delay := target - clock()) > 0:
+            await asyncio.sleep(min(delay, 0.001))
+        future = await js.publish_async(E2E_SUBJECT, make())
+        future.add_done_callback(on_ack)
+    try:
+        await asyncio.wait_for(all_in.wait(), timeout=E2E_GRACE_S)
+    except asyncio.TimeoutError:
+        pass  # reported as fewer records than rate × seconds
+    elapsed = clock() - started
+    await asyncio.wait_for(js.publish_async_completed(), timeout=E2E_GRACE_S)
+    await sub.unsubscribe()
+    await nc.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} publishes failed, first: {failures[0]!r}")
+    return {"records": len(latencies), "target_rate": rate, "seconds": elapsed,
+            "latency_ms": latency_summary(latencies)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="NATS JetStream benchmark client (one measurement).")
-    p.add_argument("op", choices=["produce", "consume"])
+    p.add_argument("op", choices=["produce", "consume", "e2e"])
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--records", type=int, required=True)
+    p.add_argument("--records", type=int, help="produce, consume: how many")
     p.add_argument("--value-bytes", type=int, default=100)
     p.add_argument("--mode", choices=["pull", "ordered"], default="pull", help="consume: how to read")
+    p.add_argument("--rate", type=int, default=10_000, help="e2e: records per second")
+    p.add_argument("--seconds", type=float, default=8.0, help="e2e: how long to send")
     a = p.parse_args()
-    if a.op == "produce":
+    if a.op == "e2e":
+        emit_json(asyncio.run(client_e2e(a.port, a.rate, a.seconds, a.value_bytes)))
+    elif a.records is None:
+        p.error(f"{a.op} needs --records")
+    elif a.op == "produce":
         emit_json(asyncio.run(client_produce(a.port, a.records, a.value_bytes)))
     else:
         emit_json(asyncio.run(client_consume(a.port, a.records, a.mode)))

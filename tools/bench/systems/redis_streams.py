@@ -10,6 +10,10 @@ Client (the best redis-py usage we know for a log workload):
   one latency sample = one pipeline's ``execute()`` (1,000 records acknowledged together).
 - consume: ``XRANGE bench (<last-id> + COUNT 1000`` pages from the start until N records read
   (``XREAD COUNT`` does the same scan with a heavier reply shape).
+- e2e: one ``XADD bench-e2e * v <stamp>`` per record from a thread (each waits for its reply,
+  as a service publishing one event would); the main thread, on a second connection, waits in
+  ``XREAD BLOCK 100 COUNT 1000 STREAMS bench-e2e <last-id>``.  One process, GIL switch
+  interval 0.2 ms, as ``fabric perf e2e``.
 
 Run as ``python -m tools.bench.systems.redis_streams produce|consume --port P ...`` this module is
 the client child process and prints one JSON object.
@@ -23,21 +27,30 @@ import io
 import logging
 import shutil
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 from tools.bench.core import (
     ConsumeResult,
+    E2EResult,
     ProduceResult,
     System,
     latency_summary,
+    pace,
     register,
+    stamp,
 )
 from tools.bench.procs import ServerProcess, client_argv, emit_json, free_port, run_json
 
 log = logging.getLogger("bench.redis")
 
 STREAM = "bench"
+E2E_STREAM = "bench-e2e"
+E2E_BLOCK_MS = 100  # XREAD BLOCK: how long one read waits for new entries
+E2E_GRACE_S = 30.0  # after the last send, how long the reader may still wait
+SWITCH_INTERVAL_S = 0.0002  # as fabric perf e2e: two threads share one GIL
 FIELD = "v"
 PIPELINE_RECORDS = 1000  # XADDs per pipeline round trip
 PAGE_RECORDS = 1000  # records per XRANGE page
@@ -70,6 +83,8 @@ class RedisStreams(System):
     durability = "fsync 1 s (AOF everysec)"
     client = "redis-py + hiredis, RESP2; pipelines of 1,000 XADD; XRANGE pages of 1,000"
     latency_unit = "one pipeline of 1,000 XADDs: execute() call to all replies parsed"
+    e2e_client = (f"redis-py + hiredis: XADD per record (waits for its reply) on a thread; "
+                  f"XREAD BLOCK {E2E_BLOCK_MS} COUNT 1000 on the main thread")
 
     def __init__(self) -> None:
         self.server: ServerProcess | None = None
@@ -87,6 +102,12 @@ class RedisStreams(System):
         obj = run_json(client_argv(__name__, "consume", "--port", self.port, "--records", records),
                        CLIENT_TIMEOUT_S, "redis consume")
         return ConsumeResult.from_json(obj, 0)
+
+    def e2e(self, rate: int, seconds: float, value_bytes: int) -> E2EResult:
+        obj = run_json(client_argv(__name__, "e2e", "--port", self.port, "--rate", rate,
+                                   "--seconds", seconds, "--value-bytes", value_bytes),
+                       CLIENT_TIMEOUT_S, "redis e2e")
+        return E2EResult.from_json(obj, rate)
 
     def stop(self) -> None:
         if self.server:
@@ -206,14 +227,53 @@ def client_consume(port: int, records: int) -> dict:
     return {"records": got, "bytes": nbytes, "seconds": seconds}
 
 
+def client_e2e(port: int, rate: int, seconds: float, value_bytes: int) -> dict:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    writer, reader = _connect(port), _connect(port)
+    total = int(rate * seconds)
+    make, age_ms = stamp(value_bytes)
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for _ in pace(rate, total):
+                writer.xadd(E2E_STREAM, {FIELD: make()})
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            failure.append(e)
+
+    latencies: list[float] = []
+    last_id: bytes | str = "0-0"  # a fresh stream: everything in it is this run's
+    sender = threading.Thread(target=produce, name="redis-e2e-producer", daemon=True)
+    started = time.perf_counter()
+    sender.start()
+    deadline = started + seconds + E2E_GRACE_S
+    while len(latencies) < total and time.perf_counter() < deadline and not failure:
+        for _, entries in reader.xread({E2E_STREAM: last_id}, count=1000, block=E2E_BLOCK_MS) or ():
+            for entry_id, fields in entries:
+                latencies.append(age_ms(fields[FIELD.encode()]))
+            last_id = entries[-1][0]
+    elapsed = time.perf_counter() - started
+    sender.join(timeout=E2E_GRACE_S)
+    if failure:
+        raise RuntimeError(f"XADD failed: {failure[0]!r}")
+    return {"records": len(latencies), "target_rate": rate, "seconds": elapsed,
+            "latency_ms": latency_summary(latencies)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="Redis Streams benchmark client (one measurement).")
-    p.add_argument("op", choices=["produce", "consume"])
+    p.add_argument("op", choices=["produce", "consume", "e2e"])
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--records", type=int, required=True)
+    p.add_argument("--records", type=int, help="produce, consume: how many")
     p.add_argument("--value-bytes", type=int, default=100)
+    p.add_argument("--rate", type=int, default=10_000, help="e2e: records per second")
+    p.add_argument("--seconds", type=float, default=8.0, help="e2e: how long to send")
     a = p.parse_args()
-    if a.op == "produce":
+    if a.op == "e2e":
+        emit_json(client_e2e(a.port, a.rate, a.seconds, a.value_bytes))
+    elif a.records is None:
+        p.error(f"{a.op} needs --records")
+    elif a.op == "produce":
         emit_json(client_produce(a.port, a.records, a.value_bytes))
     else:
         emit_json(client_consume(a.port, a.records))
