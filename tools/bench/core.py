@@ -46,6 +46,14 @@ def latency_summary(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
+def latency_from_json(obj: dict[str, Any]) -> dict[str, float]:
+    """``latency_ms`` of a client's JSON as ``latency_summary`` has it (``fabric perf`` says
+    ``samples`` for ``count``; a missing percentile is NaN)."""
+    lat = obj.get("latency_ms") or {}
+    return ({k: float(lat.get(k, math.nan)) for k in ("p50", "p99", "p999", "max")}
+            | {"count": int(lat.get("count", lat.get("samples", 0)))})
+
+
 def stamp(value_bytes: int) -> tuple[Callable[[], bytes], Callable[[bytes], float]]:
     """The e2e value codec every system shares (``fabric perf e2e``'s): the send time in
     ``perf_counter_ns`` as 20 ASCII digits, padded to ``value_bytes``.  Returns (make a value
@@ -94,13 +102,11 @@ class ProduceResult:
     @classmethod
     def from_json(cls, obj: dict[str, Any], value_bytes: int) -> ProduceResult:
         """Accepts our clients' JSON and ``fabric perf produce --json`` (no ``value_bytes``)."""
-        lat = obj.get("latency_ms") or {}
         return cls(
             records=int(obj["records"]),
             value_bytes=int(obj.get("value_bytes", value_bytes)),
             seconds=float(obj["seconds"]),
-            latency_ms={k: float(lat.get(k, math.nan)) for k in ("p50", "p99", "p999", "max")}
-            | {"count": int(lat.get("count", lat.get("samples", 0)))},
+            latency_ms=latency_from_json(obj),
         )
 
 
@@ -151,13 +157,11 @@ class E2EResult:
     @classmethod
     def from_json(cls, obj: dict[str, Any], target_rate: int) -> E2EResult:
         """Accepts our clients' JSON and ``fabric perf e2e --json`` (``samples`` for ``count``)."""
-        lat = obj.get("latency_ms") or {}
         return cls(
             records=int(obj["records"]),
             target_rate=int(obj.get("target_rate", target_rate)),
             seconds=float(obj["seconds"]),
-            latency_ms={k: float(lat.get(k, math.nan)) for k in ("p50", "p99", "p999", "max")}
-            | {"count": int(lat.get("count", lat.get("samples", 0)))},
+            latency_ms=latency_from_json(obj),
         )
 
 
