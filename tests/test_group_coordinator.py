@@ -723,3 +723,25 @@ def test_request_header_round_trip():
                            owned=(TopicPartitions(topic="t", partitions=(0, 2)),), generation=3)
     env, again = parse_request(request_header("join_group", 9, req))
     assert (env.op, env.cid) == ("join_group", 9) and again == req
+
+
+def test_the_transition_table_is_the_only_way_between_states() -> None:
+    """Rule 1: ``state.transition`` applies ``TRANSITIONS`` and refuses anything else, so a
+    coordinator bug shows as an error, not as a group in a state it cannot leave."""
+    from fabric.groups.state import TRANSITIONS, Event, Group, transition
+
+    assert set(TRANSITIONS) == set(State)
+    reachable = {State.EMPTY}
+    while True:
+        more = {nxt for s in reachable for nxt in TRANSITIONS[s].values()} - reachable
+        if not more:
+            break
+        reachable |= more
+    assert reachable == set(State)  # every state can happen; DEAD is the only one without a way out
+    assert [s for s in State if not TRANSITIONS[s]] == [State.DEAD]
+    g = Group("g")
+    transition(g, Event.JOIN)
+    assert g.state is State.PREPARING_REBALANCE
+    with pytest.raises(AssertionError, match="no transition from PREPARING_REBALANCE on DELETE"):
+        transition(g, Event.DELETE)
+    assert g.state is State.PREPARING_REBALANCE

@@ -21,7 +21,8 @@ import logging
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Hashable
 
-from ..groups.coordinator import AppendOffsets, Coordinator, GroupConfig, Reply as GroupReply
+from ..groups.coordinator import Coordinator
+from ..groups.state import AppendOffsets, GroupConfig, Reply as GroupReply
 from ..groups.messages import GROUP_OPERATIONS
 from ..groups.offsets import OFFSETS_TOPIC, OffsetRecord
 from ..log.partition_log import PartitionLog

@@ -37,7 +37,7 @@ Choices
 
 Rules
 =====
-Rule 1: every state change goes through ``TRANSITIONS`` (``_move``); anything else is a bug.
+Rule 1: every state change goes through ``TRANSITIONS`` (``state.transition``); anything else is a bug.
 Rule 2: the generation grows by one exactly when a join phase ends (PREPARING_REBALANCE left).
 Rule 3: assignments are computed only when a join phase ends; in COMPLETING_REBALANCE and STABLE
         every member but those parked by Rule 7 holds its assignment for the current generation.
@@ -55,125 +55,18 @@ Rule 7: a join arriving in COMPLETING_REBALANCE (typically a cooperative member 
 
 from __future__ import annotations
 
-import enum
 import functools
 import itertools
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable
 
 from ..protocol.errors import FabricError, error_map
-from .assignors import ASSIGNORS, Subscription, TopicPartition, cooperative_plan, resolve_owned
+from .assignors import ASSIGNORS, Subscription, cooperative_plan, resolve_owned
 from .messages import (DeleteGroupsRequest, DescribeGroupsRequest, HeartbeatRequest, JoinGroupRequest,
                        LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
                        SyncGroupRequest, flatten, topic_partitions)
 from .offsets import CommittedOffset, OffsetRecord, OffsetStore, commit_record, partition_for_group
-
-
-class State(enum.Enum):
-    EMPTY = "EMPTY"  # no members (maybe committed offsets)
-    PREPARING_REBALANCE = "PREPARING_REBALANCE"  # collecting joins
-    COMPLETING_REBALANCE = "COMPLETING_REBALANCE"  # assignment computed, waiting for every sync
-    STABLE = "STABLE"  # every member has its assignment
-    DEAD = "DEAD"  # deleted or moved to another coordinator; the object is dropped
-
-
-class Event(enum.Enum):
-    JOIN = "a member joins, rejoins or changes its subscription"
-    REMOVE = "a member leaves or is expired"
-    METADATA = "a subscribed topic's partition count changed"
-    JOIN_DONE = "the join phase ends with members"
-    JOIN_DONE_EMPTY = "the join phase ends with no member left"
-    ALL_SYNCED = "the last member fetched its assignment"
-    DELETE = "delete_groups"
-    UNLOAD = "this broker no longer leads the group's offsets partition"
-
-
-E, P, C, S, D = (State.EMPTY, State.PREPARING_REBALANCE, State.COMPLETING_REBALANCE, State.STABLE,
-                 State.DEAD)
-TRANSITIONS: dict[State, dict[Event, State]] = {
-    E: {Event.JOIN: P, Event.DELETE: D, Event.UNLOAD: D},
-    P: {Event.JOIN: P, Event.REMOVE: P, Event.JOIN_DONE: C, Event.JOIN_DONE_EMPTY: E, Event.UNLOAD: D},
-    C: {Event.JOIN: P, Event.REMOVE: P, Event.METADATA: P, Event.ALL_SYNCED: S, Event.UNLOAD: D},
-    S: {Event.JOIN: P, Event.REMOVE: P, Event.METADATA: P, Event.UNLOAD: D},
-    D: {},
-}
-
-
-@dataclass(frozen=True, slots=True)
-class GroupConfig:
-    initial_rebalance_delay_ms: int = 3000  # an empty group's first join phase waits this long for more members
-    group_members_max: int = 1000
-    groups_max: int = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    token: Hashable
-    op: str
-    result: dict[str, Any] = field(default_factory=dict)
-    error: FabricError | None = None
-
-    def header(self, cid: int | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"op": self.op, "cid": cid, **self.result}
-        if self.error is not None:
-            out["error"] = self.error.to_wire()
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class AppendOffsets:
-    token: Hashable
-    records: tuple[OffsetRecord, ...]
-    reply: Reply  # to send once the records are durable and applied
-
-
-Action = Reply | AppendOffsets
-
-
-@dataclass(slots=True, eq=False)
-class Member:
-    member_id: str
-    instance_id: str | None
-    seq: int  # join order: the oldest member's assignor preference wins
-    client_id: str = ""
-    host: str = ""
-    session_timeout_ms: int = 0
-    rebalance_timeout_ms: int = 0
-    topics: tuple[str, ...] = ()
-    assignors: tuple[str, ...] = ()
-    owned: tuple[TopicPartition, ...] = ()
-    owned_generation: int = -1
-    session_deadline: int = 0
-    poll_deadline: int = 0
-    join_token: Hashable | None = None  # parked join
-    synced: bool = False
-    assignment: tuple[TopicPartition, ...] = ()
-    revoked: tuple[TopicPartition, ...] = ()
-
-
-@dataclass(slots=True, eq=False)
-class Group:
-    group_id: str
-    state: State = State.EMPTY
-    generation: int = 0
-    protocol: str | None = None
-    members: dict[str, Member] = field(default_factory=dict)
-    static: dict[str, str] = field(default_factory=dict)  # instance id -> member id
-    support: Counter[str] = field(default_factory=Counter)  # assignor -> members offering it
-    pending: dict[str, int] = field(default_factory=dict)  # KIP-394 ids handed out -> expiry
-    phase_started_ms: int = 0
-    not_before_ms: int = 0  # initial rebalance delay
-    join_deadline_ms: int = 0  # phase start + the longest rebalance timeout of the members
-    partition_counts: dict[str, int] = field(default_factory=dict)  # at the last assignment
-
-
-def _move(group: Group, event: Event) -> None:
-    nxt = TRANSITIONS[group.state].get(event)
-    if nxt is None:
-        raise AssertionError(f"group {group.group_id!r}: no transition from {group.state.name} on {event.name}")
-    group.state = nxt
+from .state import Action, AppendOffsets, Event, Group, GroupConfig, Member, Reply, State, transition
 
 
 def _check_generation(group: Group, generation: int) -> None:
@@ -244,7 +137,7 @@ class Coordinator:
             for m in group.members.values():
                 if m.join_token is not None:
                     actions.append(Reply(m.join_token, "join_group", {}, FabricError("NOT_COORDINATOR")))
-            _move(group, Event.UNLOAD)
+            transition(group, Event.UNLOAD)
         for gid in self.offsets.groups():
             if self.partition_for(gid) == partition:
                 self.offsets.drop_group(gid)
@@ -370,7 +263,7 @@ class Coordinator:
         next join phase at once."""
         if any(not m.synced and m.join_token is None for m in group.members.values()):
             return []
-        _move(group, Event.ALL_SYNCED)
+        transition(group, Event.ALL_SYNCED)
         if all(m.join_token is None for m in group.members.values()):
             return []
         self._begin_rebalance(group, Event.JOIN, now_ms)
@@ -403,7 +296,7 @@ class Coordinator:
 
     def _begin_rebalance(self, group: Group, event: Event, now_ms: int) -> None:
         from_empty = group.state is State.EMPTY
-        _move(group, event)
+        transition(group, event)
         group.phase_started_ms = now_ms
         group.not_before_ms = now_ms + (self.config.initial_rebalance_delay_ms if from_empty else 0)
         group.join_deadline_ms = now_ms + max((m.rebalance_timeout_ms for m in group.members.values()), default=0)
@@ -422,10 +315,10 @@ class Coordinator:
     def _finish_join(self, group: Group, now_ms: int) -> list[Action]:
         group.generation += 1  # Rule 2
         if not group.members:
-            _move(group, Event.JOIN_DONE_EMPTY)
+            transition(group, Event.JOIN_DONE_EMPTY)
             group.protocol, group.partition_counts = None, {}
             return []
-        _move(group, Event.JOIN_DONE)
+        transition(group, Event.JOIN_DONE)
         group.phase_started_ms = now_ms
         members = sorted(group.members.values(), key=lambda m: m.seq)
         group.protocol = next(a for a in members[0].assignors if group.support[a] == len(members))
@@ -619,7 +512,7 @@ class Coordinator:
             except FabricError as err:
                 results.append({"group_id": gid, "error": err.to_wire()})
                 continue
-            _move(group, Event.DELETE)
+            transition(group, Event.DELETE)
             del self._groups[gid]
             records += self.offsets.tombstones(gid, self.offsets_partitions)
             results.append({"group_id": gid, "error": None})
