@@ -214,3 +214,20 @@ def test_a_reply_without_continuation_is_the_standing_fetch_s_last(core):
 def test_answers_are_limited(core):
     (_, r), = fetch(core, 1, [(0, 0)], answers=65)
     assert r.header["error"]["name"] == "INVALID_FIELD" and "answers" in r.header["error"]["message"]
+
+
+def test_a_connection_that_ends_gets_its_fetches_answered_as_their_last(core):
+    """peer_gone answers rather than drops: the end of a connection comes from the monitor socket,
+    which may pin it on a peer still connected (a reused descriptor).  Such a peer must only see
+    early answers, then fetch on as usual; one really gone leaves nothing parked."""
+    assert fetch(core, 1, [(0, 0)], answers=16) == []
+    assert fetch(core, 2, [(0, 0)], follows=1, answers=16) == []
+    assert fetch(core, 7, [(1, 0)], peer=b"bystander") == []
+    out = core.peer_gone(PEER)
+    assert [(p, _answer(r)) for p, r in out] == [(PEER, (1, 0, 0, [])), (PEER, (2, 0, 0, []))]
+    assert len(core.waiters) == 1                             # the bystander's fetch stays
+    assert produce(core, 0, b"a") == []                       # nothing of PEER's is waiting any more
+    (_, r), = fetch(core, 3, [(0, 0)], follows=2, answers=16)  # the peer was there after all
+    assert _answer(r) == (3, 0, 15, [b"a"])
+    (_, r), = produce(core, 0, b"b")                          # and it stands at the tail again
+    assert _answer(r) == (3, 1, 14, [b"b"])

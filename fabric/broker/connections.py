@@ -10,9 +10,11 @@ no reply: ZeroMQ has no way to send one before the handshake, and its client rec
 with the usual back-off, so a client turned away is served once others leave.
 
 It also knows which peers (ROUTER identities) talk on which connection (the shell reads
-``ZMQ_SRCFD`` of a peer's first message), so that when a connection ends the broker forgets its
-peers at once: a consumer that disconnects leaves no parked or standing fetch behind to be read
-and answered into the void until its deadline.
+``ZMQ_SRCFD`` of a peer's first message), so that when a connection ends the broker answers its
+peers' parked fetches at once: a consumer that disconnects leaves no parked or standing fetch
+behind to be read and answered into the void until its deadline.  The monitor's events can lag
+behind a new connection's first message on a reused descriptor, so an end may be pinned on a
+live peer: answering (not dropping) makes that harmless (``Fetcher.release``).
 """
 
 from __future__ import annotations

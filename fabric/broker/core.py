@@ -143,12 +143,13 @@ class BrokerCore:
             err = FabricError("UNKNOWN_ERROR", f"{type(exc).__name__}: {exc}")
             return [(peer, Reply(error_reply(op, cid, err)))]
 
-    def peer_gone(self, peer: bytes) -> None:
-        """``peer``'s connection ended: its parked fetches and what the broker remembers of it go
-        now, not at their deadlines.  (Group members keep their sessions: a consumer may
-        reconnect, and the session timeout decides, as in Kafka.)"""
-        self.fetcher.forget(peer)
+    def peer_gone(self, peer: bytes) -> Outbox:
+        """``peer``'s connection ended: its parked fetches are answered now, not at their
+        deadlines (``Fetcher.release`` says why answered and not dropped), and the broker forgets
+        its host.  (Group members keep their sessions: a consumer may reconnect, and the session
+        timeout decides, as in Kafka.)"""
         self.peer_hosts.pop(peer, None)
+        return self.fetcher.release(peer)
 
     def expire(self, now_ms: int) -> Outbox:
         """Answer parked fetches whose wait is over with whatever they can have."""

@@ -41,6 +41,7 @@ Rules for a fetch with ``follows`` = the cid of the connection's previous fetch:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, NamedTuple
 
 from ..protocol.errors import FabricError
@@ -52,6 +53,8 @@ from .metrics import Metrics
 from .replies import Outbox, Reply
 from .topics import TopicManager
 from .waiters import FetchWaiters, Waiter
+
+log = logging.getLogger("fabric.broker")
 
 Key = tuple[str, int]
 
@@ -142,8 +145,32 @@ class Fetcher:
 
     def drain(self) -> Outbox:
         """On shutdown: answer every parked fetch, and the follow-ons waiting behind it, now."""
+        return self._answer_last(self.waiters.all())
+
+    def next_deadline_ms(self) -> int | None:
+        return self.waiters.next_deadline_ms()
+
+    def release(self, peer: bytes) -> Outbox:
+        """``peer``'s connection ended: answer its parked fetches, and the follow-ons behind them,
+        now, each with its last reply.
+
+        Why answer rather than drop: the broker learns of a connection's end from the ROUTER's
+        monitor socket, which can lag behind a new connection's first message on the same
+        (reused) descriptor, so the end may be pinned on a peer that is still there.  Such a peer
+        just gets an early answer and fetches again; for one that is really gone the ROUTER
+        drops the replies.  Either way nothing stays parked for a dead connection."""
+        self._latest.pop(peer, None)
+        out = self._answer_last([w for w in self.waiters.all() if w.peer == peer])
+        if out:
+            log.debug("connection of %s ended: answered its %d waiting fetches", peer.hex(), len(out))
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _answer_last(self, waiters: list[Waiter]) -> Outbox:
+        """Answer ``waiters`` and the follow-ons behind each with what they can have now, as
+        their last replies (a standing fetch ends: ``answers_left`` 0)."""
         out: Outbox = []
-        for w in self.waiters.all():
+        for w in waiters:
             self.waiters.finish(w)
             read = self._read(w.request)
             out.append((w.peer, self._reply(w.cid, read, 0 if w.request.answers > 1 else None)))
@@ -156,17 +183,6 @@ class Fetcher:
                 f = f.next
         return out
 
-    def next_deadline_ms(self) -> int | None:
-        return self.waiters.next_deadline_ms()
-
-    def forget(self, peer: bytes) -> None:
-        """``peer`` is gone: drop its parked fetches (and the follow-ons behind them) unanswered."""
-        self._latest.pop(peer, None)
-        for w in self.waiters.all():
-            if w.peer == peer:
-                self.waiters.finish(w)
-
-    # ------------------------------------------------------------------ internals
     def _evaluate(self, peer: bytes, cid: int, req: FetchRequest, now_ms: int,
                   behind: _FollowOn | None = None, spent: int = 0) -> Outbox:
         """Answer now, or park (long poll); ``behind``: the follow-ons waiting for this fetch."""

@@ -129,7 +129,7 @@ class BrokerServer:
                                     gate.limit, gate.refused_total)
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 for peer in gate.disconnected(fd):
-                    self.core.peer_gone(peer)
+                    self._send(self.core.peer_gone(peer))
 
     def serve_forever(self) -> None:
         log.info("broker %d serving on %s, data in %s (cluster %s)", self.config.node_id,
