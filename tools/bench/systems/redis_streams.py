@@ -52,6 +52,7 @@ E2E_BLOCK_MS = 100  # XREAD BLOCK: how long one read waits for new entries
 E2E_GRACE_S = 30.0  # after the last send, how long the reader may still wait
 SWITCH_INTERVAL_S = 0.0002  # as fabric perf e2e: two threads share one GIL
 FIELD = "v"
+FIELD_KEY = FIELD.encode()  # how redis-py (RESP2, bytes) hands the field back
 PIPELINE_RECORDS = 1000  # XADDs per pipeline round trip
 PAGE_RECORDS = 1000  # records per XRANGE page
 CLIENT_TIMEOUT_S = 3600.0
@@ -249,8 +250,8 @@ def client_e2e(port: int, rate: int, seconds: float, value_bytes: int) -> dict:
     deadline = started + seconds + E2E_GRACE_S
     while len(latencies) < total and time.perf_counter() < deadline and not failure:
         for _, entries in reader.xread({E2E_STREAM: last_id}, count=1000, block=E2E_BLOCK_MS) or ():
-            for entry_id, fields in entries:
-                latencies.append(age_ms(fields[FIELD.encode()]))
+            for _, fields in entries:
+                latencies.append(age_ms(fields[FIELD_KEY]))
             last_id = entries[-1][0]
     elapsed = time.perf_counter() - started
     sender.join(timeout=E2E_GRACE_S)
