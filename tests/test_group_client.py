@@ -114,7 +114,13 @@ def test_three_processes_share_partitions_and_take_over_after_sigkill(gbroker, w
         ws = [workers(gbroker.bootstrap, "procs", ["events"], "--commit", "sync", name=f"w{i}") for i in range(3)]
 
         # (a) each of the three gets exactly two partitions, and the callbacks agree with the coordinator
-        view = wait_until(lambda: balanced(admin, "procs", [2, 2, 2]), 20, "3 members with 2 partitions each")
+        try:
+            view = wait_until(lambda: balanced(admin, "procs", [2, 2, 2]), 20, "3 members with 2 partitions each")
+        except AssertionError as exc:  # say where it stood: the group, and what each worker saw
+            seen = [(w.name, w.proc and w.proc.poll(), [(e["event"], e.get("generation"), e.get("partitions"))
+                                                         for e in w.snapshot() if e["event"] != "records"][-4:],
+                     w.stderr()[-300:]) for w in ws]
+            raise AssertionError(f"{exc}; group: {group_view(admin, 'procs')}; workers: {seen}") from None
         for w in ws:
             w.wait_for(lambda ev, w=w: len(w.assignment()) == 2, 10, "2 partitions")
         assert sorted(sorted(w.assignment()) for w in ws) == sorted(sorted(a) for a in view[2].values())
