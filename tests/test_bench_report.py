@@ -13,7 +13,8 @@ import math
 from rich.console import Console
 
 from tools.bench import report
-from tools.bench.core import ConsumeResult, E2EResult, ProduceResult, SystemResult, pace, stamp
+from fabric.pacing import pace, stamp
+from tools.bench.core import ConsumeResult, E2EResult, ProduceResult, SystemResult
 from tools.bench.run import median_of
 
 

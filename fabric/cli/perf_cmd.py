@@ -21,6 +21,7 @@ from ..client.consumer import Consumer
 from ..client.producer import Producer
 from ..protocol.errors import TopicAlreadyExistsError
 from .common import add_client_options
+from ..pacing import pace, stamp
 
 EPILOG = """examples:
   fabric perf produce --topic perf --records 1000000 --record-size 100
@@ -254,7 +255,7 @@ def perf_e2e(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0002)
     _ensure_topic(args.bootstrap, args.topic, 1, args.timeout_ms)
     total = int(args.rate * args.seconds)
-    pad = b"x" * max(0, args.record_size - 20)
+    make_value, age_ms = stamp(args.record_size)
     latencies: list[float] = []
     depth = {} if args.pipeline_depth is None else {"fetch_pipeline_depth": args.pipeline_depth}
     if args.standing_answers is not None:
@@ -266,19 +267,9 @@ def perf_e2e(args: argparse.Namespace) -> int:
     producer = Producer(args.bootstrap, linger_ms=args.linger_ms, acks=1)
     done = threading.Event()
 
-    pace = args.pace_ms / 1000
-
     def produce() -> None:
-        start = time.perf_counter()
-        for i in range(total):
-            target = start + i / args.rate
-            if pace > 0:
-                if (delay := target - time.perf_counter()) > 0:
-                    time.sleep(max(delay, pace))
-            else:
-                while (delay := target - time.perf_counter()) > 0:
-                    time.sleep(min(delay, 0.001))
-            producer.send(args.topic, b"%020d" % time.perf_counter_ns() + pad)
+        for _ in pace(args.rate, total, args.pace_ms / 1000):
+            producer.send(args.topic, make_value())
         producer.flush(60)
         done.set()
 
@@ -290,7 +281,7 @@ def perf_e2e(args: argparse.Namespace) -> int:
     try:
         while received < total and time.perf_counter() < deadline:
             for r in consumer.poll(100):
-                latencies.append((time.perf_counter_ns() - int(r.value[:20])) / 1e6)
+                latencies.append(age_ms(r.value))
                 received += 1
     finally:
         t.join(timeout=60)

@@ -17,15 +17,12 @@ harness threads) which prints one JSON object on stdout; see ``procs.run_json``.
 from __future__ import annotations
 
 import math
-import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 MB = 1_000_000  # MB/s in the table are 10^6 bytes of record *values* per second
-STAMP_BYTES = 20  # e2e values start with their send time (see stamp())
 
 
 def latency_summary(samples_ms: list[float]) -> dict[str, float]:
@@ -52,33 +49,6 @@ def latency_from_json(obj: dict[str, Any]) -> dict[str, float]:
     lat = obj.get("latency_ms") or {}
     return ({k: float(lat.get(k, math.nan)) for k in ("p50", "p99", "p999", "max")}
             | {"count": int(lat.get("count", lat.get("samples", 0)))})
-
-
-def stamp(value_bytes: int) -> tuple[Callable[[], bytes], Callable[[bytes], float]]:
-    """The e2e value codec every system shares (``fabric perf e2e``'s): the send time in
-    ``perf_counter_ns`` as 20 ASCII digits, padded to ``value_bytes``.  Returns (make a value
-    now, milliseconds since a value was made)."""
-    pad = b"x" * max(0, value_bytes - STAMP_BYTES)
-    clock = time.perf_counter_ns
-
-    def make() -> bytes:
-        return b"%020d" % clock() + pad
-
-    def age_ms(value: bytes) -> float:
-        return (clock() - int(value[:STAMP_BYTES])) / 1e6
-
-    return make, age_ms
-
-
-def pace(rate: int, total: int) -> Iterator[int]:
-    """Yield 0 … total-1, each at its own time (start + i / rate): a wake-up per record, as
-    ``fabric perf e2e`` paces by default, so every system gets the same arrival pattern."""
-    start = time.perf_counter()
-    for i in range(total):
-        target = start + i / rate
-        while (delay := target - time.perf_counter()) > 0:
-            time.sleep(min(delay, 0.001))
-        yield i
 
 
 @dataclass(frozen=True, slots=True)

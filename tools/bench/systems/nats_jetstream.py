@@ -36,6 +36,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+from fabric.pacing import stamp
 from tools.bench.core import (
     ConsumeResult,
     E2EResult,
@@ -43,7 +44,6 @@ from tools.bench.core import (
     System,
     latency_summary,
     register,
-    stamp,
 )
 from tools.bench.procs import ServerProcess, client_argv, emit_json, free_port, run_json
 

@@ -32,15 +32,14 @@ import threading
 import time
 from pathlib import Path
 
+from fabric.pacing import pace, stamp
 from tools.bench.core import (
     ConsumeResult,
     E2EResult,
     ProduceResult,
     System,
     latency_summary,
-    pace,
     register,
-    stamp,
 )
 from tools.bench.procs import ServerProcess, client_argv, emit_json, free_port, run_json
 
