@@ -8,7 +8,6 @@ parses its machine-readable parts:
 - tables that follow a marker comment: ``<!-- fields: Class -->``, ``<!-- reply: vector -->``,
   ``<!-- operations -->``, ``<!-- errors -->``, ``<!-- limits -->``, ``<!-- topic-configs -->``,
   ``<!-- murmur2 -->``, ``<!-- batch-layout -->``, ``<!-- batch-fields: vector -->``;
-- the reply shapes of section 12.3 (``Reply: `{name: type, ...}` ``, one ``#### `op` `` per operation);
 
 and checks them against ``fabric.protocol`` (schemas, errors, limits, codec), ``fabric.records``
 (batch format, murmur2) and a real ``BrokerCore`` that replays the request vectors in document
@@ -572,7 +571,7 @@ def _items(spec: Wire) -> Any:
 def _request_classes() -> dict[str, type]:
     from fabric.protocol.messages import Envelope
     out: dict[str, type] = {"Envelope": Envelope}
-    todo = [OPERATIONS[op][0] for op in _core_operations()]
+    todo = [cls for cls, _, _ in OPERATIONS.values()]  # section 5's and section 12's
     while todo:
         cls = todo.pop()
         out[cls.__name__] = cls
@@ -647,149 +646,4 @@ def test_reply_table_documents_every_field_of_the_reply_vector(vector):
 def test_every_operation_has_a_reply_table():
     documented_ops = {codec.decode_map(HEX[v.replace("-reply", "-request")].data, 1 << 20)["op"]
                       for v in markers("reply:")}
-    assert documented_ops == set(_core_operations())
-
-
-# ------------------------------------------------------------------ section 12: reply shapes
-# Section 12.3 documents each group operation's reply not as a table but inline, as a shape in
-# backticks: `{member_id: text, generation: uint, ...}`, `[{...}]` for arrays of maps, `a / b` for
-# alternatives, `TopicPartitions` for the type defined at the top of section 12, `[as offset_fetch]`
-# for "the items of offset_fetch's array of the same name", and `[...]` for items given by the
-# shapes that follow (describe_groups: "each either `{...}` or `{...}`").  These turn them into
-# the same field paths as the reply tables of section 5 (`groups[].members[].host`).
-class _ShapeParser:
-    def __init__(self, text: str) -> None:
-        self.s, self.i = text, 0
-
-    def parse(self) -> dict[str, Any]:
-        out = self._map()
-        self._ws()
-        assert self.i == len(self.s), f"trailing text in shape {self.s!r}"
-        return out
-
-    def _ws(self) -> None:
-        while self.i < len(self.s) and self.s[self.i] == " ":
-            self.i += 1
-
-    def _eat(self, c: str) -> None:
-        self._ws()
-        assert self.s.startswith(c, self.i), f"expected {c!r} at {self.i} in {self.s!r}"
-        self.i += len(c)
-
-    def _map(self) -> dict[str, Any]:
-        self._eat("{")
-        out: dict[str, Any] = {}
-        while True:
-            self._ws()
-            if self.s[self.i] == "}":
-                self.i += 1
-                return out
-            if out:
-                self._eat(",")
-            m = re.compile(r"\s*(\w+)\s*").match(self.s, self.i)
-            assert m, f"expected a field name at {self.i} in {self.s!r}"
-            self.i = m.end()
-            out[m.group(1)] = None
-            if self.s[self.i] == ":":
-                self.i += 1
-                out[m.group(1)] = self._type()
-
-    def _type(self) -> Any:
-        """The first structured alternative of ``a / b / ...`` (a map or an array), else None."""
-        found = None
-        while True:
-            self._ws()
-            c = self.s[self.i]
-            if c == "{":
-                node: Any = ("map", self._map())
-            elif c == "[":
-                node = self._list()
-            else:
-                m = re.compile(r"[^,}\]/]+").match(self.s, self.i)
-                assert m, f"expected a type at {self.i} in {self.s!r}"
-                self.i = m.end()
-                node = ("named", m.group().strip()) if m.group().strip()[:1].isupper() else None
-            found = found or node
-            self._ws()
-            if self.i < len(self.s) and self.s[self.i] == "/":
-                self.i += 1
-                continue
-            return found
-
-    def _list(self) -> Any:
-        self._eat("[")
-        self._ws()
-        if self.s.startswith("...", self.i):
-            self.i += 3
-            item: Any = ("given-below",)
-        elif self.s.startswith("as ", self.i):
-            end = self.s.index("]", self.i)
-            item, self.i = ("as", self.s[self.i + 3:end].strip()), end
-        else:
-            item = self._type()
-        self._eat("]")
-        return ("list", item)
-
-
-def _group_op_sections() -> dict[str, str]:
-    """``#### `op` `` (section 12.3) -> the text up to the next heading."""
-    return {m.group(1): m.group(2)
-            for m in re.finditer(r"^#### `(\w+)`\n(.*?)(?=^#{2,4} )", SPEC, re.M | re.S)}
-
-
-def _reply_shapes(op: str) -> list[str]:
-    """The shapes in the op's section: inline code starting with ``{`` (request tables have none)."""
-    return [c for c in re.findall(r"`([^`\n]+)`", _group_op_sections()[op]) if c.startswith("{")]
-
-
-def _shape_paths(op: str) -> set[str]:
-    shapes = [_ShapeParser(s).parse() for s in _reply_shapes(op)]
-    assert shapes, f"section 12.3 shows no reply shape for {op}"
-    m = re.search(r"\*\*`TopicPartitions`\*\*: an array of `(\{[^`]*\})`", SPEC)
-    assert m, "section 12 does not define TopicPartitions"
-    named = {"TopicPartitions": ("list", ("map", _ShapeParser(m.group(1)).parse()))}
-    out: set[str] = set()
-
-    def walk(fields: dict[str, Any], prefix: str) -> None:
-        for name, node in fields.items():
-            out.add(prefix + name)
-            node_ = named.get(node[1]) if node and node[0] == "named" else node
-            if node_ is None or node_[0] == "named":
-                continue
-            if node_[0] == "map":
-                walk(node_[1], prefix + name + ".")
-                continue
-            item = node_[1]  # a list
-            if item is None:
-                continue
-            if item[0] == "map":
-                walk(item[1], prefix + name + "[].")
-            elif item[0] == "given-below":
-                for extra in shapes[1:]:
-                    walk(extra, prefix + name + "[].")
-            elif item[0] == "as":
-                out.update(prefix + p for p in _shape_paths(item[1]) if p.startswith(name + "[]."))
-
-    walk(shapes[0], "")
-    return out
-
-
-def test_every_group_operation_has_a_reply_shape():
-    assert set(_group_op_sections()) == set(GROUP_OPERATIONS)
-    for op in GROUP_OPERATIONS:
-        _shape_paths(op)
-
-
-@pytest.mark.parametrize("name", [n for n in scenario_names(GROUP_VECTORS) if f"{n}-reply" in DIAG])
-def test_reply_shape_documents_every_field_of_the_group_reply_vector(name):
-    """Like the reply tables of section 5: every field of the 12.5 reply vector is in the op's
-    12.3 shape (``error`` is section 4's).  And, for a successful reply, every top-level field of
-    the shape is in the vector: the shape promises nothing the broker does not send."""
-    value = diag(DIAG[f"{name}-reply"].text)
-    documented = _shape_paths(value["op"])
-    body = {k: v for k, v in value.items() if k not in ("op", "cid")}
-    missing = set(_paths(body, "", documented)) - documented - {"error"}
-    assert not missing, f"{name}: fields not in SPEC.md's 12.3 reply shape for {value['op']}: {sorted(missing)}"
-    if "error" not in body:
-        top = {p for p in documented if "." not in p}
-        assert top == set(body), f"{name}: SPEC.md's 12.3 reply shape has {sorted(top)}, the vector {sorted(body)}"
+    assert documented_ops == set(OPERATIONS)

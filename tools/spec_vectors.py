@@ -312,8 +312,8 @@ def group_scenario() -> list[dict[str, Any]]:
     add("join-group-rejoin", "join_group, the rejoin (deferred: answered by the initial rebalance delay)",
         "join_group", dataclasses.replace(join, member_id=member), t0, tick=t1,
         note="The group was empty, so its first join phase waits `initial_rebalance_delay_ms` "
-             f"({GROUP_SETUP['group_initial_rebalance_delay_ms']}) for more members: `handle` returns nothing, and the reply comes out of the broker's periodic "
-             f"`tick` at {t1}. It has the request's `cid`. The group is now at generation 1, with the first "
+             f"({GROUP_SETUP['group_initial_rebalance_delay_ms']}) for more members: nothing is sent back at once, and the reply "
+             f"leaves when the broker's clock reaches {t1}. It has the request's `cid`. The group is now at generation 1, with the first "
              "assignor of the member's list (every member offers it).")
     add("sync-group", "sync_group", "sync_group",
         SyncGroupRequest(group_id=GROUP, member_id=member, generation=1), t1,
@@ -479,7 +479,7 @@ def render_steps(w: Any, number: str, steps: list[dict[str, Any]],
             if tick is None:
                 w(f"\n{label}, frame 0:\n\n")
             else:
-                w(f"\nNo immediate reply. Reply, frame 0 (from `tick` at clock {tick}):\n\n")
+                w(f"\nNo immediate reply. Reply, frame 0 (sent when the broker's clock reaches {tick}):\n\n")
             w(block("hex", vec, hex_lines(codec.encode(header)), f"tick={tick}" if tick is not None else ""))
             w(block("diag", vec, diag(header)))
             for n, f in enumerate(frames, 1):
@@ -496,7 +496,7 @@ def render() -> str:
     w = out.append
 
     w("### 10.1 Setup\n\n")
-    w("Every reply vector below was produced by a real broker core (`fabric.broker.core.BrokerCore`) on an "
+    w("Every reply vector below was produced by the reference broker on an "
       "empty data directory with this setup; `tests/test_spec.py` replays the requests in document order "
       "against a fresh broker with the same setup and checks every reply byte for byte. Topic ids are "
       "normally random (`uuid4().hex`); for the vectors they are sequential (`000…001`, `000…002`, …).\n\n")
@@ -556,7 +556,7 @@ def render_groups() -> str:
     t0, t1 = group_times()
     out: list[str] = [GROUP_BEGIN, "\n"]
     w = out.append
-    w("These vectors were produced like those of section 10 (10.1), by a second broker core, fresh, with "
+    w("These vectors were produced like those of section 10 (10.1), by a second reference broker, fresh, with "
       "the setup of 10.1 (`vector-setup`) plus this: the initial rebalance delay is stated, the topics "
       "listed were created (`create_topics`) before the first request, the requests come from a client "
       "whose address the broker saw as `peer_host`, and member ids, normally "
@@ -566,9 +566,9 @@ def render_groups() -> str:
     w(block("json", "group-vector-setup", json.dumps(GROUP_SETUP, indent=2)))
     w(f"\nThe clock matters here: a request vector's `now=` attribute is the broker's clock when it "
       f"handled the request ({t0}, then {t1} once the initial rebalance delay has passed; the offset "
-      f"commit timestamp comes from it), and a reply vector with a `tick=` attribute is not the answer of "
-      f"the request itself but comes out of the broker's periodic `tick` at that clock (the request's "
-      f"own handling returns nothing; a tick one millisecond earlier returns nothing either). The member "
+      f"commit timestamp comes from it), and a reply vector with a `tick=` attribute is a deferred reply: "
+      f"nothing is sent when the request arrives, and this reply leaves when the broker's clock reaches "
+      f"that value (not a millisecond earlier). The member "
       f"is `{CLIENT_ID}` in group `{GROUP}`.\n\n")
     steps = group_scenario()
     render_steps(w, "12.5", steps, run_group_scenario(steps), {})
