@@ -207,6 +207,12 @@ def time_arg(text: str) -> str:
     return text
 
 
+def config_pair_arg(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"config {text!r} must look like key=value")
+    return text
+
+
 def header_arg(text: str) -> str:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"header {text!r} must look like NAME=VALUE")

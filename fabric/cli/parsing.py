@@ -7,7 +7,8 @@
    ``--from-time=-10m``, which argparse reads as the value.  No option of ours starts with a
    digit, so nothing else changes meaning.  ``--`` ends this, as it ends options.
 2. Usage errors are one line on stderr and exit status 2 (see ``common``'s exit-status rule),
-   with a pointer to the command's ``--help``, instead of the usage block.
+   with a pointer to the command's ``--help``, instead of the usage block; stray arguments are
+   reported by the command they follow, not by ``fabric``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ class FabricArgumentParser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None,
                          namespace: argparse.Namespace | None = None) -> Any:
         args = sys.argv[1:] if args is None else list(args)
-        return super().parse_known_args(join_negative_values(args, self._value_options()), namespace)
+        parsed, extras = super().parse_known_args(join_negative_values(args, self._value_options()), namespace)
+        if extras and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            # A command reports its own stray arguments, so that the error names it (argparse
+            # would pass them up to `fabric`, whose --help does not list them).
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         err_console.print(Text.assemble(("error:", "bold red"), f" {self.prog}: {message} "

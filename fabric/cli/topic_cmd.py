@@ -9,8 +9,8 @@ from rich.text import Text
 
 from ..client.admin import Admin
 from ..protocol.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
-from .common import (TIME_HELP, add_client_options, add_output_option, format_ms, human_bytes, parse_config_pairs,
-                     parse_time_ms, time_arg, usage_error)
+from .common import (TIME_HELP, add_client_options, add_output_option, config_pair_arg, format_ms, human_bytes,
+                     parse_config_pairs, parse_time_ms, time_arg, usage_error)
 from .output import add_row, out, print_json, print_table, print_text, table
 
 EPILOG = """examples:
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--partitions", "-p", type=int, help="number of partitions (default: the broker's)")
     p.add_argument("--replication-factor", "-r", type=int, help="copies of each partition (default 1)")
-    p.add_argument("--config", action="append", metavar="KEY=VALUE",
+    p.add_argument("--config", action="append", metavar="KEY=VALUE", type=config_pair_arg,
                    help="topic setting, repeatable (retention_ms, retention_bytes, segment_bytes, cleanup_policy, "
                         "flush_every_batch, flush_interval_ms, max_batch_bytes, timestamp_type, ...)")
     p.add_argument("--if-not-exists", action="store_true", help="succeed quietly if the topic exists")
@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
 
     p = tsub.add_parser("alter", help="change topic settings")
     p.add_argument("name")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="setting to set, repeatable")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", type=config_pair_arg, help="setting to set, repeatable")
     p.add_argument("--delete", action="append", metavar="KEY", default=[], help="setting to reset, repeatable")
     p.add_argument("--partitions", type=int, help="grow the topic to this many partitions")
     add_output_option(p)
