@@ -132,6 +132,12 @@ def test_wrong_values_are_usage_errors_even_without_a_broker(argv, message, caps
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", sorted(leaf_commands()), ids=" ".join)
+def test_every_command_has_help(command, capsys):
+    assert run([*command, "--help"]) == 0
+    assert "--" in capsys.readouterr().out
+
+
 def test_help_states_the_exit_status_rule(capsys):
     assert run(["--help"]) == 0
     text = capsys.readouterr().out

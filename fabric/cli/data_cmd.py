@@ -28,7 +28,7 @@ CONSUME_EPILOG = """examples:
   fabric consume events --partition 2 --offset 1500
   fabric consume events --from-time -15m --print-key
   fabric consume events --from-beginning --format '%p %o %k %s'   partition, offset, key, value
-  fabric consume events --from-beginning --format '%T\t%h\t%s'     timestamp, headers, value
+  fabric consume events --from-beginning --format '%T\\t%h\\t%s'   timestamp, headers, value
   fabric consume events --from-beginning --idle-timeout-ms 2000   exit once caught up and idle
   fabric consume events --group billing           share partitions with the other "billing" consumers,
                                                   resume from the group's committed offsets
@@ -69,7 +69,8 @@ def register(sub: Any) -> None:
                    help="join consumer group GROUP: share the partitions, resume from its committed offsets "
                         "(--from-beginning then applies to partitions without one)")
     p.add_argument("--max", "--max-messages", dest="max", type=int, help="exit after N records")
-    p.add_argument("--format", "-f", type=format_arg, default="plain", metavar="FORMAT", help=FORMAT_HELP)
+    p.add_argument("--format", "-f", type=format_arg, default="plain", metavar="FORMAT",
+                   help=FORMAT_HELP.replace("%", "%%"))  # argparse expands %-fields in help
     p.add_argument("--output", "-o", choices=["table", "json"],
                    help="json: the same as --format json (table: print per --format)")
     p.add_argument("--print-key", action="store_true",
