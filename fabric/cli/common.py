@@ -95,7 +95,8 @@ def bootstrap_arg(text: str) -> str:
         try:
             parse_address(item)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            source = " (from FABRIC_BOOTSTRAP)" if text == os.environ.get("FABRIC_BOOTSTRAP") else ""
+            raise argparse.ArgumentTypeError(f"{exc}{source}") from None
     return text
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -46,8 +46,14 @@ def add_row(t: Table, *cells: Any) -> None:
 
 
 def print_table(t: Table) -> None:
+    if not out.is_terminal:  # no trailing padding in files and pipes (diff, awk, grep -x)
+        with out.capture() as captured:
+            out.print(t)
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+        sys.stdout.flush()
+        return
     out.print(t)
-    if out.is_terminal and out.measure(t, options=out.options.update_width(UNLIMITED_WIDTH)).maximum > out.width:
+    if out.measure(t, options=out.options.update_width(UNLIMITED_WIDTH)).maximum > out.width:
         _err.print("(the table is wider than the terminal: its cells are wrapped; "
                    "--output json prints every field on one line)", style="dim")
 
@@ -60,8 +66,3 @@ def print_json(value: Any) -> None:
 def print_text(line: str) -> None:
     """A line of plain text (no markup interpreted)."""
     out.print(Text(line))
-
-
-def print_lines(lines: Iterable[str]) -> None:
-    for line in lines:
-        print_text(line)
