@@ -75,7 +75,7 @@ def test_clear_errors_without_tracebacks(broker):
     r = fabric("consume", "nope", "--bootstrap", broker.bootstrap, "--max", "1")
     assert r.returncode == 1 and b"unknown topic 'nope'" in r.stderr and b"Traceback" not in r.stderr
     r = fabric("consume", "nope", "--offset", "3", "--bootstrap", broker.bootstrap)
-    assert r.returncode == 1 and b"--offset needs --partition" in r.stderr
+    assert r.returncode == 2 and b"--offset needs --partition" in r.stderr  # a usage error
     r = fabric("topic", "create", "bad name!", "--bootstrap", broker.bootstrap)
     assert r.returncode == 1 and b"INVALID_TOPIC_NAME" in r.stderr
     r = fabric("broker", "--config", "/nonexistent.yaml")

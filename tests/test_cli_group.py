@@ -130,7 +130,7 @@ def test_group_cli_errors_are_one_line(broker):
     r = fabric("group", "describe", "nobody", *bs)
     assert r.returncode == 1 and b"GROUP_ID_NOT_FOUND" in r.stderr and b"Traceback" not in r.stderr
     r = fabric("consume", "orders", "--group", "g", "--partition", "0", *bs)
-    assert r.returncode == 1 and b"cannot be combined with --partition" in r.stderr
+    assert r.returncode == 2 and b"cannot be combined with --partition" in r.stderr  # a usage error
     r = fabric("group", "reset-offsets", "g", "--topic", "orders", *bs)
     assert r.returncode == 2 and b"--to-earliest" in r.stderr  # argparse: a strategy is required
     assert b"reset-offsets billing --topic orders --to-earliest" in fabric("group", "reset-offsets", "--help").stdout

@@ -14,7 +14,9 @@ from .. import __version__
 from ..client.connection import ClientError, RequestTimeoutError
 from ..protocol.errors import FabricError
 from . import broker_cmd, data_cmd, group_cmd, perf_cmd, topic_cmd
-from .common import UserError, die
+from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, FIRST_CONTACT_TIMEOUT_S, UserError,
+                     check_reachable, die)
+from .parsing import FabricArgumentParser
 
 EPILOG = """examples:
   fabric broker                                   start a single-node broker (data in ./fabric-data)
@@ -24,15 +26,18 @@ EPILOG = """examples:
   fabric offsets orders                           earliest/latest offsets per partition
   fabric consume orders --group billing           share the partitions with group "billing"
   fabric group describe billing                   members, committed offsets and lag
+  fabric topic list --output json                 any command that prints data: --output table|json
 
-Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP)."""
+Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP).
+
+""" + EXIT_STATUS_HELP
 
 MODULES = [broker_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fabric", description="Fabric: a durable, partitioned event log over ZeroMQ.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FabricArgumentParser(prog="fabric", description="Fabric: a durable, partitioned event log over ZeroMQ.",
+                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"fabric {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log client activity to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,13 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        if hasattr(args, "validate"):  # option combinations argparse cannot check: usage errors, exit 2
+            args.validate(args)
+        if getattr(args, "bootstrap", None):  # every client command: fail fast if nobody listens
+            check_reachable(args.bootstrap, min(FIRST_CONTACT_TIMEOUT_S, args.timeout_ms / 1000))
+        return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `fabric consume ... | head`
-        return 0
+        return EXIT_OK
     except UserError as exc:
-        die(str(exc))
+        die(str(exc), exc.exit_status)
     except RequestTimeoutError as exc:
         die(f"{exc}")
     except FabricError as exc:
@@ -63,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         die(str(exc))
     except ValueError as exc:
         die(str(exc))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

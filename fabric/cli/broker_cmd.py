@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from ..broker.config import ConfigError, load_config
-from .common import fail
+from .common import fail, port_arg
 
 EPILOG = """examples:
   fabric broker                                   embedded default: 127.0.0.1:7171, data in ./fabric-data
@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
     p.add_argument("--config", "-c", metavar="FILE", help="YAML settings file (see configs/broker.yaml)")
     p.add_argument("--data-dir", metavar="DIR", help="where partitions are stored (default ./fabric-data)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, help="TCP port (default 7171; 0 picks a free one)")
+    p.add_argument("--port", type=port_arg, help="TCP port, 1 to 65535 (default 7171)")
     p.add_argument("--advertised-host", help="host name clients should use to reach this broker")
     p.add_argument("--node-id", type=int)
     p.add_argument("--partitions", dest="default_partitions", type=int, metavar="N",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import time
@@ -13,8 +12,9 @@ from ..client.admin import Admin
 from ..client.consumer import Consumer
 from ..client.producer import Producer
 from ..protocol.errors import exception_for
-from ..records.batch import Record
-from .common import add_client_options, err_console, fail, parse_time_ms
+from .common import (TIME_HELP, add_client_options, err_console, fail, header_arg, parse_time_ms, time_arg,
+                     usage_error)
+from .record_format import FORMAT_HELP, format_arg, renderer
 
 PRODUCE_EPILOG = """examples:
   echo hello | fabric produce greetings
@@ -27,6 +27,8 @@ CONSUME_EPILOG = """examples:
   fabric consume events --from-beginning --max 100 --format json
   fabric consume events --partition 2 --offset 1500
   fabric consume events --from-time -15m --print-key
+  fabric consume events --from-beginning --format '%p %o %k %s'   partition, offset, key, value
+  fabric consume events --from-beginning --format '%T\\t%h\\t%s'   timestamp, headers, value
   fabric consume events --from-beginning --idle-timeout-ms 2000   exit once caught up and idle
   fabric consume events --group billing           share partitions with the other "billing" consumers,
                                                   resume from the group's committed offsets
@@ -43,7 +45,8 @@ def register(sub: Any) -> None:
     p.add_argument("topic")
     p.add_argument("--key-separator", "-k", metavar="SEP",
                    help="split each line at the first SEP into key and value (lines without SEP get no key)")
-    p.add_argument("--header", "-H", action="append", metavar="NAME=VALUE", help="header on every record, repeatable")
+    p.add_argument("--header", "-H", action="append", metavar="NAME=VALUE", type=header_arg,
+                   help="header on every record, repeatable")
     p.add_argument("--partition", type=int, help="send every record to this partition")
     p.add_argument("--acks", choices=["0", "1", "all"], default="1")
     p.add_argument("--linger-ms", type=int, default=5)
@@ -59,20 +62,23 @@ def register(sub: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
     where.add_argument("--offset", type=int, help="start at this offset (needs --partition)")
-    where.add_argument("--from-time", metavar="T", help="start at the first record at or after T "
-                                                        "(epoch ms, ISO 8601, or -15m/-2h/-1d)")
+    where.add_argument("--from-time", metavar="T", type=time_arg,
+                       help=f"start at the first record at or after T ({TIME_HELP})")
     p.add_argument("--partition", type=int, help="read only this partition")
     p.add_argument("--group", "-g", metavar="GROUP",
                    help="join consumer group GROUP: share the partitions, resume from its committed offsets "
                         "(--from-beginning then applies to partitions without one)")
     p.add_argument("--max", "--max-messages", dest="max", type=int, help="exit after N records")
-    p.add_argument("--format", choices=["plain", "json"], default="plain",
-                   help="plain: the value (and key with --print-key); json: one object per line")
-    p.add_argument("--print-key", action="store_true", help="plain format: print KEY<sep>VALUE")
+    p.add_argument("--format", "-f", type=format_arg, default="plain", metavar="FORMAT",
+                   help=FORMAT_HELP.replace("%", "%%"))  # argparse expands %-fields in help
+    p.add_argument("--output", "-o", choices=["table", "json"],
+                   help="json: the same as --format json (table: print per --format)")
+    p.add_argument("--print-key", action="store_true",
+                   help="plain format: print KEY<sep>VALUE (--format '%%p %%o %%k %%s' adds partition and offset)")
     p.add_argument("--key-separator", default="\t", metavar="SEP", help="separator for --print-key (default tab)")
     p.add_argument("--idle-timeout-ms", type=int, metavar="MS", help="exit after MS without a new record")
     add_client_options(p)
-    p.set_defaults(func=consume)
+    p.set_defaults(func=consume, validate=_check_consume_args)
 
 
 def _lines(path: str | None) -> BinaryIO:
@@ -143,39 +149,23 @@ def _drain(futures: list, print_metadata: bool, failed: int, first_error: BaseEx
     return failed, first_error
 
 
-def _text(b: bytes | None) -> str:
-    return "" if b is None else b.decode("utf-8", "backslashreplace")
-
-
-def _json_field(out: dict[str, Any], name: str, b: bytes | None) -> None:
-    if b is None:
-        out[name] = None
-        return
-    try:
-        out[name] = b.decode("utf-8")
-    except UnicodeDecodeError:
-        out[name] = None
-        out[name + "_base64"] = base64.b64encode(b).decode()
-
-
-def _format(r: Record, args: argparse.Namespace) -> str:
-    if args.format == "json":
-        obj: dict[str, Any] = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
-                               "timestamp": r.timestamp}
-        _json_field(obj, "key", r.key)
-        _json_field(obj, "value", r.value)
-        obj["headers"] = {n: v.decode("utf-8", "backslashreplace") for n, v in r.headers}
-        return json.dumps(obj, ensure_ascii=False)
-    if args.print_key:
-        return _text(r.key) + args.key_separator + _text(r.value)
-    return _text(r.value)
+def _check_consume_args(args: argparse.Namespace) -> None:
+    """Usage errors of option combinations, found before the broker is contacted (exit 2)."""
+    if args.group is not None:
+        for flag, given in (("--partition", args.partition), ("--offset", args.offset),
+                            ("--from-time", args.from_time)):
+            if given is not None:
+                usage_error(f"--group reads where the group left off; it cannot be combined with {flag} "
+                            f"(see `fabric group reset-offsets`)")
+    elif args.offset is not None and args.partition is None:
+        usage_error("--offset needs --partition (offsets are per partition)")
+    if args.output == "json" and args.format != "plain" and args.format != "json":
+        usage_error("--output json prints JSON; it cannot be combined with --format " + repr(args.format))
 
 
 def consume(args: argparse.Namespace) -> int:
     if args.group is not None:
         return _consume_group(args)
-    if args.offset is not None and args.partition is None:
-        fail("--offset needs --partition (offsets are per partition)")
     consumer = Consumer(args.bootstrap, auto_offset_reset="earliest" if args.from_beginning else "latest",
                         request_timeout_ms=args.timeout_ms)
     try:
@@ -201,10 +191,6 @@ def consume(args: argparse.Namespace) -> int:
 
 
 def _consume_group(args: argparse.Namespace) -> int:
-    for flag, given in (("--partition", args.partition), ("--offset", args.offset), ("--from-time", args.from_time)):
-        if given is not None:
-            fail(f"--group reads where the group left off; it cannot be combined with {flag} "
-                 f"(see `fabric group reset-offsets`)")
     with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
         admin.partitions_for(args.topic)  # a clear error for an unknown topic
     assigned: list[float] = []  # the idle clock starts with the first assignment (joining takes a while)
@@ -224,13 +210,14 @@ def _consume_group(args: argparse.Namespace) -> int:
 def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[float] | None = None) -> int:
     count = 0
     write = sys.stdout.write
+    render = renderer("json" if args.output == "json" else args.format, args.print_key, args.key_separator)
     last_record = time.monotonic()
     while args.max is None or count < args.max:
         want = None if args.max is None else args.max - count
         records = consumer.poll(timeout_ms=200, max_records=want)
         if records:
             last_record = time.monotonic()
-            write("\n".join(_format(r, args) for r in records) + "\n")
+            write("".join(map(render, records)))
             count += len(records)
         elif args.idle_timeout_ms is not None and (idle_from is None or idle_from):
             since = max(last_record, idle_from[-1]) if idle_from else last_record

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from rich.table import Table
+from rich.text import Text
 
 from ..client.admin import Admin
-from .common import add_client_options, err_console, fail, out, parse_time_ms
+from .common import TIME_HELP, add_client_options, add_output_option, err_console, parse_time_ms, time_arg, usage_error
+from .output import add_row, out, print_json, print_table, print_text, table
 
 EPILOG = """examples:
   fabric consume orders --group billing --from-beginning    join group "billing" and read
   fabric group list
   fabric group describe billing                   members, committed offsets, lag (records and seconds)
-  fabric group describe billing --json
+  fabric group describe billing --output json
   fabric group reset-offsets billing --topic orders --to-earliest             dry run: show old -> new
   fabric group reset-offsets billing --topic orders --to-datetime -1h --execute
   fabric group reset-offsets billing --topic orders:0,2 --shift-by -100 --execute
@@ -44,14 +44,14 @@ def register(sub: Any) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--state", action="append", metavar="STATE",
                    help="only groups in this state (EMPTY, STABLE, PREPARING_REBALANCE, ...), repeatable")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_option(p)
     add_client_options(p)
     p.set_defaults(func=list_groups)
 
     p = gsub.add_parser("describe", help="members, assignments, committed offsets and lag of a group",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("group")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_output_option(p)
     add_client_options(p)
     p.set_defaults(func=describe)
 
@@ -64,17 +64,17 @@ def register(sub: Any) -> None:
     to.add_argument("--to-earliest", action="store_true", help="the first offset still stored")
     to.add_argument("--to-latest", action="store_true", help="the end of the log (skip what is unread)")
     to.add_argument("--to-offset", type=int, metavar="N", help="this offset")
-    to.add_argument("--to-datetime", metavar="T",
-                    help="the first record at or after T (epoch ms, ISO 8601, or -15m/-2h/-1d)")
+    to.add_argument("--to-datetime", metavar="T", type=time_arg, help=f"the first record at or after T ({TIME_HELP})")
     to.add_argument("--shift-by", type=int, metavar="N", help="committed offset + N (N may be negative)")
     p.add_argument("--execute", action="store_true", help="commit the new offsets (default: only show them)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_option(p)
     add_client_options(p)
-    p.set_defaults(func=reset_offsets)
+    p.set_defaults(func=reset_offsets, validate=lambda args: _targets(args.topic))
 
     p = gsub.add_parser("delete", help="delete groups without members, with their committed offsets",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("groups", nargs="+", metavar="GROUP")
+    add_output_option(p)
     add_client_options(p)
     p.set_defaults(func=delete)
 
@@ -94,39 +94,41 @@ def _tps(assignment: list[dict[str, Any]]) -> str:
 def list_groups(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         groups = admin.list_groups(args.state)
-    if args.json:
-        out.print(json.dumps(groups))
+    if args.output == "json":
+        print_json(groups)
         return 0
-    table = Table("group", "state", "protocol", "members", box=None, padding=(0, 2))
+    if not groups:
+        print_text("no groups")
+        return 0
+    t = table("group", "state", "protocol", "members")
     for g in groups:
-        table.add_row(g["group_id"], g["state"], _dash(g["protocol"]), str(g["members"]))
-    out.print(table if groups else "no groups")
+        add_row(t, g["group_id"], g["state"], g["protocol"], g["members"])
+    print_table(t)
     return 0
 
 
 def describe(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         g = admin.group_lag(args.group)
-    if args.json:
-        out.print(json.dumps(g))
+    if args.output == "json":
+        print_json(g)
         return 0
-    out.print(f"[bold]{g['group_id']}[/]  state={g['state']}  protocol={_dash(g['protocol'])}  "
-              f"generation={g['generation']}  members={len(g['members'])}  total lag={g['total_lag']}  "
-              f"max lag={g['max_lag_seconds']:.1f} s")
+    out.print(Text.assemble((g["group_id"], "bold"),
+                            f"  state={g['state']}  protocol={_dash(g['protocol'])}  generation={g['generation']}  "
+                            f"members={len(g['members'])}  total lag={g['total_lag']}  "
+                            f"max lag={g['max_lag_seconds']:.1f} s"))
     if g["members"]:
-        table = Table("member", "instance", "client id", "host", "assignment", box=None, padding=(0, 2))
+        t = table("member", "instance", "client id", "host", "assignment")
         for m in g["members"]:
-            table.add_row(m["member_id"], _dash(m["group_instance_id"]), m["client_id"], m["host"],
-                          _tps(m["assignment"]))
-        out.print(table)
+            add_row(t, m["member_id"], m["group_instance_id"], m["client_id"], m["host"], _tps(m["assignment"]))
+        print_table(t)
     if g["partitions"]:
-        table = Table("topic", "partition", "committed", "log end", "lag", "lag (s)", "owner",
-                      box=None, padding=(0, 2))
+        t = table("topic", "partition", "committed", "log end", "lag", "lag (s)", "owner")
         for r in g["partitions"]:
-            secs = "-" if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"
-            table.add_row(r["topic"], str(r["partition"]), _dash(r["committed"]), _dash(r["log_end"]),
-                          _dash(r["lag"]), secs, _dash(r["client_id"] and f"{r['client_id']} ({r['owner']})"))
-        out.print(table)
+            secs = None if r["lag_seconds"] is None else f"{r['lag_seconds']:.1f}"
+            add_row(t, r["topic"], r["partition"], r["committed"], r["log_end"], r["lag"], secs,
+                    r["client_id"] and f"{r['client_id']} ({r['owner']})")
+        print_table(t)
     return 0
 
 
@@ -135,14 +137,14 @@ def _targets(specs: list[str]) -> list[Any]:
     for spec in specs:
         topic, _, parts = spec.partition(":")
         if not topic:
-            fail(f"--topic {spec!r}: name a topic")
+            usage_error(f"--topic {spec!r}: name a topic")
         if not parts:
             targets.append(topic)
             continue
         try:
             targets += [(topic, int(p)) for p in parts.split(",")]
         except ValueError:
-            fail(f"--topic {spec!r}: partitions are numbers, like {topic}:0,2")
+            usage_error(f"--topic {spec!r}: partitions are numbers, like {topic}:0,2")
     return targets
 
 
@@ -159,27 +161,30 @@ def reset_offsets(args: argparse.Namespace) -> int:
         strategy, value = "shift-by", args.shift_by
     with _admin(args) as admin:
         rows = admin.reset_group_offsets(args.group, _targets(args.topic), strategy, value, execute=args.execute)
-    if args.json:
-        out.print(json.dumps(rows))
-    else:
-        table = Table("topic", "partition", "current", "new", "earliest", "latest", box=None, padding=(0, 2))
-        for r in rows:
-            table.add_row(r["topic"], str(r["partition"]), _dash(r["current"]), str(r["new"]), str(r["earliest"]),
-                          str(r["latest"]))
-        out.print(table)
-        out.print(f"committed new offsets for group {args.group}" if args.execute
-                  else "dry run: nothing changed (add --execute to commit these offsets)")
+    if args.output == "json":
+        print_json(rows)
+        return 0
+    t = table("topic", "partition", "current", "new", "earliest", "latest")
+    for r in rows:
+        add_row(t, r["topic"], r["partition"], r["current"], r["new"], r["earliest"], r["latest"])
+    print_table(t)
+    print_text(f"committed new offsets for group {args.group}" if args.execute
+               else "dry run: nothing changed (add --execute to commit these offsets)")
     return 0
 
 
 def delete(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         results = admin.delete_groups(args.groups)
-    status = 0
+    rows = [{"group_id": res.group_id, "deleted": res.error is None,
+             "error": None if res.error is None else res.error.name} for res in results]
+    if args.output == "json":
+        print_json(rows)
     for res in results:
         if res.error is None:
-            out.print(f"deleted group {res.group_id}")
+            if args.output != "json":
+                print_text(f"deleted group {res.group_id}")
         else:
-            status = 1
-            err_console.print(f"[bold red]error:[/] group {res.group_id}: {res.error.name}: {res.error.message}")
-    return status
+            err_console.print(Text.assemble(("error:", "bold red"),
+                                            f" group {res.group_id}: {res.error.name}: {res.error.message}"))
+    return 1 if any(res.error is not None for res in results) else 0

@@ -20,7 +20,7 @@ from ..client.admin import Admin
 from ..client.consumer import Consumer
 from ..client.producer import Producer
 from ..protocol.errors import TopicAlreadyExistsError
-from .common import add_client_options
+from .common import add_client_options, add_output_option
 from ..pacing import pace, stamp
 
 EPILOG = """examples:
@@ -29,7 +29,7 @@ EPILOG = """examples:
   fabric perf consume --topic perf --records 1000000
   fabric perf e2e --topic perf-e2e --rate 10000 --seconds 10
   fabric perf e2e --topic perf-e2e --rate 10000 --seconds 10 --pace-ms 1     records in 1 ms bursts
-  add --json for one machine-readable line (used by tools/bench)"""
+  add --output json (or --json) for one machine-readable line (used by tools/bench)"""
 
 
 def register(sub: Any) -> None:
@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
                         "one send() per record")
     p.add_argument("--partitions", type=int, default=1, help="partitions if the topic must be created")
     p.add_argument("--sample-every", type=int, default=1000, metavar="N", help="latency sample interval")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_output_option(p)
     add_client_options(p)
     p.set_defaults(func=perf_produce)
 
@@ -70,7 +70,7 @@ def register(sub: Any) -> None:
                    help="read with Consumer.poll_batches (columns, no object per record) instead of poll()")
     p.add_argument("--start-offset", type=int, metavar="K",
                    help="start every partition at offset K instead of the beginning (e.g. near the tail)")
-    p.add_argument("--json", action="store_true")
+    add_output_option(p)
     add_client_options(p)
     p.set_defaults(func=perf_consume)
 
@@ -90,7 +90,7 @@ def register(sub: Any) -> None:
                         "default: the Consumer's)")
     p.add_argument("--standing-answers", type=int, default=None, metavar="N",
                    help="replies each tail fetch may have (1: a request per reply; default: the Consumer's)")
-    p.add_argument("--json", action="store_true")
+    add_output_option(p)
     add_client_options(p)
     p.set_defaults(func=perf_e2e)
 
@@ -132,7 +132,7 @@ class _Progress:
 
 
 def _report(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    if args.json:
+    if args.output == "json":
         sys.stdout.write(json.dumps(result) + "\n")
         return
     lat = result.get("latency_ms")
@@ -151,7 +151,7 @@ def perf_produce(args: argparse.Namespace) -> int:
     producer = Producer(args.bootstrap, acks=-1 if args.acks == "all" else int(args.acks),
                         linger_ms=args.linger_ms, batch_bytes=args.batch_bytes, max_in_flight=args.max_in_flight,
                         buffer_bytes=max(args.buffer_bytes, args.batch_bytes))
-    progress = _Progress("produce", not args.json)
+    progress = _Progress("produce", args.output != "json")
     n, every, rate = args.records, max(1, args.sample_every), args.throughput
     send, topic, perf = producer.send, args.topic, time.perf_counter
     start = perf()
@@ -213,7 +213,7 @@ def _produce_bulk(producer: Producer, args: argparse.Namespace, value: bytes, ke
 def perf_consume(args: argparse.Namespace) -> int:
     consumer = Consumer(args.bootstrap, auto_offset_reset="earliest", fetch_max_bytes=args.fetch_max_bytes,
                         max_partition_fetch_bytes=args.partition_fetch_bytes, request_timeout_ms=args.timeout_ms)
-    progress = _Progress("consume", not args.json)
+    progress = _Progress("consume", args.output != "json")
     count = nbytes = 0
     try:
         tps = consumer.assign_topic(args.topic)
