@@ -13,7 +13,7 @@ from typing import Sequence
 from .. import __version__
 from ..client.connection import ClientError, RequestTimeoutError
 from ..protocol.errors import FabricError
-from . import broker_cmd, data_cmd, group_cmd, perf_cmd, topic_cmd
+from . import broker_cmd, dashboard_cmd, data_cmd, group_cmd, perf_cmd, topic_cmd
 from .common import UserError, die
 
 EPILOG = """examples:
@@ -24,10 +24,11 @@ EPILOG = """examples:
   fabric offsets orders                           earliest/latest offsets per partition
   fabric consume orders --group billing           share the partitions with group "billing"
   fabric group describe billing                   members, committed offsets and lag
+  fabric dashboard                                live view: throughput, lag, health
 
 Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP)."""
 
-MODULES = [broker_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd]
+MODULES = [broker_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd, dashboard_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
