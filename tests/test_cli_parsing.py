@@ -46,6 +46,7 @@ CLIENT_COMMANDS = {
     ("perf", "produce"): ["--topic", "perf", "--records", "1"],
     ("perf", "consume"): ["--topic", "perf", "--records", "1"],
     ("perf", "e2e"): ["--topic", "perf", "--seconds", "0.1"],
+    ("dashboard",): ["--once"],
 }
 
 

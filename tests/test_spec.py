@@ -236,7 +236,8 @@ def _spec_core(tmp_path, monkeypatch, **config: Any):
     monkeypatch.setattr(topics_mod, "uuid", _sequential_uuids())
     cfg = BrokerConfig(data_dir=str(tmp_path / "data"), cluster_id=SETUP["cluster_id"], node_id=SETUP["node_id"],
                        host=SETUP["host"], port=SETUP["port"], **config)
-    return BrokerCore(cfg, SETUP["now_ms"])
+    assert SETUP["latency_clock"] == "frozen"
+    return BrokerCore(cfg, SETUP["now_ms"], monotonic_ns=lambda: 0)
 
 
 @pytest.fixture

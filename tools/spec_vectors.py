@@ -41,7 +41,7 @@ from fabric.protocol.messages import (AlterTopicConfigsRequest, ApiVersionsReque
                                       CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
                                       DescribeTopicsRequest, FetchPartition, FetchRequest, ListOffsetsRequest,
                                       ListTopicsRequest, MetadataRequest, NewTopic, OffsetQuery, ProduceRequest,
-                                      request_header)
+                                      StatsRequest, request_header)
 from fabric.groups.messages import (CommitOffset, DeleteGroupsRequest, DescribeGroupsRequest,  # noqa: E402
                                     FetchTopic, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
                                     LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
@@ -63,6 +63,7 @@ SETUP = {
     "now_ms": 1_700_000_000_100,
     "topic_ids": "sequential",
     "peer": "spec-peer",
+    "latency_clock": "frozen",
 }
 
 # What the group vectors (SPEC.md 12.5) add to SETUP (printed as the `group-vector-setup` block).
@@ -182,7 +183,8 @@ def spec_broker(setup: dict[str, Any] = SETUP, **extra: Any) -> Iterator[Any]:
     with tempfile.TemporaryDirectory() as tmp, sequential_topic_ids():
         cfg = BrokerConfig(data_dir=str(Path(tmp) / "data"), cluster_id=setup["cluster_id"],
                            node_id=setup["node_id"], host=setup["host"], port=setup["port"], **extra)
-        core = BrokerCore(cfg, setup["now_ms"])
+        # "latency_clock": "frozen": the handlers' latency clock stands still, so every latency is 0
+        core = BrokerCore(cfg, setup["now_ms"], monotonic_ns=lambda: 0)
         try:
             yield core
         finally:
@@ -249,6 +251,13 @@ def scenario() -> list[dict[str, Any]]:
         codec.encode(["op", "metadata"]),
         note="The header could not be read, so neither `op` nor `cid` is known: both are null.")
     add("broker-stats", "broker_stats", request_header("broker_stats", 16))
+    add("stats", "stats (one topic)", request_header("stats", 20, StatsRequest(topics=("orders",))),
+        note="Counters since the broker started; `topics` narrows the topic, partition and group sections "
+             "to `orders` (the other requests of this broker are still counted). The latency clock of "
+             "these vectors stands still (setup `latency_clock`), so every latency is 0 µs; a real "
+             "broker measures how long each handler ran. `records_out` 2 is fetch 9's offsets 2 and 3. "
+             "No group has committed offsets here, so `groups` is empty; 12.5 shows a group's lag "
+             "through `describe_groups`.")
     add("fetch-follows", "fetch following fetch 9 (pipelining: continues where its reply ended)",
         request_header("fetch", 18, FetchRequest(max_wait_ms=0, follows=9, partitions=fetched)),
         note="This connection's latest fetch was cid 9 (10.3.9; the refused cid 12 never became a fetch). "

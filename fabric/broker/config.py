@@ -46,6 +46,8 @@ class BrokerConfig:
     flush_check_interval_ms: int = 100
     compaction_check_interval_ms: int = 15_000  # how often compacted topics' new segments are cleaned
     log_level: str = "INFO"
+    # Prometheus text format on http://host:metrics_port/metrics; 0 = off (the default).
+    metrics_port: int = 0
     topic_defaults: LogConfig = field(default_factory=LogConfig)
     limits: Limits = field(default_factory=Limits)
 
@@ -103,6 +105,8 @@ def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerC
     out = dataclasses.replace(cfg, **changes)
     if not 0 < out.port < 65536:
         raise ConfigError(f"{source}: port {out.port} out of range")
+    if not 0 <= out.metrics_port < 65536:
+        raise ConfigError(f"{source}: metrics_port {out.metrics_port} out of range (0 turns it off)")
     if not 1 <= out.default_partitions <= out.limits.partitions_per_topic_max:
         raise ConfigError(f"{source}: default_partitions {out.default_partitions} out of range")
     return out

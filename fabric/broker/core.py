@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -30,12 +31,13 @@ from ..protocol.errors import FabricError
 from ..protocol.schema import as_int
 from ..protocol.messages import (OPERATIONS, AlterTopicConfigsRequest, CreatePartitionsRequest,
                                  CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicsRequest, FetchRequest,
-                                 ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest,
+                                 ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest, StatsRequest,
                                  error_reply, ok_reply, parse_request)
 from ..records.batch import validate_batch
 from .config import BrokerConfig
 from .group_service import GroupService
 from .metrics import Metrics
+from . import stats
 from .topics import TopicManager
 from .bounded import BoundedDict
 from .connections import ConnectionGate
@@ -63,8 +65,12 @@ def _echoed(header: dict[str, Any]) -> tuple[str | None, int | None]:
 class BrokerCore:
     """One broker node's state and request handlers (single-node for now: it leads every partition)."""
 
-    def __init__(self, config: BrokerConfig, now_ms: int) -> None:
+    def __init__(self, config: BrokerConfig, now_ms: int,
+                 monotonic_ns: Callable[[], int] = time.perf_counter_ns) -> None:
         self.config = config
+        # Only for the latency histograms of ``stats``: how long a handler ran (deadlines and
+        # timestamps use the ``now_ms`` the shell passes in).  Tests freeze it.
+        self.monotonic_ns = monotonic_ns
         self.limits = config.limits
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +97,7 @@ class BrokerCore:
             "fetch": self._fetch,
             "list_offsets": self._list_offsets,
             "broker_stats": self._broker_stats,
+            "stats": self._stats,
         }
         self.groups = GroupService(self, now_ms)
         for op in self.groups.operations():
@@ -128,7 +135,10 @@ class BrokerCore:
             if self.shutting_down and op in ("produce", "fetch"):
                 raise FabricError("BROKER_SHUTTING_DOWN", "the broker is stopping")
             self.metrics.requests[op] += 1
-            return handler(peer, env, req, frames, now_ms)
+            started = self.monotonic_ns()
+            out = handler(peer, env, req, frames, now_ms)
+            self.metrics.observe_request(op, (self.monotonic_ns() - started) // 1000)
+            return out
         except FabricError as err:
             if op is None and header is not None:
                 op, cid = _echoed(header)
@@ -299,6 +309,19 @@ class BrokerCore:
         snap["connections"] = self.connections.open_connections
         snap["connections_refused"] = self.connections.refused_total
         return [(peer, Reply(ok_reply(env.op, env.cid, **snap)))]
+
+    def _stats(self, peer, env, req: StatsRequest, frames, now_ms) -> Outbox:
+        return [(peer, Reply(ok_reply(env.op, env.cid, **self.stats_body(req, now_ms))))]
+
+    def stats_body(self, req: StatsRequest, now_ms: int) -> dict[str, Any]:
+        """The ``stats`` reply without its envelope (also what the Prometheus endpoint renders)."""
+        return stats.build(req, metrics=self.metrics, topics=self.topics,
+                           group_overview=self.groups.coordinator.overview(), node_id=self.config.node_id,
+                           cluster_id=self.cluster_id, version=__version__,
+                           connections_open=self.connections.open_connections,
+                           connections_refused=self.connections.refused_total,
+                           parked_fetches=len(self.waiters), parked_group_requests=self.groups.parked(),
+                           now_ms=now_ms)
 
     # ------------------------------------------------------------------ data path
     def _log_for_produce(self, topic: str, partition: int, now_ms: int) -> PartitionLog:

@@ -48,6 +48,7 @@ from ..protocol.errors import FabricError
 from ..protocol.limits import Limits
 from ..protocol.messages import FetchRequest
 from ..protocol.schema import with_field
+from ..records.batch import next_offset_in
 from .bounded import BoundedDict
 from .metrics import Metrics
 from .replies import Outbox, Reply
@@ -278,6 +279,11 @@ class Fetcher:
                         ends[key] = hw
                     else:
                         at_end = False
+                    if data:  # records out: known from the end offset, else from the batch headers
+                        c = self.metrics.partition(fp.topic, fp.partition)
+                        n = (hw if reached else next_offset_in(data, fp.offset)) - fp.offset
+                        c.records_out += n
+                        self.metrics.records_out += n
                 else:
                     ends[key] = fp.offset  # nothing read: the budget went to earlier partitions
                     at_end = False

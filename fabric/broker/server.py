@@ -35,8 +35,10 @@ from zmq.utils.monitor import recv_monitor_message
 from ..multipart import recv_routed, send_frames
 from ..protocol.codec import encode
 from .config import BrokerConfig
-from .background import Compactor, Flusher, wall_ms
+from .background import Compactor, Flusher, timed_flush, wall_ms
+from ..protocol.messages import StatsRequest
 from .core import BrokerCore, Outbox
+from .prometheus import MetricsEndpoint, StatsExchange
 
 log = logging.getLogger("fabric.broker.server")
 
@@ -82,6 +84,11 @@ class BrokerServer:
         endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.port = int(endpoint.rsplit(":", 1)[1])
         self.core.advertised_port = self.port
+        self.stats_exchange: StatsExchange | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if config.metrics_port:
+            self.stats_exchange = StatsExchange()
+            self.metrics_endpoint = MetricsEndpoint(config.host, config.metrics_port, self.stats_exchange)
         self.flusher = Flusher(self.core, config.flush_check_interval_ms)
         self.compactor = Compactor(self.core, config.compaction_check_interval_ms)
 
@@ -103,7 +110,7 @@ class BrokerServer:
                 for plog in reply.flush:
                     if id(plog) not in synced:
                         synced.add(id(plog))
-                        plog.flush()
+                        timed_flush(plog, self.core.metrics.fsync)
         for peer, reply in outbox:
             parts = [peer, encode(reply.header)]
             parts.extend(reply.frames)
@@ -136,6 +143,11 @@ class BrokerServer:
                  self.router.getsockopt(zmq.LAST_ENDPOINT).decode(), self.config.data_dir, self.core.cluster_id)
         self.flusher.start()
         self.compactor.start()
+        exchange = self.stats_exchange
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.start()
+            log.info("Prometheus metrics on http://%s:%d/metrics", self.config.host, self.metrics_endpoint.port)
+        scrape = StatsRequest(histograms=True)
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
@@ -174,6 +186,8 @@ class BrokerServer:
                     next_tick = now + GROUP_TICK_MS
                 else:  # parked fetches: a heap peek, every turn (their deadlines set the poll timeout)
                     self._send(core.expire(now))
+                if exchange is not None and exchange.pending:
+                    exchange.answer(lambda: core.stats_body(scrape, now))
                 if now >= next_housekeeping:
                     core.housekeeping(now)
                     next_housekeeping = now + self.config.retention_check_interval_ms
@@ -187,6 +201,8 @@ class BrokerServer:
             self._send(self.core.drain_waiters())
         except Exception:
             log.exception("answering parked fetches")
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
         self.compactor.stop()
         self.flusher.stop()
         self.core.close()

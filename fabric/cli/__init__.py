@@ -13,7 +13,7 @@ from typing import Sequence
 from .. import __version__
 from ..client.connection import ClientError, RequestTimeoutError
 from ..protocol.errors import FabricError
-from . import broker_cmd, data_cmd, group_cmd, perf_cmd, topic_cmd
+from . import broker_cmd, dashboard_cmd, data_cmd, group_cmd, perf_cmd, topic_cmd
 from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, FIRST_CONTACT_TIMEOUT_S, UserError,
                      check_reachable, die)
 from .parsing import FabricArgumentParser
@@ -27,12 +27,13 @@ EPILOG = """examples:
   fabric consume orders --group billing           share the partitions with group "billing"
   fabric group describe billing                   members, committed offsets and lag
   fabric topic list --output json                 any command that prints data: --output table|json
+  fabric dashboard                                live view: throughput, lag, health
 
 Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP).
 
 """ + EXIT_STATUS_HELP
 
-MODULES = [broker_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd]
+MODULES = [broker_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd, dashboard_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "validate"):  # option combinations argparse cannot check: usage errors, exit 2
             args.validate(args)
-        if getattr(args, "bootstrap", None):  # every client command: fail fast if nobody listens
+        if getattr(args, "bootstrap", None) and not getattr(args, "waits_for_broker", False):
+            # every client command fails fast if nobody listens (the dashboard waits instead)
             check_reachable(args.bootstrap, min(FIRST_CONTACT_TIMEOUT_S, args.timeout_ms / 1000))
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:

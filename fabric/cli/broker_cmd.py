@@ -13,7 +13,8 @@ EPILOG = """examples:
   fabric broker                                   embedded default: 127.0.0.1:7171, data in ./fabric-data
   fabric broker --port 7200 --data-dir /var/lib/fabric
   fabric broker --config configs/broker.yaml      settings from a file (flags still win)
-  fabric broker --flush-every-batch               fsync before every acknowledgement"""
+  fabric broker --flush-every-batch               fsync before every acknowledgement
+  fabric broker --metrics-port 9464               Prometheus metrics on http://127.0.0.1:9464/metrics"""
 
 
 def register(sub: Any) -> None:
@@ -35,6 +36,8 @@ def register(sub: Any) -> None:
                    help="fsync at most this long after a write (default 1000)")
     p.add_argument("--group-initial-rebalance-delay-ms", type=int, metavar="MS",
                    help="an empty group's first rebalance waits this long for more members (default 3000)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default: off)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=run)
 
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in
                                  ("data_dir", "host", "port", "advertised_host", "node_id", "default_partitions",
-                                  "auto_create_topics", "group_initial_rebalance_delay_ms", "log_level")}
+                                  "auto_create_topics", "group_initial_rebalance_delay_ms", "log_level",
+                                  "metrics_port")}
     topic_defaults: dict[str, Any] = {}
     if args.flush_every_batch:
         topic_defaults["flush_every_batch"] = True

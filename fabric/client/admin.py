@@ -75,6 +75,13 @@ class Admin:
     def broker_stats(self) -> dict[str, Any]:
         return self._call("broker_stats")
 
+    def stats(self, topics: Iterable[str] | None = None, *, partitions: bool = True, groups: bool = True,
+              histograms: bool = False) -> dict[str, Any]:
+        """Everything an operator watches (SPEC 5.14): operations with latency, topics and
+        partitions with traffic and offsets, groups with lag in records and ms, fsyncs."""
+        return self._call("stats", {"topics": None if topics is None else list(topics), "partitions": partitions,
+                                    "groups": groups, "histograms": histograms})
+
     # ------------------------------------------------------------------ topics
     def create_topics(self, topics: Sequence[NewTopic], validate_only: bool = False) -> list[TopicResult]:
         rep = self._call("create_topics", CreateTopicsRequest(topics=tuple(topics), validate_only=validate_only))

@@ -530,6 +530,18 @@ class Coordinator:
     def group(self, group_id: str) -> Group | None:
         return self._groups.get(group_id)
 
+    def overview(self) -> list[dict[str, Any]]:
+        """Every group this broker coordinates, with its committed offsets (for ``stats``)."""
+        ids = sorted({*self._groups, *(g for g in self.offsets.groups() if self.partition_for(g) in self._led)})
+        out = []
+        for gid in ids:
+            group = self._group(gid)
+            assert group is not None
+            out.append({"group_id": gid, "state": group.state.value, "protocol": group.protocol,
+                        "generation": group.generation, "members": len(group.members),
+                        "offsets": self.offsets.rows(gid)})
+        return out
+
 
 _HANDLERS = frozenset({"join_group", "sync_group", "heartbeat", "leave_group", "offset_commit",
                        "offset_fetch", "list_groups", "describe_groups", "delete_groups"})

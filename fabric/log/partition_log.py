@@ -521,6 +521,25 @@ class PartitionLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    def timestamp_at(self, offset: int) -> int | None:
+        """The first timestamp of the batch holding ``offset`` (one header read), or None when
+        the offset is outside the log: how old the oldest unconsumed record is, for consumer lag
+        in seconds."""
+        with self._lock:
+            self._check_open()
+            if not self.start_offset <= offset < self.end_offset:
+                return None
+            i = max(0, bisect_right(self._bases, offset) - 1)
+            for seg in self._segments[i:]:
+                pos = seg.find_position(offset)
+                if pos is not None:
+                    try:
+                        h = seg.header_at(pos)
+                    except OSError:
+                        return None
+                    return None if h is None else h.base_timestamp
+            return None
+
     def segments(self) -> list[dict[str, Any]]:
         with self._lock:
             return [{"base_offset": s.base_offset, "size_bytes": s.size, "max_timestamp": s.max_timestamp,

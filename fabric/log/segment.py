@@ -401,6 +401,12 @@ class Segment:
                 return p
             p = nxt
 
+    def header_at(self, pos: int) -> BatchHeader | None:
+        """The header of the batch at ``pos`` (a position ``find_position`` returned), or None
+        if the bytes there are not a whole header."""
+        head = os.pread(self.fd, HEADER_SIZE, pos)
+        return parse_header(head) if len(head) == HEADER_SIZE else None
+
     def find_timestamp(self, timestamp: int, min_offset: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after ``min_offset`` with a timestamp >=
         ``timestamp``.  Decodes the one batch that holds it."""

@@ -64,6 +64,18 @@ class BrokerStatsRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StatsRequest:
+    """Everything an operator watches (SPEC 5.14): per operation, partition and group.  ``topics``
+    narrows the partition and group sections so a dashboard can poll a big broker cheaply."""
+
+    topics: tuple[str, ...] | None = wire("list", None, nullable=True, items=wire("text", max_len=256),
+                                          max_len=1000)
+    partitions: bool = wire("bool", True)  # include the per-partition section
+    groups: bool = wire("bool", True)  # include the consumer-group section (with lag)
+    histograms: bool = wire("bool", False)  # add each latency histogram's buckets
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewTopic:
     name: str = wire("text", max_len=256)
     partitions: int | None = wire("int", None, nullable=True, min=1, max=_L.partitions_per_topic_max)
@@ -182,6 +194,7 @@ OPERATIONS: dict[str, tuple[type, int, int]] = {
     "fetch": (FetchRequest, 1, 1),
     "list_offsets": (ListOffsetsRequest, 1, 1),
     "broker_stats": (BrokerStatsRequest, 1, 1),
+    "stats": (StatsRequest, 1, 1),
 }
 
 
