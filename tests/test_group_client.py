@@ -330,10 +330,17 @@ def test_static_member_restart_within_session_timeout_does_not_rebalance(gbroker
         assert b_events == b_seen  # b noticed nothing
 
 
-def test_commit_with_a_stale_generation_raises_commit_failed(gbroker, consumers):
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_commit_while_the_join_reply_is_unread(gbroker, consumers, assignor):
+    """The join phase ends (the generation moves on) while a member has not read its join reply,
+    so its commit carries the old generation.  Eager: refused (CommitFailedError, cause
+    ILLEGAL_GENERATION).  Cooperative: the partitions it still holds commit fine (SPEC 12.3), any
+    other is refused with REBALANCE_IN_PROGRESS; either way the member carries on."""
     with Admin(gbroker.bootstrap) as admin:
         admin.create_topic("stale", partitions=2)
-        a, b, c = (consumers(gbroker.bootstrap, group_id="stale", enable_auto_commit=False) for _ in range(3))
+        admin.create_topic("elsewhere", partitions=1)
+        a, b, c = (consumers(gbroker.bootstrap, group_id="stale", enable_auto_commit=False, assignors=[assignor])
+                   for _ in range(3))
         a.subscribe(["stale"])
         b.subscribe(["stale"])
         def settled():
@@ -341,6 +348,7 @@ def test_commit_with_a_stale_generation_raises_commit_failed(gbroker, consumers)
             return both and balanced(admin, "stale", [1, 1])
 
         _, generation, _ = wait_until(settled, 20, "a and b in one generation", a, b)
+        held = a.assignment()
         # c joins; a rejoins (its join is parked) and then stops polling, so it never reads its
         # join reply: the group moves to the next generation while a still holds the old one
         c.subscribe(["stale"])
@@ -352,9 +360,17 @@ def test_commit_with_a_stale_generation_raises_commit_failed(gbroker, consumers)
             c.poll(20)
         wait_until(lambda: group_view(admin, "stale")[1] > generation, 10, "the next generation", b, c)
         assert a.group_metadata()["generation"] == generation
-        with pytest.raises(CommitFailedError) as info:
-            a.commit({("stale", 0): 0})
-        assert info.value.__cause__.name == "ILLEGAL_GENERATION"
+        if assignor == "range":
+            with pytest.raises(CommitFailedError) as info:
+                a.commit({held[0]: 1})
+            assert info.value.__cause__.name == "ILLEGAL_GENERATION"
+        else:
+            a.commit({held[0]: 1})
+            assert a.committed(held) == {held[0]: 1}
+            with pytest.raises(CommitFailedError) as info:
+                a.commit({held[0]: 2, ("elsewhere", 0): 2})
+            assert info.value.__cause__.name == "REBALANCE_IN_PROGRESS"
+            assert a.committed(held) == {held[0]: 1}
 
         # a recovers on its next polls and can commit again
         wait_until(lambda: a.group_metadata()["state"] == "STABLE" and a.group_metadata()["generation"] > generation,
