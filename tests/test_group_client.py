@@ -7,6 +7,7 @@ Timing: the broker's initial rebalance delay is cut to 200 ms, sessions to 3 s a
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 import time
 
@@ -170,6 +171,49 @@ def test_three_processes_share_partitions_and_take_over_after_sigkill(gbroker, w
         resumed_at = min(after_kill[p])
         assert {o for q, o in dupes if q == p} == {o for o in victim_read[p] if o >= resumed_at}
         assert len([o for o in victim_read[p] if o >= resumed_at]) <= 500  # at most one batch (--commit sync)
+
+
+
+def test_sync_committing_workers_survive_the_rebalance_of_a_paused_member(gbroker, workers):
+    """`group_worker --commit sync` commits after every batch.  A member frozen with SIGSTOP is
+    removed when its session expires; the others rebalance while committing, and the frozen one,
+    once resumed, usually finds its commit refused (CommitFailedError) before its heartbeat tells
+    it it was removed.  Nobody dies: every worker keeps polling, the group settles with all three
+    again, and every record is processed.  Two members are frozen in turn, so that a refused
+    commit is all but certain to happen in one run."""
+    with Admin(gbroker.bootstrap) as admin:
+        admin.create_topic("paused", partitions=6)
+        produced = produce(gbroker.bootstrap, "paused", 600)
+        ws = [workers(gbroker.bootstrap, "pausers", ["paused"], "--commit", "sync", name=f"w{i}") for i in range(3)]
+        wait_until(lambda: balanced(admin, "pausers", [2, 2, 2]), 20, "3 members with 2 partitions each")
+
+        def consumed() -> set[tuple[int, int]]:
+            return {(p, o) for w in ws for _, p, o, _ in w.records()}
+
+        wait_until(lambda: consumed() >= produced, 20, "the first 600 records")
+        for frozen in ws[:2]:
+            assert frozen.proc is not None
+            lost_before = sum(e["event"] == "lost" for e in frozen.snapshot())
+            frozen.proc.send_signal(signal.SIGSTOP)
+            try:  # records keep coming: some wait in the frozen member's fetch socket, the rest are taken over
+                produced |= produce(gbroker.bootstrap, "paused", 600, start=len(produced))
+                wait_until(lambda: balanced(admin, "pausers", [3, 3]), SESSION_MS / 1000 + 10,
+                           f"{frozen.name}'s removal")
+                produced |= produce(gbroker.bootstrap, "paused", 600, start=len(produced))
+                wait_until(lambda: consumed() >= produced, 20, f"the records while {frozen.name} is frozen")
+            finally:
+                frozen.proc.send_signal(signal.SIGCONT)
+            frozen.wait_for(lambda ev: sum(e["event"] == "lost" for e in ev) > lost_before, 20,
+                            "the resumed member to learn it was removed")
+            wait_until(lambda: balanced(admin, "pausers", [2, 2, 2]), 20, "all three members again")
+            produced |= produce(gbroker.bootstrap, "paused", 600, start=len(produced))
+            wait_until(lambda: consumed() >= produced, 20, "every record")
+            assert [w.proc.poll() for w in ws] == [None, None, None], [w.stderr() for w in ws]
+        refused = [e["error"] for w in ws for e in w.snapshot() if e["event"] == "commit_failed"]
+        print(f"{len(refused)} refused commits, {len(produced)} records: {[r[:100] for r in refused]}")
+        for w in ws:
+            assert w.stop() == 0, w.stderr()
+            assert w.snapshot()[-1]["event"] == "closed"
 
 
 # --------------------------------------------------------------------------- in-process
