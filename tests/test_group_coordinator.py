@@ -148,10 +148,21 @@ def check_disjoint(members):
             seen[tp] = m.member_id
 
 
+def check_held(bench, members, group="g"):
+    """Rule 8 is sound: what the coordinator lets a member commit with its previous generation
+    is owned by no other member."""
+    g = bench.coord.group(group)
+    for cm in (g.members.values() if g is not None else ()):
+        for m in members:
+            if m.member_id != cm.member_id:
+                assert not cm.held & m.owned, f"{cm.member_id} holds {sorted(cm.held & m.owned)} owned by {m.member_id}"
+
+
 def settle(bench, members, group="g", rounds=40):
     for _ in range(rounds):
         busy = [m.step() for m in members]
         check_disjoint(members)
+        check_held(bench, members, group)
         if not any(busy) and bench.state(group) is State.STABLE and all(m.join_token is None for m in members):
             return
         bench.advance(100)
@@ -278,6 +289,7 @@ def test_random_membership_churn_keeps_ownership_disjoint_and_settles(seed):
                 m.step()
             live = [m for m in live if not m.fenced]
             check_disjoint(live)
+            check_held(b, live)
             b.advance(rng.choice([10, 100, 500]))
     if not live:
         return

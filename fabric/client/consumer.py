@@ -10,7 +10,9 @@ Lifecycle with a group: ``subscribe`` -> ``poll`` joins, and on every rebalance 
 without a chance to commit (the member was evicted, e.g. for polling less often than
 ``max_poll_interval_ms``) go to ``on_lost`` (default: ``on_revoked``).  A newly assigned partition
 starts at the group's committed offset, else at ``auto_offset_reset``.  ``close`` commits (with
-auto-commit), leaves the group (dynamic members) and stops the heartbeat thread.
+auto-commit), leaves the group (dynamic members) and stops the heartbeat thread;
+``closing_on_signals`` does that on SIGTERM/SIGINT (``fabric.client.shutdown``).  A commit the
+group refuses raises ``CommitFailedError``, which is not fatal: keep polling.
 
 Fetching (prefetch, pipelined and standing fetches at the tail): ``fetch_pipeline.py``.  A
 ``seek`` gives the partition a new epoch; data from a fetch sent before the seek (or before the

@@ -11,6 +11,11 @@ Lifecycle
               from every later ``poll``
     STABLE -> JOINING on REBALANCE_IN_PROGRESS (heartbeat), a subscription change, or a sync
               reply that revoked something (cooperative: that rejoin starts the follow-up round)
+    commits:  sent with (member id, generation) while in a generation, also while JOINING (a
+              cooperative member's partitions stay committable, SPEC 12.3); a refusal
+              (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS, FENCED_INSTANCE_ID)
+              is a ``CommitFailedError`` for the caller, and without a join in flight it also
+              raises the flag (lost, or rejoin) that the next ``poll`` acts on
 
 Eager assignors (``range``, ``roundrobin``): before rejoining, everything is revoked (the
 listener commits and stops consuming) and the join reports ``owned: []``.  Cooperative
