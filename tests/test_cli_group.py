@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -112,11 +113,12 @@ def test_consume_with_group_then_describe_reset_and_delete(brokers, procs):
     r = fabric("group", "describe", "billing", *bs)
     assert r.returncode == 0 and b"fabric-cli" in r.stdout and b"STABLE" in r.stdout
 
-    # Ctrl-C: the consumer commits what it printed and leaves the group
+    # Ctrl-C: the consumer commits what it printed and leaves the group (at once: no session timeout)
     live.send_signal(signal.SIGINT)
     live.communicate(timeout=20)
+    assert live.returncode == 0
     with Admin(broker.bootstrap) as admin:
-        wait_until(lambda: not _members(admin, "billing"), 10, "the consumer to leave")
+        assert not _members(admin, "billing")
     r = fabric("group", "delete", "billing", *bs)
     assert r.returncode == 0 and b"deleted group billing" in r.stdout, r.stderr
     r = fabric("group", "list", *bs)
@@ -134,6 +136,72 @@ def test_group_cli_errors_are_one_line(broker):
     r = fabric("group", "reset-offsets", "g", "--topic", "orders", *bs)
     assert r.returncode == 2 and b"--to-earliest" in r.stderr  # argparse: a strategy is required
     assert b"reset-offsets billing --topic orders --to-earliest" in fabric("group", "reset-offsets", "--help").stdout
+
+
+
+def _ignore_sigint() -> None:
+    """What a background job of a non-interactive shell inherits: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig, inherited_ignore", [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                                   (signal.SIGINT, True)],
+                         ids=["SIGTERM", "SIGINT", "SIGINT-inherited-as-ignored"])
+def test_signal_stops_the_group_consumer_cleanly(brokers, tmp_path, sig, inherited_ignore):
+    """SIGTERM (containers, service managers) and SIGINT (Ctrl-C, also when the shell started the
+    consumer with SIGINT ignored) make `fabric consume --group` commit what it printed, leave the
+    group at once (no waiting for the session timeout) and exit 0."""
+    broker = brokers(FAST_GROUPS)
+    bs = ["--bootstrap", broker.bootstrap]
+    assert fabric("topic", "create", "orders", "--partitions", "2", *bs).returncode == 0
+    r = fabric("produce", "orders", *bs, input=b"".join(b"order-%d\n" % i for i in range(50)))
+    assert r.returncode == 0, r.stderr
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "fabric", "consume", "orders", "--group", "g",
+                                 "--from-beginning", *bs], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"},  # to see the lines as printed
+                                preexec_fn=_ignore_sigint if inherited_ignore else None)
+    try:
+        wait_until(lambda: len(out.read_bytes().splitlines()) == 50, 30, "the consumer to print 50 records")
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert code == 0, err.read_text()
+    assert took < 3, f"stopping took {took:.1f} s"
+    g = describe(bs, "g")  # at once: the session timeout (10 s) has not passed
+    assert (g["state"], g["members"], g["total_lag"]) == ("EMPTY", [], 0)
+    assert sum(p["log_end"] for p in g["partitions"]) == 50
+    assert all(p["committed"] == p["log_end"] for p in g["partitions"] if p["log_end"])
+    r = fabric("group", "delete", "g", *bs)
+    assert r.returncode == 0 and b"deleted group g" in r.stdout, r.stderr
+
+
+def test_second_signal_exits_at_once_when_closing_hangs(brokers, procs):
+    """With the broker frozen, the clean close (commit, leave) would wait for its timeouts; a
+    second signal ends the process at once, killed by that signal."""
+    broker = brokers(FAST_GROUPS)
+    bs = ["--bootstrap", broker.bootstrap]
+    assert fabric("topic", "create", "orders", "--partitions", "1", *bs).returncode == 0
+    live = procs("consume", "orders", "--group", "g", "--timeout-ms", "30000", *bs)
+    with Admin(broker.bootstrap) as admin:
+        wait_until(lambda: [m for m in _members(admin, "g") if m["assignment"]], 20, "the consumer to join")
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        live.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):  # the first signal: closing, and the broker is frozen
+            live.wait(timeout=1)
+        sent = time.monotonic()
+        live.send_signal(signal.SIGTERM)
+        assert live.wait(timeout=5) == -signal.SIGTERM
+        assert time.monotonic() - sent < 2
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
 
 
 def _members(admin: Admin, group: str) -> list:

@@ -7,6 +7,7 @@ Timing: the broker's initial rebalance delay is cut to 200 ms, sessions to 3 s a
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 import time
 
@@ -172,6 +173,49 @@ def test_three_processes_share_partitions_and_take_over_after_sigkill(gbroker, w
         assert len([o for o in victim_read[p] if o >= resumed_at]) <= 500  # at most one batch (--commit sync)
 
 
+
+def test_sync_committing_workers_survive_the_rebalance_of_a_paused_member(gbroker, workers):
+    """`group_worker --commit sync` commits after every batch.  A member frozen with SIGSTOP is
+    removed when its session expires; the others rebalance while committing, and the frozen one,
+    once resumed, usually finds its commit refused (CommitFailedError) before its heartbeat tells
+    it it was removed.  Nobody dies: every worker keeps polling, the group settles with all three
+    again, and every record is processed.  Two members are frozen in turn, so that a refused
+    commit is all but certain to happen in one run."""
+    with Admin(gbroker.bootstrap) as admin:
+        admin.create_topic("paused", partitions=6)
+        produced = produce(gbroker.bootstrap, "paused", 600)
+        ws = [workers(gbroker.bootstrap, "pausers", ["paused"], "--commit", "sync", name=f"w{i}") for i in range(3)]
+        wait_until(lambda: balanced(admin, "pausers", [2, 2, 2]), 20, "3 members with 2 partitions each")
+
+        def consumed() -> set[tuple[int, int]]:
+            return {(p, o) for w in ws for _, p, o, _ in w.records()}
+
+        wait_until(lambda: consumed() >= produced, 20, "the first 600 records")
+        for frozen in ws[:2]:
+            assert frozen.proc is not None
+            lost_before = sum(e["event"] == "lost" for e in frozen.snapshot())
+            frozen.proc.send_signal(signal.SIGSTOP)
+            try:  # records keep coming: some wait in the frozen member's fetch socket, the rest are taken over
+                produced |= produce(gbroker.bootstrap, "paused", 600, start=len(produced))
+                wait_until(lambda: balanced(admin, "pausers", [3, 3]), SESSION_MS / 1000 + 10,
+                           f"{frozen.name}'s removal")
+                produced |= produce(gbroker.bootstrap, "paused", 600, start=len(produced))
+                wait_until(lambda: consumed() >= produced, 20, f"the records while {frozen.name} is frozen")
+            finally:
+                frozen.proc.send_signal(signal.SIGCONT)
+            frozen.wait_for(lambda ev: sum(e["event"] == "lost" for e in ev) > lost_before, 20,
+                            "the resumed member to learn it was removed")
+            wait_until(lambda: balanced(admin, "pausers", [2, 2, 2]), 20, "all three members again")
+            produced |= produce(gbroker.bootstrap, "paused", 600, start=len(produced))
+            wait_until(lambda: consumed() >= produced, 20, "every record")
+            assert [w.proc.poll() for w in ws] == [None, None, None], [w.stderr() for w in ws]
+        refused = [e["error"] for w in ws for e in w.snapshot() if e["event"] == "commit_failed"]
+        print(f"{len(refused)} refused commits, {len(produced)} records: {[r[:100] for r in refused]}")
+        for w in ws:
+            assert w.stop() == 0, w.stderr()
+            assert w.snapshot()[-1]["event"] == "closed"
+
+
 # --------------------------------------------------------------------------- in-process
 
 
@@ -330,10 +374,17 @@ def test_static_member_restart_within_session_timeout_does_not_rebalance(gbroker
         assert b_events == b_seen  # b noticed nothing
 
 
-def test_commit_with_a_stale_generation_raises_commit_failed(gbroker, consumers):
+@pytest.mark.parametrize("assignor", ["range", "cooperative-sticky"])
+def test_commit_while_the_join_reply_is_unread(gbroker, consumers, assignor):
+    """The join phase ends (the generation moves on) while a member has not read its join reply,
+    so its commit carries the old generation.  Eager: refused (CommitFailedError, cause
+    ILLEGAL_GENERATION).  Cooperative: the partitions it still holds commit fine (SPEC 12.3), any
+    other is refused with REBALANCE_IN_PROGRESS; either way the member carries on."""
     with Admin(gbroker.bootstrap) as admin:
         admin.create_topic("stale", partitions=2)
-        a, b, c = (consumers(gbroker.bootstrap, group_id="stale", enable_auto_commit=False) for _ in range(3))
+        admin.create_topic("elsewhere", partitions=1)
+        a, b, c = (consumers(gbroker.bootstrap, group_id="stale", enable_auto_commit=False, assignors=[assignor])
+                   for _ in range(3))
         a.subscribe(["stale"])
         b.subscribe(["stale"])
         def settled():
@@ -341,6 +392,7 @@ def test_commit_with_a_stale_generation_raises_commit_failed(gbroker, consumers)
             return both and balanced(admin, "stale", [1, 1])
 
         _, generation, _ = wait_until(settled, 20, "a and b in one generation", a, b)
+        held = a.assignment()
         # c joins; a rejoins (its join is parked) and then stops polling, so it never reads its
         # join reply: the group moves to the next generation while a still holds the old one
         c.subscribe(["stale"])
@@ -352,9 +404,17 @@ def test_commit_with_a_stale_generation_raises_commit_failed(gbroker, consumers)
             c.poll(20)
         wait_until(lambda: group_view(admin, "stale")[1] > generation, 10, "the next generation", b, c)
         assert a.group_metadata()["generation"] == generation
-        with pytest.raises(CommitFailedError) as info:
-            a.commit({("stale", 0): 0})
-        assert info.value.__cause__.name == "ILLEGAL_GENERATION"
+        if assignor == "range":
+            with pytest.raises(CommitFailedError) as info:
+                a.commit({held[0]: 1})
+            assert info.value.__cause__.name == "ILLEGAL_GENERATION"
+        else:
+            a.commit({held[0]: 1})
+            assert a.committed(held) == {held[0]: 1}
+            with pytest.raises(CommitFailedError) as info:
+                a.commit({held[0]: 2, ("elsewhere", 0): 2})
+            assert info.value.__cause__.name == "REBALANCE_IN_PROGRESS"
+            assert a.committed(held) == {held[0]: 1}
 
         # a recovers on its next polls and can commit again
         wait_until(lambda: a.group_metadata()["state"] == "STABLE" and a.group_metadata()["generation"] > generation,

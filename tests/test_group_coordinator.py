@@ -148,10 +148,21 @@ def check_disjoint(members):
             seen[tp] = m.member_id
 
 
+def check_held(bench, members, group="g"):
+    """Rule 8 is sound: what the coordinator lets a member commit with its previous generation
+    is owned by no other member."""
+    g = bench.coord.group(group)
+    for cm in (g.members.values() if g is not None else ()):
+        for m in members:
+            if m.member_id != cm.member_id:
+                assert not cm.held & m.owned, f"{cm.member_id} holds {sorted(cm.held & m.owned)} owned by {m.member_id}"
+
+
 def settle(bench, members, group="g", rounds=40):
     for _ in range(rounds):
         busy = [m.step() for m in members]
         check_disjoint(members)
+        check_held(bench, members, group)
         if not any(busy) and bench.state(group) is State.STABLE and all(m.join_token is None for m in members):
             return
         bench.advance(100)
@@ -278,6 +289,7 @@ def test_random_membership_churn_keeps_ownership_disjoint_and_settles(seed):
                 m.step()
             live = [m for m in live if not m.fenced]
             check_disjoint(live)
+            check_held(b, live)
             b.advance(rng.choice([10, 100, 500]))
     if not live:
         return
@@ -500,6 +512,56 @@ def test_cooperative_member_leaving_hands_its_partitions_over_in_one_round():
     assert b.coord.group("g").generation == gen + 1
     assert all(k <= m.owned for k, m in zip(kept, ms))
     assert ms[0].owned | ms[1].owned == all_partitions(b)
+
+
+
+def _commit(b, m, generation, tps, offset=7):
+    return b.ask("offset_commit", group_id="g", member_id=m.member_id, generation=generation,
+                 offsets=[{"topic": t, "partition": p, "offset": offset} for t, p in sorted(tps)])
+
+
+def test_cooperative_member_commits_what_it_holds_while_its_join_reply_is_unread():
+    """Rule 8: the join phase ended (generation + 1) but the member has not read its join reply,
+    so its commit still carries the old generation; for partitions it owned and keeps holding
+    (kept, or still to revoke) that commit succeeds, for any other partition it fails."""
+    b = Bench()
+    a, c = Member(b, assignors=["cooperative-sticky"]), Member(b, assignors=["cooperative-sticky"])
+    a.join()
+    settle(b, [a])
+    c.join()
+    settle(b, [a, c])
+    old = a.generation
+    new = Member(b, assignors=["cooperative-sticky"])
+    new.join()
+    a.step()
+    c.step()  # both rejoined: round 1 ends, the join replies wait unread
+    group = b.coord.group("g")
+    assert group.state is State.COMPLETING_REBALANCE and group.generation == old + 1
+    assert a.join_token in b.replies and a.generation == old
+    revoking = set(a.owned) - set(group.members[a.member_id].assignment)
+    assert revoking  # a keeps some partitions and gives one up; it holds all of them until it revokes
+    assert _commit(b, a, old, a.owned, offset=11).error is None
+    assert {tp: b.coord.offsets.get("g", *tp).offset for tp in a.owned} == {tp: 11 for tp in a.owned}
+    theirs = sorted(c.owned)[0]
+    refused = _commit(b, a, old, {*a.owned, theirs}, offset=12)
+    assert err(refused) == "REBALANCE_IN_PROGRESS" and str(theirs[1]) in refused.error.message
+    assert b.coord.offsets.get("g", *theirs) is None and b.coord.offsets.get("g", *sorted(a.owned)[0]).offset == 11
+    assert err(_commit(b, a, old - 1, a.owned)) == "ILLEGAL_GENERATION"  # not the generation of its claim
+    settle(b, [a, c, new])  # two rounds; a rejoined with its new claim, so the old generation is spent
+    assert err(_commit(b, a, old, a.owned)) == "ILLEGAL_GENERATION"
+    assert _commit(b, a, a.generation, a.owned).error is None
+
+
+def test_eager_member_cannot_commit_with_the_generation_before_a_rebalance():
+    b = Bench()
+    a, c = Member(b), Member(b)  # range: members revoke (and commit) everything before rejoining
+    a.join()
+    settle(b, [a])
+    old, owned = a.generation, set(a.owned)
+    c.join()
+    a.step()
+    assert b.coord.group("g").state is State.COMPLETING_REBALANCE
+    assert err(_commit(b, a, old, owned)) == "ILLEGAL_GENERATION"
 
 
 # ------------------------------------------------------------------ static membership

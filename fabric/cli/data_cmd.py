@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 from ..client.admin import Admin
 from ..client.consumer import Consumer
 from ..client.producer import Producer
+from ..client.shutdown import ShutdownSignals
 from ..protocol.errors import exception_for
 from .common import (TIME_HELP, add_client_options, err_console, fail, header_arg, parse_time_ms, time_arg,
                      usage_error)
@@ -36,7 +37,10 @@ CONSUME_EPILOG = """examples:
                                                   partitions the group never committed start at the beginning
 
 With --group, offsets are committed every few seconds and on exit (also after --max or
---idle-timeout-ms); `fabric group describe GROUP` shows the members and their lag."""
+--idle-timeout-ms); `fabric group describe GROUP` shows the members and their lag.
+
+SIGTERM or SIGINT (Ctrl-C) stops it cleanly: it commits what it printed, leaves the group at
+once and exits with status 0.  A second signal exits immediately."""
 
 
 def register(sub: Any) -> None:
@@ -168,7 +172,7 @@ def consume(args: argparse.Namespace) -> int:
         return _consume_group(args)
     consumer = Consumer(args.bootstrap, auto_offset_reset="earliest" if args.from_beginning else "latest",
                         request_timeout_ms=args.timeout_ms)
-    try:
+    with consumer.closing_on_signals() as stop:
         with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
             n = admin.partitions_for(args.topic)
         if args.partition is not None:
@@ -185,9 +189,7 @@ def consume(args: argparse.Namespace) -> int:
             consumer.seek_to_beginning()
         else:
             consumer.seek_to_end()
-        return _consume_loop(consumer, args)
-    finally:
-        consumer.close()
+        return _consume_loop(consumer, args, stop=stop)
 
 
 def _consume_group(args: argparse.Namespace) -> int:
@@ -200,19 +202,18 @@ def _consume_group(args: argparse.Namespace) -> int:
 
     consumer = Consumer(args.bootstrap, group_id=args.group, auto_offset_reset="earliest" if args.from_beginning
                         else "latest", request_timeout_ms=args.timeout_ms, client_id="fabric-cli")
-    try:
+    with consumer.closing_on_signals() as stop:  # closing commits what was printed and leaves the group
         consumer.subscribe([args.topic], on_assigned=on_assigned)
-        return _consume_loop(consumer, args, idle_from=assigned)
-    finally:
-        consumer.close()  # commits what was printed and leaves the group
+        return _consume_loop(consumer, args, idle_from=assigned, stop=stop)
 
 
-def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[float] | None = None) -> int:
+def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[float] | None = None,
+                  stop: ShutdownSignals | None = None) -> int:
     count = 0
     write = sys.stdout.write
     render = renderer("json" if args.output == "json" else args.format, args.print_key, args.key_separator)
     last_record = time.monotonic()
-    while args.max is None or count < args.max:
+    while (args.max is None or count < args.max) and not (stop is not None and stop.requested):
         want = None if args.max is None else args.max - count
         records = consumer.poll(timeout_ms=200, max_records=want)
         if records:

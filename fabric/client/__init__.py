@@ -11,6 +11,8 @@ from .consumer import Consumer, TopicPartition
 from .group import CommitFailedError
 from .futures import RecordFuture, RecordMetadata
 from .producer import BufferFullError, Producer
+from .shutdown import ShutdownSignals, closing_on_signals
 
 __all__ = ["Admin", "Consumer", "Producer", "Record", "RecordFuture", "RecordMetadata", "TopicPartition",
-           "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError", "CommitFailedError"]
+           "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError", "CommitFailedError",
+           "ShutdownSignals", "closing_on_signals"]

@@ -10,7 +10,9 @@ Lifecycle with a group: ``subscribe`` -> ``poll`` joins, and on every rebalance 
 without a chance to commit (the member was evicted, e.g. for polling less often than
 ``max_poll_interval_ms``) go to ``on_lost`` (default: ``on_revoked``).  A newly assigned partition
 starts at the group's committed offset, else at ``auto_offset_reset``.  ``close`` commits (with
-auto-commit), leaves the group (dynamic members) and stops the heartbeat thread.
+auto-commit), leaves the group (dynamic members) and stops the heartbeat thread;
+``closing_on_signals`` does that on SIGTERM/SIGINT (``fabric.client.shutdown``).  A commit the
+group refuses raises ``CommitFailedError``, which is not fatal: keep polling.
 
 Fetching (prefetch, pipelined and standing fetches at the tail): ``fetch_pipeline.py``.  A
 ``seek`` gives the partition a new epoch; data from a fetch sent before the seek (or before the
@@ -24,7 +26,7 @@ import logging
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 import zmq
 
@@ -37,6 +39,7 @@ from .admin import Admin
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms, parse_bootstrap
 from .fetch_pipeline import FetchPipeline, _Fetch
 from .group import CommitCallback, CommitFailedError, GroupMember, TopicPartition
+from .shutdown import ShutdownSignals, closing_on_signals
 
 log = logging.getLogger("fabric.consumer")
 
@@ -126,6 +129,7 @@ class Consumer(FetchPipeline):
         self._plain_after: int | None = None  # after a stray follow-on: no pipelining until a plain
         #                                       fetch with a cid above this one is answered
         self._closed = False
+        self._wakeup = False  # set by wakeup() (e.g. from a signal handler): poll returns early
         self._poller: zmq.Poller | None = None
         self._poller_sockets: tuple[Any, Any] = (None, None)
         self._pattern: re.Pattern[str] | None = None
@@ -256,8 +260,10 @@ class Consumer(FetchPipeline):
 
     def commit(self, offsets: Mapping[tuple[str, int], int] | None = None, timeout_ms: int | None = None) -> None:
         """Commit and wait.  ``offsets``: partition -> the next offset to read (default: the current
-        positions of the assignment).  Raises ``CommitFailedError`` if this member is no longer in
-        the group's generation (its partitions are lost; the next ``poll`` rejoins)."""
+        positions of the assignment).  Raises ``CommitFailedError`` if the group refuses it: this
+        member is no longer in the group's generation (its partitions are lost; the next ``poll``
+        rejoins), or the group is rebalancing.  Catch it and keep polling: the records after the
+        last committed offset are delivered again after the rebalance."""
         group = self._need_group("commit()")
         offs = self._offsets(offsets) if offsets is not None else self._positions(self._parts)
         group.commit(offs, timeout_ms)
@@ -417,6 +423,9 @@ class Consumer(FetchPipeline):
             raise ClosedError("consumer is closed")
         deadline = monotonic_ms() + timeout_ms
         while True:
+            if self._wakeup:
+                self._wakeup = False
+                return []
             if self._group is not None:
                 self._drive_group()
             out = take(limit)
@@ -498,6 +507,17 @@ class Consumer(FetchPipeline):
             count += sum(len(c) for c in items)
             st.position = items[-1].offsets[-1] + 1
         return out
+
+    def wakeup(self) -> None:
+        """Make the current (or next) ``poll`` return at once, with no records, within ~100 ms.
+        Safe from a signal handler or another thread: it only sets a flag."""
+        self._wakeup = True
+
+    def closing_on_signals(self, signals: Iterable[int] | None = None) -> ContextManager[ShutdownSignals]:
+        """``with consumer.closing_on_signals() as stop: while not stop.requested: ...``: SIGTERM
+        and SIGINT end the loop and the consumer is closed (commit, leave) on this thread; see
+        ``fabric.client.shutdown``.  Call from the main thread."""
+        return closing_on_signals(self, signals)
 
     def __iter__(self) -> Iterator[Record]:
         while not self._closed:

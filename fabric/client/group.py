@@ -11,6 +11,11 @@ Lifecycle
               from every later ``poll``
     STABLE -> JOINING on REBALANCE_IN_PROGRESS (heartbeat), a subscription change, or a sync
               reply that revoked something (cooperative: that rejoin starts the follow-up round)
+    commits:  sent with (member id, generation) while in a generation, also while JOINING (a
+              cooperative member's partitions stay committable, SPEC 12.3); a refusal
+              (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS, FENCED_INSTANCE_ID)
+              is a ``CommitFailedError`` for the caller, and without a join in flight it also
+              raises the flag (lost, or rejoin) that the next ``poll`` acts on
 
 Eager assignors (``range``, ``roundrobin``): before rejoining, everything is revoked (the
 listener commits and stops consuming) and the join reports ``owned: []``.  Cooperative
@@ -51,6 +56,7 @@ log = logging.getLogger("fabric.consumer.group")
 
 LEAVE_TIMEOUT_MS_MAX = 2000  # close() does not hang on a dead coordinator
 LOST = frozenset({"UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION"})
+COMMIT_REJECTED = LOST | {"FENCED_INSTANCE_ID", "REBALANCE_IN_PROGRESS"}  # -> CommitFailedError
 UNJOINED, JOINING, SYNCING, STABLE = "UNJOINED", "JOINING", "SYNCING", "STABLE"
 
 
@@ -60,9 +66,14 @@ class TopicPartition(NamedTuple):
 
 
 class CommitFailedError(ClientError):
-    """The coordinator rejected a commit: this member is not in the group's current generation
-    (evicted, or the group rebalanced without it).  Its partitions are lost and the next ``poll``
-    rejoins.  ``__cause__`` is the broker's error."""
+    """The coordinator rejected a commit because of the group's membership, not because of a
+    fault: this member is not in the group's current generation (evicted, or the group rebalanced
+    without it: its partitions are lost and the next ``poll`` rejoins), or the group is
+    rebalancing and the commit named a partition this member does not hold through it (the next
+    ``poll`` finishes the rebalance).  Not fatal: keep polling.  The offsets stay uncommitted, so
+    the records after the last committed offset are delivered again, to whichever member consumes
+    the partition after the rebalance (Kafka's ``CommitFailedException`` and
+    ``RebalanceInProgressException``).  ``__cause__`` is the broker's error."""
 
 
 class Listener(Protocol):
@@ -313,16 +324,19 @@ class GroupMember:
                                                  for (t, p), o in sorted(offsets.items())))
 
     def _rejected(self, err: FabricError, mid: str, gen: int) -> CommitFailedError:
+        rebalancing = err.name == "REBALANCE_IN_PROGRESS"
         if mid and (mid, gen) == (self.member_id, self.generation) and self._join is None:
-            with self._lock:
-                self._flags["lost"] = (mid, gen)  # the next poll rejoins
-        exc = CommitFailedError(f"commit to group {self.group_id!r} failed: {err.name}: {err.message} "
-                                "(this member is not part of the group's current generation)")
+            with self._lock:  # the next poll rejoins (with a join in flight, its reply decides)
+                self._flags["rejoin" if rebalancing else "lost"] = (mid, gen)
+        why = ("the group is rebalancing" if rebalancing
+               else "this member is not part of the group's current generation")
+        exc = CommitFailedError(f"commit to group {self.group_id!r} failed: {err.name}: {err.message} ({why}; "
+                                "the records after the last committed offset will be delivered again)")
         exc.__cause__ = err
         return exc
 
     def commit(self, offsets: Mapping[tuple[str, int], int], timeout_ms: int | None = None) -> None:
-        """Commit and wait.  ``CommitFailedError`` if this member is not in the current generation.
+        """Commit and wait.  ``CommitFailedError`` if the group's membership refuses it (see there).
         Callbacks of async commits sent earlier run before this returns (replies come in order)."""
         offs = {TopicPartition(*tp): o for tp, o in offsets.items()}
         if not offs:
@@ -331,7 +345,7 @@ class GroupMember:
         try:
             self.link.request("offset_commit", self._commit_request(offs, mid, gen), timeout_ms)
         except FabricError as err:
-            if err.name in LOST or err.name == "FENCED_INSTANCE_ID":
+            if err.name in COMMIT_REJECTED:
                 raise self._rejected(err, mid, gen) from err
             raise
         finally:
@@ -368,7 +382,7 @@ class GroupMember:
                 exc = RequestTimeoutError(f"group {self.group_id!r}: no reply to an async commit")
             elif "error" in header:
                 err = reply_error(header)
-                exc = self._rejected(err, mid, gen) if err.name in LOST else err
+                exc = self._rejected(err, mid, gen) if err.name in COMMIT_REJECTED else err
                 log.warning("group %s: async commit failed: %s", self.group_id, err)
             if callback is not None:
                 callback(offs, exc)

@@ -51,6 +51,14 @@ Rule 6: errors are raised before anything changes, so an error reply never leave
 Rule 7: a join arriving in COMPLETING_REBALANCE (typically a cooperative member that has just
         revoked) is parked until every other member has synced, so nobody misses the assignment
         of the generation it joined; then the next join phase starts.  Removals do not wait.
+Rule 8: a member commits with the group's generation, or (cooperative) with the generation its
+        owned partitions came from (``owned_generation`` of its latest join) for partitions it
+        *holds*: ones it reported owning at that join which the ending join phase left with it
+        (``resolve_owned``; by Rule 4 no other member was given them since).  Its client has not
+        yet seen the join reply that moved the generation on, and it keeps consuming those
+        partitions, so the commit is as sound as one in the old generation.  Any other partition
+        with that generation gets REBALANCE_IN_PROGRESS while the group rebalances (commit after
+        the rebalance), ILLEGAL_GENERATION once it is stable.
 """
 
 from __future__ import annotations
@@ -229,7 +237,7 @@ class Coordinator:
         group.members[old.member_id] = old
         group.static[req.group_instance_id] = old.member_id
         self._update_member(group, old, req, known, now_ms, host)
-        old.synced, old.revoked = False, ()  # the new process owns nothing yet
+        old.synced, old.revoked, old.held = False, (), frozenset()  # the new process owns nothing yet
         if changed or group.state in (State.EMPTY, State.PREPARING_REBALANCE):
             return actions + self._park_join(group, old, token, now_ms)
         return actions + [Reply(token, "join_group", self._join_result(group, old))]
@@ -241,7 +249,11 @@ class Coordinator:
         group.support.subtract(m.assignors)
         group.support.update(known)
         m.topics, m.assignors = tuple(req.topics), known
-        m.owned, m.owned_generation = flatten(req.owned), req.generation
+        owned = flatten(req.owned)
+        # Rule 8: what it held stays held only while it reports the same claim; a newer claim gets
+        # its holdings when this join phase ends.
+        m.held = m.held.intersection(owned) if req.generation == m.owned_generation else frozenset()
+        m.owned, m.owned_generation = owned, req.generation
         m.session_deadline = now_ms + req.session_timeout_ms
         m.poll_deadline = now_ms + req.rebalance_timeout_ms
 
@@ -333,6 +345,7 @@ class Coordinator:
         actions: list[Action] = []
         for m in members:
             m.assignment, m.revoked = tuple(assigned[m.member_id]), tuple(revoked[m.member_id])
+            m.held = frozenset(tp for tp in m.owned if owners.get(tp) == m.member_id)  # Rule 8
             m.synced = False
             m.session_deadline = now_ms + m.session_timeout_ms
             actions.append(Reply(m.join_token, "join_group", self._join_result(group, m)))
@@ -435,7 +448,8 @@ class Coordinator:
         group = self._groups.get(req.group_id)
         if group is not None and group.members:
             _, m = self._member(req.group_id, req.member_id, req.group_instance_id)
-            _check_generation(group, req.generation)
+            if req.generation != group.generation:
+                self._check_held(group, m, req)
         elif req.member_id:
             raise FabricError("UNKNOWN_MEMBER_ID", f"group {req.group_id!r} has no members")
         elif req.generation != -1:
@@ -452,6 +466,20 @@ class Coordinator:
                                       CommittedOffset(o.offset, o.metadata, now_ms, o.leader_epoch),
                                       self.offsets_partitions) for o in req.offsets)
         return [AppendOffsets(token, records, Reply(token, "offset_commit"))]
+
+    @staticmethod
+    def _check_held(group: Group, m: Member, req: OffsetCommitRequest) -> None:
+        """Rule 8: a commit with the member's previous generation, for partitions it holds."""
+        if req.generation != m.owned_generation or req.generation < 0 or not m.held:
+            _check_generation(group, req.generation)
+        foreign = sorted({(o.topic, o.partition) for o in req.offsets} - m.held)
+        if not foreign:
+            return
+        if group.state in (State.PREPARING_REBALANCE, State.COMPLETING_REBALANCE):
+            raise FabricError("REBALANCE_IN_PROGRESS",
+                              f"generation {req.generation} may commit only the partitions this member keeps "
+                              f"through the rebalance, not {foreign}: poll to finish the rebalance, then commit")
+        _check_generation(group, req.generation)
 
     @_operation("offset_fetch")
     def offset_fetch(self, token: Hashable, req: OffsetFetchRequest, now_ms: int) -> list[Action]:

@@ -91,6 +91,7 @@ class Member:
     assignors: tuple[str, ...] = ()
     owned: tuple[TopicPartition, ...] = ()
     owned_generation: int = -1
+    held: frozenset[TopicPartition] = frozenset()  # cooperative: owned partitions no one else got (Rule 8)
     session_deadline: int = 0
     poll_deadline: int = 0
     join_token: Hashable | None = None  # parked join

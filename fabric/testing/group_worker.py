@@ -7,10 +7,13 @@ one JSON object per line on stdout (flushed at once, so a SIGKILL loses at most 
      "generation": int, "member_id": str}
     {"event": "subscribed", "t": ...}                   before the first poll (which joins)
     {"event": "records", "t": ..., "records": [[topic, partition, offset, key], ...]}
-    {"event": "closed", "t": ...}                       after SIGTERM: committed, left the group
+    {"event": "commit_failed", "t": ..., "error": str}  a rebalance refused a commit (it goes on)
+    {"event": "closed", "t": ...}                       after SIGTERM/SIGINT: committed, left the group
 
 ``--commit sync`` commits after printing each batch (so at most one printed batch is uncommitted
-when the process dies); ``auto`` uses auto-commit; ``none`` never commits.
+when the process dies); ``auto`` uses auto-commit; ``none`` never commits.  A sync commit that a
+rebalance refuses (``CommitFailedError``) is not fatal, as in Kafka's consumers: the worker keeps
+polling, and the uncommitted records are delivered again to the partition's next owner.
 
 ``GroupWorkerProcess`` starts one, collects its events on a reader thread, and kills and reaps it
 in ``kill``/``stop`` (call one in a ``finally``).
@@ -45,10 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--offset-reset", default="earliest")
     args = p.parse_args(argv)
 
-    from fabric.client import Consumer  # after parsing: --help stays fast
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    from fabric.client import CommitFailedError, Consumer  # after parsing: --help stays fast
 
     def emit(obj: dict[str, Any]) -> None:
         obj["t"] = time.time()
@@ -72,18 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         enable_auto_commit=args.commit == "auto", auto_commit_interval_ms=args.auto_commit_interval_ms,
                         auto_offset_reset=args.offset_reset, fetch_max_wait_ms=100,
                         on_assigned=event("assigned"), on_revoked=event("revoked"), on_lost=event("lost"))
-    try:
+    with consumer.closing_on_signals() as stop:  # SIGTERM/SIGINT: finish the batch, commit, leave
         consumer.subscribe(args.topic)
         emit({"event": "subscribed"})
-        while not stop.is_set():
+        while not stop.requested:
             records = consumer.poll(100, max_records=500)
             if records:
                 emit({"event": "records", "records": [[r.topic, r.partition, r.offset,
                                                        None if r.key is None else r.key.decode()] for r in records]})
                 if args.commit == "sync":
-                    consumer.commit()
-    finally:
-        consumer.close()
+                    try:
+                        consumer.commit()
+                    except CommitFailedError as exc:
+                        emit({"event": "commit_failed", "error": str(exc)})
     emit({"event": "closed"})
     return 0
 
