@@ -9,7 +9,8 @@ Exit status, the same for every command (also in ``fabric --help`` and the READM
   topic or group, a file that cannot be read;
 * 2: a usage error: the command line itself is wrong (unknown option, missing or malformed
   value, options that do not go together), found before anything is sent to a broker;
-* 130: interrupted (Ctrl-C).
+* 130: interrupted (Ctrl-C) in the middle of its work.  (``fabric consume`` runs until it is
+  stopped: SIGTERM or Ctrl-C is its normal end, so it commits, leaves its group and exits 0.)
 
 Why 2 and not 1 for usage: it is what argparse, POSIX utilities and Kafka's tools return, so a
 script can tell "fix your command" from "try again later".
@@ -37,7 +38,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 EXIT_STATUS_HELP = """exit status: 0 done; 1 the command failed (broker unreachable or refused, unknown topic or
-group, ...); 2 usage error (bad option or value, nothing was sent); 130 interrupted (Ctrl-C)."""
+group, ...); 2 usage error (bad option or value, nothing was sent); 130 interrupted (Ctrl-C); `consume` stopped by Ctrl-C or SIGTERM commits, leaves and exits 0."""
 
 DEFAULT_BOOTSTRAP = os.environ.get("FABRIC_BOOTSTRAP", "127.0.0.1:7171")
 # The first contact with a broker is a plain TCP connect this long at most (or --timeout-ms if
