@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument("--once", action="store_true", help="print one frame to stdout and exit (no keys, no colour "
                                                      "unless the output is a terminal)")
     p.add_argument("--svg", metavar="FILE", help="write one frame as an SVG picture and exit")
+    p.add_argument("--samples", type=int, default=2, metavar="N",
+                   help="--once/--svg: poll N times, --interval apart, before drawing (default 2: rates need "
+                        "two; more fill the sparklines and trends)")
     add_output_option(p, "text")
     p.add_argument("--width", type=int, default=None, metavar="COLUMNS",
                    help="frame width for --once/--svg (default: the terminal's, or 140)")
@@ -46,6 +49,8 @@ def register(sub: Any) -> None:
 def _validate(args: argparse.Namespace) -> None:
     if args.interval <= 0:
         usage_error("--interval must be above 0 seconds")
+    if not 2 <= args.samples <= 600:
+        usage_error("--samples must be 2 to 600")
     if args.width is not None and args.width < 40:
         usage_error("--width must be at least 40 columns")
     # The live dashboard starts (and keeps running) without a broker: it shows it DOWN and
@@ -68,14 +73,14 @@ def run(args: argparse.Namespace) -> int:
                      connectors=_connect_status_reader(args.bootstrap))
     try:
         if args.once and args.output == "json":
-            dash.snapshot()
+            dash.snapshot(args.samples)
             print_json(dash.numbers())
             return 0 if dash.model.samples and dash.model.down_since_ms is None else 1
         if args.once or args.svg:
             width = args.width or (None if sys.stdout.isatty() and not args.svg else 140)
             console = Console(width=width, record=bool(args.svg), highlight=False,
                               file=io.StringIO() if args.svg and not args.once else None)
-            console.print(dash.snapshot())
+            console.print(dash.snapshot(args.samples))
             if args.svg:
                 console.save_svg(args.svg, title="fabric dashboard")
             return 0 if dash.model.down_since_ms is None else 1

@@ -59,7 +59,7 @@ class TopicRow:
     records_out_rate: float
     bytes_out_rate: float
     records_in: int
-    lag: int  # the largest lag of any group on this topic
+    lag: int  # the largest lag of one group on this topic, over its partitions
     health: Health
 
 
@@ -195,10 +195,13 @@ class Model:
         pair = self._pair()
         old_topics = {t["name"]: t for t in pair[0].stats["topics"]} if pair else {}
         dt = pair[2] if pair else 0.0
-        lag_by_topic: dict[str, int] = {}
+        lag_by_topic: dict[str, int] = {}  # the largest lag of one group on the topic
         for g in latest.get("groups") or []:
+            per_topic: dict[str, int] = {}
             for p in g["partitions"]:
-                lag_by_topic[p["topic"]] = max(lag_by_topic.get(p["topic"], 0), p["lag"])
+                per_topic[p["topic"]] = per_topic.get(p["topic"], 0) + p["lag"]
+            for topic, lag in per_topic.items():
+                lag_by_topic[topic] = max(lag_by_topic.get(topic, 0), lag)
         bad = {p["topic"] for p in latest.get("partitions") or [] if _partition_health(p) is Health.BAD}
         rows = []
         for t in latest["topics"]:

@@ -124,7 +124,7 @@ def overview(model: Model) -> RenderableType:
         brokers.add_row("-", "-", _health(Health.DOWN), "-", "-", "-", "-")
     topics = sorted(model.topics(), key=lambda t: -(t.records_in_rate + t.records_out_rate))[:8]
     tt = _table("Busiest topics", [("topic", "left"), ("in", "right"), ("out", "right"), ("size", "right"),
-                                   ("max lag", "right")])
+                                   ("group lag", "right")])
     for t in topics:
         tt.add_row(t.name, rate(t.records_in_rate), rate(t.records_out_rate), size(t.size_bytes), f"{t.lag:,}")
     gt = _group_table(model, None, limit=8)
