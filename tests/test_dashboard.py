@@ -61,6 +61,8 @@ def test_stats_count_what_was_produced_fetched_and_committed_and_gauges_survive_
         admin.create_topic("acc", partitions=2)
     produce(b.bootstrap, "acc", 1000, 2)
     consume_and_commit(b.bootstrap, "g-acc", "acc", 1000)
+    with Admin(b.bootstrap) as admin:  # the consumer's parked fetches end with its connection
+        wait_for("the consumer's fetches to end", lambda: admin.stats(["acc"])["parked"]["fetches"] == 0)
     produce(b.bootstrap, "acc", 300, 2)  # not consumed: the group's lag
     with Admin(b.bootstrap) as admin:
         s = admin.stats(["acc"])
