@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from fabric.log import LogConfig, PartitionLog
+from fabric.log.handles import FilePool
 from fabric.log.testing import crash, random_batch
 from fabric.protocol.errors import FabricError
 from fabric.records.batch import encode_batch, iter_headers, parse_header, records_in
@@ -513,26 +514,29 @@ def test_write_failure_is_reported_and_fences_appends(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_closed_segments_hold_one_descriptor(tmp_path):
+def test_segments_hold_at_most_one_descriptor_and_the_pool_bounds_them(tmp_path):
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
 
+    files = FilePool(8)
     before = open_fds()
-    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0, files)
     for i in range(40):
         log.append(batch(b"d" * 100), i)
     log.flush()
     assert log.segment_count > 10
-    assert open_fds() - before == log.segment_count + 2  # every .log, plus the active indexes
+    assert open_fds() - before <= 8  # was one per segment, plus two for the active indexes
+    assert len(records_in("t", 0, log.read(0, 1 << 20))) == 40  # closed segments reopen to be read
+    assert open_fds() - before <= 8
     log.close()
-    assert open_fds() == before
-    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
-    assert open_fds() - before == log.segment_count + 2
-    log.truncate_to(5)  # an older segment becomes active again: its indexes reopen
-    assert open_fds() - before == log.segment_count + 2
+    assert open_fds() == before and files.open_count == 0
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0, files)
+    assert open_fds() - before <= 8
+    log.truncate_to(5)  # an older segment becomes active again
+    assert open_fds() - before <= 8
     log.append(batch(b"e"), 50)
     log.close()
     assert open_fds() == before
-    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0, files)
     assert log.recovery.rebuilt_indexes == 0 and log.end_offset == 6
     log.close()
