@@ -37,6 +37,7 @@ from ..protocol.codec import encode
 from .config import BrokerConfig
 from .background import Compactor, Flusher, wall_ms
 from .core import BrokerCore, Outbox
+from .descriptors import raise_nofile_limit
 
 log = logging.getLogger("fabric.broker.server")
 
@@ -64,6 +65,7 @@ class BrokerServer:
     def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self.ctx = context or zmq.Context.instance()
+        raise_nofile_limit()  # before the core sizes its file pool from it
         self.core = BrokerCore(config, wall_ms())
         self.stopping = threading.Event()
         limits = config.limits
