@@ -549,7 +549,11 @@ class PartitionLog:
                     return
                 try:
                     if error is None and not self._failed:
-                        _sync_paths(self._segments[-1].seal())  # the active segment's indexes
+                        # The active segment's indexes, written but not fsynced (as when they were
+                        # written entry by entry): after a power loss the cheap check of ``load``
+                        # finds a stale one and rebuilds it; one fewer fsync per partition on the
+                        # way down keeps the shutdown of 10,000 partitions short.
+                        self._segments[-1].seal()
                         self._write_checkpoint_locked(self.end_offset)
                         write_durably(self.directory / CLEAN_SHUTDOWN, b"")
                 except OSError as exc:
