@@ -196,7 +196,11 @@ class Segment:
             fd = os.open(segment_file(directory, base_offset, LOG), _REOPEN_FLAGS)
             return cls(directory, base_offset, fd, os.fstat(fd).st_size)
         seg = cls(directory, base_offset, -1, 0, "", files, guard)
-        seg.size = os.fstat(seg._open(_REOPEN_FLAGS)).st_size
+        try:
+            seg.size = os.fstat(seg._open(_REOPEN_FLAGS)).st_size
+        except BaseException:
+            seg.close()
+            raise
         return seg
 
     def load(self, interval: int) -> bool:
