@@ -406,14 +406,14 @@ def check_read(log: PartitionLog, model: Model, rng: random.Random, ctx: str) ->
     assert got == [r for b in want for r in b.records], (ctx, offset, max_bytes, upto)
 
 
-def run_model(tmp_path, seed: int, steps: int) -> None:
+def run_model(tmp_path, seed: int, steps: int, files: FilePool | None = None) -> None:
     rng = random.Random(seed)
     append_time = rng.random() < 0.25
     cfg = LogConfig(segment_bytes=rng.choice([150, 400, 1500]), index_interval_bytes=rng.choice([0, 100, 500, 4096]),
                     segment_ms=rng.choice([50, 10**6]),
                     timestamp_type="log_append_time" if append_time else "create_time")
     directory = tmp_path / f"seed{seed}"
-    log = PartitionLog.open(directory, cfg, 0)
+    log = PartitionLog.open(directory, cfg, 0, files)
     model = Model()
     now = 1000
     for step in range(steps):
@@ -440,12 +440,12 @@ def run_model(tmp_path, seed: int, steps: int) -> None:
             model.truncate_to(target)
         elif op < 0.88:
             log.close()
-            log = PartitionLog.open(directory, cfg, now)
+            log = PartitionLog.open(directory, cfg, now, files)
             assert log.recovery.clean and log.recovery.truncated_bytes == 0, ctx
             assert log.recovery.rebuilt_indexes == 0, ctx  # indexes were left consistent
         elif op < 0.91:
             crash(log)
-            log = PartitionLog.open(directory, cfg, now)
+            log = PartitionLog.open(directory, cfg, now, files)
             assert not log.recovery.clean and log.recovery.truncated_bytes == 0, ctx
         elif op < 0.93:
             log.maybe_roll(now)
@@ -468,6 +468,15 @@ def run_model(tmp_path, seed: int, steps: int) -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_model(tmp_path, seed):
     run_model(tmp_path, seed, 400)
+
+
+@pytest.mark.parametrize("seed", [15, 16, 17, 22, 28, 36])  # seeds whose logs outgrow the pool
+def test_model_with_a_tiny_file_pool(tmp_path, seed):
+    """The same, with the log's segments sharing 8 descriptors: reads, truncations, rolls,
+    restarts and recovery keep reopening segments the pool closed."""
+    files = FilePool(8)
+    run_model(tmp_path, seed, 400, files)
+    assert files.open_count == 0 and files.evictions_total > 0 and files.overflows == 0
 
 
 def test_model_truncate_oracle(tmp_path):
