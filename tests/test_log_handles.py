@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from fabric.log import LogConfig, PartitionLog
+from fabric.log import LogConfig, PartitionLog, compact
 from fabric.log.handles import FilePool
 from fabric.log.testing import crash
 from fabric.records.batch import encode_batch, records_in
@@ -182,3 +182,21 @@ def test_concurrent_flushes_and_appends_across_logs(tmp_path):
 def test_pool_refuses_a_capacity_too_small():
     with pytest.raises(ValueError):
         FilePool(2)
+
+
+def test_compaction_of_a_log_with_more_segments_than_the_pool(tmp_path):
+    """Compaction reads every closed segment (duplicated descriptors) and swaps fresh ones in
+    (opened through the pool): the latest value per key survives, the pool stays bounded."""
+    files = FilePool(8)
+    config = LogConfig(segment_bytes=300, cleanup_policy="compact")
+    plog = PartitionLog.open(tmp_path / "c", config, 0, files)
+    for i in range(120):
+        key = b"k%d" % (i % 5)
+        plog.append(bytearray(encode_batch([1000 + i], [key], [b"v%d" % i + b"." * 60])), 1000 + i)
+    assert plog.segment_count > 20
+    result = compact(plog, 10**6)
+    assert result.segments_cleaned > 0 and files.open_count <= 8
+    latest = {r.key: r.value for r in records_in("t", 0, plog.read(0, 1 << 24))}
+    assert latest == {b"k%d" % k: b"v%d" % (115 + k) + b"." * 60 for k in range(5)}
+    plog.close()
+    assert files.open_count == 0
