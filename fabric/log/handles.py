@@ -48,7 +48,9 @@ MIN_CAPACITY = 8  # below this a read across two segments would evict its own fi
 DEFAULT_CAPACITY_MAX = 4096  # the process-wide default pool never asks for more than this
 
 
-class _Guard(Protocol):
+class Guard(Protocol):
+    """A lock: ``PartitionLog._lock`` (``threading.Lock``)."""
+
     def acquire(self, blocking: bool = ...) -> bool: ...
 
     def release(self) -> None: ...
@@ -59,7 +61,7 @@ class PooledFile(Protocol):
 
     _fd: int
     _used: bool
-    _guard: _Guard | None
+    _guard: Guard | None
 
 
 class FilePool:
@@ -104,7 +106,7 @@ class FilePool:
         if fd >= 0:
             os.close(fd)
 
-    def _make_room(self, held: _Guard | None) -> None:
+    def _make_room(self, held: Guard | None) -> None:
         """Close descriptors until one slot is free (see rules 3-5).  Caller holds the pool lock."""
         ring = self._ring
         budget = 2 * len(ring)  # one pass to clear the used flags, one to find them still clear

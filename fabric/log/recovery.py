@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .files import (CLEAN_SHUTDOWN, LOG, datasync, finish_interrupted_swaps, fsync_dir, parse_segment_file,
                     read_checkpoint, write_checkpoint)
-from .handles import FilePool
+from .handles import FilePool, Guard
 from .segment import CorruptSegment, Segment
 
 log = logging.getLogger("fabric.log")
@@ -49,7 +49,7 @@ class Loaded:
 
 
 def load_directory(directory: Path, interval: int, now_ms: int, files: FilePool | None = None,
-                   guard: object | None = None) -> Loaded:
+                   guard: Guard | None = None) -> Loaded:
     """Load (and if needed recover) the segments of ``directory``.  Raises ``OSError``.
     ``files``/``guard``: the pool lending the segments' descriptors and the lock the caller
     holds meanwhile (see ``handles.py``); loading thousands of segments needs no more

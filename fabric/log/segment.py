@@ -47,7 +47,7 @@ from typing import Iterator
 from ..records.batch import (CRC_START, HEADER_SIZE, LENGTH_PREFIX, LOG_OVERHEAD, MAGIC, BatchHeader,
                              decode_records, parse_header)
 from .files import INDEX, LOG, TIMEINDEX, segment_file
-from .handles import FilePool
+from .handles import FilePool, Guard
 from .index import U32_MAX, InvalidIndex, OffsetIndex, TimeIndex
 
 log = logging.getLogger("fabric.log")
@@ -119,7 +119,7 @@ def iter_batch_bytes(fd: int, start: int, end: int) -> Iterator[tuple[int, memor
 
 class Segment:
     def __init__(self, directory: Path, base_offset: int, fd: int, size: int, state: str = "",
-                 files: FilePool | None = None, guard: object | None = None) -> None:
+                 files: FilePool | None = None, guard: Guard | None = None) -> None:
         """Use ``create`` or ``open``.  ``files``: the pool that lends the ``.log`` descriptor
         (None: the segment owns ``fd`` until ``close``); ``guard``: the lock of the owning log."""
         self.directory = directory
@@ -170,7 +170,7 @@ class Segment:
     # ------------------------------------------------------------------ opening
     @classmethod
     def create(cls, directory: Path, base_offset: int, state: str = "", files: FilePool | None = None,
-               guard: object | None = None) -> "Segment":
+               guard: Guard | None = None) -> "Segment":
         """A new empty segment; stale files of the same name are replaced."""
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
         if files is None:
@@ -190,7 +190,7 @@ class Segment:
 
     @classmethod
     def open(cls, directory: Path, base_offset: int, files: FilePool | None = None,
-             guard: object | None = None) -> "Segment":
+             guard: Guard | None = None) -> "Segment":
         """Open an existing ``.log``; follow with ``load`` or ``recover``."""
         if files is None:
             fd = os.open(segment_file(directory, base_offset, LOG), _REOPEN_FLAGS)
