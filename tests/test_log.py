@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from fabric.log import LogConfig, PartitionLog
+from fabric.log.handles import FilePool
 from fabric.log.testing import crash, random_batch
 from fabric.protocol.errors import FabricError
 from fabric.records.batch import encode_batch, iter_headers, parse_header, records_in
@@ -405,14 +406,14 @@ def check_read(log: PartitionLog, model: Model, rng: random.Random, ctx: str) ->
     assert got == [r for b in want for r in b.records], (ctx, offset, max_bytes, upto)
 
 
-def run_model(tmp_path, seed: int, steps: int) -> None:
+def run_model(tmp_path, seed: int, steps: int, files: FilePool | None = None) -> None:
     rng = random.Random(seed)
     append_time = rng.random() < 0.25
     cfg = LogConfig(segment_bytes=rng.choice([150, 400, 1500]), index_interval_bytes=rng.choice([0, 100, 500, 4096]),
                     segment_ms=rng.choice([50, 10**6]),
                     timestamp_type="log_append_time" if append_time else "create_time")
     directory = tmp_path / f"seed{seed}"
-    log = PartitionLog.open(directory, cfg, 0)
+    log = PartitionLog.open(directory, cfg, 0, files)
     model = Model()
     now = 1000
     for step in range(steps):
@@ -439,12 +440,12 @@ def run_model(tmp_path, seed: int, steps: int) -> None:
             model.truncate_to(target)
         elif op < 0.88:
             log.close()
-            log = PartitionLog.open(directory, cfg, now)
+            log = PartitionLog.open(directory, cfg, now, files)
             assert log.recovery.clean and log.recovery.truncated_bytes == 0, ctx
             assert log.recovery.rebuilt_indexes == 0, ctx  # indexes were left consistent
         elif op < 0.91:
             crash(log)
-            log = PartitionLog.open(directory, cfg, now)
+            log = PartitionLog.open(directory, cfg, now, files)
             assert not log.recovery.clean and log.recovery.truncated_bytes == 0, ctx
         elif op < 0.93:
             log.maybe_roll(now)
@@ -467,6 +468,15 @@ def run_model(tmp_path, seed: int, steps: int) -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_model(tmp_path, seed):
     run_model(tmp_path, seed, 400)
+
+
+@pytest.mark.parametrize("seed", [15, 16, 17, 22, 28, 36])  # seeds whose logs outgrow the pool
+def test_model_with_a_tiny_file_pool(tmp_path, seed):
+    """The same, with the log's segments sharing 8 descriptors: reads, truncations, rolls,
+    restarts and recovery keep reopening segments the pool closed."""
+    files = FilePool(8)
+    run_model(tmp_path, seed, 400, files)
+    assert files.open_count == 0 and files.evictions_total > 0 and files.overflows == 0
 
 
 def test_model_truncate_oracle(tmp_path):
@@ -513,26 +523,29 @@ def test_write_failure_is_reported_and_fences_appends(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_closed_segments_hold_one_descriptor(tmp_path):
+def test_segments_hold_at_most_one_descriptor_and_the_pool_bounds_them(tmp_path):
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
 
+    files = FilePool(8)
     before = open_fds()
-    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0, files)
     for i in range(40):
         log.append(batch(b"d" * 100), i)
     log.flush()
     assert log.segment_count > 10
-    assert open_fds() - before == log.segment_count + 2  # every .log, plus the active indexes
+    assert open_fds() - before <= 8  # was one per segment, plus two for the active indexes
+    assert len(records_in("t", 0, log.read(0, 1 << 20))) == 40  # closed segments reopen to be read
+    assert open_fds() - before <= 8
     log.close()
-    assert open_fds() == before
-    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
-    assert open_fds() - before == log.segment_count + 2
-    log.truncate_to(5)  # an older segment becomes active again: its indexes reopen
-    assert open_fds() - before == log.segment_count + 2
+    assert open_fds() == before and files.open_count == 0
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0, files)
+    assert open_fds() - before <= 8
+    log.truncate_to(5)  # an older segment becomes active again
+    assert open_fds() - before <= 8
     log.append(batch(b"e"), 50)
     log.close()
     assert open_fds() == before
-    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0)
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=200), 0, files)
     assert log.recovery.rebuilt_indexes == 0 and log.end_offset == 6
     log.close()

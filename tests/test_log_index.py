@@ -37,7 +37,7 @@ def test_offset_index_random_lookup(tmp_path, seed):
     probes = [rng.randint(0, top) for _ in range(500)] + [k for k, _ in entries] + [0]
     for rel in probes:
         assert idx.lookup(rel) == _oracle_lookup(entries, rel), (seed, rel)
-    idx.close()
+    idx.write_pending()  # (entries stay in memory until then)
     # The same answers after reopening the file (lazy load of the body).
     again = OffsetIndex.open(tmp_path / "0.index", 1000)
     assert len(again) == len(entries)
@@ -68,7 +68,7 @@ def test_time_index_random_lookup(tmp_path, seed):
     probes = [rng.randint(-5, 10**6 + 5) for _ in range(500)] + [t for t, _ in entries] + [t + 1 for t, _ in entries]
     for ts in probes:
         assert idx.lookup_before(ts) == oracle(ts), (seed, ts)
-    idx.close()
+    idx.write_pending()  # (entries stay in memory until then)
     again = TimeIndex.open(tmp_path / "0.timeindex", 7)
     assert again.last_timestamp == (entries[-1][0] if entries else -1)
     for ts in probes:
@@ -86,8 +86,8 @@ def test_truncation_matches_oracle(tmp_path):
     idx.truncate_to_position(cut)
     kept = [e for e in entries if e[1] < cut]
     assert len(idx) == len(kept) and idx.last == kept[-1]
+    assert idx.write_pending()  # the truncated entries, written over the file
     assert os.path.getsize(tmp_path / "0.index") == HEADER_BYTES + 8 * len(kept)
-    idx.close()
     again = OffsetIndex.open(tmp_path / "0.index", 0)
     for rel in range(0, entries[-1][0] + 3):
         assert again.lookup(rel) == _oracle_lookup(kept, rel)
@@ -120,7 +120,7 @@ def test_invalid_files_are_detected(tmp_path):
     idx = OffsetIndex.create(path, 0)
     for i in range(1, 20):
         idx.append(i, i * 10)
-    idx.close()
+    idx.write_pending()  # (entries stay in memory until then)
     with pytest.raises(InvalidIndex, match="base offset"):
         OffsetIndex.open(path, 1)
     with pytest.raises(InvalidIndex, match="magic"):
@@ -150,8 +150,9 @@ def test_write_all_is_atomic_and_reopens(tmp_path):
     assert not path.exists()
     idx.write_all()
     assert not (tmp_path / "0.index.tmp").exists()
-    idx.append(50, 1000)  # appends continue into the new file
-    idx.close()
+    idx.append(50, 1000)  # later entries stay in memory until write_pending
+    assert OffsetIndex.open(path, 0).last == (49, 147)
+    assert idx.write_pending() and not idx.write_pending()
     again = OffsetIndex.open(path, 0)
     assert len(again) == 50 and again.last == (50, 1000)
     again.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
+from ..log.handles import FilePool, nofile_limit
 from ..log.partition_log import PartitionLog
 from ..protocol import codec
 from ..protocol.errors import FabricError
@@ -41,6 +42,7 @@ from . import stats
 from .topics import TopicManager
 from .bounded import BoundedDict
 from .connections import ConnectionGate
+from .descriptors import segment_file_budget
 from .fetching import Fetcher
 from .replies import Outbox, Reply
 
@@ -75,7 +77,10 @@ class BrokerCore:
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.cluster_id = self._cluster_id(data_dir)
-        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now_ms)
+        nofile = nofile_limit()[0]
+        self.files = FilePool(segment_file_budget(config.limits, nofile))
+        log.info("segment files: at most %d open at once (open-files limit %d)", self.files.capacity, nofile)
+        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now_ms, self.files)
         self.metrics = Metrics(started_ms=now_ms)
         self.fetcher = Fetcher(self.topics, self.metrics, config.limits)
         self.waiters = self.fetcher.waiters

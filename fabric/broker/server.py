@@ -38,6 +38,7 @@ from .config import BrokerConfig
 from .background import Compactor, Flusher, timed_flush, wall_ms
 from ..protocol.messages import StatsRequest
 from .core import BrokerCore, Outbox
+from .descriptors import raise_nofile_limit
 from .prometheus import MetricsEndpoint, StatsExchange
 
 log = logging.getLogger("fabric.broker.server")
@@ -66,6 +67,7 @@ class BrokerServer:
     def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self.ctx = context or zmq.Context.instance()
+        raise_nofile_limit()  # before the core sizes its file pool from it
         self.core = BrokerCore(config, wall_ms())
         self.stopping = threading.Event()
         limits = config.limits

@@ -7,6 +7,13 @@ Raft metadata log; keeping all metadata writes behind ``TopicManager`` makes tha
 Crash safety of create/delete: create opens the partition directories first and persists the
 metadata second; delete persists first and removes directories second.  On start, any partition
 directory that the metadata does not name is a leftover of one of those and is removed.
+
+A create (or ``add_partitions``) is all or nothing while the broker runs, too: if any partition
+cannot be opened, or the metadata cannot be written, every partition it opened is closed and its
+directory removed before the error is answered, so a failed create leaves no descriptor, no
+directory and no topic behind.  (It used to leave every opened partition open: a create that hit
+``EMFILE`` kept the broker's descriptors until restart.)  Partition logs borrow their descriptors
+from the broker's ``FilePool``, so a partition costs none while idle.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any, Iterator
 import cbor2
 
 from ..log.config import LogConfig
+from ..log.handles import FilePool
 from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
 from ..protocol.limits import Limits
@@ -60,10 +68,12 @@ def _partition_dir_name(topic: str, partition: int) -> str:
 
 
 class TopicManager:
-    def __init__(self, data_dir: Path, defaults: LogConfig, limits: Limits, now_ms: int) -> None:
+    def __init__(self, data_dir: Path, defaults: LogConfig, limits: Limits, now_ms: int,
+                 files: FilePool | None = None) -> None:
         self.data_dir = data_dir
         self.defaults = defaults
         self.limits = limits
+        self.files = files  # lends every partition log its segment descriptors (None: the shared pool)
         self.topics: dict[str, Topic] = {}
         self._partition_total = 0
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +99,7 @@ class TopicManager:
             for p in range(meta["partitions"]):
                 d = self.data_dir / _partition_dir_name(name, p)
                 wanted.add(d.name)
-                plog = PartitionLog.open(d, config, now_ms)
+                plog = PartitionLog.open(d, config, now_ms, self.files)
                 if not plog.recovery.clean:
                     log.warning("recovered %s-%d: %s", name, p, plog.recovery)
                 topic.partitions.append(plog)
@@ -159,18 +169,51 @@ class TopicManager:
                internal: bool = False) -> Topic:
         config = self.check_new(name, partitions, configs, internal)
         topic = Topic(name, uuid.uuid4().hex, _canonical(configs, config), config, internal, now_ms)
-        try:
-            for p in range(partitions):
-                topic.partitions.append(PartitionLog.open(self.data_dir / _partition_dir_name(name, p), config, now_ms))
-        except OSError as exc:
-            for plog in topic.partitions:
-                plog.delete()
-            raise FabricError("STORAGE_ERROR", f"cannot create topic {name!r}: {exc}") from None
+        topic.partitions = self._open_partitions(name, range(partitions), config, now_ms, "create topic")
         self.topics[name] = topic
         self._partition_total += partitions
-        self._persist()
+        try:
+            self._persist()
+        except OSError as exc:
+            del self.topics[name]
+            self._partition_total -= partitions
+            self._discard(name, range(partitions), topic.partitions)
+            raise FabricError("STORAGE_ERROR", f"cannot create topic {name!r}: writing the metadata failed: "
+                                               f"{exc}; nothing was created") from None
         log.info("created topic %s with %d partitions %s", name, partitions, configs or "")
         return topic
+
+    def _open_partitions(self, name: str, indexes: range, config: LogConfig, now_ms: int,
+                         action: str) -> list[PartitionLog]:
+        """Open (creating) the logs of partitions ``indexes``: all of them, or none (``_discard``)."""
+        opened: list[PartitionLog] = []
+        p = indexes.start
+        try:
+            for p in indexes:
+                opened.append(PartitionLog.open(self.data_dir / _partition_dir_name(name, p), config, now_ms,
+                                                self.files))
+        except BaseException as exc:
+            self._discard(name, range(indexes.start, p + 1), opened)
+            if isinstance(exc, (FabricError, OSError)):
+                why = exc.message if isinstance(exc, FabricError) else str(exc)
+                log.error("cannot %s %r: partition %d: %s; undone", action, name, p, why)
+                raise FabricError("STORAGE_ERROR", f"cannot {action} {name!r}: partition {p}: {why}; "
+                                                   f"nothing was created") from None
+            raise
+        return opened
+
+    def _discard(self, name: str, indexes: range, opened: list[PartitionLog]) -> None:
+        """Undo ``_open_partitions``: close the logs and remove the partitions' directories (every
+        one in ``indexes``, including one whose open failed halfway; no metadata names them)."""
+        for plog in opened:
+            try:
+                plog.delete()
+            except FabricError as exc:
+                log.error("undoing a create: %s (the directory is removed on next start)", exc.message)
+        for p in indexes:
+            d = self.data_dir / _partition_dir_name(name, p)
+            if d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
 
     def delete(self, name: str) -> None:
         topic = self.get(name)
@@ -192,10 +235,17 @@ class TopicManager:
         if count > self.limits.partitions_per_topic_max or \
                 self._partition_total + count - have > self.limits.partitions_total_max:
             raise FabricError("LIMIT_EXCEEDED", f"{count} partitions exceed the broker's limits")
-        for p in range(have, count):
-            topic.partitions.append(PartitionLog.open(self.data_dir / _partition_dir_name(name, p), topic.config, now_ms))
+        new = self._open_partitions(name, range(have, count), topic.config, now_ms, "add partitions to")
+        topic.partitions.extend(new)
         self._partition_total += count - have
-        self._persist()
+        try:
+            self._persist()
+        except OSError as exc:
+            del topic.partitions[have:]
+            self._partition_total -= count - have
+            self._discard(name, range(have, count), new)
+            raise FabricError("STORAGE_ERROR", f"cannot add partitions to {name!r}: writing the metadata "
+                                               f"failed: {exc}; nothing was added") from None
         return topic
 
     def alter_configs(self, name: str, set_: dict[str, Any], delete: tuple[str, ...]) -> Topic:

@@ -282,7 +282,7 @@ def _swap(log_: "PartitionLog", jobs: list[_Job], generation: int) -> int:
                 job.old.close()
                 for suffix in (INDEX, TIMEINDEX, LOG):
                     os.replace(segment_file(directory, base, suffix, SWAP), segment_file(directory, base, suffix))
-                fresh = Segment.open(directory, base)
+                fresh = Segment.open(directory, base, log_._files, log_._lock)
                 fresh.load(log_.config.index_interval_bytes)
                 log_._replace_segment(job.old, fresh)
             fsync_dir(directory)

@@ -13,12 +13,16 @@ the start of a batch.  A time index entry ``(T, r)`` says "T is the largest time
 batches up to and including the batch at relative offset r", so every record before that batch's
 end is older than any target above T.
 
-Indexes are disposable.  The segment writes entries to the file as it appends batches (fsynced by
-``PartitionLog.flush``) and keeps an in-memory copy (``array`` + ``bisect``) for lookups.  Opening
-an index reads only the header and the last entry (cheap even for thousands of segments); the body
-is loaded and fully checked on first use.  Anything wrong — missing file, wrong magic, version, base
-offset or size, entries out of order — raises ``InvalidIndex`` and the segment rebuilds both
-indexes from its ``.log`` by walking batch headers (``segment.py``).
+Indexes are disposable.  Lookups use an in-memory copy (``array`` + ``bisect``).  An index holds no
+file descriptor: the active segment's new entries stay in memory (``pending``) and are written to
+the file in one go when the segment stops being active (``write_pending``: a roll, a clean close;
+``PartitionLog.flush`` fsyncs them), because a crash makes recovery rebuild the active segment's
+indexes from its ``.log`` anyway.  (Writing each entry as it came kept two descriptors open per
+partition: 20,000 of them for 10,000 partitions.)  Opening an index reads only the header and the
+last entry (cheap even for thousands of segments); the body is loaded and fully checked on first
+use.  Anything wrong — missing file, wrong magic, version, base offset or size, entries out of
+order — raises ``InvalidIndex`` and the segment rebuilds both indexes from its ``.log`` by walking
+batch headers (``segment.py``).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class _Index:
         self.base_offset = base_offset
         self.keys = array(self.KEY_CODE)
         self.values = array(self.VALUE_CODE)
-        self.fd: int | None = None
+        self.pending = False  # memory holds entries (or a truncation) the file does not
         self._count = 0
         self._last: tuple[int, int] | None = None
         self._loaded = True
@@ -65,10 +69,14 @@ class _Index:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls: type[T], path: Path, base_offset: int) -> T:
-        """A new, empty index file (an existing file of that name is replaced)."""
+        """A new, empty index file (an existing file of that name is replaced); entries appended
+        later stay in memory until ``write_pending``."""
         idx = cls(path, base_offset)
-        idx.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        os.write(idx.fd, idx._header())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, idx._header())
+        finally:
+            os.close(fd)
         return idx
 
     @classmethod
@@ -77,12 +85,11 @@ class _Index:
         return cls(path, base_offset)
 
     @classmethod
-    def open(cls: type[T], path: Path, base_offset: int, writable: bool = False) -> T:
-        """Check the header and size and read the last entry; the body loads lazily.  The file
-        stays open only if ``writable`` (the active segment's indexes)."""
+    def open(cls: type[T], path: Path, base_offset: int) -> T:
+        """Check the header and size and read the last entry; the body loads lazily."""
         idx = cls(path, base_offset)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise InvalidIndex(f"{path.name} is missing") from None
         try:
@@ -103,12 +110,7 @@ class _Index:
             if idx._count:
                 idx._last = cls.ENTRY.unpack(os.pread(fd, cls.ENTRY.size, size - cls.ENTRY.size))
                 idx._loaded = False
-        except BaseException:
-            os.close(fd)
-            raise
-        if writable:
-            idx.fd = fd
-        else:
+        finally:
             os.close(fd)
         return idx
 
@@ -128,17 +130,14 @@ class _Index:
         if self._loaded:
             return
         size = self._count * self.ENTRY.size
-        if self.fd is not None:
-            body = os.pread(self.fd, size, HEADER_BYTES)
-        else:
-            try:
-                fd = os.open(self.path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise InvalidIndex(f"{self.path.name} disappeared") from None
-            try:
-                body = os.pread(fd, size, HEADER_BYTES)
-            finally:
-                os.close(fd)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise InvalidIndex(f"{self.path.name} disappeared") from None
+        try:
+            body = os.pread(fd, size, HEADER_BYTES)
+        finally:
+            os.close(fd)
         if len(body) != size:
             raise InvalidIndex(f"{self.path.name} shrank while loading ({len(body)} of {size} bytes)")
         keys, values = self._decode(body)
@@ -156,21 +155,20 @@ class _Index:
 
     # ------------------------------------------------------------------ changes
     def append(self, key: int, value: int) -> None:
-        """Add an entry (to the file too, if open).  Pair assertion: both fields must grow."""
+        """Add an entry (in memory: see ``write_pending``).  Pair assertion: both fields must grow."""
         if self._last is not None and (key <= self._last[0] or value <= self._last[1]):
             raise ValueError(f"{self.path.name}: entry ({key}, {value}) does not follow {self._last}")
         if not (0 <= value <= U32_MAX and (self.KEY_CODE == "q" or 0 <= key <= U32_MAX)):
             raise ValueError(f"{self.path.name}: entry ({key}, {value}) out of range")
         self.ensure_loaded()
-        if self.fd is not None:  # the file first: if the write fails, memory still matches it
-            os.write(self.fd, self.ENTRY.pack(key, value))
+        self.pending = True
         self.keys.append(key)
         self.values.append(value)
         self._count += 1
         self._last = (key, value)
 
     def truncate(self, keep: int) -> None:
-        """Keep the first ``keep`` entries."""
+        """Keep the first ``keep`` entries (in memory: the active segment's, see ``write_pending``)."""
         self.ensure_loaded()
         if keep >= self._count:
             return
@@ -178,50 +176,50 @@ class _Index:
         del self.values[keep:]
         self._count = keep
         self._last = (self.keys[-1], self.values[-1]) if keep else None
-        if self.fd is not None:
-            os.ftruncate(self.fd, HEADER_BYTES + keep * self.ENTRY.size)
-        else:
-            os.truncate(self.path, HEADER_BYTES + keep * self.ENTRY.size)
+        self.pending = True
 
-    def write_all(self, keep_open: bool = True) -> None:
-        """Persist the in-memory entries as a fresh file (temp file + fsync + rename)."""
+    def _body(self) -> bytes:
         self.ensure_loaded()
-        tmp = self.path.with_name(self.path.name + TMP)
         body = bytearray(self._header())
         pack = self.ENTRY.pack
         for k, v in zip(self.keys, self.values):
             body += pack(k, v)
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        return bytes(body)
+
+    def write_all(self) -> None:
+        """Persist the in-memory entries as a fresh file (temp file + fsync + rename)."""
+        body = self._body()
+        tmp = self.path.with_name(self.path.name + TMP)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, body)
+            _write_fully(fd, body)
             os.fsync(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
+        finally:
             os.close(fd)
-            raise
-        self.close()
-        if keep_open:
-            self.fd = fd
-        else:
+        os.replace(tmp, self.path)
+        self.pending = False
+
+    def write_pending(self) -> bool:
+        """Write the in-memory entries over the file if it lags behind them, without fsync (the
+        caller syncs the path later: ``PartitionLog.flush``).  Returns True if it wrote.
+
+        In place rather than renamed: this runs when a segment rolls, on the appending thread,
+        and a torn file is harmless because the segment stays below the recovery point — and
+        is therefore re-checked and re-indexed after a crash — until the sync is done."""
+        if not self.pending:
+            return False
+        body = self._body()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_fully(fd, body)
+        finally:
             os.close(fd)
-
-    def make_writable(self) -> None:
-        """Open the file for appends (a segment becoming active again after a truncation)."""
-        if self.fd is None:
-            try:
-                self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
-            except FileNotFoundError:
-                self.write_all(keep_open=True)
-
-    def release_fd(self) -> int | None:
-        """Hand the open descriptor over (to be fsynced and closed by the caller)."""
-        fd, self.fd = self.fd, None
-        return fd
+        self.pending = False
+        return True
 
     def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        """Nothing to release (an index holds no descriptor); pending entries are dropped: a
+        closed active segment is re-indexed by recovery, or was written by ``write_pending``."""
 
 
 class OffsetIndex(_Index):
@@ -273,6 +271,12 @@ class TimeIndex(_Index):
         """Drop entries for batches at relative offset ``rel`` or beyond."""
         self.ensure_loaded()
         self.truncate(bisect_left(self.values, rel))
+
+
+def _write_fully(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _strictly_increasing(a: array) -> bool:

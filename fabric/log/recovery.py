@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .files import (CLEAN_SHUTDOWN, LOG, datasync, finish_interrupted_swaps, fsync_dir, parse_segment_file,
                     read_checkpoint, write_checkpoint)
+from .handles import FilePool, Guard
 from .segment import CorruptSegment, Segment
 
 log = logging.getLogger("fabric.log")
@@ -47,8 +48,12 @@ class Loaded:
     report: RecoveryReport
 
 
-def load_directory(directory: Path, interval: int, now_ms: int) -> Loaded:
-    """Load (and if needed recover) the segments of ``directory``.  Raises ``OSError``."""
+def load_directory(directory: Path, interval: int, now_ms: int, files: FilePool | None = None,
+                   guard: Guard | None = None) -> Loaded:
+    """Load (and if needed recover) the segments of ``directory``.  Raises ``OSError``.
+    ``files``/``guard``: the pool lending the segments' descriptors and the lock the caller
+    holds meanwhile (see ``handles.py``); loading thousands of segments needs no more
+    descriptors than the pool has."""
     for action in finish_interrupted_swaps(directory):
         log.warning("%s: %s", directory, action)
     marker = directory / CLEAN_SHUTDOWN
@@ -67,7 +72,7 @@ def load_directory(directory: Path, interval: int, now_ms: int) -> Loaded:
             if base < prev_next:
                 _drop(directory, bases[i:], f"segment {base} overlaps the previous one (ends at {prev_next})")
                 break
-            seg = Segment.open(directory, base)
+            seg = Segment.open(directory, base, files, guard)
             segments.append(seg)
             cut = 0
             if i >= recover_from:
@@ -85,7 +90,7 @@ def load_directory(directory: Path, interval: int, now_ms: int) -> Loaded:
                 _drop(directory, bases[i + 1:], f"segment {base} was truncated at byte {seg.size}")
                 break
         if not segments:
-            segments.append(Segment.create(directory, start))
+            segments.append(Segment.create(directory, start, files=files, guard=guard))
             fsync_dir(directory)
         active = segments[-1]
         active.make_writable()

@@ -21,13 +21,21 @@ Three ways in:
   ``LogSegment.recover``: scan, validate, truncate, report.
 
 Nothing here decodes records except ``find_timestamp`` (one batch).  A Segment is not thread-safe:
-``PartitionLog`` serialises access with its lock.  File descriptors stay open for the segment's
-life; the flusher and the compactor work on ``os.dup`` copies, so closing a segment never pulls a
-descriptor out from under them.
+``PartitionLog`` serialises access with its lock.
+
+Descriptors: a segment of a partition log holds at most one, its ``.log``'s, and only while a
+``FilePool`` (``handles.py``) lets it: ``fd`` opens the file on first use and the pool closes it
+again when it needs the room for another partition, so a busy partition keeps its descriptor and
+an idle one costs none.  Use ``fd`` right where the descriptor is needed, never a copy of it kept
+across a call that may open another segment (the pool's rule 1).  The index files hold no
+descriptor (``index.py``).  A segment made without a pool (compaction output, tests) keeps its
+descriptor until ``close``.  The flusher and the compactor work on ``os.dup`` copies, so closing a
+segment never pulls a descriptor out from under them.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -39,6 +47,7 @@ from typing import Iterator
 from ..records.batch import (CRC_START, HEADER_SIZE, LENGTH_PREFIX, LOG_OVERHEAD, MAGIC, BatchHeader,
                              decode_records, parse_header)
 from .files import INDEX, LOG, TIMEINDEX, segment_file
+from .handles import FilePool, Guard
 from .index import U32_MAX, InvalidIndex, OffsetIndex, TimeIndex
 
 log = logging.getLogger("fabric.log")
@@ -49,6 +58,7 @@ _SCAN_WINDOW = 16 << 10  # bytes read per step when walking from an index hint t
 RECENT_BATCHES = 64  # newest batches whose positions a segment remembers (tail reads skip the scan)
 _RECOVERY_CHUNK = 1 << 20
 MIN_BATCH_BYTES = HEADER_SIZE + 1
+_REOPEN_FLAGS = os.O_RDWR | os.O_APPEND  # a closed descriptor comes back like this (never O_TRUNC)
 
 
 def _integrity_problem(view: memoryview, h: BatchHeader) -> str:
@@ -108,12 +118,19 @@ def iter_batch_bytes(fd: int, start: int, end: int) -> Iterator[tuple[int, memor
 
 
 class Segment:
-    def __init__(self, directory: Path, base_offset: int, fd: int, size: int, state: str = "") -> None:
+    def __init__(self, directory: Path, base_offset: int, fd: int, size: int, state: str = "",
+                 files: FilePool | None = None, guard: Guard | None = None) -> None:
+        """Use ``create`` or ``open``.  ``files``: the pool that lends the ``.log`` descriptor
+        (None: the segment owns ``fd`` until ``close``); ``guard``: the lock of the owning log."""
         self.directory = directory
         self.base_offset = base_offset
         self.state = state
         self.path = segment_file(directory, base_offset, LOG, state)
-        self.fd = fd
+        self._fd = fd
+        self._used = True  # (FilePool's clock bit)
+        self._files = files
+        self._guard = guard
+        self.closed = False
         self.size = size
         self.next_offset = base_offset
         self.max_timestamp = -1
@@ -136,13 +153,32 @@ class Segment:
     def _file(self, suffix: str) -> Path:
         return segment_file(self.directory, self.base_offset, suffix, self.state)
 
+    @property
+    def fd(self) -> int:
+        """The ``.log``'s descriptor, opened again if the pool closed it (see the module header)."""
+        fd = self._fd
+        if fd >= 0:
+            self._used = True
+            return fd
+        return self._open(_REOPEN_FLAGS)
+
+    def _open(self, flags: int) -> int:
+        if self.closed or self._files is None:
+            raise OSError(errno.EBADF, f"{self.path.name} is closed")
+        return self._files.open(self, self.path, flags)
+
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, directory: Path, base_offset: int, state: str = "") -> "Segment":
+    def create(cls, directory: Path, base_offset: int, state: str = "", files: FilePool | None = None,
+               guard: Guard | None = None) -> "Segment":
         """A new empty segment; stale files of the same name are replaced."""
-        fd = os.open(segment_file(directory, base_offset, LOG, state),
-                     os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        seg = cls(directory, base_offset, fd, 0, state)
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        if files is None:
+            seg = cls(directory, base_offset, os.open(segment_file(directory, base_offset, LOG, state), flags, 0o644),
+                      0, state)
+        else:
+            seg = cls(directory, base_offset, -1, 0, state, files, guard)
+            seg._open(flags)
         seg.writable = True
         try:
             seg.offset_index = OffsetIndex.create(seg._file(INDEX), base_offset)
@@ -153,20 +189,27 @@ class Segment:
         return seg
 
     @classmethod
-    def open(cls, directory: Path, base_offset: int) -> "Segment":
+    def open(cls, directory: Path, base_offset: int, files: FilePool | None = None,
+             guard: Guard | None = None) -> "Segment":
         """Open an existing ``.log``; follow with ``load`` or ``recover``."""
-        fd = os.open(segment_file(directory, base_offset, LOG), os.O_RDWR | os.O_APPEND)
-        return cls(directory, base_offset, fd, os.fstat(fd).st_size)
+        if files is None:
+            fd = os.open(segment_file(directory, base_offset, LOG), _REOPEN_FLAGS)
+            return cls(directory, base_offset, fd, os.fstat(fd).st_size)
+        seg = cls(directory, base_offset, -1, 0, "", files, guard)
+        try:
+            seg.size = os.fstat(seg._open(_REOPEN_FLAGS)).st_size
+        except BaseException:
+            seg.close()
+            raise
+        return seg
 
     def load(self, interval: int) -> bool:
         """Open the indexes and derive next offset and max timestamp; rebuild the indexes if they
         do not match the log.  Returns True if they were rebuilt.  Raises ``CorruptSegment``."""
         self.index_interval = interval
         try:
-            self.offset_index.close()
-            self.time_index.close()
-            self.offset_index = OffsetIndex.open(self._file(INDEX), self.base_offset, self.writable)
-            self.time_index = TimeIndex.open(self._file(TIMEINDEX), self.base_offset, self.writable)
+            self.offset_index = OffsetIndex.open(self._file(INDEX), self.base_offset)
+            self.time_index = TimeIndex.open(self._file(TIMEINDEX), self.base_offset)
             self._rescan_tail(check_indexes=True)
             return False
         except InvalidIndex as exc:
@@ -180,8 +223,8 @@ class Segment:
         self._reset_indexes()
         for pos, h in self._walk(0, self.size, self.base_offset):
             self._note_batch(pos, h.base_offset, h.next_offset, h.max_timestamp, h.size, interval)
-        self.offset_index.write_all(self.writable)
-        self.time_index.write_all(self.writable)
+        self.offset_index.write_all()
+        self.time_index.write_all()
 
     def recover(self, interval: int, min_offset: int) -> int:
         """Check every batch (length, CRC, offsets strictly increasing from ``min_offset``), truncate
@@ -205,13 +248,11 @@ class Segment:
                         expected, reason)
             os.ftruncate(self.fd, valid_end)
         self.size = valid_end
-        self.offset_index.write_all(self.writable)
-        self.time_index.write_all(self.writable)
+        self.offset_index.write_all()
+        self.time_index.write_all()
         return truncated
 
     def _reset_indexes(self) -> None:
-        self.offset_index.close()
-        self.time_index.close()
         self.offset_index = OffsetIndex.in_memory(self._file(INDEX), self.base_offset)
         self.time_index = TimeIndex.in_memory(self._file(TIMEINDEX), self.base_offset)
         self.next_offset = self.base_offset
@@ -440,31 +481,41 @@ class Segment:
         return dropped
 
     def make_writable(self) -> None:
-        """Become the active segment again (after a truncation): index files open for appends."""
+        """Become the active segment again (after a truncation): index entries may change."""
         self.ensure_indexes()
-        self.offset_index.make_writable()
-        self.time_index.make_writable()
         self.writable = True
 
-    def release_index_fds(self) -> list[int]:
-        """Stop being the active segment: hand over the index descriptors (the caller fsyncs
-        and closes them), so a closed segment holds one descriptor, its ``.log``."""
+    def seal(self) -> list[Path]:
+        """Stop being the active segment: write the indexes' in-memory entries to their files
+        (unsynced) and return the paths written, for the caller to fsync later."""
         self.writable = False
-        return [fd for fd in (self.offset_index.release_fd(), self.time_index.release_fd()) if fd is not None]
+        return [i.path for i in (self.offset_index, self.time_index) if i.write_pending()]
 
     def dup_fds(self, with_indexes: bool) -> list[int]:
-        """Duplicated descriptors for fsync off the lock (the caller closes them)."""
+        """Descriptors for fsync off the lock (the caller closes them): a duplicate of the
+        ``.log``'s and, ``with_indexes``, the index files, sealed first (see ``seal``)."""
         fds = [os.dup(self.fd)]
         if with_indexes:
-            fds.extend(os.dup(i.fd) for i in (self.offset_index, self.time_index) if i.fd is not None)
+            try:
+                for path in self.seal():
+                    fds.append(os.open(path, os.O_RDONLY))
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                raise
         return fds
 
     def close(self) -> None:
+        """Give the descriptor up (idempotent); pending index entries are dropped (see
+        ``index.py``)."""
+        self.closed = True
         for closeable in (self.offset_index, self.time_index):
             closeable.close()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self._files is not None:
+            self._files.close(self)
+        elif self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def delete_files(self) -> None:
         self.close()

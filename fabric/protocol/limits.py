@@ -39,6 +39,10 @@ class Limits:
     config_entries_max: int = 100
     inflight_requests_max: int = 10_000  # parked (long-poll / acks) requests, broker-wide
     connections_max: int = 1_000  # client TCP connections open at once; more are closed at accept
+    # Descriptors for many partitions (files task): segment files the broker keeps open at once;
+    # the least recently used idle one is closed to open another.  The broker lowers it to fit
+    # its RLIMIT_NOFILE (see fabric/broker/descriptors.py).
+    segment_files_open_max: int = 10_000
 
     def to_wire(self) -> dict[str, int]:
         return asdict(self)

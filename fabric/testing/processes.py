@@ -9,6 +9,7 @@ real ``api_versions`` request, never a sleep.  Every process is killed and reape
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -30,12 +31,15 @@ def free_port() -> int:
 
 class BrokerProcess:
     def __init__(self, data_dir: str | Path, port: int | None = None, extra_args: Sequence[str] = (),
-                 log_path: str | Path | None = None) -> None:
+                 log_path: str | Path | None = None, nofile: int | None = None) -> None:
+        """``nofile``: run the broker under this ``RLIMIT_NOFILE`` (soft and hard), as
+        ``ulimit -n`` would."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.extra_args = list(extra_args)
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / f"broker-{self.port}.log"
         self.proc: subprocess.Popen | None = None
+        self.nofile = nofile
 
     @property
     def bootstrap(self) -> str:
@@ -45,7 +49,14 @@ class BrokerProcess:
         cmd = [sys.executable, "-m", "fabric", "broker", "--data-dir", str(self.data_dir), "--port", str(self.port),
                *self.extra_args]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        nofile = self.nofile
+
+        def limit() -> None:  # (in the child, before exec)
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=limit if nofile is not None else None)
         if wait:
             self.wait_ready(timeout)
         return self

@@ -1,0 +1,104 @@
+"""TopicManager: a create is all or nothing, and many partitions fit a small descriptor limit."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+
+from fabric.broker.topics import TopicManager
+from fabric.log import LogConfig
+from fabric.log.handles import FilePool
+from fabric.protocol.errors import FabricError
+from fabric.protocol.limits import Limits
+from fabric.records.batch import encode_batch
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def partition_dirs(data_dir, topic: str) -> list[str]:
+    return sorted(p.name for p in data_dir.iterdir() if p.is_dir() and p.name.startswith(topic + "-"))
+
+
+def manager(data_dir, files: FilePool | None = None) -> TopicManager:
+    return TopicManager(data_dir, LogConfig(), Limits(), 0, files or FilePool(16))
+
+
+@needs_proc
+def test_a_create_that_fails_midway_leaves_nothing_behind(tmp_path):
+    topics = manager(tmp_path)
+    (tmp_path / "t-5").write_text("in the way")  # partition 5's directory cannot be made
+    before = open_fds()
+    with pytest.raises(FabricError) as info:
+        topics.create("t", 10, {}, 0)
+    assert info.value.name == "STORAGE_ERROR"
+    assert "partition 5" in info.value.message and "nothing was created" in info.value.message
+    assert open_fds() == before and topics.files.open_count == 0
+    assert partition_dirs(tmp_path, "t") == [] and "t" not in topics.topics
+    topics.close()
+    topics = manager(tmp_path)  # the metadata never named it
+    assert "t" not in topics.topics
+    (tmp_path / "t-5").unlink()
+    assert len(topics.create("t", 10, {}, 0).partitions) == 10
+    topics.close()
+
+
+@needs_proc
+def test_add_partitions_that_fails_midway_adds_nothing(tmp_path):
+    topics = manager(tmp_path)
+    topics.create("t", 2, {}, 0)
+    (tmp_path / "t-4").write_text("in the way")
+    before = open_fds()
+    with pytest.raises(FabricError, match="partition 4"):
+        topics.add_partitions("t", 6, 0)
+    assert open_fds() == before
+    assert partition_dirs(tmp_path, "t") == ["t-0", "t-1"] and len(topics.get("t").partitions) == 2
+    topics.close()
+
+
+@needs_proc
+def test_a_create_whose_metadata_write_fails_is_undone(tmp_path):
+    topics = manager(tmp_path)
+    (tmp_path / "meta" / "topics.tmp").mkdir()  # the metadata's temporary file cannot be written
+    before = open_fds()
+    with pytest.raises(FabricError, match="metadata"):
+        topics.create("t", 4, {}, 0)
+    assert open_fds() == before and partition_dirs(tmp_path, "t") == [] and "t" not in topics.topics
+    topics.close()
+
+
+@needs_proc
+def test_descriptor_limit_many_partitions_and_emfile_midway(tmp_path):
+    """Under a soft RLIMIT_NOFILE a few dozen above what the process holds: 200 partitions are
+    created, appended to and read through a pool of 16; and a create that does run out of
+    descriptors (a pool larger than the limit allows) fails cleanly and gives every one back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    base = open_fds()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (base + 40, hard))
+    try:
+        topics = manager(tmp_path / "ok", FilePool(16))
+        topic = topics.create("many", 200, {"segment_bytes": 200}, 0)
+        for round_ in range(2):
+            for p, plog in enumerate(topic.partitions):
+                plog.append(bytearray(encode_batch([1000], [None], [b"%d-%d" % (p, round_) + b"x" * 90])), round_)
+        assert all(plog.segment_count >= 2 for plog in topic.partitions)  # rolled: opened new files
+        assert all(plog.end_offset == 2 for plog in topic.partitions)
+        assert topic.partitions[123].read(0, 1 << 20)
+        assert open_fds() - base <= 16
+        topics.close()
+
+        topics = manager(tmp_path / "emfile", FilePool(1000))  # a budget the limit cannot honour
+        before = open_fds()
+        with pytest.raises(FabricError) as info:
+            topics.create("big", 150, {}, 0)
+        assert "Too many open files" in info.value.message and "nothing was created" in info.value.message
+        assert open_fds() == before and partition_dirs(tmp_path / "emfile", "big") == []
+        assert topics.create("small", 2, {}, 0)  # the broker's descriptors are back: it goes on
+        topics.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
