@@ -88,9 +88,12 @@ class LeaderEpochCache:
         if entries and entries[-1].epoch == entry.epoch:
             return False
         kept = [e for e in entries if e.epoch < entry.epoch and e.start_offset < entry.start_offset]
-        if len(kept) != len(entries):
+        dropped = entries[len(kept):]  # (both columns increase, so what is kept is a prefix)
+        # An epoch in which nothing was written, replaced at the same offset, is routine (Kafka
+        # logs only the other cases).
+        if len(dropped) > 1 or (dropped and dropped[0].start_offset != entry.start_offset):
             log.warning("epoch %d at offset %d contradicts %s: dropped", entry.epoch, entry.start_offset,
-                        [tuple(e) for e in entries if e not in kept])
+                        [tuple(e) for e in dropped])
         kept.append(entry)
         self._entries = kept
         return True

@@ -161,6 +161,10 @@ class MemoryLog:
     def truncate_to(self, offset: int) -> None:
         self._check_open()
         if offset >= self.end_offset:
+            # No record goes, but an epoch this replica assigned as leader and never wrote in
+            # (it starts at the log end) does: left there, it would make the follower claim an
+            # epoch the new leader never had, on every fetch (Kafka's UnifiedLog.truncateTo).
+            self.epochs.truncate_from_end(self.end_offset)
             return
         if offset < self.start_offset:
             self.truncate_fully_and_start_at(offset)

@@ -392,6 +392,9 @@ def check_epochs_follow_appends_and_truncation(factory: Callable[[LogConfig, int
     assert log.end_offset_for_epoch(4) == (-1, -1)
     log.assign_epoch(5, 5)  # a new leader, before its first append
     assert log.end_offset_for_epoch(3) == (3, 5) and log.end_offset_for_epoch(5) == (5, 5)
+    log.truncate_to(5)  # deposed before writing in epoch 5: a no-op truncation still drops it
+    assert [tuple(e) for e in log.leader_epochs()] == [(1, 0), (3, 3)]
+    log.assign_epoch(5, 5)
     log.truncate_to(3)  # the follower drops its divergent tail: epochs starting there go
     assert [tuple(e) for e in log.leader_epochs()] == [(1, 0)]
     follower_batch = bytearray(encode_batch([1], [None], [b"f"]))
