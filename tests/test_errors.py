@@ -26,7 +26,8 @@ def test_every_class_has_its_error_code_name_and_doc():
         assert name in by_name, f"{cls.__name__} stands for {name}, which is not in _TABLE"
         assert cls.error_name == name and cls.__name__ == _class_name(name), cls
         assert issubclass(cls, FabricError) and cls.__module__ == errors.__name__
-        assert " ".join(cls.__doc__.split()) == by_name[name].meaning, f"{cls.__name__}'s docstring differs from the table"
+        doc = " ".join((cls.__doc__ or "").split())
+        assert doc == by_name[name].meaning, f"{cls.__name__}'s docstring differs from the table"
         assert getattr(errors, cls.__name__) is cls
         assert getattr(fabric.errors, cls.__name__) is cls  # `from fabric.errors import ...` still works
     assert len(set(EXCEPTIONS.values())) == len(EXCEPTIONS)

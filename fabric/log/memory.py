@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import FabricError
-from ..records.batch import HEADER, LOG_OVERHEAD, decode_records, parse_header, set_log_append_time, stamp
+from ..records.batch import (HEADER, LOG_OVERHEAD, BatchHeader, decode_records, parse_header, set_log_append_time,
+                             stamp)
 from .config import LogConfig
 from .epochs import EpochEntry, LeaderEpochCache
 from .partition_log import AppendResult, RecoveryReport
@@ -76,7 +77,7 @@ class MemoryLog:
         return self._append(batch, now_ms, None, parse_header(batch).base_offset, False)
 
     @staticmethod
-    def _check_framing(batch: bytearray) -> Any:
+    def _check_framing(batch: bytearray) -> BatchHeader:
         n = len(batch)
         if n < MIN_BATCH_BYTES:
             raise FabricError("CORRUPT_BATCH", f"a batch is at least {MIN_BATCH_BYTES} bytes, got {n}")
