@@ -1,5 +1,19 @@
 """Multipart send and receive on pyzmq sockets, for the request paths that run per message.
 
+Frame layout (SPEC.md sections 1-2 are normative; this is what goes through these functions)::
+
+    client DEALER -> broker ROUTER, as received by ``recv_routed``:
+        frame 0      routing id      added by the ROUTER (the client sends no delimiter frame)
+        frame 1      header          one CBOR map {"op", "v", "cid", ...fields}
+        frame 2..    payload         raw record batches of a produce, one per ``batches`` entry
+    broker ROUTER -> client DEALER, as passed to ``send_frames`` (the ROUTER strips frame 0):
+        frame 0      routing id      the connection the request came in on
+        frame 1      header          one CBOR map {"op", "cid", ...result} or {"op", "cid", "error"}
+        frame 2..    payload         fetch data, one frame per reply ``partitions`` entry
+    a client receives the reply without the routing id (``recv_frames``): header, then payload.
+
+These functions never look inside a frame: they move lists of byte strings, whole.
+
 Why not ``Socket.send_multipart``/``recv_multipart``.  Two costs, both per frame:
 
 - pyzmq releases the GIL around every ``zmq_msg_send``/``zmq_msg_recv``.  Those calls never
