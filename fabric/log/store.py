@@ -24,9 +24,9 @@ files; a memory backend has none to rewrite) and the file backend's internals.
 
 ``LeaderEpochs`` is the replication hook (Kafka's ``LeaderEpochFileCache``, rules in
 ``fabric/log/epochs.py``).  ``ReplicaLogStore`` is a log that has both; ``MemoryLog`` is one.
-``PartitionLog`` is a ``LogStore`` today; it becomes a ``ReplicaLogStore`` by owning a
-``LeaderEpochFile`` in its directory and calling ``assign`` on append and ``truncate_from_end`` /
-``truncate_from_start`` when it shortens (what ``MemoryLog`` does: copy that).
+``PartitionLog`` is a ``LogStore`` today; ``EpochLog`` (``epoch_log.py``) wraps it with a
+``LeaderEpochFile`` in its directory to make a ``ReplicaLogStore``, and lists the hooks that
+``PartitionLog`` needs to do the same itself.
 
 Errors: a backend raises ``FabricError`` with OFFSET_OUT_OF_RANGE for an offset outside
 ``[start_offset, end_offset]``, CORRUPT_BATCH / INVALID_BATCH for a malformed batch, and
