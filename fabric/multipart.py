@@ -1,5 +1,19 @@
 """Multipart send and receive on pyzmq sockets, for the request paths that run per message.
 
+Frame layout (SPEC.md sections 1-2 are normative; this is what goes through these functions)::
+
+    client DEALER -> broker ROUTER, as received by ``recv_routed``:
+        frame 0      routing id      added by the ROUTER (the client sends no delimiter frame)
+        frame 1      header          one CBOR map {"op", "v", "cid", ...fields}
+        frame 2..    payload         raw record batches of a produce, one per ``batches`` entry
+    broker ROUTER -> client DEALER, as passed to ``send_frames`` (the ROUTER strips frame 0):
+        frame 0      routing id      the connection the request came in on
+        frame 1      header          one CBOR map {"op", "cid", ...result} or {"op", "cid", "error"}
+        frame 2..    payload         fetch data, one frame per reply ``partitions`` entry
+    a client receives the reply without the routing id (``recv_frames``): header, then payload.
+
+These functions never look inside a frame: they move lists of byte strings, whole.
+
 Why not ``Socket.send_multipart``/``recv_multipart``.  Two costs, both per frame:
 
 - pyzmq releases the GIL around every ``zmq_msg_send``/``zmq_msg_recv``.  Those calls never
@@ -22,6 +36,15 @@ opened with ``RTLD_NOLOAD``): a socket is that library's object.  Where that is 
 
 Behaviour either way: all frames of a message, in order, atomically (ZeroMQ delivers a multipart
 message whole or not at all, and accepts the rest of one once it accepted its first frame).
+
+No send blocks without a deadline.  Every frame is sent with ``ZMQ_DONTWAIT``; when the first one
+meets the high-water mark (or a DEALER with no peer yet), ``send_frames`` polls for room until a
+deadline (``timeout_ms``, else the socket's ``SNDTIMEO`` if set, else ``SEND_WAIT_MS_DEFAULT``) and
+raises ``zmq.Again`` when it passes: a peer that stopped reading costs the caller a bounded wait,
+never a hung thread.  The rest of a message never waits (see above).
+
+Why the native path is off, when it is, is logged once (INFO) at the first send or receive that
+takes the fallback: a slower broker should say why.
 """
 
 from __future__ import annotations
@@ -30,8 +53,9 @@ import ctypes
 import errno
 import logging
 import os
+import time
 import weakref
-from typing import Container, NamedTuple, Sequence
+from typing import Container, Mapping, NamedTuple, Sequence
 
 import zmq
 
@@ -39,13 +63,21 @@ log = logging.getLogger("fabric.multipart")
 
 _MORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-_SRCFD = 2  # zmq_msg_get: the descriptor the message was read from (deprecated in 4.3, still served)
+_SRCFD = int(zmq.SRCFD)  # zmq_msg_get: the descriptor the message was read from (deprecated in 4.3, still served)
 ZERO_COPY_MIN = 64 << 10  # copy=False frames from this size go through pyzmq without a copy
+SEND_WAIT_MS_DEFAULT = 30_000  # longest wait for room to send, for a socket without SNDTIMEO
 
 
 class _Msg(ctypes.Structure):
-    _fields_ = [("_", ctypes.c_ubyte * 64)]  # zmq_msg_t: 64 opaque bytes, pointer-aligned
-    _pack_ = 8
+    """libzmq's ``zmq_msg_t``: 64 opaque bytes aligned like a pointer (zmq.h declares
+    ``unsigned char _[64] __attribute__((aligned(sizeof(void *))))``).  Declared as pointer-sized
+    fields, because a ``ctypes`` structure takes the alignment of its fields (``_pack_`` can only
+    lower it): a ``c_ubyte`` array would be aligned to 1 byte."""
+
+    _fields_ = [("_", ctypes.c_void_p * (64 // ctypes.sizeof(ctypes.c_void_p)))]
+
+
+assert ctypes.sizeof(_Msg) == 64 and ctypes.alignment(_Msg) == ctypes.sizeof(ctypes.c_void_p)
 
 
 class _LibZmq:
@@ -71,28 +103,40 @@ def _fn(f, restype, *argtypes):  # type: ignore[no-untyped-def]
     return f
 
 
-def _load() -> _LibZmq | None:
-    if os.environ.get("FABRIC_NATIVE_ZMQ", "1") == "0" or zmq.zmq_version_info() < (4, 1):
-        return None
+def _load(environ: Mapping[str, str] = os.environ) -> tuple[_LibZmq | None, str]:
+    """The directly callable libzmq, or None and the reason it is not used."""
+    if environ.get("FABRIC_NATIVE_ZMQ", "1") == "0":
+        return None, "FABRIC_NATIVE_ZMQ=0"
+    if zmq.zmq_version_info() < (4, 1):
+        return None, f"libzmq {zmq.zmq_version()} is older than 4.1"
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split(None, 5)[5].strip() for line in maps
                      if line.count(" ") >= 5 and "libzmq" in line.rsplit("/", 1)[-1]}
         if len(paths) != 1:
-            return None
-        return _LibZmq(paths.pop())
+            return None, f"{len(paths)} libzmq libraries are mapped in this process, not exactly one"
+        return _LibZmq(paths.pop()), ""
     except (OSError, IndexError, AttributeError) as exc:
-        log.debug("libzmq not callable directly (%s): using pyzmq for every frame", exc)
-        return None
+        return None, f"libzmq is not callable directly ({exc})"
 
 
-_lib = _load()
+_lib, _why_not_native = _load()
 native = _lib is not None  # whether the GIL-keeping path is in use (tests check both)
+_fallback_noted = False
 
 
-def send_frames(socket: zmq.Socket, frames: Sequence, copy: bool = True) -> None:
+def _note_fallback() -> None:
+    """Say once why every frame goes through pyzmq (at first use: logging is set up by then)."""
+    global _fallback_noted
+    _fallback_noted = True
+    log.info("sending and receiving through pyzmq, not libzmq directly: %s", _why_not_native or "disabled")
+
+
+def send_frames(socket: zmq.Socket, frames: Sequence, copy: bool = True, timeout_ms: int | None = None) -> None:
     """Send ``frames`` as one multipart message.  ``copy=False`` hands frames of
-    ``ZERO_COPY_MIN`` bytes and more to ZeroMQ without a copy."""
+    ``ZERO_COPY_MIN`` bytes and more to ZeroMQ without a copy.  If there is no room, wait at most
+    ``timeout_ms`` (default: the socket's ``SNDTIMEO``, else ``SEND_WAIT_MS_DEFAULT``), then raise
+    ``zmq.Again``."""
     lib = _lib
     if lib is not None and (copy or max(map(len, frames), default=0) < ZERO_COPY_MIN):
         handle = socket.underlying
@@ -106,10 +150,12 @@ def send_frames(socket: zmq.Socket, frames: Sequence, copy: bool = True) -> None
                 if err == errno.EINTR:
                     continue
                 if err == errno.EAGAIN and i == 0:
-                    return _send_pyzmq(socket, frames, copy)  # at the high-water mark: wait there
+                    return _send_pyzmq(socket, frames, copy, timeout_ms)  # at the high-water mark: wait there
                 raise zmq.ZMQError(err)
         return
-    _send_pyzmq(socket, frames, copy)
+    if lib is None and not _fallback_noted:
+        _note_fallback()
+    _send_pyzmq(socket, frames, copy, timeout_ms)
 
 
 def try_send(socket: zmq.Socket, frame: bytes) -> bool:
@@ -131,11 +177,39 @@ def try_send(socket: zmq.Socket, frame: bytes) -> bool:
     return True
 
 
-def _send_pyzmq(socket: zmq.Socket, frames: Sequence, copy: bool) -> None:
+def _send_pyzmq(socket: zmq.Socket, frames: Sequence, copy: bool, timeout_ms: int | None) -> None:
+    """Every frame with NOBLOCK; room for the first one is waited for until the deadline (the rest
+    of a message is accepted once its first frame was)."""
     last = len(frames) - 1
+    if last < 0:
+        return
     send = socket.send
-    for i, frame in enumerate(frames):
-        send(frame, _MORE if i < last else 0, copy=copy)
+    try:
+        send(frames[0], (_MORE | _NOBLOCK) if last > 0 else _NOBLOCK, copy=copy)
+    except zmq.Again:
+        _wait_for_room(socket, frames[0], last, copy, timeout_ms)
+    for i in range(1, last + 1):
+        send(frames[i], (_MORE | _NOBLOCK) if i < last else _NOBLOCK, copy=copy)
+
+
+def _wait_for_room(socket: zmq.Socket, first: object, last: int, copy: bool, timeout_ms: int | None) -> None:
+    """Send ``first`` once the socket has room, polling until the deadline; ``zmq.Again`` after it."""
+    if timeout_ms is None:
+        sndtimeo = socket.getsockopt(zmq.SNDTIMEO)
+        timeout_ms = sndtimeo if isinstance(sndtimeo, int) and sndtimeo >= 0 else SEND_WAIT_MS_DEFAULT
+    deadline = time.monotonic() + timeout_ms / 1000
+    flags = (_MORE | _NOBLOCK) if last > 0 else _NOBLOCK
+    while True:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms > 0:
+            socket.poll(left_ms, zmq.POLLOUT)
+        try:
+            socket.send(first, flags, copy=copy)
+            return
+        except zmq.Again:
+            if time.monotonic() >= deadline:
+                raise zmq.Again(errno.EAGAIN, f"no room to send within {timeout_ms} ms "
+                                              f"(a peer not reading, or none)") from None
 
 
 def recv_frames(socket: zmq.Socket) -> list | None:
@@ -163,6 +237,8 @@ def recv_routed(socket: zmq.Socket, known_peers: Container[bytes]) -> tuple[list
 def _recv(socket: zmq.Socket, known_peers: Container[bytes] | None) -> tuple[list, Origin | None] | None:
     lib = _lib
     if lib is None:
+        if not _fallback_noted:
+            _note_fallback()
         return _recv_pyzmq(socket, known_peers)
     handle = socket.underlying
     msg: _Msg | None = _Msg()

@@ -3,6 +3,7 @@ pyzmq (the fallback), on real sockets over loopback TCP and inproc."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -15,8 +16,10 @@ from fabric import multipart
 @pytest.fixture(params=["native", "pyzmq"])
 def path(request, monkeypatch):
     if request.param == "native":
-        if multipart._lib is None:
-            pytest.fail("libzmq is not callable directly here (see multipart._load)")
+        lib, why = multipart._load({})  # even when FABRIC_NATIVE_ZMQ=0 turned it off for the run
+        if lib is None:
+            pytest.fail(f"libzmq is not callable directly here: {why}")
+        monkeypatch.setattr(multipart, "_lib", lib)
     else:
         monkeypatch.setattr(multipart, "_lib", None)
     return request.param
@@ -44,9 +47,10 @@ def wait_for(fn, timeout=5.0):
     return got
 
 
-def test_the_direct_path_is_in_use_on_linux():
+def test_the_direct_path_is_in_use_on_linux_unless_turned_off():
     if sys.platform.startswith("linux"):
-        assert multipart.native and multipart._lib is not None
+        on = os.environ.get("FABRIC_NATIVE_ZMQ", "1") != "0"  # .ci/run also runs with it off
+        assert multipart.native is on and (multipart._lib is not None) is on
 
 
 def test_nothing_waiting_is_none_not_an_exception(path, pair):
@@ -168,3 +172,64 @@ def test_a_closed_socket_is_an_error_not_a_crash(path):
         with pytest.raises(zmq.ZMQError):
             call()
     ctx.term()
+
+
+def test_the_zmq_msg_t_stand_in_has_libzmqs_size_and_alignment():
+    """zmq.h: ``unsigned char _[64] __attribute__((aligned(sizeof(void *))))``.  (It was declared
+    as a byte array with ``_pack_ = 8``, which gives alignment 1.)"""
+    import ctypes
+    assert ctypes.sizeof(multipart._Msg) == 64
+    assert ctypes.alignment(multipart._Msg) == ctypes.sizeof(ctypes.c_void_p)
+    assert multipart._SRCFD == int(zmq.SRCFD)
+
+
+def test_why_the_native_path_is_off_is_known_and_logged_once(monkeypatch, caplog, pair):
+    lib, why = multipart._load({"FABRIC_NATIVE_ZMQ": "0"})
+    assert lib is None and why == "FABRIC_NATIVE_ZMQ=0"
+    if sys.platform.startswith("linux"):
+        lib, why = multipart._load({})
+        assert lib is not None and why == ""
+    router, dealer = pair
+    monkeypatch.setattr(multipart, "_lib", None)
+    monkeypatch.setattr(multipart, "_why_not_native", "FABRIC_NATIVE_ZMQ=0")
+    monkeypatch.setattr(multipart, "_fallback_noted", False)
+    with caplog.at_level("INFO", logger="fabric.multipart"):
+        for _ in range(3):
+            multipart.send_frames(dealer, [b"a"])
+            assert wait_for(lambda: multipart.recv_routed(router, {})) is not None
+    notes = [r for r in caplog.records if "through pyzmq" in r.getMessage()]
+    assert len(notes) == 1 and "FABRIC_NATIVE_ZMQ=0" in notes[0].getMessage()
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "zero-copy"])
+def test_no_send_blocks_without_a_deadline(path, monkeypatch, big):
+    """A DEALER with no peer and no SNDTIMEO: the send used to block forever in pyzmq.  Now it
+    waits SEND_WAIT_MS_DEFAULT (here 300 ms), or ``timeout_ms``, then raises zmq.Again."""
+    import threading
+    monkeypatch.setattr(multipart, "SEND_WAIT_MS_DEFAULT", 300)
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    assert dealer.getsockopt(zmq.SNDTIMEO) == -1
+    dealer.bind_to_random_port("tcp://127.0.0.1")
+    payload = b"x" * (multipart.ZERO_COPY_MIN + 1 if big else 10)
+    outcome: list = []
+
+    def attempt(**kwargs):
+        started = time.monotonic()
+        try:
+            multipart.send_frames(dealer, [b"h", payload], copy=not big, **kwargs)
+            outcome.append(("sent", 0.0))
+        except zmq.Again:
+            outcome.append(("again", time.monotonic() - started))
+
+    try:
+        for kwargs, wait_s in (({}, 0.3), ({"timeout_ms": 100}, 0.1)):
+            worker = threading.Thread(target=attempt, kwargs=kwargs, daemon=True)
+            worker.start()
+            worker.join(10)
+            assert not worker.is_alive(), "send_frames blocked with no deadline"
+            what, took = outcome.pop()
+            assert what == "again" and wait_s * 0.9 <= took < wait_s + 5, (what, took)
+    finally:
+        dealer.close(linger=0)
+        ctx.term()

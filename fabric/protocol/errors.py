@@ -13,7 +13,7 @@ inside the broker becomes an error reply to the client that caused it; it never 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,8 @@ class FabricError(Exception):
     """An error with a wire code.  Raised by the core, turned into an error reply by the broker,
     and raised again by clients from an error reply."""
 
+    error_name: ClassVar[str] = ""  # the table name a typed subclass stands for (below)
+
     def __init__(self, name: str, message: str = "", **details: Any) -> None:
         if name not in BY_NAME:
             raise ValueError(f"unknown error name {name!r}")
@@ -130,19 +132,241 @@ def error_map(name: str, message: str = "") -> dict[str, Any]:
 
 
 def _class_name(name: str) -> str:
+    """``UNKNOWN_TOPIC_OR_PARTITION`` -> ``UnknownTopicOrPartitionError``: the rule every class below follows."""
     return "".join(part.capitalize() for part in name.split("_")) + "Error"
 
 
-# One exception class per error code (``UnknownTopicOrPartitionError`` …), so users can
-# ``except`` exactly what they handle.  All subclass FabricError; the broker raises the base class.
-EXCEPTIONS: dict[str, type[FabricError]] = {
-    e.name: type(_class_name(e.name), (FabricError,), {"__doc__": e.meaning, "__module__": __name__})
-    for e in _TABLE
-}
-globals().update({cls.__name__: cls for cls in EXCEPTIONS.values()})
+# ================================================================================ typed exceptions
+# One exception class per error code (``UnknownTopicOrPartitionError`` …), so users can ``except``
+# exactly what they handle.  All subclass FabricError; the broker raises the base class.  Written
+# out (not made in a loop) so that readers and type checkers see them; the name is
+# ``_class_name(error_name)`` and the docstring the table's meaning.  A new row in ``_TABLE``
+# needs its class here and in ``_CLASSES``: tests/test_errors.py names any that is missing.
+
+class UnknownErrorError(FabricError):
+    """An unexpected server error; the message says more."""
+    error_name = "UNKNOWN_ERROR"
+
+
+class MalformedRequestError(FabricError):
+    """The frames are not a request: no header frame, invalid CBOR, or the header is not a map."""
+    error_name = "MALFORMED_REQUEST"
+
+
+class UnknownOperationError(FabricError):
+    """The header's `op` names no operation this broker knows."""
+    error_name = "UNKNOWN_OPERATION"
+
+
+class UnsupportedVersionError(FabricError):
+    """The operation exists but not at the requested `v`."""
+    error_name = "UNSUPPORTED_VERSION"
+
+
+class InvalidFieldError(FabricError):
+    """A header field is missing, has the wrong CBOR type, or is out of range; the message names it."""
+    error_name = "INVALID_FIELD"
+
+
+class FrameTooLargeError(FabricError):
+    """A frame is larger than the broker's limit for that frame."""
+    error_name = "FRAME_TOO_LARGE"
+
+
+class TooManyFramesError(FabricError):
+    """The request has more frames than the limit."""
+    error_name = "TOO_MANY_FRAMES"
+
+
+class CorruptBatchError(FabricError):
+    """A record batch failed its CRC or length check."""
+    error_name = "CORRUPT_BATCH"
+
+
+class InvalidBatchError(FabricError):
+    """A record batch is well-formed but breaks a rule (magic, record count, attributes, timestamps)."""
+    error_name = "INVALID_BATCH"
+
+
+class BatchTooLargeError(FabricError):
+    """A record batch is larger than the topic's `max_batch_bytes`."""
+    error_name = "BATCH_TOO_LARGE"
+
+
+class UnknownTopicOrPartitionError(FabricError):
+    """The topic or partition does not exist (it may be being created)."""
+    error_name = "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+class TopicAlreadyExistsError(FabricError):
+    """A topic with that name exists."""
+    error_name = "TOPIC_ALREADY_EXISTS"
+
+
+class InvalidTopicNameError(FabricError):
+    """Topic names are 1-200 characters of [A-Za-z0-9._-], not '.' or '..', and do not start with '__'
+    unless internal."""
+    error_name = "INVALID_TOPIC_NAME"
+
+
+class InvalidPartitionsError(FabricError):
+    """The partition count is out of range."""
+    error_name = "INVALID_PARTITIONS"
+
+
+class InvalidReplicationFactorError(FabricError):
+    """The replication factor exceeds the live brokers."""
+    error_name = "INVALID_REPLICATION_FACTOR"
+
+
+class InvalidConfigError(FabricError):
+    """A topic or request config key is unknown or its value is invalid."""
+    error_name = "INVALID_CONFIG"
+
+
+class OffsetOutOfRangeError(FabricError):
+    """The requested offset is below the log start or above the log end."""
+    error_name = "OFFSET_OUT_OF_RANGE"
+
+
+class NotLeaderError(FabricError):
+    """This broker does not lead that partition; refresh metadata."""
+    error_name = "NOT_LEADER"
+
+
+class RequestTimedOutError(FabricError):
+    """The request did not complete within its `timeout_ms`."""
+    error_name = "REQUEST_TIMED_OUT"
+
+
+class LimitExceededError(FabricError):
+    """A broker-wide limit (topics, partitions, group members) would be exceeded."""
+    error_name = "LIMIT_EXCEEDED"
+
+
+class StorageErrorError(FabricError):
+    """The broker could not read or write its disk for that partition."""
+    error_name = "STORAGE_ERROR"
+
+
+class NotEnoughReplicasError(FabricError):
+    """Fewer in-sync replicas than `min_insync_replicas`."""
+    error_name = "NOT_ENOUGH_REPLICAS"
+
+
+class BrokerShuttingDownError(FabricError):
+    """The broker is stopping; retry against another or later."""
+    error_name = "BROKER_SHUTTING_DOWN"
+
+
+class TopicAuthorizationFailedError(FabricError):
+    """The principal may not use that topic."""
+    error_name = "TOPIC_AUTHORIZATION_FAILED"
+
+
+class PolicyViolationError(FabricError):
+    """The request breaks a broker policy (e.g. deleting an internal topic)."""
+    error_name = "POLICY_VIOLATION"
+
+
+class OutOfOrderSequenceError(FabricError):
+    """A producer sequence number skipped ahead."""
+    error_name = "OUT_OF_ORDER_SEQUENCE"
+
+
+class DuplicateSequenceError(FabricError):
+    """The batch was already written; the reply carries its offset."""
+    error_name = "DUPLICATE_SEQUENCE"
+
+
+class InvalidProducerEpochError(FabricError):
+    """A newer producer with the same id has fenced this one."""
+    error_name = "INVALID_PRODUCER_EPOCH"
+
+
+class CoordinatorNotAvailableError(FabricError):
+    """The group coordinator is loading or moving."""
+    error_name = "COORDINATOR_NOT_AVAILABLE"
+
+
+class NotCoordinatorError(FabricError):
+    """This broker is not the group's coordinator; look it up again."""
+    error_name = "NOT_COORDINATOR"
+
+
+class IllegalGenerationError(FabricError):
+    """The member's generation is stale: rejoin the group."""
+    error_name = "ILLEGAL_GENERATION"
+
+
+class UnknownMemberIdError(FabricError):
+    """The coordinator does not know this member id: rejoin."""
+    error_name = "UNKNOWN_MEMBER_ID"
+
+
+class RebalanceInProgressError(FabricError):
+    """The group is rebalancing: rejoin."""
+    error_name = "REBALANCE_IN_PROGRESS"
+
+
+class InconsistentGroupProtocolError(FabricError):
+    """The member's assignors share none with the group's."""
+    error_name = "INCONSISTENT_GROUP_PROTOCOL"
+
+
+class InvalidGroupIdError(FabricError):
+    """The group id is empty or too long."""
+    error_name = "INVALID_GROUP_ID"
+
+
+class GroupNotEmptyError(FabricError):
+    """The operation needs a group without active members."""
+    error_name = "GROUP_NOT_EMPTY"
+
+
+class GroupIdNotFoundError(FabricError):
+    """No such group."""
+    error_name = "GROUP_ID_NOT_FOUND"
+
+
+class FencedInstanceIdError(FabricError):
+    """Another member now uses this static instance id."""
+    error_name = "FENCED_INSTANCE_ID"
+
+
+class InvalidSessionTimeoutError(FabricError):
+    """The session timeout is outside the broker's range."""
+    error_name = "INVALID_SESSION_TIMEOUT"
+
+
+class MemberIdRequiredError(FabricError):
+    """First join: rejoin with the member id the reply carries."""
+    error_name = "MEMBER_ID_REQUIRED"
+
+
+class OffsetMetadataTooLargeError(FabricError):
+    """Commit metadata exceeds the limit."""
+    error_name = "OFFSET_METADATA_TOO_LARGE"
+
+
+_CLASSES: tuple[type[FabricError], ...] = (
+    UnknownErrorError, MalformedRequestError, UnknownOperationError, UnsupportedVersionError,
+    InvalidFieldError, FrameTooLargeError, TooManyFramesError, CorruptBatchError,
+    InvalidBatchError, BatchTooLargeError, UnknownTopicOrPartitionError, TopicAlreadyExistsError,
+    InvalidTopicNameError, InvalidPartitionsError, InvalidReplicationFactorError, InvalidConfigError,
+    OffsetOutOfRangeError, NotLeaderError, RequestTimedOutError, LimitExceededError,
+    StorageErrorError, NotEnoughReplicasError, BrokerShuttingDownError, TopicAuthorizationFailedError,
+    PolicyViolationError, OutOfOrderSequenceError, DuplicateSequenceError, InvalidProducerEpochError,
+    CoordinatorNotAvailableError, NotCoordinatorError, IllegalGenerationError, UnknownMemberIdError,
+    RebalanceInProgressError, InconsistentGroupProtocolError, InvalidGroupIdError, GroupNotEmptyError,
+    GroupIdNotFoundError, FencedInstanceIdError, InvalidSessionTimeoutError, MemberIdRequiredError,
+    OffsetMetadataTooLargeError,
+)
+
+EXCEPTIONS: dict[str, type[FabricError]] = {cls.error_name: cls for cls in _CLASSES}
 
 
 def exception_for(err: Any) -> FabricError:
     """A reply's ``error`` map as the matching typed exception."""
     base = FabricError.from_wire(err)
-    return EXCEPTIONS[base.name](base.name, base.message)
+    return EXCEPTIONS.get(base.name, FabricError)(base.name, base.message)
