@@ -7,8 +7,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fabric.records.partitioner import partition_for_key
 from fabric.testing import free_port
+
+pytestmark = pytest.mark.process
 
 
 def fabric(*args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

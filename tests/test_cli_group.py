@@ -14,6 +14,8 @@ import pytest
 from fabric.client import Admin
 from fabric.errors import FabricError
 
+pytestmark = pytest.mark.process
+
 FAST_GROUPS = ["--group-initial-rebalance-delay-ms", "200"]
 
 

@@ -14,6 +14,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytestmark = pytest.mark.process
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FABRIC_BIN = pathlib.Path(sys.executable).parent  # where `pip install -e .` put the `fabric` script
 FAST_GROUPS = ["--group-initial-rebalance-delay-ms", "200"]

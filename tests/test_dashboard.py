@@ -23,7 +23,7 @@ from fabric.client import Admin, Consumer, Producer
 from fabric.testing import BrokerProcess
 from fabric.testing.processes import free_port
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> object:

@@ -17,6 +17,7 @@ from fabric.groups.messages import topic_partitions
 from fabric.protocol.errors import FabricError
 from fabric.protocol.messages import OPERATIONS, parse_request, request_header
 from fabric.protocol.schema import parse
+from fabric.testing.seeds import seeds
 
 EAGER = {"range", "roundrobin"}
 
@@ -259,7 +260,8 @@ def test_protocol_is_the_oldest_members_first_choice_all_support():
     assert b.coord.group("g").protocol == "cooperative-sticky"
 
 
-@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.sim
+@pytest.mark.parametrize("seed", seeds(range(24)))
 def test_random_membership_churn_keeps_ownership_disjoint_and_settles(seed):
     """Seeded simulation: members join, leave, crash (go silent) and restart as static members while
     the clock runs; at every step no partition is owned by two live members; at the end the group

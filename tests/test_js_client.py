@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.process
+
 JS = pathlib.Path(__file__).resolve().parent.parent / "tools" / "clients" / "js"
 SPEC = pathlib.Path(__file__).resolve().parent.parent / "fabric" / "protocol" / "SPEC.md"
 

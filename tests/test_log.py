@@ -14,6 +14,7 @@ from fabric.log.handles import FilePool
 from fabric.log.testing import crash, random_batch
 from fabric.protocol.errors import FabricError
 from fabric.records.batch import encode_batch, iter_headers, parse_header, records_in
+from fabric.testing.seeds import seeds
 
 # ---------------------------------------------------------------------------------------- config
 
@@ -465,12 +466,12 @@ def run_model(tmp_path, seed: int, steps: int, files: FilePool | None = None) ->
     log.close()
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", seeds(range(12)))
 def test_model(tmp_path, seed):
     run_model(tmp_path, seed, 400)
 
 
-@pytest.mark.parametrize("seed", [15, 16, 17, 22, 28, 36])  # seeds whose logs outgrow the pool
+@pytest.mark.parametrize("seed", seeds([15, 16, 17, 22, 28, 36]))  # seeds whose logs outgrow the pool
 def test_model_with_a_tiny_file_pool(tmp_path, seed):
     """The same, with the log's segments sharing 8 descriptors: reads, truncations, rolls,
     restarts and recovery keep reopening segments the pool closed."""

@@ -15,6 +15,7 @@ from fabric.log.store import LeaderEpochs, LogStore, ReplicaLogStore
 from fabric.records.batch import encode_batch
 from fabric.testing.log_conformance import EPOCH_CHECKS, LOG_CHECKS, check_model
 from fabric.testing.logs import crash
+from fabric.testing.seeds import seeds
 
 
 class FileLogs:
@@ -74,7 +75,7 @@ def test_conformance(factory, check):
     check(factory)
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", seeds(range(8)))
 def test_model(factory, seed):
     check_model(factory, seed)
 

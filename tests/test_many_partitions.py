@@ -18,6 +18,8 @@ from fabric.client import Admin, Consumer, Producer
 from fabric.errors import StorageErrorError
 from fabric.testing import BrokerProcess
 
+pytestmark = pytest.mark.process
+
 PARTITIONS = 3000
 NOFILE = 1024
 

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from fabric.broker.purgatory import Purgatory, WaitFor, WaitKey
+from fabric.testing.seeds import seeds
 
 A = WaitKey(WaitFor.BYTES, "t", 0)
 B = WaitKey(WaitFor.BYTES, "t", 1)
@@ -56,7 +57,7 @@ def test_rearm_moves_the_deadline_and_keeps_the_place():
         p.rearm(first, 400)
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", seeds(range(10)))
 def test_model(seed):
     """Random parks, rearms, finishes, wake-ups and expiries against a list of live entries."""
     rng = random.Random(seed)

@@ -23,6 +23,9 @@ from fabric.log.memory import MemoryLog
 from fabric.records.batch import encode_batch, iter_headers
 from fabric.replication import PartitionState, Role
 from fabric.testing.network import FakeNetwork
+from fabric.testing.seeds import seeds
+
+pytestmark = pytest.mark.sim
 
 NODES = (1, 2, 3)
 LAG_MS = 300
@@ -107,7 +110,7 @@ def elect(replicas: dict[int, Replica], new_leader: int, epoch: int, isr: set[in
             r.state.become_follower(epoch, new_leader, NODES, r.log.end_offset)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", seeds(range(6)))
 def test_committed_records_survive_leader_changes(seed):
     rng = random.Random(seed)
     clock = ManualClock(0)

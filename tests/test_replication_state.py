@@ -9,6 +9,7 @@ import pytest
 
 from fabric.protocol.errors import FabricError
 from fabric.replication import UNKNOWN_LOG_END, PartitionState, Role, StaleEpoch
+from fabric.testing.seeds import seeds
 
 LAG = 10_000
 
@@ -135,7 +136,7 @@ def test_follower_side():
         s.become_follower(5, 2, (1, 2), 0)
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", seeds(range(20)))
 def test_random_run_keeps_the_invariants(seed):
     """Replicas with true logs; the leader appends, followers fetch, time passes, the ISR shrinks,
     leaders change among ISR members.  At every step: the leader is in the ISR, ISR <= replicas,
