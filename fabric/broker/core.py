@@ -104,7 +104,11 @@ class BrokerCore:
             "broker_stats": self._broker_stats,
             "stats": self._stats,
         }
-        self.groups = GroupService(self, now_ms)
+        self.groups = GroupService(
+            self.topics, now_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+            advertised=lambda: (config.advertised, self.advertised_port),
+            host_of=lambda peer: self.peer_hosts.get(peer, ""))
         for op in self.groups.operations():
             self.handlers[op] = self.groups.handle
 

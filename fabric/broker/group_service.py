@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Hashable
+from typing import Any, Callable, Hashable
 
 from ..groups.coordinator import Coordinator
 from ..groups.state import AppendOffsets, GroupConfig, Reply as GroupReply
@@ -30,9 +30,7 @@ from ..protocol.errors import FabricError
 from ..protocol.messages import error_reply, ok_reply
 from ..records.batch import encode_batch, records_in
 from .replies import Outbox, Reply
-
-if TYPE_CHECKING:
-    from .core import BrokerCore
+from .topics import TopicManager
 
 log = logging.getLogger("fabric.broker.groups")
 
@@ -41,16 +39,24 @@ REPLAY_CHUNK_BYTES = 8 << 20
 
 
 class GroupService:
-    def __init__(self, core: "BrokerCore", now_ms: int) -> None:
-        self.core = core
-        cfg = core.config
-        topics = core.topics
+    """The group coordinator's shell.  It sees only what it needs of the broker: the topics (to
+    create, replay and append to ``__consumer_offsets`` and to count a topic's partitions), the
+    address clients reach this broker at (``find_coordinator``), and who a peer is (the member's
+    host for ``describe_groups``)."""
+
+    def __init__(self, topics: TopicManager, now_ms: int, *, node_id: int, offsets_topic_partitions: int,
+                 initial_rebalance_delay_ms: int, advertised: Callable[[], tuple[str, int]],
+                 host_of: Callable[[bytes], str]) -> None:
+        self.topics = topics
+        self.node_id = node_id
+        self._advertised = advertised
+        self._host_of = host_of
         if OFFSETS_TOPIC not in topics.topics:
-            topics.create(OFFSETS_TOPIC, cfg.offsets_topic_partitions, OFFSETS_TOPIC_CONFIG, now_ms, internal=True)
+            topics.create(OFFSETS_TOPIC, offsets_topic_partitions, OFFSETS_TOPIC_CONFIG, now_ms, internal=True)
         self.offsets_topic = topics.get(OFFSETS_TOPIC)
         n = len(self.offsets_topic.partitions)
         self.coordinator = Coordinator(self._partitions_for, offsets_partitions=n,
-                                       config=GroupConfig(initial_rebalance_delay_ms=cfg.group_initial_rebalance_delay_ms))
+                                       config=GroupConfig(initial_rebalance_delay_ms=initial_rebalance_delay_ms))
         self._tokens: dict[Hashable, tuple[bytes, int]] = {}
         self._seq = itertools.count()
         for p, plog in enumerate(self.offsets_topic.partitions):
@@ -65,7 +71,7 @@ class GroupService:
         return list(GROUP_OPERATIONS)
 
     def _partitions_for(self, topic: str) -> int | None:
-        t = self.core.topics.topics.get(topic)
+        t = self.topics.topics.get(topic)
         return None if t is None else len(t.partitions)
 
     @staticmethod
@@ -85,14 +91,13 @@ class GroupService:
     # ------------------------------------------------------------------ requests
     def handle(self, peer: bytes, env: Any, req: Any, frames: list, now_ms: int) -> Outbox:
         if env.op == "find_coordinator":
-            cfg = self.core.config
-            return self._outbox_reply(peer, ok_reply(env.op, env.cid, node_id=cfg.node_id, host=cfg.advertised,
-                                                     port=self.core.advertised_port))
+            host, port = self._advertised()
+            return self._outbox_reply(peer, ok_reply(env.op, env.cid, node_id=self.node_id, host=host, port=port))
         token = next(self._seq)
         self._tokens[token] = (peer, env.cid)
         try:
             actions = self.coordinator.handle(token, env.op, req, now_ms,
-                                              host=self.core.peer_hosts.get(peer, ""))
+                                              host=self._host_of(peer))
         except Exception:
             self._tokens.pop(token, None)
             raise
