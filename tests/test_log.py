@@ -11,7 +11,7 @@ import pytest
 
 from fabric.log import LogConfig, PartitionLog
 from fabric.log.handles import FilePool
-from fabric.log.testing import crash, random_batch
+from fabric.testing.logs import crash, random_batch
 from fabric.protocol.errors import FabricError
 from fabric.records.batch import encode_batch, iter_headers, parse_header, records_in
 from fabric.testing.seeds import seeds

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from fabric.log import LogConfig, PartitionLog, compact
-from fabric.log.testing import crash
+from fabric.testing.logs import crash
 from fabric.records.batch import (ATTR_LOG_APPEND_TIME, COMPRESSION_ZLIB, encode_batch, iter_headers, parse_header,
                                   records_in)
 

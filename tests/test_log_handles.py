@@ -15,7 +15,7 @@ import pytest
 
 from fabric.log import LogConfig, PartitionLog, compact
 from fabric.log.handles import FilePool
-from fabric.log.testing import crash
+from fabric.testing.logs import crash
 from fabric.records.batch import encode_batch, records_in
 
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")

@@ -10,7 +10,7 @@ import pytest
 from fabric.log import LogConfig, PartitionLog
 from fabric.log.files import CLEAN_SHUTDOWN, CHECKPOINT, read_checkpoint
 from fabric.log.index import HEADER_BYTES
-from fabric.log.testing import crash, log_files, random_batch
+from fabric.testing.logs import crash, log_files, random_batch
 from fabric.records.batch import encode_batch, iter_headers, records_in
 
 CFG = LogConfig(segment_bytes=1200, index_interval_bytes=200)
