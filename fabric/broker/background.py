@@ -13,6 +13,7 @@ import threading
 import time
 
 from ..log.compaction import compact
+from ..protocol.errors import FabricError
 from .core import BrokerCore
 
 log = logging.getLogger("fabric.broker")
@@ -53,6 +54,8 @@ class Flusher(_Periodic):
             try:
                 if plog.unflushed and plog.needs_flush(now_ms):
                     plog.flush()
+            except FabricError as err:  # a broken disk: rate-limited, not a traceback a second
+                self.core.storage_faults.note(err)
             except Exception:
                 log.exception("background flush of %s-%d", name, p)
 
