@@ -160,7 +160,9 @@ class BrokerCore:
         """The error reply to a request that failed: this path cannot fail itself (rule 1), so
         anything odd in what the request echoes costs it the echo, never the reply."""
         try:
-            if op is None and header is not None:
+            if header is None:
+                header = err.details.get("header")  # decoded, but refused by the decoder itself
+            if op is None and isinstance(header, dict):
                 op, cid = _echoed(header)
             self.metrics.errors[err.name] += 1
             self.storage_faults.note(err)

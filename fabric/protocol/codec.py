@@ -94,7 +94,8 @@ class HeaderTemplate:
 def decode_map(frame: bytes | memoryview, limit_bytes: int, what: str = "header") -> dict[str, Any]:
     """Decode one CBOR map from ``frame`` under the rules of SPEC §3; every failure is a
     ``MALFORMED_REQUEST``/``FRAME_TOO_LARGE``/``INVALID_FIELD`` ``FabricError`` (cbor2's exceptions
-    never leak out), and the messages never echo an unbounded value."""
+    never leak out), and the messages never echo an unbounded value.  An ``INVALID_FIELD`` (an
+    integer beyond int64) carries the decoded map as ``details["header"]``."""
     if len(frame) > limit_bytes:
         raise FabricError("FRAME_TOO_LARGE", f"{what} frame is {len(frame)} bytes; the limit is {limit_bytes}")
     if len(frame) == 0:
@@ -119,7 +120,11 @@ def decode_map(frame: bytes | memoryview, limit_bytes: int, what: str = "header"
         if not isinstance(key, str):
             raise FabricError("MALFORMED_REQUEST", f"{what} keys must be text strings, got {type_name(key)}")
     if _WIDE_INT.search(frame) is not None:
-        _check_int64(value, "")
+        try:
+            _check_int64(value, "")
+        except FabricError as err:  # the header is readable: the error reply may echo its op
+            err.details["header"] = value
+            raise
     return value
 
 
@@ -147,7 +152,8 @@ def _check_int64(value: Any, path: str) -> None:
         cls = item.__class__
         if cls is int:
             if not INT64_MIN <= item <= INT64_MAX:
-                raise FabricError("INVALID_FIELD", f"{where or 'header'}: integer outside the signed 64-bit range")
+                raise FabricError("INVALID_FIELD", f"{_bounded(where or 'header')}: integer outside the signed "
+                                                   f"64-bit range")
         elif cls is dict or isinstance(item, Mapping):
             stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in item.items())
         elif cls is list or cls is tuple:

@@ -110,12 +110,18 @@ class FuzzRun:
         return problems
 
     # ------------------------------------------------------------------ cases
-    def run(self, cases: range, deadline: float | None = None) -> FuzzReport:
+    def run(self, cases: range, gone: Callable[[], str | None] = lambda: None) -> FuzzReport:
+        """Run ``cases``; after a failure, ``gone()`` may say the broker is dead (then stop: every
+        case after it would only wait out its timeout)."""
         started = time.monotonic()
         for i in cases:
-            if deadline is not None and time.monotonic() > deadline:
-                break
+            failures = len(self.report.failures)
             self.check(i, self.fuzzer.case(i))
+            if len(self.report.failures) > failures:
+                why = gone()
+                if why:
+                    self.report.failures.append(Failure(i, "-", f"stopped: {why}", b""))
+                    break
         self.report.seconds += time.monotonic() - started
         return self.report
 
@@ -142,7 +148,7 @@ class FuzzRun:
                 report.errors[err["name"]] += 1
                 if err["name"] == "UNKNOWN_ERROR":
                     self._fail(i, case, f"UNKNOWN_ERROR: {err['message']:.300}")
-            if header.get("op") == "produce" and header.get("cid") == i + 1 and "results" in header:
+            if header.get("op") == "produce" and "results" in header:  # (its cid may be a mutated one)
                 self._produced(i, case, header["results"])
 
     def _produced(self, i: int, case: Case, results: list[dict[str, Any]]) -> None:
