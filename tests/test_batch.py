@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import zlib
 
+import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric.protocol.errors import FabricError
-from fabric.records.batch import (COMPRESSION_ZLIB, columns_in, HEADER_SIZE, decode_records, encode_batch, iter_headers,
+from fabric.records.batch import (COMPRESSION_NONE, COMPRESSION_ZLIB, columns_in, HEADER_SIZE, decode_records, encode_batch, iter_headers,
                                   parse_header, records_in, set_log_append_time, stamp, validate_batch)
 
 records_st = st.lists(
@@ -114,3 +115,66 @@ def test_encode_rejects_bad_columns():
     with pytest.raises(ValueError):
         encode_batch([1, 2], [None], [b"a", b"b"])
     assert parse_header(encode_batch([1], [None], [b"a"])).magic == 1
+
+
+# ------------------------------------------------------------------ what the header can prove (SPEC 6.6, 11-15)
+def _restamp(raw: bytearray, *, count: int | None = None, max_ts: int | None = None) -> bytes:
+    if count is not None:
+        raw[23:27] = (count - 1).to_bytes(4, "big", signed=True)
+        raw[57:61] = count.to_bytes(4, "big", signed=True)
+    if max_ts is not None:
+        raw[35:43] = max_ts.to_bytes(8, "big", signed=True)
+    raw[8:12] = (len(raw) - 12).to_bytes(4, "big")
+    return bytes(_rebuild(raw))
+
+
+@pytest.mark.parametrize("compression", [COMPRESSION_NONE, COMPRESSION_ZLIB])
+def test_a_record_count_the_bytes_cannot_hold_is_refused(compression):
+    raw = bytearray(encode_batch([1], [None], [b"v"], compression=compression))
+    with pytest.raises(FabricError, match="cannot fit") as exc:
+        validate_batch(_restamp(raw, count=1_000_000), 1 << 20, 1_000_000)
+    assert exc.value.name == "INVALID_BATCH"
+
+
+def test_the_first_columns_length_must_be_the_record_count():
+    raw = bytearray(encode_batch([1, 2, 3], [None] * 3, [b"a" * 20, b"b", b"c"]))
+    for lie in (2, 4):
+        with pytest.raises(FabricError, match="first column holds 3") as exc:
+            validate_batch(_restamp(bytearray(raw), count=lie), 1 << 20, 1000)
+        assert exc.value.name == "INVALID_BATCH"
+    # a compressed batch cannot be checked this way: a small lie passes (consumers catch it)
+    zipped = bytearray(encode_batch([1, 2, 3], [None] * 3, [b"a", b"b", b"c"], compression=COMPRESSION_ZLIB))
+    assert validate_batch(_restamp(zipped, count=4), 1 << 20, 1000).record_count == 4
+
+
+def test_columns_of_indefinite_length_are_accepted():
+    body = b"\x9f" + b"".join(b"\x9f" + b"".join(cbor2.dumps(x) for x in col) + b"\xff"
+                              for col in ([0, 1], [None, None], [b"a", b"b"], [None, None])) + b"\xff"
+    raw = bytearray(encode_batch([5, 6], [None, None], [b"a", b"b"]))
+    raw = raw[:HEADER_SIZE] + body
+    h = validate_batch(_restamp(raw), 1 << 20, 10)
+    assert [r.value for r in decode_records("t", 0, _restamp(bytearray(raw)), h)] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("records,message", [
+    (b"\x84\x01\x02\x03\x04\xf6\xf6\xf6\xf6", "must be a CBOR array"),  # the first column is an integer
+    (b"\x84\x9c\x00\x00\x00\x00\xf6\xf6\xf6", "must be a CBOR array"),  # reserved additional information 28
+])
+def test_the_first_column_must_be_an_array(records, message):
+    raw = bytearray(encode_batch([1], [None], [b"v"]))[:HEADER_SIZE] + records
+    with pytest.raises(FabricError, match=message):
+        validate_batch(_restamp(raw), 1 << 20, 10)
+
+
+def test_a_zlib_section_needs_a_zlib_header():
+    raw = bytearray(encode_batch([1], [None], [b"v" * 50], compression=COMPRESSION_ZLIB))
+    raw[HEADER_SIZE:HEADER_SIZE + 2] = b"\x1f\x8b"  # gzip's magic, not zlib's
+    with pytest.raises(FabricError, match="zlib header"):
+        validate_batch(_restamp(raw), 1 << 20, 10)
+
+
+def test_timestamps_after_the_year_9999_are_refused():
+    raw = bytearray(encode_batch([1], [None], [b"v"]))
+    validate_batch(_restamp(bytearray(raw), max_ts=253_402_300_799_999), 1 << 20, 10)
+    with pytest.raises(FabricError, match="year 9999"):
+        validate_batch(_restamp(bytearray(raw), max_ts=253_402_300_800_000), 1 << 20, 10)

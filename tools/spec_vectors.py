@@ -432,8 +432,12 @@ def rejects() -> list[tuple[str, str, str, str, bytes]]:
          fetch(float(2**53 + 2))),
         ("reject-bool-as-int", "INVALID_FIELD", "partitions[0].offset", "true where an integer is expected",
          fetch(True)),
-        ("reject-tag", "INVALID_FIELD", "partitions[0].offset", "a tagged value (tag 1, epoch time) as an offset",
+        ("reject-tag", "MALFORMED_REQUEST", "tag 1", "a tagged value (tag 1, epoch time) as an offset",
          fetch(cbor2.CBORTag(1, 5))),
+        ("reject-bignum", "MALFORMED_REQUEST", "tag 2", "a cid as a bignum (tag 2), even one of 1 byte",
+         codec.encode({"op": "metadata", "v": 1, "cid": cbor2.CBORTag(2, b"\x01")})),
+        ("reject-beyond-int64", "INVALID_FIELD", "partitions[0].offset",
+         "an offset of 2^64 - 1: a valid CBOR integer, but outside int64", fetch(2**64 - 1)),
         ("reject-missing-field", "INVALID_FIELD", "cid", "a header without cid",
          codec.encode({"op": "metadata", "v": 1})),
     ]

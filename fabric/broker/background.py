@@ -14,6 +14,7 @@ import time
 
 from ..log.compaction import compact
 from ..log.partition_log import PartitionLog
+from ..protocol.errors import FabricError
 from .core import BrokerCore
 from .metrics import FsyncStats
 
@@ -68,6 +69,8 @@ class Flusher(_Periodic):
             try:
                 if plog.unflushed and plog.needs_flush(now_ms):
                     timed_flush(plog, self.core.metrics.fsync)
+            except FabricError as err:  # a broken disk: rate-limited, not a traceback a second
+                self.core.storage_faults.note(err)
             except Exception:
                 log.exception("background flush of %s-%d", name, p)
 

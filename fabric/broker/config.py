@@ -9,6 +9,7 @@ must not silently keep data forever.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,36 @@ class BrokerConfig:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "BrokerConfig":
         return _apply(self, overrides, "flag")
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "*", "::", "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding ``host`` keeps the broker to this machine: ``localhost``, ``lo`` (a ZeroMQ
+    interface name) or a loopback address (127.0.0.0/8, ::1).  A wildcard, any other address and
+    any other name are not (a name is not resolved: what it resolves to can change)."""
+    bare = host.strip("[]")
+    if bare in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(config: BrokerConfig) -> str | None:
+    """The warning a broker logs at start when it listens beyond this machine without
+    authentication, else None.  Why a warning and not an error: serving a LAN is legitimate
+    (``--host 0.0.0.0`` is documented), but then anyone who can reach the port may read, write
+    and delete every topic, and the operator must know that.  (There is no authentication yet, so
+    every such bind warns; once CURVE/ZAP lands, a configured one silences this.)"""
+    if is_loopback_host(config.host):
+        return None
+    where = "every interface" if config.host.strip("[]") in WILDCARD_HOSTS else f"address {config.host}"
+    return (f"listening on {where} (port {config.port}) WITHOUT AUTHENTICATION: anyone who can reach this "
+            f"port can read, write and delete every topic. Bind 127.0.0.1 (the default) unless the network "
+            f"in front of the broker is trusted.")
 
 
 def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerConfig:

@@ -35,7 +35,7 @@ from ..protocol.messages import (OPERATIONS, AlterTopicConfigsRequest, CreatePar
                                  ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest, StatsRequest,
                                  error_reply, ok_reply, parse_request)
 from ..records.batch import validate_batch
-from .config import BrokerConfig
+from .config import BrokerConfig, exposure_warning
 from .group_service import GroupService
 from .metrics import Metrics
 from . import stats
@@ -45,6 +45,7 @@ from .connections import ConnectionGate
 from .descriptors import segment_file_budget
 from .fetching import Fetcher
 from .replies import Outbox, Reply
+from .storage_faults import StorageFaults
 
 log = logging.getLogger("fabric.broker")
 
@@ -53,7 +54,7 @@ def _readable_cid(raw: Any) -> int | None:
     """The cid to echo in an error reply, if the request's cid is usable at all."""
     try:
         return as_int(raw, "cid", 0)
-    except FabricError:
+    except Exception:  # FabricError, or anything else: an error path must not fail (rule 1)
         return None
 
 
@@ -62,6 +63,18 @@ def _echoed(header: dict[str, Any]) -> tuple[str | None, int | None]:
     it was parsed; only error replies need them this way, so valid requests skip it."""
     op = header.get("op")
     return (op if isinstance(op, str) else None), _readable_cid(header.get("cid"))
+
+
+def _safe_text(exc: BaseException) -> str:
+    """``type: message`` of an unexpected exception, for an UNKNOWN_ERROR reply; formatting an
+    exception can itself raise (the huge integer of issue item 1 did), so this cannot."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(unprintable)"
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"{type(exc).__name__}: {text}"
 
 
 class BrokerCore:
@@ -82,7 +95,8 @@ class BrokerCore:
         log.info("segment files: at most %d open at once (open-files limit %d)", self.files.capacity, nofile)
         self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now_ms, self.files)
         self.metrics = Metrics(started_ms=now_ms)
-        self.fetcher = Fetcher(self.topics, self.metrics, config.limits)
+        self.storage_faults = StorageFaults()  # storage errors told to clients, logged (rate-limited)
+        self.fetcher = Fetcher(self.topics, self.metrics, config.limits, self.storage_faults.note)
         self.waiters = self.fetcher.waiters
         self.shutting_down = False
         self.advertised_port = config.port  # the shell sets the real one when it bound port 0
@@ -111,6 +125,9 @@ class BrokerCore:
             host_of=lambda peer: self.peer_hosts.get(peer, ""))
         for op in self.groups.operations():
             self.handlers[op] = self.groups.handle
+        warning = exposure_warning(config)
+        if warning:
+            log.warning("%s", warning)
 
     def _cluster_id(self, data_dir: Path) -> str:
         path = data_dir / "meta" / "cluster_id"
@@ -149,18 +166,29 @@ class BrokerCore:
             self.metrics.observe_request(op, (self.monotonic_ns() - started) // 1000)
             return out
         except FabricError as err:
-            if op is None and header is not None:
+            return self._error_outbox(peer, header, op, cid, err)
+        except Exception as exc:  # rule 1: never let a request kill the loop
+            try:
+                log.exception("unexpected error handling %s", op)
+            except Exception:
+                pass
+            return self._error_outbox(peer, header, op, cid, FabricError("UNKNOWN_ERROR", _safe_text(exc)))
+
+    def _error_outbox(self, peer: bytes, header: dict[str, Any] | None, op: str | None, cid: int | None,
+                      err: FabricError) -> Outbox:
+        """The error reply to a request that failed: this path cannot fail itself (rule 1), so
+        anything odd in what the request echoes costs it the echo, never the reply."""
+        try:
+            if header is None:
+                header = err.details.get("header")  # decoded, but refused by the decoder itself
+            if op is None and isinstance(header, dict):
                 op, cid = _echoed(header)
             self.metrics.errors[err.name] += 1
+            self.storage_faults.note(err)
             log.debug("error reply to %s: %s", peer.hex(), err)
             return [(peer, Reply(error_reply(op, cid, err)))]
-        except Exception as exc:  # rule 1: never let a request kill the loop
-            if op is None and header is not None:
-                op, cid = _echoed(header)
-            log.exception("unexpected error handling %s", op)
-            self.metrics.errors["UNKNOWN_ERROR"] += 1
-            err = FabricError("UNKNOWN_ERROR", f"{type(exc).__name__}: {exc}")
-            return [(peer, Reply(error_reply(op, cid, err)))]
+        except Exception:
+            return [(peer, Reply(error_reply(None, None, FabricError(err.name, "the request failed"))))]
 
     def peer_gone(self, peer: bytes) -> Outbox:
         """``peer``'s connection ended: its parked fetches are answered now, not at their
@@ -225,6 +253,7 @@ class BrokerCore:
                 try:
                     topic = self.topics.create(name, self.config.default_partitions, {}, now_ms)
                 except FabricError as err:
+                    self.storage_faults.note(err)
                     topics.append({"name": name, "error": err.to_wire(), "partitions": []})
                     continue
             if topic is None:
@@ -251,6 +280,7 @@ class BrokerCore:
                     self.topics.create(nt.name, partitions, nt.configs, now_ms)
                 results.append({"name": nt.name, "partitions": partitions, "replication_factor": 1})
             except FabricError as err:
+                self.storage_faults.note(err)
                 results.append({"name": nt.name, "error": err.to_wire()})
         out: Outbox = [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))]
         return out + self.groups.metadata_changed(now_ms)
@@ -372,6 +402,7 @@ class BrokerCore:
                                 if plog.config.timestamp_type == "log_append_time" else -1})
             except FabricError as err:
                 self.metrics.errors[err.name] += 1
+                self.storage_faults.note(err)
                 results.append({"topic": target.topic, "partition": target.partition, "base_offset": -1,
                                 "error": err.to_wire()})
         # Waiting consumers first, then the producer's ack: the replies leave in this order within
@@ -402,6 +433,7 @@ class BrokerCore:
                     else:
                         entry.update(offset=found[0], timestamp=found[1])
             except FabricError as err:
+                self.storage_faults.note(err)
                 entry["error"] = err.to_wire()
             results.append(entry)
         return [(peer, Reply(ok_reply(env.op, env.cid, partitions=results)))]

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from ..protocol.errors import FabricError
 from ..protocol.limits import Limits
@@ -94,9 +94,11 @@ class _Latest:
 
 
 class Fetcher:
-    def __init__(self, topics: TopicManager, metrics: Metrics, limits: Limits) -> None:
+    def __init__(self, topics: TopicManager, metrics: Metrics, limits: Limits,
+                 on_error: Callable[[FabricError], None] = lambda err: None) -> None:
         self.topics = topics
         self.metrics = metrics
+        self.on_error = on_error  # told of every per-partition error (the core logs storage ones)
         self.waiters = FetchWaiters(limits.inflight_requests_max)
         self._latest: dict[bytes, _Latest] = BoundedDict(limits.inflight_requests_max)
 
@@ -288,6 +290,7 @@ class Fetcher:
                     ends[key] = fp.offset  # nothing read: the budget went to earlier partitions
                     at_end = False
             except FabricError as err:
+                self.on_error(err)
                 meta["error"] = err.to_wire()
                 any_error = True
             metas.append(meta)

@@ -176,7 +176,11 @@ class BrokerServer:
                         if origin is not None:  # a peer's first message
                             core.peer_hosts[msg[0]] = origin.address
                             core.connections.peer_seen(msg[0], origin.fd)
-                        replies = core.handle(msg[0], msg[1:], wall_ms())
+                        try:
+                            replies = core.handle(msg[0], msg[1:], wall_ms())
+                        except Exception:  # last resort: handle answers every failure itself
+                            log.exception("a request from %s went unanswered", msg[0].hex())
+                            continue
                         if outbox or any([reply.flush for _, reply in replies]):
                             outbox.extend(replies)  # an fsync is due this turn: these wait for it
                         else:

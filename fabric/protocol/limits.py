@@ -17,6 +17,9 @@ from typing import Any
 INT_FLOAT_EXACT_MAX = 2**53
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+# Containers nested inside a request header, the header map itself counted (SPEC.md §3 rule 2).
+# Not a ``Limits`` field: it is part of the wire format, the same for every broker.
+HEADER_NESTING_MAX = 400
 
 
 @dataclass(frozen=True, slots=True)

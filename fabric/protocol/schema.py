@@ -62,8 +62,17 @@ def as_int(value: Any, path: str, lo: int | None = None, hi: int | None = None) 
     lo = INT64_MIN if lo is None else lo
     hi = INT64_MAX if hi is None else hi
     if value < lo or value > hi:
-        raise FabricError("INVALID_FIELD", f"{path}: {value} is out of range [{lo}, {hi}]")
+        raise FabricError("INVALID_FIELD", f"{path}: {_shown(value)} is out of range [{lo}, {hi}]")
     return value
+
+
+def _shown(value: int) -> str:
+    """An integer for an error message.  ``decode_map`` lets no integer beyond int64 through, but
+    an error path must not be able to fail: Python refuses to format integers of more than 4,300
+    digits (the ValueError that once escaped the broker's request handler)."""
+    if -(2**64) <= value <= 2**64:
+        return str(value)
+    return f"an integer of {value.bit_length()} bits"
 
 
 def _check(value: Any, spec: Wire, path: str) -> Any:

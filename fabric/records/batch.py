@@ -150,12 +150,75 @@ def validate_batch(buf: bytes | bytearray | memoryview, max_bytes: int, max_reco
                                            f"<= max_timestamp ({h.max_timestamp})")
     if n == HEADER_SIZE:
         raise FabricError("INVALID_BATCH", "batch has no records section")
+    if h.max_timestamp > TIMESTAMP_MAX:
+        raise FabricError("INVALID_BATCH", f"max_timestamp {h.max_timestamp} is after the year 9999 "
+                                           f"(at most {TIMESTAMP_MAX})")
+    if h.attributes & ATTR_COMPRESSION_MASK == COMPRESSION_NONE:
+        _check_plain_records(buf, h.record_count)
+    else:
+        _check_zlib_records(buf, h.record_count)
+    return h
+
+
+# What the header can prove about the records without decoding them (SPEC §6.6, rules 11-15).  A
+# batch whose CRC is right can still lie: ``record_count`` is what moves the log end, so a batch
+# of 71 bytes claiming a million records would advance the log by a million offsets that no
+# consumer can ever read.  Each column holds ``record_count`` items of at least one byte (an
+# integer 0-23, null), and the outer array and four column heads take at least one byte each:
+# an uncompressed records section has at least ``4 * record_count + 5`` bytes.  DEFLATE
+# expands at most 1032 times (a 258-byte match in two bits), so a zlib section of ``L`` bytes
+# (a 2-byte header and a 4-byte Adler-32 around the DEFLATE stream) holds at most
+# ``1032 * (L - 6)`` bytes once inflated.
+RECORD_BYTES_MIN = 4
+COLUMNS_OVERHEAD_MIN = 5
+DEFLATE_EXPANSION_MAX = 1032
+ZLIB_OVERHEAD = 6
+TIMESTAMP_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z in ms
+
+
+def _check_plain_records(buf: bytes | bytearray | memoryview, record_count: int) -> None:
+    size = len(buf) - HEADER_SIZE
     # One byte, not a decode: an uncompressed records section must open a 4-element CBOR array
     # (0x84) or an indefinite-length array (0x9f).  Catches clients that send raw values.
-    if h.attributes & ATTR_COMPRESSION_MASK == COMPRESSION_NONE and buf[HEADER_SIZE] not in (0x84, 0x9F):
+    if buf[HEADER_SIZE] not in (0x84, 0x9F):
         raise FabricError("INVALID_BATCH", f"records section must start with a CBOR array of 4 columns "
                                            f"(0x84), not {buf[HEADER_SIZE]:#04x}")
-    return h
+    least = RECORD_BYTES_MIN * record_count + COLUMNS_OVERHEAD_MIN
+    if size < least:
+        raise FabricError("INVALID_BATCH", f"record_count {record_count} cannot fit in a records section of "
+                                           f"{size} bytes (4 columns of {record_count} items need {least})")
+    # The first column's array head follows at once: when its length is written, it is the count.
+    head = buf[HEADER_SIZE + 1]
+    if head >> 5 != 4 or 28 <= head & 0x1F <= 30:
+        raise FabricError("INVALID_BATCH", f"the first column (timestamp deltas) must be a CBOR array, "
+                                           f"not a value starting {head:#04x}")
+    info = head & 0x1F
+    if info == 31:
+        return  # an indefinite-length column: its length is known only by reading it
+    if info < 24:
+        length = info
+    else:
+        width = 1 << (info - 24)
+        length = int.from_bytes(buf[HEADER_SIZE + 2: HEADER_SIZE + 2 + width], "big")
+    if length != record_count:
+        raise FabricError("INVALID_BATCH", f"record_count is {record_count} but the first column holds "
+                                           f"{length} timestamp deltas")
+
+
+def _check_zlib_records(buf: bytes | bytearray | memoryview, record_count: int) -> None:
+    size = len(buf) - HEADER_SIZE
+    if size < ZLIB_OVERHEAD + 1:
+        raise FabricError("INVALID_BATCH", f"a zlib records section of {size} bytes is too short")
+    cmf, flg = buf[HEADER_SIZE], buf[HEADER_SIZE + 1]
+    # RFC 1950: CM 8 (deflate), CINFO <= 7 (window <= 32 KiB), FCHECK, no preset dictionary
+    if cmf & 0x0F != 8 or cmf >> 4 > 7 or ((cmf << 8) | flg) % 31 or flg & 0x20:
+        raise FabricError("INVALID_BATCH", f"records section does not start with a zlib header "
+                                           f"(RFC 1950, no preset dictionary): {cmf:#04x} {flg:#04x}")
+    most = DEFLATE_EXPANSION_MAX * (size - ZLIB_OVERHEAD)
+    least = RECORD_BYTES_MIN * record_count + COLUMNS_OVERHEAD_MIN
+    if least > most:
+        raise FabricError("INVALID_BATCH", f"record_count {record_count} cannot fit in a zlib records section "
+                                           f"of {size} bytes (it inflates to at most {most}, {least} needed)")
 
 
 def stamp(batch: bytearray, base_offset: int, leader_epoch: int) -> None:
