@@ -283,6 +283,8 @@ class Fetcher:
                     at_end = False
             except FabricError as err:
                 meta["error"] = err.to_wire()
+                if "skip_offset" in err.details:  # CORRUPT_BATCH: damage on disk (SPEC 5.10)
+                    meta["skip_offset"] = err.details["skip_offset"]
                 any_error = True
             metas.append(meta)
             datas.append(data)

@@ -8,9 +8,11 @@ from ..records.batch import Record
 from .admin import Admin
 from .connection import ClientError, ClosedError, RequestTimeoutError
 from .consumer import Consumer, TopicPartition
+from .damage import CorruptRecordError
 from .group import CommitFailedError
 from .futures import RecordFuture, RecordMetadata
 from .producer import BufferFullError, Producer
 
 __all__ = ["Admin", "Consumer", "Producer", "Record", "RecordFuture", "RecordMetadata", "TopicPartition",
-           "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError", "CommitFailedError"]
+           "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError", "CommitFailedError",
+           "CorruptRecordError"]

@@ -91,6 +91,7 @@ class PartitionLog:
         # consumer at the tail reads exactly this batch right after it is appended, and serving
         # it from memory skips the position lookup and the pread (see read_upto).
         self._tail: tuple[int, int, bytes] | None = None
+        self._damage_seen: dict[tuple[str, int], int] = {}  # (file, position) -> reads that hit it
 
     # ================================================================== opening
     @classmethod
@@ -269,8 +270,35 @@ class PartitionLog:
                 return tail[2], True  # the newest batch, whole (a read returns at least one)
             try:
                 return self._read(offset, max_bytes, upto_offset)
-            except (OSError, CorruptSegment) as exc:
+            except CorruptSegment as exc:
+                raise self._damaged(exc, offset) from None
+            except OSError as exc:
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: read at offset {offset} failed: {exc}") from None
+
+    def _damaged(self, exc: CorruptSegment, offset: int) -> FabricError:
+        """A read ran into damage on disk (caller holds the lock): log it at ERROR with the file
+        and position (the 1st, 10th, 100th ... time for the same spot, so a consumer retrying
+        cannot flood the log), and answer ``CORRUPT_BATCH`` naming the offset and where reading
+        can resume (``details["skip_offset"]``), never the bytes."""
+        skip = self.end_offset
+        for seg in self._segments:
+            if seg.path == exc.path:
+                found = seg.next_readable_offset(exc.position)
+                later = [s.base_offset for s in self._segments if s.base_offset > seg.base_offset]
+                skip = found if found is not None else (later[0] if later else self.end_offset)
+                break
+        skip = max(skip, offset + 1)
+        key = (exc.path.name, exc.position)
+        seen = self._damage_seen[key] = self._damage_seen.get(key, 0) + 1
+        if len(self._damage_seen) > 1024:
+            self._damage_seen = {key: seen}
+        if seen & (seen - 1) == 0 or seen % 1000 == 0:  # 1st, 2nd, 4th, 8th ... and every 1000th
+            log.error("%s: damaged batch in %s at byte %d (%s); fetches from offset %d answer CORRUPT_BATCH, "
+                      "readable again from offset %d (seen %d times; `fabric log verify %s` lists the damage)",
+                      self.directory, exc.path, exc.position, exc.reason, offset, skip, seen, self.directory)
+        return FabricError("CORRUPT_BATCH", f"{self.directory.name}: offset {offset} cannot be read: the stored batch "
+                                            f"at byte {exc.position} of {exc.path.name} is damaged ({exc.reason}); "
+                                            f"reading can resume at offset {skip}", skip_offset=skip)
 
     def _read(self, offset: int, max_bytes: int, upto: int | None) -> tuple[bytes, bool]:
         segments = self._segments
@@ -281,7 +309,7 @@ class PartitionLog:
         complete = True
         while True:
             if pos is not None:
-                data, more, complete = segments[i].read_batches(pos, budget, upto, not parts)
+                data, more, complete = segments[i].read_batches(pos, budget, upto, not parts, offset)
                 if data:
                     parts.append(data)
                     budget -= len(data)

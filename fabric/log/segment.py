@@ -70,7 +70,23 @@ class CorruptSegment(Exception):
 
     def __init__(self, path: Path, position: int, reason: str) -> None:
         super().__init__(f"{path.name} at byte {position}: {reason}")
+        self.path = path
         self.position = position
+        self.reason = reason
+
+
+def header_problem(h: BatchHeader, pos: int, end: int) -> str:
+    """What is structurally impossible in a batch header found at ``pos`` of a file or buffer
+    that ends at ``end`` (no CRC: a read checks where it starts, the client checks the rest)."""
+    if h.magic != MAGIC:
+        return f"magic {h.magic}, expected {MAGIC}"
+    if h.size < MIN_BATCH_BYTES:
+        return f"impossible batch_length {h.batch_length}"
+    if pos + h.size > end:
+        return f"batch_length {h.batch_length} runs to byte {pos + h.size}, past the end at {end}"
+    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+        return f"record_count {h.record_count} and last_offset_delta {h.last_offset_delta} disagree"
+    return ""
 
 
 def write_fully(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -349,31 +365,77 @@ class Segment:
             off = pos - buf_pos
             if off + _LAST_DELTA_AT + 4 > len(buf):
                 buf, buf_pos, off = os.pread(self.fd, min(_SCAN_WINDOW, self.size - pos), pos), pos, 0
+                if len(buf) < _LAST_DELTA_AT + 4:
+                    raise CorruptSegment(self.path, pos, f"{len(buf)} bytes at the end are no batch")
             base, length = LENGTH_PREFIX.unpack_from(buf, off)
             if base + _LAST_DELTA.unpack_from(buf, off + _LAST_DELTA_AT)[0] >= offset:
-                return pos
+                return pos  # (read_batches checks the header it starts at)
+            if length + LOG_OVERHEAD < MIN_BATCH_BYTES or pos + length + LOG_OVERHEAD > self.size:
+                # A damaged batch_length: stepping by it would land inside a batch (or loop).
+                raise CorruptSegment(self.path, pos, f"impossible batch_length {length} while looking for "
+                                                     f"offset {offset}")
             pos += length + LOG_OVERHEAD
         return None
 
     def read_batches(self, pos: int, budget: int, upto: int | None,
-                     at_least_one: bool) -> tuple[bytes, bool, bool]:
+                     at_least_one: bool, offset: int = -1) -> tuple[bytes, bool, bool]:
         """Whole batches from ``pos`` within ``budget`` bytes (at least one if ``at_least_one``),
         none with a base offset >= ``upto``: one ``pread``, found with the offset index and a
         short header walk (never one step per batch sent).  Returns (bytes, True if the end of
         the segment was reached and the caller may continue with the next one, True if the bytes
-        hold everything readable here: they end at ``upto`` or at the end of the segment)."""
+        hold everything readable here: they end at ``upto`` or at the end of the segment).
+
+        Pair assertion on the read side: the header the bytes start with is checked (magic,
+        length within the segment, counts, offsets within the segment and reaching ``offset``),
+        so a damaged ``batch_length`` upstream can never make the broker serve bytes that do not
+        start at a batch boundary; it raises ``CorruptSegment`` instead."""
         stop = self.size
         if upto is not None and upto < self.next_offset:
             stop = self._first_position_from(upto)
         limit = max(pos, min(stop, pos + max(budget, 0)))
         end = self._last_boundary_at_most(pos, limit)
         if end > pos:
-            return os.pread(self.fd, end - pos, pos), end == self.size, end >= stop
+            data = os.pread(self.fd, end - pos, pos)
+            self._check_start(data, pos, offset)
+            return data, end == self.size, end >= stop
         if not at_least_one or pos >= stop:
             return b"", pos >= self.size and budget > 0, pos >= stop
-        length = LENGTH_PREFIX.unpack(os.pread(self.fd, LOG_OVERHEAD, pos))[1]
-        end = pos + length + LOG_OVERHEAD  # one batch beyond the budget
+        head = os.pread(self.fd, HEADER_SIZE, pos)
+        self._check_start(head, pos, offset)
+        end = pos + LENGTH_PREFIX.unpack_from(head)[1] + LOG_OVERHEAD  # one batch beyond the budget
         return os.pread(self.fd, end - pos, pos), False, end >= stop
+
+    def _check_start(self, data: bytes, pos: int, offset: int) -> None:
+        """Raise ``CorruptSegment`` unless ``data`` (read at ``pos``) starts with a plausible
+        batch of this segment whose last offset is >= ``offset``."""
+        if len(data) < HEADER_SIZE:
+            raise CorruptSegment(self.path, pos, f"only {len(data)} bytes where a batch should start")
+        h = parse_header(data)
+        problem = header_problem(h, pos, self.size)
+        if not problem and not self.base_offset <= h.base_offset <= h.last_offset < self.next_offset:
+            problem = (f"batch offsets {h.base_offset}-{h.last_offset} lie outside the segment's "
+                       f"[{self.base_offset}, {self.next_offset})")
+        if not problem and h.last_offset < offset:
+            problem = f"batch offsets {h.base_offset}-{h.last_offset} end before the requested offset {offset}"
+        if problem:
+            raise CorruptSegment(self.path, pos, f"no batch starts here: {problem}")
+
+    def next_readable_offset(self, position: int) -> int | None:
+        """The base offset of the first batch after the damage at ``position`` that a read can
+        start at: the first offset-index entry beyond it whose batch header checks out (a read
+        walks from an index entry, so nothing between the damage and that entry is reachable).
+        None if there is none in this segment."""
+        self.ensure_indexes()
+        index = self.offset_index
+        first = bisect_right(index.values, position)
+        for rel, pos in zip(index.keys[first:], index.values[first:]):
+            head = os.pread(self.fd, HEADER_SIZE, pos)
+            if len(head) < HEADER_SIZE:
+                return None
+            h = parse_header(head)
+            if not header_problem(h, pos, self.size) and h.base_offset == self.base_offset + rel:
+                return h.base_offset
+        return None
 
     def _first_position_from(self, offset: int) -> int:
         """Position of the first batch whose base offset is >= ``offset`` (the size if none)."""
@@ -396,8 +458,10 @@ class Segment:
             off = p - buf_pos
             if off + LOG_OVERHEAD > len(buf):  # headers starting at or before limit are all we need
                 buf, buf_pos, off = os.pread(self.fd, min(_SCAN_WINDOW, limit + LOG_OVERHEAD - p), p), p, 0
+            if len(buf) - off < LOG_OVERHEAD:
+                return p  # no header here: the data stops before it (a read stops at damage)
             nxt = p + LENGTH_PREFIX.unpack_from(buf, off)[1] + LOG_OVERHEAD
-            if nxt > limit:
+            if nxt > limit or nxt - p < MIN_BATCH_BYTES:
                 return p
             p = nxt
 
