@@ -10,7 +10,7 @@ import time
 from typing import Any, BinaryIO
 
 from ..client.admin import Admin
-from ..client.consumer import Consumer
+from ..client.consumer import Consumer, CorruptRecordError
 from ..client.producer import Producer
 from ..protocol.errors import exception_for
 from ..records.batch import Record
@@ -34,7 +34,11 @@ CONSUME_EPILOG = """examples:
                                                   partitions the group never committed start at the beginning
 
 With --group, offsets are committed every few seconds and on exit (also after --max or
---idle-timeout-ms); `fabric group describe GROUP` shows the members and their lag."""
+--idle-timeout-ms); `fabric group describe GROUP` shows the members and their lag.
+
+Damaged records (a broken batch on the broker's disk): every record before them is printed, then
+one error line names the topic, partition and offset, and the exit status is 1.  With
+--skip-corrupt a warning goes to stderr instead and reading goes on after the damage."""
 
 
 def register(sub: Any) -> None:
@@ -71,6 +75,8 @@ def register(sub: Any) -> None:
     p.add_argument("--print-key", action="store_true", help="plain format: print KEY<sep>VALUE")
     p.add_argument("--key-separator", default="\t", metavar="SEP", help="separator for --print-key (default tab)")
     p.add_argument("--idle-timeout-ms", type=int, metavar="MS", help="exit after MS without a new record")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="skip damaged records with a warning on stderr (default: stop with an error)")
     add_client_options(p)
     p.set_defaults(func=consume)
 
@@ -227,7 +233,15 @@ def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[
     last_record = time.monotonic()
     while args.max is None or count < args.max:
         want = None if args.max is None else args.max - count
-        records = consumer.poll(timeout_ms=200, max_records=want)
+        try:
+            records = consumer.poll(timeout_ms=200, max_records=want)
+        except CorruptRecordError as exc:
+            sys.stdout.flush()
+            if not args.skip_corrupt or exc.skip_offset is None:
+                fail(f"{exc.message}" + ("" if args.skip_corrupt else " (--skip-corrupt skips damaged records)"))
+            err_console.print(f"warning: skipped damaged records: {exc.message}", markup=False)
+            consumer.seek((exc.topic, exc.partition), exc.skip_offset)
+            continue
         if records:
             last_record = time.monotonic()
             write("\n".join(_format(r, args) for r in records) + "\n")

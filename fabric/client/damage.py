@@ -113,11 +113,15 @@ def decode(topic: str, partition: int, data: bytes | memoryview, start: int,
         try:
             out.append(decode_columns(topic, partition, batch, h, start))
         except Exception as exc:  # FabricError, or zlib/cbor errors of a damaged records section
-            crc_ok = zlib.crc32(batch[CRC_START:]) == h.crc
+            crc = zlib.crc32(batch[CRC_START:])
             # Where reading can go on: the next batch if this reply has one; else this header's
-            # own next offset (trusted when its CRC holds: the log assigned offsets by it).
+            # own next offset (the log assigned offsets by it, and the checks in ``scan`` hold).
             skip = spans[i + 1][1].base_offset if i + 1 < len(spans) else h.next_offset
-            what = "records section" if crc_ok else "CRC mismatch"
-            detail = exc.message if isinstance(exc, FabricError) else f"{type(exc).__name__}: {exc}"
-            return out, Damage(max(start, h.base_offset), skip, f"batch at offset {h.base_offset}, {what}: {detail}")
+            if crc != h.crc:
+                reason = f"batch at offset {h.base_offset}: CRC mismatch (header {h.crc:#010x}, data {crc:#010x})"
+            elif isinstance(exc, FabricError):
+                reason = exc.message
+            else:
+                reason = f"batch at offset {h.base_offset}: records section unreadable ({type(exc).__name__}: {exc})"
+            return out, Damage(max(start, h.base_offset), skip, reason)
     return out, None
