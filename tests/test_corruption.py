@@ -1,0 +1,297 @@
+"""Corruption is loud, never silent: damaged batches on disk or in a reply.
+
+Three layers, as the damage travels: the log (a read never serves bytes that do not start at a
+batch boundary; it answers CORRUPT_BATCH with where reading can resume and logs the file and
+position), the consumer (every good record before the damage first, then one
+``CorruptRecordError`` naming topic, partition and offset; ``seek`` past it), and ``fabric log
+verify``.  The last test does it all to a real broker whose segment files were damaged from
+outside, as the fault-injection report did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from fabric.cli import main as cli_main
+from fabric.client import Admin, Consumer, CorruptRecordError, Producer
+from fabric.log import LogConfig, PartitionLog
+from fabric.log.verify import verify_partition
+from fabric.protocol import codec
+from fabric.protocol.errors import FabricError
+from fabric.protocol.messages import ok_reply, parse_request
+from fabric.records.batch import CRC_START, HEADER_SIZE, encode_batch, iter_headers, parse_header
+from tests.test_client_wire import _consumer_at, _request, router  # noqa: F401  (router: a fixture)
+
+LENGTH_AT = 8  # batch_length: bytes 8-11 of a batch
+
+
+def _batch(base: int, values: list[bytes], ts: int = 1000) -> bytearray:
+    b = bytearray(encode_batch([ts] * len(values), [None] * len(values), values))
+    b[0:8] = base.to_bytes(8, "big")
+    return b
+
+
+def lying_batch(base: int, claimed: int = 1_000_000) -> bytearray:
+    """71 bytes with a correct CRC claiming ``claimed`` records (the records section holds one)."""
+    b = _batch(base, [b"x"])
+    struct.pack_into(">i", b, 23, claimed - 1)  # last_offset_delta
+    struct.pack_into(">i", b, 57, claimed)  # record_count
+    struct.pack_into(">I", b, 17, zlib.crc32(b[CRC_START:]))
+    assert len(b) == 71 and parse_header(b).next_offset == base + claimed
+    return b
+
+
+def _positions(path: Path) -> list[tuple[int, int, int]]:
+    """(position, base offset, next offset) of each batch of a healthy segment file."""
+    return [(pos, h.base_offset, h.next_offset) for pos, h in iter_headers(path.read_bytes())]
+
+
+def _flip(path: Path, at: int, mask: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= mask
+    path.write_bytes(data)
+
+
+# ---------------------------------------------------------------------------------------- the log
+@pytest.mark.parametrize("at, mask", [(LENGTH_AT + 2, 0x01),  # +256: lands inside a later batch
+                                      (LENGTH_AT, 0x80),  # negative
+                                      (LENGTH_AT + 3, 0xFF)])  # small: lands inside the next batch
+def test_read_never_serves_bytes_that_do_not_start_at_a_batch(tmp_path, caplog, at, mask):
+    config = LogConfig(segment_bytes=4000, index_interval_bytes=300)
+    log = PartitionLog.open(tmp_path, config, 0)
+    for i in range(100):
+        log.append(_batch(0, [b"v%03d" % i] * 3), 0)
+    log.close()  # clean shutdown: closed segments are trusted on open
+    first = tmp_path / f"{0:020d}.log"
+    damaged_pos = _positions(first)[2][0]
+    _flip(first, damaged_pos + at, mask)
+
+    log = PartitionLog.open(tmp_path, config, 0)
+    caplog.set_level(logging.ERROR, "fabric.log")
+    offset, errors = 0, []
+    for _ in range(1000):  # a damaged length must not make reading loop or stall
+        if offset >= log.end_offset:
+            break
+        try:
+            data = log.read(offset, 1000)
+        except FabricError as exc:
+            assert exc.name == "CORRUPT_BATCH" and exc.details["skip_offset"] > offset
+            errors.append((offset, exc.details["skip_offset"]))
+            offset = exc.details["skip_offset"]
+            continue
+        h = parse_header(data)
+        assert h.magic == 1 and h.base_offset <= offset <= h.last_offset, (offset, h)
+        offset = h.next_offset  # (one batch at a time: every read's start is checked)
+    assert offset == log.end_offset == 300
+    assert errors and all(skip <= 132 for _, skip in errors)  # resumes in the same segment or the next
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged and str(first) in logged[0] and "at byte" in logged[0]
+    log.close()
+
+
+def test_damage_in_the_same_place_is_logged_rarely(tmp_path, caplog):
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=2000, index_interval_bytes=300), 0)
+    for i in range(60):
+        log.append(_batch(0, [b"w%03d" % i] * 2), 0)
+    log.close()
+    first = tmp_path / f"{0:020d}.log"
+    _flip(first, _positions(first)[1][0] + LENGTH_AT + 2, 0x01)
+    log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=2000, index_interval_bytes=300), 0)
+    caplog.set_level(logging.ERROR, "fabric.log")
+    for _ in range(100):
+        with pytest.raises(FabricError):
+            log.read(4, 1000)
+    assert 1 <= len([r for r in caplog.records if r.levelno == logging.ERROR]) <= 8  # 1st, 2nd, 4th ... 64th
+    log.close()
+
+
+# ----------------------------------------------------------------------------------- the consumer
+def _send(sock, peer, cid, frames: list[bytes], hw: int, extra: dict | None = None) -> None:
+    meta = [dict({"topic": "orders", "partition": 0, "high_watermark": hw, "log_start_offset": 0}, **(extra or {}))]
+    sock.send_multipart([peer, codec.encode(ok_reply("fetch", cid, partitions=meta)), b"".join(frames)])
+
+
+def _poll_until_error(consumer: Consumer, limit_s: float = 10.0) -> tuple[list, CorruptRecordError]:
+    got: list = []
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            got.extend(consumer.poll(200))
+        except CorruptRecordError as exc:
+            return got, exc
+    raise AssertionError(f"no CorruptRecordError within {limit_s} s (got {len(got)} records): a silent stall")
+
+
+def test_records_before_a_bad_batch_in_the_same_reply_come_first_then_one_error(router):  # noqa: F811
+    sock, bootstrap = router
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100, standing_fetch_answers=1)
+    try:
+        bad = _batch(42, [b"c"])
+        bad[-1] ^= 0x01  # a flipped byte in the records: the CRC no longer matches
+        _send(sock, peer, cid, [_batch(40, [b"a", b"b"]), bad, _batch(43, [b"d"])], hw=44)
+        got, exc = _poll_until_error(consumer)
+        assert [(r.offset, r.value) for r in got] == [(40, b"a"), (41, b"b")]
+        assert (exc.topic, exc.partition, exc.offset, exc.skip_offset) == ("orders", 0, 42, 43)
+        assert "orders/0" in str(exc) and "42" in str(exc) and consumer.position(("orders", 0)) == 42
+        assert consumer.poll(100) == []  # once: the partition waits for a seek
+        consumer.seek(("orders", 0), exc.skip_offset)
+        consumer.poll(0)
+        asked: list[int] = []
+        while 43 not in asked:  # (the fetch sent on arrival, before decoding, asked for 44: answer it)
+            peer, header, _ = _request(sock, "fetch")
+            env, req = parse_request(header)
+            asked += [p.offset for p in req.partitions]
+            if asked[-1] != 43:
+                _send(sock, peer, env.cid, [], hw=44, extra={"offset": asked[-1]})
+                consumer.poll(50)
+        assert set(asked) <= {43, 44}
+    finally:
+        consumer.close()
+
+
+def test_bytes_that_start_inside_a_batch_raise_instead_of_stalling(router):  # noqa: F811
+    """The fault-injection report: 32,576 bytes from file position 64, not a batch boundary; the
+    consumer parsed no whole batch, kept its position and fetched the same forever."""
+    sock, bootstrap = router
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100, standing_fetch_answers=1)
+    try:
+        stream = b"".join(_batch(40 + i, [b"v" * 50]) for i in range(20))
+        _send(sock, peer, cid, [stream[64:]], hw=60)
+        got, exc = _poll_until_error(consumer)
+        assert got == [] and (exc.offset, exc.skip_offset) == (40, None)
+        assert "batch header at byte 0" in exc.message
+    finally:
+        consumer.close()
+
+
+def test_a_batch_lying_about_its_record_count_is_survived(router):  # noqa: F811
+    sock, bootstrap = router
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100, standing_fetch_answers=1)
+    try:
+        _send(sock, peer, cid, [_batch(40, [b"good"]), lying_batch(41)], hw=1_000_041)
+        got, exc = _poll_until_error(consumer)
+        assert [(r.offset, r.value) for r in got] == [(40, b"good")]
+        assert (exc.offset, exc.skip_offset) == (41, 1_000_041)
+        assert "record_count" in exc.message
+    finally:
+        consumer.close()
+
+
+def test_columnar_polls_get_the_good_batches_first_too(router):  # noqa: F811
+    sock, bootstrap = router
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100, standing_fetch_answers=1)
+    try:
+        _send(sock, peer, cid, [_batch(40, [b"a", b"b"]), lying_batch(42)], hw=1_000_042)
+        cols = consumer.poll_batches(5000)
+        assert [list(c.offsets) for c in cols] == [[40, 41]]
+        with pytest.raises(CorruptRecordError) as info:
+            consumer.poll_batches(5000)
+        assert info.value.offset == 42
+    finally:
+        consumer.close()
+
+
+def test_damage_reported_by_the_broker_is_raised_after_the_records_before_it(router):  # noqa: F811
+    sock, bootstrap = router
+    consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100, standing_fetch_answers=1,
+                                          fetch_pipeline_depth=1)
+    try:
+        _send(sock, peer, cid, [_batch(40, [b"a"])], hw=50)
+        assert [r.offset for r in consumer.poll(5000)] == [40]
+        peer, header, _ = _request(sock, "fetch")
+        env, req = parse_request(header)
+        assert req.partitions[0].offset == 41
+        meta = {"topic": "orders", "partition": 0, "high_watermark": 50, "log_start_offset": 0, "skip_offset": 45,
+                "error": {"code": 8, "name": "CORRUPT_BATCH", "message": "the stored batch at byte 64 is damaged"}}
+        sock.send_multipart([peer, codec.encode(ok_reply("fetch", env.cid, partitions=[meta])), b""])
+        got, exc = _poll_until_error(consumer)
+        assert got == [] and (exc.offset, exc.skip_offset) == (41, 45) and "byte 64" in exc.message
+        assert consumer.poll(100) == []
+    finally:
+        consumer.close()
+
+
+# --------------------------------------------------------------------------------- a real broker
+def _consume_all(bootstrap: str, topic: str, partition: int, end: int) -> tuple[list[int], list[CorruptRecordError]]:
+    """Read ``topic``/``partition`` to ``end``, seeking past each damage as documented."""
+    offsets: list[int] = []
+    errors: list[CorruptRecordError] = []
+    with Consumer(bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=100) as consumer:
+        tp = (topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        deadline = time.monotonic() + 30
+        while consumer.position(tp) < end:
+            assert time.monotonic() < deadline, f"stalled at {consumer.position(tp)} (errors {errors})"
+            try:
+                offsets.extend(r.offset for r in consumer.poll(200))
+            except CorruptRecordError as exc:
+                assert not errors or exc.offset > errors[-1].offset, "the same damage raised twice"
+                assert exc.skip_offset is not None and exc.skip_offset > exc.offset
+                errors.append(exc)
+                consumer.seek(tp, exc.skip_offset)
+    return offsets, errors
+
+
+def test_a_broker_with_damaged_segments(brokers, tmp_path, capsys):
+    """Damage three partitions of a stopped broker from outside: a flipped byte in a closed
+    segment's batch_length (p0), a flipped byte in a batch's records (p1), a 71-byte batch with a
+    correct CRC claiming 1,000,000 records (p2).  Consumers get every good record they can reach
+    and a clear error for each damage, never a stall; the broker logs where; verify finds all."""
+    broker = brokers()
+    with Admin(broker.bootstrap) as admin:
+        admin.create_topic("t", partitions=3, configs={"segment_bytes": 3000, "index_interval_bytes": 600})
+    with Producer(broker.bootstrap, acks=1, linger_ms=0) as producer:
+        for i in range(300):
+            for p in range(3):
+                producer.send("t", b"value-%04d" % i, partition=p)
+            if i % 3 == 2:
+                producer.flush()
+    broker.stop()
+    data = broker.data_dir
+    assert cli_main(["log", "verify", str(data / "t-0")]) == 0
+    segs0 = sorted((data / "t-0").glob("*.log"))
+    assert len(segs0) >= 3
+    p0_victim_pos, p0_victim, _ = _positions(segs0[0])[3]
+    _flip(segs0[0], p0_victim_pos + LENGTH_AT + 2, 0x01)
+    seg1 = sorted((data / "t-1").glob("*.log"))[1]
+    p1_pos, p1_victim, p1_next = _positions(seg1)[2]
+    _flip(seg1, p1_pos + HEADER_SIZE + 3, 0x20)
+    last2 = sorted((data / "t-2").glob("*.log"))[-1]
+    with open(last2, "ab") as f:
+        f.write(lying_batch(300))
+
+    broker.start()
+    with Producer(broker.bootstrap, acks=1) as producer:
+        assert producer.send("t", b"after", partition=2).result(10).offset == 1_000_300
+
+    offsets, errors = _consume_all(broker.bootstrap, "t", 0, 300)
+    assert errors[0].offset == p0_victim and offsets[:p0_victim] == list(range(p0_victim))
+    assert set(range(int(segs0[1].stem), 300)) <= set(offsets)  # everything from the next segment on
+    log_text = broker.log_text()
+    assert "ERROR" in log_text and segs0[0].name in log_text and "at byte" in log_text
+
+    offsets, errors = _consume_all(broker.bootstrap, "t", 1, 300)
+    assert [(e.offset, e.skip_offset) for e in errors] == [(p1_victim, p1_next)]
+    assert offsets == [o for o in range(300) if not p1_victim <= o < p1_next]
+
+    offsets, errors = _consume_all(broker.bootstrap, "t", 2, 1_000_301)
+    assert [(e.offset, e.skip_offset) for e in errors] == [(300, 1_000_300)]
+    assert offsets == list(range(300)) + [1_000_300]
+    broker.stop()
+
+    capsys.readouterr()
+    assert cli_main(["log", "verify", str(data), "--output", "json"]) == 1
+    report = {Path(p["directory"]).name: p for p in json.loads(capsys.readouterr().out)["partitions"]}
+    assert all(report[f"t-{p}"]["damaged"] for p in range(3))
+    (p0,) = [p for p in report["t-0"]["problems"] if p["file"].endswith(segs0[0].name)][:1]
+    assert p0["position"] == p0_victim_pos and p0["offset"] == p0_victim
+    assert [(p["position"], p["offset"]) for p in report["t-1"]["problems"]] == [(p1_pos, p1_victim)]
+    assert "claims 1000000 records" in report["t-2"]["problems"][0]["message"]
