@@ -269,11 +269,26 @@ class PartitionLog:
                     and (upto_offset is None or upto_offset > offset):
                 return tail[2], True  # the newest batch, whole (a read returns at least one)
             try:
-                return self._read(offset, max_bytes, upto_offset)
+                try:
+                    return self._read(offset, max_bytes, upto_offset)
+                except CorruptSegment as exc:
+                    if not self._repaired(exc):
+                        raise
+                    return self._read(offset, max_bytes, upto_offset)  # the index was wrong, not the log
             except CorruptSegment as exc:
                 raise self._damaged(exc, offset) from None
             except OSError as exc:
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: read at offset {offset} failed: {exc}") from None
+
+    def _repaired(self, exc: CorruptSegment) -> bool:
+        """Rebuild the indexes of the segment ``exc`` is about if its log is intact (tried once
+        per segment: a damaged log is walked once, not on every fetch that meets the damage)."""
+        key = (exc.path.name, -1)
+        if key in self._damage_seen:
+            return False
+        self._damage_seen[key] = 0
+        seg = next((s for s in self._segments if s.path == exc.path), None)
+        return seg is not None and seg.repair_indexes()
 
     def _damaged(self, exc: CorruptSegment, offset: int) -> FabricError:
         """A read ran into damage on disk (caller holds the lock): log it at ERROR with the file

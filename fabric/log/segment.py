@@ -420,6 +420,19 @@ class Segment:
         if problem:
             raise CorruptSegment(self.path, pos, f"no batch starts here: {problem}")
 
+    def repair_indexes(self) -> bool:
+        """After a read met no batch where it expected one: if every batch header of the log
+        checks out, the offset index led it astray (a damaged entry), so rebuild both indexes
+        and return True; False if the log itself is damaged (one header walk, no CRC)."""
+        try:
+            for _ in self._walk(0, self.size, self.base_offset):
+                pass
+        except CorruptSegment:
+            return False
+        log.warning("%s: a read found no batch where the offset index pointed; rebuilding the indexes", self.path)
+        self.rebuild_indexes(self.index_interval)
+        return True
+
     def next_readable_offset(self, position: int) -> int | None:
         """The base offset of the first batch after the damage at ``position`` that a read can
         start at: the first offset-index entry beyond it whose batch header checks out (a read
