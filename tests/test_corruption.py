@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -281,6 +283,18 @@ def test_a_broker_with_damaged_segments(brokers, tmp_path, capsys):
     offsets, errors = _consume_all(broker.bootstrap, "t", 1, 300)
     assert [(e.offset, e.skip_offset) for e in errors] == [(p1_victim, p1_next)]
     assert offsets == [o for o in range(300) if not p1_victim <= o < p1_next]
+
+    # The CLI: the records before the damage, then one error line and exit status 1 ...
+    cmd = [sys.executable, "-m", "fabric", "consume", "t", "--partition", "1", "--from-beginning",
+           "--idle-timeout-ms", "1500", "--bootstrap", broker.bootstrap]
+    run = subprocess.run(cmd, capture_output=True, timeout=60)
+    assert run.returncode == 1 and run.stdout.decode().split() == ["value-%04d" % i for i in range(p1_victim)]
+    err = run.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and f"t/1: records from offset {p1_victim} are damaged" in err[0] and "--skip-corrupt" in err[0]
+    # ... or with --skip-corrupt, a warning and every other record.
+    run = subprocess.run(cmd + ["--skip-corrupt"], capture_output=True, timeout=60)
+    assert run.returncode == 0 and len(run.stdout.decode().split()) == 300 - (p1_next - p1_victim)
+    assert "warning: skipped damaged records" in run.stderr.decode()
 
     offsets, errors = _consume_all(broker.bootstrap, "t", 2, 1_000_301)
     assert [(e.offset, e.skip_offset) for e in errors] == [(300, 1_000_300)]

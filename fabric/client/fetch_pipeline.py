@@ -203,7 +203,7 @@ class FetchPipeline:
         st.fetch_offset = damage.offset
         st.halted = self._corrupt[tp] = CorruptRecordError(tp.topic, tp.partition, damage.offset,
                                                            damage.skip_offset, damage.reason)
-        log.warning("%s", st.halted)
+        log.debug("%s", st.halted)  # (raised to the application, which decides how loud)
 
     def _raise_damage(self) -> None:
         """Raise the first found damage whose partition has no records left before it."""
