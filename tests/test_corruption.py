@@ -66,35 +66,35 @@ def _flip(path: Path, at: int, mask: int) -> None:
                                       (LENGTH_AT, 0x80),  # negative
                                       (LENGTH_AT + 3, 0xFF)])  # small: lands inside the next batch
 def test_read_never_serves_bytes_that_do_not_start_at_a_batch(tmp_path, caplog, at, mask):
+    """Before: the broker followed the damaged length into the middle of later batches and served
+    garbage (or, with a negative length, looped forever).  Now every read starts at a batch that
+    holds the offset asked for, only the damaged batch's offsets are unreadable, and the damage is
+    logged at ERROR with the file and position."""
     config = LogConfig(segment_bytes=4000, index_interval_bytes=300)
     log = PartitionLog.open(tmp_path, config, 0)
     for i in range(100):
         log.append(_batch(0, [b"v%03d" % i] * 3), 0)
     log.close()  # clean shutdown: closed segments are trusted on open
     first = tmp_path / f"{0:020d}.log"
-    damaged_pos = _positions(first)[2][0]
+    damaged_pos, damaged_base, damaged_next = _positions(first)[2]
     _flip(first, damaged_pos + at, mask)
 
     log = PartitionLog.open(tmp_path, config, 0)
     caplog.set_level(logging.ERROR, "fabric.log")
-    offset, errors = 0, []
-    for _ in range(1000):  # a damaged length must not make reading loop or stall
-        if offset >= log.end_offset:
-            break
+    served: set[int] = set()
+    for offset in range(300):  # every offset, in order, one batch at a time
         try:
-            data = log.read(offset, 1000)
+            data = log.read(offset, 1)
         except FabricError as exc:
-            assert exc.name == "CORRUPT_BATCH" and exc.details["skip_offset"] > offset
-            errors.append((offset, exc.details["skip_offset"]))
-            offset = exc.details["skip_offset"]
+            assert exc.name == "CORRUPT_BATCH" and exc.details["skip_offset"] == damaged_next, exc
+            assert damaged_base <= offset < damaged_next
             continue
         h = parse_header(data)
-        assert h.magic == 1 and h.base_offset <= offset <= h.last_offset, (offset, h)
-        offset = h.next_offset  # (one batch at a time: every read's start is checked)
-    assert offset == log.end_offset == 300
-    assert errors and all(skip <= 132 for _, skip in errors)  # resumes in the same segment or the next
+        assert h.magic == 1 and h.base_offset <= offset <= h.last_offset and len(data) == h.size, (offset, h)
+        served.update(range(h.base_offset, h.next_offset))
+    assert set(range(300)) - served <= set(range(damaged_base, damaged_next))
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert logged and str(first) in logged[0] and "at byte" in logged[0]
+    assert logged and str(first) in logged[0] and f"at byte {damaged_pos}" in logged[0]
     log.close()
 
 
@@ -104,12 +104,13 @@ def test_damage_in_the_same_place_is_logged_rarely(tmp_path, caplog):
         log.append(_batch(0, [b"w%03d" % i] * 2), 0)
     log.close()
     first = tmp_path / f"{0:020d}.log"
-    _flip(first, _positions(first)[1][0] + LENGTH_AT + 2, 0x01)
+    _flip(first, _positions(first)[1][0] + LENGTH_AT, 0x80)  # batch 1 (offsets 2-3): a negative length
     log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=2000, index_interval_bytes=300), 0)
     caplog.set_level(logging.ERROR, "fabric.log")
     for _ in range(100):
         with pytest.raises(FabricError):
-            log.read(4, 1000)
+            log.read(2, 1000)
+    assert parse_header(log.read(4, 1)).base_offset == 4
     assert 1 <= len([r for r in caplog.records if r.levelno == logging.ERROR]) <= 8  # 1st, 2nd, 4th ... 64th
     log.close()
 
@@ -261,7 +262,7 @@ def test_a_broker_with_damaged_segments(brokers, tmp_path, capsys):
     assert cli_main(["log", "verify", str(data / "t-0")]) == 0
     segs0 = sorted((data / "t-0").glob("*.log"))
     assert len(segs0) >= 3
-    p0_victim_pos, p0_victim, _ = _positions(segs0[0])[3]
+    p0_victim_pos, p0_victim, p0_next = _positions(segs0[0])[3]
     _flip(segs0[0], p0_victim_pos + LENGTH_AT + 2, 0x01)
     seg1 = sorted((data / "t-1").glob("*.log"))[1]
     p1_pos, p1_victim, p1_next = _positions(seg1)[2]
@@ -275,8 +276,8 @@ def test_a_broker_with_damaged_segments(brokers, tmp_path, capsys):
         assert producer.send("t", b"after", partition=2).result(10).offset == 1_000_300
 
     offsets, errors = _consume_all(broker.bootstrap, "t", 0, 300)
-    assert errors[0].offset == p0_victim and offsets[:p0_victim] == list(range(p0_victim))
-    assert set(range(int(segs0[1].stem), 300)) <= set(offsets)  # everything from the next segment on
+    assert [(e.offset, e.skip_offset) for e in errors] == [(p0_victim, p0_next)]  # one error, one batch lost
+    assert offsets == [o for o in range(300) if not p0_victim <= o < p0_next]
     log_text = broker.log_text()
     assert "ERROR" in log_text and segs0[0].name in log_text and "at byte" in log_text
 
@@ -332,4 +333,24 @@ def test_a_damaged_index_entry_is_repaired_from_the_log(tmp_path, caplog):
     assert h.base_offset <= rel <= h.last_offset
     assert any("rebuilding the indexes" in r.getMessage() for r in caplog.records)
     assert not verify_partition(tmp_path).problems  # rebuilt on disk too
+    log.close()
+
+
+def test_a_damaged_first_batch_of_a_segment_ends_reads_from_the_previous_one(tmp_path):
+    config = LogConfig(segment_bytes=2000, index_interval_bytes=300)
+    log = PartitionLog.open(tmp_path, config, 0)
+    for i in range(60):
+        log.append(_batch(0, [b"w%03d" % i] * 2), 0)
+    log.close()
+    segs = sorted(tmp_path.glob("*.log"))
+    second = _positions(segs[1])
+    _flip(segs[1], LENGTH_AT, 0x80)  # the first batch of the second segment: a negative length
+    log = PartitionLog.open(tmp_path, config, 0)
+    for _ in range(2):  # before and after the broker mapped the damage
+        data = log.read(second[0][1] - 4, 1 << 20)
+        assert [h.base_offset for _, h in iter_headers(data)] == [second[0][1] - 4, second[0][1] - 2]
+        with pytest.raises(FabricError) as info:
+            log.read(second[0][1], 1 << 20)
+        assert info.value.name == "CORRUPT_BATCH" and info.value.details["skip_offset"] == second[1][1]
+    assert parse_header(log.read(second[1][1], 1)).base_offset == second[1][1]
     log.close()

@@ -272,32 +272,36 @@ class PartitionLog:
                 try:
                     return self._read(offset, max_bytes, upto_offset)
                 except CorruptSegment as exc:
-                    if not self._repaired(exc):
+                    if not self._work_around(exc, offset):
                         raise
-                    return self._read(offset, max_bytes, upto_offset)  # the index was wrong, not the log
+                    return self._read(offset, max_bytes, upto_offset)  # with the index rebuilt or a detour
             except CorruptSegment as exc:
                 raise self._damaged(exc, offset) from None
             except OSError as exc:
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: read at offset {offset} failed: {exc}") from None
 
-    def _repaired(self, exc: CorruptSegment) -> bool:
-        """Rebuild the indexes of the segment ``exc`` is about if its log is intact (tried once
-        per segment: a damaged log is walked once, not on every fetch that meets the damage)."""
-        key = (exc.path.name, -1)
-        if key in self._damage_seen:
-            return False
-        self._damage_seen[key] = 0
+    def _work_around(self, exc: CorruptSegment, offset: int) -> bool:
+        """A read met no batch where it expected one.  If the segment's log is intact, its offset
+        index was wrong: rebuild it (tried once per segment).  Else map the damaged batch so reads
+        step over it (``Segment.map_damage``; once per spot).  True: read again."""
         seg = next((s for s in self._segments if s.path == exc.path), None)
-        return seg is not None and seg.repair_indexes()
+        if seg is None or exc.resume_offset is not None or (exc.path.name, exc.position) in self._damage_seen:
+            return False
+        self._damage_seen[(exc.path.name, exc.position)] = 0
+        if (exc.path.name, -1) not in self._damage_seen:
+            self._damage_seen[(exc.path.name, -1)] = 0
+            if seg.repair_indexes():
+                return True
+        return seg.map_damage(offset)
 
     def _damaged(self, exc: CorruptSegment, offset: int) -> FabricError:
         """A read ran into damage on disk (caller holds the lock): log it at ERROR with the file
         and position (the 1st, 10th, 100th ... time for the same spot, so a consumer retrying
         cannot flood the log), and answer ``CORRUPT_BATCH`` naming the offset and where reading
         can resume (``details["skip_offset"]``), never the bytes."""
-        skip = self.end_offset
+        skip = exc.resume_offset if exc.resume_offset is not None else self.end_offset
         for seg in self._segments:
-            if seg.path == exc.path:
+            if seg.path == exc.path and exc.resume_offset is None:
                 found = seg.next_readable_offset(exc.position)
                 later = [s.base_offset for s in self._segments if s.base_offset > seg.base_offset]
                 skip = found if found is not None else (later[0] if later else self.end_offset)

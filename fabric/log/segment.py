@@ -68,11 +68,12 @@ def _integrity_problem(view: memoryview, h: BatchHeader) -> str:
 class CorruptSegment(Exception):
     """A ``.log`` whose structure is broken at ``position`` (only ``recover`` may fix it)."""
 
-    def __init__(self, path: Path, position: int, reason: str) -> None:
+    def __init__(self, path: Path, position: int, reason: str, resume_offset: int | None = None) -> None:
         super().__init__(f"{path.name} at byte {position}: {reason}")
         self.path = path
         self.position = position
         self.reason = reason
+        self.resume_offset = resume_offset  # where reading can go on, when known (a mapped detour)
 
 
 def header_problem(h: BatchHeader, pos: int, end: int) -> str:
@@ -145,6 +146,10 @@ class Segment:
         # the last index entry (up to ``index_interval`` bytes of small batches), which was the
         # largest single cost of a tail fetch.
         self._recent: tuple[list[int], list[int], list[int]] = ([], [], [])
+        # Damaged batches found while serving: position -> (position, base offset) of the next
+        # valid batch.  Reads step over them instead of following a damaged batch_length (see
+        # ``map_damage``); empty unless the disk was damaged.
+        self._detours: dict[int, tuple[int, int]] = {}
 
     def __repr__(self) -> str:
         return f"Segment({self.path.name}, size={self.size}, next_offset={self.next_offset})"
@@ -361,7 +366,12 @@ class Segment:
         else:
             pos = 0
         buf, buf_pos = b"", pos
+        detours = self._detours
         while pos < self.size:
+            if detours and pos in detours:
+                self._check_detour(pos, offset)
+                pos = detours[pos][0]
+                continue
             off = pos - buf_pos
             if off + _LAST_DELTA_AT + 4 > len(buf):
                 buf, buf_pos, off = os.pread(self.fd, min(_SCAN_WINDOW, self.size - pos), pos), pos, 0
@@ -389,6 +399,11 @@ class Segment:
         length within the segment, counts, offsets within the segment and reaching ``offset``),
         so a damaged ``batch_length`` upstream can never make the broker serve bytes that do not
         start at a batch boundary; it raises ``CorruptSegment`` instead."""
+        if self._detours and pos in self._detours:  # (pos 0 of a segment after the one read so far)
+            if not at_least_one and offset < self._detours[pos][1]:
+                return b"", False, False  # the bytes read so far end in front of the damage
+            self._check_detour(pos, offset)
+            pos = self._detours[pos][0]
         stop = self.size
         if upto is not None and upto < self.next_offset:
             stop = self._first_position_from(upto)
@@ -419,6 +434,71 @@ class Segment:
             problem = f"batch offsets {h.base_offset}-{h.last_offset} end before the requested offset {offset}"
         if problem:
             raise CorruptSegment(self.path, pos, f"no batch starts here: {problem}")
+
+    def _check_detour(self, pos: int, offset: int) -> None:
+        """Reading ``offset`` passes the damaged batch at ``pos``: fine if ``offset`` lies beyond
+        it, else ``CorruptSegment`` saying where reading resumes."""
+        resume_pos, resume_offset = self._detours[pos]
+        if offset < resume_offset:
+            raise CorruptSegment(self.path, pos, f"damaged batch; the next valid one is at byte {resume_pos}",
+                                 resume_offset)
+
+    def map_damage(self, offset: int) -> bool:
+        """A read of ``offset`` met damage: walk from the index entry it started at, checking each
+        batch whole (header and CRC), to the first damaged one, and find the next valid batch
+        after it by scanning byte by byte (header and CRC must hold).  Reads then step over the
+        damaged batch only (a detour), instead of following its ``batch_length`` into the middle
+        of other batches.  Returns True if a new damaged batch was found."""
+        self.ensure_indexes()
+        rel = offset - self.base_offset
+        pos = self.offset_index.lookup(rel) if rel > 0 else 0
+        expected = self.base_offset
+        while pos < self.size:
+            if pos in self._detours:
+                pos, expected = self._detours[pos]
+                continue
+            head = os.pread(self.fd, HEADER_SIZE, pos)
+            h = parse_header(head) if len(head) == HEADER_SIZE else None
+            problem = header_problem(h, pos, self.size) if h is not None else "header truncated"
+            if not problem:
+                assert h is not None
+                if zlib.crc32(memoryview(os.pread(self.fd, h.size, pos))[CRC_START:]) != h.crc:
+                    problem = "CRC mismatch"
+                elif h.base_offset < expected:
+                    problem = f"base offset {h.base_offset} is below {expected}"
+            if problem:
+                found = self._next_valid_batch(pos + 1, expected)
+                self._detours[pos] = found if found is not None else (self.size, self.next_offset)
+                log.error("%s: damaged batch at byte %d (%s); reads skip to byte %d (offset %d)", self.path, pos,
+                          problem, *self._detours[pos])
+                return True
+            assert h is not None
+            if h.last_offset >= offset:
+                return False
+            expected = h.next_offset
+            pos += h.size
+        return False
+
+    def _next_valid_batch(self, start: int, min_offset: int) -> tuple[int, int] | None:
+        """(position, base offset) of the first whole batch at or after byte ``start`` whose
+        header and CRC hold, found by trying each byte that could be a batch's magic."""
+        magic = bytes([MAGIC])
+        chunk_pos = start
+        while chunk_pos < self.size:
+            chunk = os.pread(self.fd, min(_RECOVERY_CHUNK, self.size - chunk_pos) + HEADER_SIZE, chunk_pos)
+            i = chunk.find(magic, 16)
+            while i != -1 and i - 16 < _RECOVERY_CHUNK:
+                pos = chunk_pos + i - 16
+                head = chunk[i - 16: i - 16 + HEADER_SIZE]
+                if len(head) == HEADER_SIZE:
+                    h = parse_header(head)
+                    if not header_problem(h, pos, self.size) and min_offset <= h.base_offset \
+                            and h.last_offset < self.next_offset \
+                            and zlib.crc32(memoryview(os.pread(self.fd, h.size, pos))[CRC_START:]) == h.crc:
+                        return pos, h.base_offset
+                i = chunk.find(magic, i + 1)
+            chunk_pos += _RECOVERY_CHUNK
+        return None
 
     def repair_indexes(self) -> bool:
         """After a read met no batch where it expected one: if every batch header of the log
@@ -460,6 +540,8 @@ class Segment:
 
     def _last_boundary_at_most(self, pos: int, limit: int) -> int:
         """The last batch boundary in [pos, limit] (``pos`` itself is one)."""
+        if self._detours:  # a read ends in front of a damaged batch
+            limit = min([limit, *(p for p in self._detours if pos < p <= limit)])
         if limit >= self.size:
             return self.size
         self.ensure_indexes()
@@ -505,6 +587,7 @@ class Segment:
         os.ftruncate(self.fd, pos)
         self.size = pos
         self._recent = ([], [], [])
+        self._detours = {p: d for p, d in self._detours.items() if d[0] < pos}
         self.offset_index.truncate_to_position(pos)
         self.time_index.truncate_to_offset(dropped - self.base_offset)
         self._rescan_tail()
