@@ -43,11 +43,11 @@ class CorruptRecordError(CorruptBatchError):  # type: ignore[misc, valid-type]
             consumer.seek((exc.topic, exc.partition), exc.skip_offset)
 
     ``skip_offset`` is the first offset known to be readable after the damage (the next batch,
-    or for damage the broker found, the next batch it can find on disk); ``None`` if nobody
+    or for damage the broker found, the next intact batch it found on disk); ``None`` if nobody
     knows, then pick an offset yourself (``fabric log verify`` on the broker's data directory
     lists what is damaged).  The records between ``offset`` and ``skip_offset`` are lost to this
-    consumer; seeking there may meet the same damage again and raise with a later ``skip_offset``.
-    A subclass of ``CorruptBatchError``, so code catching that still works."""
+    consumer; in rare cases seeking there meets more damage and raises again, with a later
+    ``skip_offset``.  A subclass of ``CorruptBatchError``, so code catching that still works."""
 
     def __init__(self, topic: str, partition: int, offset: int, skip_offset: int | None, reason: str) -> None:
         where = f"seek to offset {skip_offset} to skip it" if skip_offset is not None else "no readable offset after it is known"

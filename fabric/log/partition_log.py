@@ -8,7 +8,8 @@ Theory of operation
   is parsed; records are never decoded.
 - **Read** finds the segment by bisecting base offsets, the batch through the offset index plus a
   short header walk, and returns whole batches as they lie on disk (``pread``), possibly across
-  segments: the bytes go to the socket untouched.
+  segments: the bytes go to the socket untouched.  Damage met on the way (a flipped byte in a
+  segment trusted since a clean shutdown) is never served: see ``_work_around`` and ``_damaged``.
 - **Durability** is a policy, not a side effect of writing: ``flush`` fsyncs what was written since
   the last flush (every batch if ``flush_every_batch``, otherwise when ``needs_flush`` says so).  A
   *recovery point* (``files.py`` checkpoint) records the offset below which every segment is known

@@ -20,6 +20,12 @@ Three ways in:
   offsets), the file is truncated at the first bad one and both indexes are rebuilt — Kafka's
   ``LogSegment.recover``: scan, validate, truncate, report.
 
+Reading trusts the log (no CRC: the client checks it) but never blindly: ``read_batches`` checks
+the header of the batch it starts at, and a walk never follows an impossible ``batch_length``.
+Damage found so raises ``CorruptSegment``; ``PartitionLog`` then rebuilds the indexes (if the
+log is intact) or has ``map_damage`` find the next valid batch, and reads step over the damaged
+one from then on (``_detours``).
+
 Nothing here decodes records except ``find_timestamp`` (one batch).  A Segment is not thread-safe:
 ``PartitionLog`` serialises access with its lock.  File descriptors stay open for the segment's
 life; the flusher and the compactor work on ``os.dup`` copies, so closing a segment never pulls a
