@@ -307,7 +307,7 @@ def test_a_broker_with_damaged_segments(brokers, tmp_path, capsys):
     report = {Path(p["directory"]).name: p for p in json.loads(capsys.readouterr().out)["partitions"]}
     assert all(report[f"t-{p}"]["damaged"] for p in range(3))
     (p0,) = [p for p in report["t-0"]["problems"] if p["file"].endswith(segs0[0].name)][:1]
-    assert p0["position"] == p0_victim_pos and p0["offset"] == p0_victim
+    assert (p0["position"], p0["offset"], p0["resume_offset"]) == (p0_victim_pos, p0_victim, p0_next)
     assert [(p["position"], p["offset"]) for p in report["t-1"]["problems"]] == [(p1_pos, p1_victim)]
     assert "claims 1000000 records" in report["t-2"]["problems"][0]["message"]
 
@@ -354,3 +354,9 @@ def test_a_damaged_first_batch_of_a_segment_ends_reads_from_the_previous_one(tmp
         assert info.value.name == "CORRUPT_BATCH" and info.value.details["skip_offset"] == second[1][1]
     assert parse_header(log.read(second[1][1], 1)).base_offset == second[1][1]
     log.close()
+
+
+def test_log_verify_of_a_directory_without_logs_is_one_clear_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(["log", "verify", str(tmp_path)])
+    assert info.value.code == 1 and "holds no partition logs" in capsys.readouterr().err

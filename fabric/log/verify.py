@@ -47,12 +47,15 @@ _MAGIC_AT = 16  # byte of the magic in a batch header
 @dataclass(frozen=True)
 class Problem:
     """One damaged spot: ``file`` at byte ``position`` (-1: the file as a whole), concerning
-    ``offset`` (None if unknown)."""
+    ``offset`` (None if unknown); for a damaged batch, where valid data starts again
+    (``resume_position``, ``resume_offset``; None if nothing valid follows in the file)."""
 
     file: str
     position: int
     offset: int | None
     message: str
+    resume_position: int | None = None
+    resume_offset: int | None = None
 
 
 @dataclass
@@ -134,7 +137,7 @@ def _verify_log(directory: Path, base: int, expected: int, report: PartitionRepo
                     report.problems.append(Problem(name, pos, expected,
                                                    f"{problem}; bytes {pos}-{q} unreadable, offsets {expected}-"
                                                    f"{hq.base_offset - 1} lost; the next valid batch is at byte {q} "
-                                                   f"(offset {hq.base_offset})"))
+                                                   f"(offset {hq.base_offset})", q, hq.base_offset))
                     pos, h = q, hq
                 assert h is not None
                 batches.append((pos, h))
