@@ -49,6 +49,7 @@ from .recovery import RecoveryReport, load_directory
 from .segment import MIN_BATCH_BYTES, CorruptSegment, Segment
 
 TAIL_BATCH_BYTES_MAX = 64 << 10  # newest batches up to this size are kept in memory for tail reads
+DAMAGE_SPOTS_MAX = 1024  # damaged spots a log remembers (for rate-limited logging); then it starts over
 
 log = logging.getLogger("fabric.log")
 
@@ -297,9 +298,9 @@ class PartitionLog:
 
     def _damaged(self, exc: CorruptSegment, offset: int) -> FabricError:
         """A read ran into damage on disk (caller holds the lock): log it at ERROR with the file
-        and position (the 1st, 10th, 100th ... time for the same spot, so a consumer retrying
-        cannot flood the log), and answer ``CORRUPT_BATCH`` naming the offset and where reading
-        can resume (``details["skip_offset"]``), never the bytes."""
+        and position (the 1st, 2nd, 4th, 8th ... and every 1000th time for the same spot, so
+        clients retrying cannot flood the log), and answer ``CORRUPT_BATCH`` naming the offset and
+        where reading can resume (``details["skip_offset"]``), never the bytes."""
         skip = exc.resume_offset if exc.resume_offset is not None else self.end_offset
         for seg in self._segments:
             if seg.path == exc.path and exc.resume_offset is None:
@@ -310,9 +311,9 @@ class PartitionLog:
         skip = max(skip, offset + 1)
         key = (exc.path.name, exc.position)
         seen = self._damage_seen[key] = self._damage_seen.get(key, 0) + 1
-        if len(self._damage_seen) > 1024:
+        if len(self._damage_seen) > DAMAGE_SPOTS_MAX:
             self._damage_seen = {key: seen}
-        if seen & (seen - 1) == 0 or seen % 1000 == 0:  # 1st, 2nd, 4th, 8th ... and every 1000th
+        if seen & (seen - 1) == 0 or seen % 1000 == 0:
             log.error("%s: damaged batch in %s at byte %d (%s); fetches from offset %d answer CORRUPT_BATCH, "
                       "readable again from offset %d (seen %d times; `fabric log verify %s` lists the damage)",
                       self.directory, exc.path, exc.position, exc.reason, offset, skip, seen, self.directory)
