@@ -13,7 +13,10 @@ in two steps, both pure:
    ends the list.
 
 Either step answers ``Damage(offset, skip_offset, reason)`` for the first bad spot; the consumer
-delivers what came before it, then raises ``CorruptRecordError`` once.
+delivers what came before it, then raises ``CorruptRecordError`` once.  (A bad header after good
+batches is not raised at once: the consumer fetches again from it, so the broker's read starts
+there and checks it, and answers exactly where the damage on its disk ends; see
+``FetchPipeline._on_fetch_reply``.)
 """
 
 from __future__ import annotations
@@ -77,12 +80,16 @@ def _header_problem(h: BatchHeader, pos: int, end: int) -> str:
     return ""
 
 
-def scan(data: bytes | memoryview, start: int) -> tuple[list[tuple[int, BatchHeader]], Damage | None]:
+def scan(data: bytes | memoryview, start: int, high_watermark: int | None = None
+         ) -> tuple[list[tuple[int, BatchHeader]], Damage | None]:
     """The whole, plausible batches of a payload fetched from ``start`` as (position, header),
     up to the first damage.  A payload of whole batches (SPEC 6.5) never has bytes left over,
-    so leftovers are damage too: a reader that stopped there quietly would never move on."""
+    so leftovers are damage too: a reader that stopped there quietly would never move on.  No
+    batch reaches the ``high_watermark`` of the reply (when given): one that does has a damaged
+    ``base_offset`` (which no CRC covers), and its records would be delivered under wrong offsets."""
     spans: list[tuple[int, BatchHeader]] = []
     end, pos, expected, prev_next = len(data), 0, start, 0
+    limit = (1 << 63) if high_watermark is None else high_watermark
     unpack, new = HEADER.unpack_from, tuple.__new__
     while pos < end:  # (fields by index, checks inlined: this runs once per fetched batch)
         if end - pos < HEADER_SIZE:
@@ -90,9 +97,15 @@ def scan(data: bytes | memoryview, start: int) -> tuple[list[tuple[int, BatchHea
         h = new(BatchHeader, unpack(data, pos))
         size, count = h[1] + LOG_OVERHEAD, h[12]
         if h[3] != MAGIC or size < _MIN_BATCH_BYTES or pos + size > end or count < 1 or h[6] != count - 1 \
-                or h[0] < prev_next:
-            problem = _header_problem(h, pos, end) or f"batch base offset {h.base_offset} goes backwards"
-            return spans, Damage(expected, None, f"batch header at byte {pos} of the reply: {problem}")
+                or h[0] < prev_next or h[0] + count > limit:
+            problem = _header_problem(h, pos, end) or (
+                f"batch base offset {h.base_offset} goes backwards" if h[0] < prev_next else
+                f"batch offsets {h.base_offset}-{h.last_offset} reach the high watermark {high_watermark}")
+            # Where it may end: its own next offset, if its offset fields agree with each other
+            # and with where it stands (a single flipped byte cannot make them agree).
+            plausible = count >= 1 and h[6] == count - 1 and h[0] == expected and h[0] + count <= limit
+            return spans, Damage(expected, h[0] + count if plausible else None,
+                                 f"batch header at byte {pos} of the reply: {problem}")
         spans.append((pos, h))
         prev_next = h[0] + count
         if prev_next > expected:
@@ -117,9 +130,10 @@ def decode(topic: str, partition: int, data: bytes | memoryview, start: int,
             out.append(decode_columns(topic, partition, batch, h, start))
         except Exception as exc:  # FabricError, or zlib/cbor errors of a damaged records section
             crc = zlib.crc32(batch[CRC_START:])
-            # Where reading can go on: the next batch if this reply has one; else this header's
-            # own next offset (the log assigned offsets by it, and the checks in ``scan`` hold).
-            skip = spans[i + 1][1].base_offset if i + 1 < len(spans) else h.next_offset
+            # Where reading can go on: this header's next offset (the log assigned offsets by it;
+            # ``scan`` found its count and last delta agreeing), not the next batch of the reply,
+            # which was found by this batch's length field: the one field without a cross-check.
+            skip = h.next_offset
             if crc != h.crc:
                 reason = f"batch at offset {h.base_offset}: CRC mismatch (header {h.crc:#010x}, data {crc:#010x})"
             elif isinstance(exc, FabricError):

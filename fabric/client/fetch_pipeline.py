@@ -169,13 +169,15 @@ class FetchPipeline:
             st.high_watermark = meta.get("high_watermark", st.high_watermark)
             if len(data):
                 start = st.fetch_offset or 0
-                spans, damage = scan(data, start)  # walked once, for the next offset and the decoding
+                spans, damage = scan(data, start, meta.get("high_watermark"))  # walked once: next offset, decoding
                 end = next_offset_in(data, start, spans)
                 if end > start:
                     st.fetch_offset = end
                     arrived.append((tp, st.epoch, data, start, spans))
-                if damage is not None:
+                if damage is not None and end <= start:
                     damaged.append((tp, damage))
+                # (damage after whole batches: the next fetch starts at it, and the broker checks
+                # the batch a read starts at, so it answers exactly where damage on disk ends)
         if reset:
             self._reset_positions(reset)
         if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered

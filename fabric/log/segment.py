@@ -373,10 +373,11 @@ class Segment:
             pos = 0
         buf, buf_pos = b"", pos
         detours = self._detours
+        stepped, expect = -1, -1  # the batch just stepped over, and the offset after it
         while pos < self.size:
             if detours and pos in detours:
                 self._check_detour(pos, offset)
-                pos = detours[pos][0]
+                pos, stepped = detours[pos][0], -1
                 continue
             off = pos - buf_pos
             if off + _LAST_DELTA_AT + 4 > len(buf):
@@ -384,14 +385,32 @@ class Segment:
                 if len(buf) < _LAST_DELTA_AT + 4:
                     raise CorruptSegment(self.path, pos, f"{len(buf)} bytes at the end are no batch")
             base, length = LENGTH_PREFIX.unpack_from(buf, off)
-            if base + _LAST_DELTA.unpack_from(buf, off + _LAST_DELTA_AT)[0] >= offset:
+            if base != expect and stepped >= 0:
+                # Offsets do not continue (compaction's gaps, or the batch stepped over has a
+                # damaged batch_length that happened to land on another batch): its CRC decides.
+                self._check_crc(stepped)
+            last = base + _LAST_DELTA.unpack_from(buf, off + _LAST_DELTA_AT)[0]
+            if base < expect or base < self.base_offset or last >= self.next_offset:  # (no CRC covers base_offset)
+                raise CorruptSegment(self.path, pos, f"batch offsets {base}-{last} do not fit: offsets here run "
+                                                     f"from {max(expect, self.base_offset)} to {self.next_offset - 1}")
+            if last >= offset:
                 return pos  # (read_batches checks the header it starts at)
             if length + LOG_OVERHEAD < MIN_BATCH_BYTES or pos + length + LOG_OVERHEAD > self.size:
                 # A damaged batch_length: stepping by it would land inside a batch (or loop).
                 raise CorruptSegment(self.path, pos, f"impossible batch_length {length} while looking for "
                                                      f"offset {offset}")
+            stepped, expect = pos, last + 1
             pos += length + LOG_OVERHEAD
         return None
+
+    def _check_crc(self, pos: int) -> None:
+        """Raise ``CorruptSegment`` unless the batch at ``pos`` passes its CRC."""
+        h = parse_header(os.pread(self.fd, HEADER_SIZE, pos))
+        body = os.pread(self.fd, h.size, pos)
+        crc = zlib.crc32(memoryview(body)[CRC_START:])
+        if crc != h.crc:
+            raise CorruptSegment(self.path, pos, f"CRC mismatch (header {h.crc:#010x}, data {crc:#010x}): its "
+                                                 f"batch_length {h.batch_length} or its contents are damaged")
 
     def read_batches(self, pos: int, budget: int, upto: int | None,
                      at_least_one: bool, offset: int = -1) -> tuple[bytes, bool, bool]:
@@ -441,6 +460,17 @@ class Segment:
         if problem:
             raise CorruptSegment(self.path, pos, f"no batch starts here: {problem}")
 
+    def keep_damaged(self, next_base: int) -> None:
+        """``load`` found damage in this closed segment and ``next_base`` is the base offset of
+        the segment after it: keep every byte (reads step over the damage, ``map_damage``)
+        instead of truncating here and dropping the later segments with it, which lost every
+        record after one flipped byte.  The segment ends where the next one starts."""
+        # (An index rebuild cut short by the damage noted the batches before it, and with them a
+        # size and offsets that end there: everything after the damage would vanish from reads.)
+        self.size = os.fstat(self.fd).st_size
+        self.next_offset = next_base  # (what the walk derived may come from a damaged base_offset)
+        self._recent = ([], [], [])
+
     def _check_detour(self, pos: int, offset: int) -> None:
         """Reading ``offset`` passes the damaged batch at ``pos``: fine if ``offset`` lies beyond
         it, else ``CorruptSegment`` saying where reading resumes."""
@@ -470,8 +500,8 @@ class Segment:
                 assert h is not None
                 if zlib.crc32(memoryview(os.pread(self.fd, h.size, pos))[CRC_START:]) != h.crc:
                     problem = "CRC mismatch"
-                elif h.base_offset < expected:
-                    problem = f"base offset {h.base_offset} is below {expected}"
+                elif h.base_offset < expected or h.last_offset >= self.next_offset:
+                    problem = f"offsets {h.base_offset}-{h.last_offset} outside [{expected}, {self.next_offset})"
             if problem:
                 found = self._next_valid_batch(pos + 1, expected)
                 self._detours[pos] = found if found is not None else (self.size, self.next_offset)
@@ -511,8 +541,11 @@ class Segment:
         checks out, the offset index led it astray (a damaged entry), so rebuild both indexes
         and return True; False if the log itself is damaged (one header walk, no CRC)."""
         try:
-            for _ in self._walk(0, self.size, self.base_offset):
-                pass
+            expect, stepped = self.base_offset, -1
+            for pos, h in self._walk(0, self.size, self.base_offset):
+                if h.base_offset != expect and stepped >= 0:
+                    self._check_crc(stepped)  # (as in find_position: a length landing on another batch)
+                expect, stepped = h.next_offset, pos
         except CorruptSegment:
             return False
         log.warning("%s: a read found no batch where the offset index pointed; rebuilding the indexes", self.path)
