@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import struct
 import subprocess
 import sys
@@ -23,12 +24,13 @@ import pytest
 
 from fabric.cli import main as cli_main
 from fabric.client import Admin, Consumer, CorruptRecordError, Producer
+from fabric.client.damage import decode, scan
 from fabric.log import LogConfig, PartitionLog
 from fabric.log.verify import verify_partition
 from fabric.protocol import codec
 from fabric.protocol.errors import FabricError
 from fabric.protocol.messages import ok_reply, parse_request
-from fabric.records.batch import CRC_START, HEADER_SIZE, encode_batch, iter_headers, parse_header
+from fabric.records.batch import CRC_START, HEADER_SIZE, encode_batch, iter_headers, next_offset_in, parse_header
 from tests.test_client_wire import _consumer_at, _request, router  # noqa: F401  (router: a fixture)
 
 LENGTH_AT = 8  # batch_length: bytes 8-11 of a batch
@@ -113,6 +115,61 @@ def test_damage_in_the_same_place_is_logged_rarely(tmp_path, caplog):
     assert parse_header(log.read(4, 1)).base_offset == 4
     assert 1 <= len([r for r in caplog.records if r.levelno == logging.ERROR]) <= 8  # 1st, 2nd, 4th ... 64th
     log.close()
+
+
+def _flip_one_byte_and_read_everything(seed: int, tmp_path: Path) -> None:
+    """One random bit flipped in a random batch of a closed segment (the batch_length, magic, CRC,
+    the high bytes of the base offset, or the CRC-covered rest), then a model consumer (the
+    consumer's own ``scan``/``decode``, skipping each damage as documented) reads the log."""
+    rnd = random.Random(seed)
+    config = LogConfig(segment_bytes=3000, index_interval_bytes=rnd.choice([200, 600, 4096]))
+    log = PartitionLog.open(tmp_path, config, 0)
+    values: dict[int, bytes] = {}
+    for i in range(80):
+        vals = [b"s%d-%d-%d" % (seed, i, j) for j in range(rnd.randint(1, 4))]
+        base = log.append(_batch(0, vals, ts=1000 + i), 0).base_offset
+        values.update((base + j, v) for j, v in enumerate(vals))
+    end = log.end_offset
+    log.close()
+    seg = rnd.choice(sorted(tmp_path.glob("*.log"))[:-1])
+    pos, base, next_ = rnd.choice(_positions(seg))
+    size = next(h.size for p, h in iter_headers(seg.read_bytes()) if p == pos)
+    at = rnd.choice([rnd.randint(0, 5), rnd.randint(8, 11), 16, rnd.randint(17, 20), rnd.randint(21, size - 1)])
+    _flip(seg, pos + at, 1 << rnd.randint(0, 7))
+    log = PartitionLog.open(tmp_path, config, 0)
+    offset, got = 0, {}
+    for _ in range(2000):
+        if offset >= end:
+            break
+        try:
+            data, _ = log.read_upto(offset, rnd.choice([1, 300, 5000]), end)
+        except FabricError as exc:
+            assert exc.name == "CORRUPT_BATCH" and exc.details["skip_offset"] > offset
+            offset = exc.details["skip_offset"]
+            continue
+        spans, header_damage = scan(data, offset, end)
+        columns, damage = decode("t", 0, data, offset, spans)
+        got.update((r.offset, r.value) for c in columns for r in c)
+        after = next_offset_in(data, offset, spans)
+        damage = damage or (header_damage if after <= offset else None)  # (as FetchPipeline does)
+        if damage is not None:
+            offset = damage.skip_offset if damage.skip_offset is not None else damage.offset + 1
+        else:
+            assert after > offset, f"no progress at offset {offset}: a silent stall"
+            offset = after
+    else:
+        raise AssertionError(f"still reading after 2000 steps, at offset {offset}")
+    log.close()
+    assert {o: v for o, v in got.items() if values.get(o) != v} == {}, "records delivered under wrong offsets"
+    assert set(values) - set(got) <= set(range(base, next_)), "records lost beyond the damaged batch"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_flipped_bit_anywhere_in_a_closed_segment_costs_only_its_batch(tmp_path, seed):
+    try:
+        _flip_one_byte_and_read_everything(seed, tmp_path)
+    except AssertionError as exc:
+        raise AssertionError(f"seed {seed}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------- the consumer
@@ -360,3 +417,27 @@ def test_log_verify_of_a_directory_without_logs_is_one_clear_line(tmp_path, caps
     with pytest.raises(SystemExit) as info:
         cli_main(["log", "verify", str(tmp_path)])
     assert info.value.code == 1 and "holds no partition logs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("at, mask", [(16, 0x04),  # the magic of the last batch: the tail walk on open meets it
+                                      (2, 0x10)])  # a high bit of its base offset: the segment seems to run on
+def test_damage_in_a_closed_segment_never_drops_the_segments_after_it(tmp_path, caplog, at, mask):
+    """Before: opening the log truncated the damaged closed segment and deleted every later one."""
+    config = LogConfig(segment_bytes=2000, index_interval_bytes=300)
+    log = PartitionLog.open(tmp_path, config, 0)
+    for i in range(60):
+        log.append(_batch(0, [b"w%03d" % i] * 2), 0)
+    end, segments = log.end_offset, log.segment_count
+    log.close()
+    first = sorted(tmp_path.glob("*.log"))[0]
+    pos, base, next_ = _positions(first)[-1]
+    _flip(first, pos + at, mask)
+    caplog.set_level(logging.ERROR, "fabric.log")
+    log = PartitionLog.open(tmp_path, config, 0)
+    assert (log.end_offset, log.segment_count) == (end, segments)
+    assert any(r.levelno == logging.ERROR and first.name in r.getMessage() for r in caplog.records)
+    with pytest.raises(FabricError) as info:
+        log.read(base, 1)
+    assert info.value.details["skip_offset"] == next_
+    assert parse_header(log.read(next_, 1)).base_offset == next_
+    log.close()
