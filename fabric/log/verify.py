@@ -99,7 +99,8 @@ def verify_partition(directory: Path) -> PartitionReport:
         if base < prev_next:
             report.problems.append(Problem(str(segment_file(directory, base, LOG)), -1, base,
                                            f"segment starts at offset {base}, below the end of the previous "
-                                           f"one ({prev_next})"))
+                                           f"one ({prev_next}): a damaged base_offset in the previous segment's "
+                                           f"last batch, or a stray segment file"))
         damaged_before = len(report.problems)
         batches = _verify_log(directory, base, max(prev_next, base), report)
         damaged = {p.position for p in report.problems[damaged_before:]}
@@ -162,7 +163,8 @@ def _batch_problem(view: memoryview, pos: int, size: int, expected: int) -> tupl
     if crc != h.crc:
         return f"CRC mismatch: header says {h.crc:#010x}, data gives {crc:#010x}", h
     if h.base_offset < expected:
-        return f"batch base offset {h.base_offset} is below the expected {expected}", h
+        return (f"batch base offset {h.base_offset} is below the expected {expected} (no CRC covers base_offset: "
+                f"this batch's or the one before's is damaged)"), h
     return _records_problem(batch, h), h
 
 
