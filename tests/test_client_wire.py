@@ -13,7 +13,7 @@ import threading
 import zmq
 import pytest
 
-from fabric.client import Consumer, Producer
+from fabric.client import Consumer, CorruptRecordError, Producer
 from fabric.client.connection import Connection
 from fabric.protocol import codec
 from fabric.protocol.errors import FabricError
@@ -100,7 +100,8 @@ def test_consumer_fetch_parses_as_the_broker_reads_it_and_the_next_fetch_leaves_
 
 def test_consumer_stays_in_front_of_a_corrupt_batch(router):
     """The early fetch moves past a batch before it is decoded; a batch that then fails its CRC
-    must not be skipped: poll raises, and the next fetch asks for the same offset again."""
+    must not be skipped silently: poll raises CorruptRecordError once, the partition stays at the
+    batch (no further fetches for it) until the user seeks past it, as the error says."""
     sock, bootstrap = router
     consumer, peer, cid, _ = _consumer_at(sock, bootstrap, 40, fetch_max_wait_ms=100, standing_fetch_answers=1)
     try:
@@ -109,25 +110,26 @@ def test_consumer_stays_in_front_of_a_corrupt_batch(router):
         batch[-1] ^= 0xFF  # the records section no longer matches the CRC
         meta = [{"topic": "orders", "partition": 0, "high_watermark": 41, "log_start_offset": 0}]
         sock.send_multipart([peer, codec.encode(ok_reply("fetch", cid, partitions=meta)), bytes(batch)])
-        with pytest.raises(FabricError) as info:
+        with pytest.raises(CorruptRecordError) as info:
             consumer.poll(5000)
-        assert info.value.name == "CORRUPT_BATCH"
+        exc = info.value
+        assert (exc.name, exc.topic, exc.partition, exc.offset, exc.skip_offset) == ("CORRUPT_BATCH", "orders", 0, 40, 41)
+        assert "CRC mismatch" in exc.message and consumer.position(("orders", 0)) == 40
+        # Raised once: later polls return nothing and ask for nothing at or beyond the damage (the
+        # fetches sent on arrival, before decoding, are answered and ignored).
+        for _ in range(5):
+            assert consumer.poll(50) == []
+            while sock.poll(0):
+                peer, header, _ = _request(sock, "fetch")
+                env, req = parse_request(header)
+                assert [p.offset for p in req.partitions] == [41]  # only those sent before the decode
+                reply = ok_reply("fetch", env.cid, partitions=[dict(meta[0], offset=41)])
+                sock.send_multipart([peer, codec.encode(reply), b""])
         assert consumer.position(("orders", 0)) == 40
-        # The fetches sent on arrival, before decoding (for offset 41: a plain one and, at the tail,
-        # one following it) are void now; once the broker answers them, the consumer asks for the
-        # corrupt batch again.
-        with pytest.raises(FabricError) as again:
-            for _ in range(50):
-                consumer.poll(100)
-                while sock.poll(0):
-                    peer, header, _ = _request(sock, "fetch")
-                    env, req = parse_request(header)
-                    offset = req.partitions[0].offset
-                    assert offset in (40, 41)
-                    reply = ok_reply("fetch", env.cid, partitions=[dict(meta[0], offset=offset)])
-                    sock.send_multipart([peer, codec.encode(reply), bytes(batch) if offset == 40 else b""])
-        assert again.value.name == "CORRUPT_BATCH"
-        assert consumer.position(("orders", 0)) == 40
+        consumer.seek(("orders", 0), exc.skip_offset)
+        consumer.poll(0)
+        _, header, _ = _request(sock, "fetch")
+        assert [p.offset for p in parse_request(header)[1].partitions] == [41]
     finally:
         consumer.close()
 

@@ -292,6 +292,8 @@ class Fetcher:
             except FabricError as err:
                 self.on_error(err)
                 meta["error"] = err.to_wire()
+                if "skip_offset" in err.details:  # CORRUPT_BATCH: damage on disk (SPEC 5.10)
+                    meta["skip_offset"] = err.details["skip_offset"]
                 any_error = True
             metas.append(meta)
             datas.append(data)

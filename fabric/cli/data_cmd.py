@@ -9,7 +9,7 @@ import time
 from typing import Any, BinaryIO
 
 from ..client.admin import Admin
-from ..client.consumer import Consumer
+from ..client.consumer import Consumer, CorruptRecordError
 from ..client.producer import Producer
 from ..client.shutdown import ShutdownSignals
 from ..protocol.errors import exception_for
@@ -40,7 +40,11 @@ With --group, offsets are committed every few seconds and on exit (also after --
 --idle-timeout-ms); `fabric group describe GROUP` shows the members and their lag.
 
 SIGTERM or SIGINT (Ctrl-C) stops it cleanly: it commits what it printed, leaves the group at
-once and exits with status 0.  A second signal exits immediately."""
+once and exits with status 0.  A second signal exits immediately.
+
+Damaged records (a broken batch on the broker's disk): every record before them is printed, then
+one error line names the topic, partition and offset, and the exit status is 1.  With
+--skip-corrupt a warning goes to stderr instead and reading goes on after the damage."""
 
 
 def register(sub: Any) -> None:
@@ -81,6 +85,8 @@ def register(sub: Any) -> None:
                    help="plain format: print KEY<sep>VALUE (--format '%%p %%o %%k %%s' adds partition and offset)")
     p.add_argument("--key-separator", default="\t", metavar="SEP", help="separator for --print-key (default tab)")
     p.add_argument("--idle-timeout-ms", type=int, metavar="MS", help="exit after MS without a new record")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="skip damaged records with a warning on stderr (default: stop with an error)")
     add_client_options(p)
     p.set_defaults(func=consume, validate=_check_consume_args)
 
@@ -215,7 +221,15 @@ def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[
     last_record = time.monotonic()
     while (args.max is None or count < args.max) and not (stop is not None and stop.requested):
         want = None if args.max is None else args.max - count
-        records = consumer.poll(timeout_ms=200, max_records=want)
+        try:
+            records = consumer.poll(timeout_ms=200, max_records=want)
+        except CorruptRecordError as exc:
+            sys.stdout.flush()
+            if not args.skip_corrupt or exc.skip_offset is None:
+                fail(f"{exc.message}" + ("" if args.skip_corrupt else " (--skip-corrupt skips damaged records)"))
+            err_console.print(f"warning: skipped damaged records: {exc.message}", markup=False)
+            consumer.seek((exc.topic, exc.partition), exc.skip_offset)
+            continue
         if records:
             last_record = time.monotonic()
             write("".join(map(render, records)))

@@ -8,6 +8,7 @@ from ..records.batch import Record
 from .admin import Admin
 from .connection import ClientError, ClosedError, RequestTimeoutError
 from .consumer import Consumer, TopicPartition
+from .damage import CorruptRecordError
 from .group import CommitFailedError
 from .futures import RecordFuture, RecordMetadata
 from .producer import BufferFullError, Producer
@@ -15,4 +16,4 @@ from .shutdown import ShutdownSignals, closing_on_signals
 
 __all__ = ["Admin", "Consumer", "Producer", "Record", "RecordFuture", "RecordMetadata", "TopicPartition",
            "ClientError", "ClosedError", "RequestTimeoutError", "BufferFullError", "CommitFailedError",
-           "ShutdownSignals", "closing_on_signals"]
+           "ShutdownSignals", "closing_on_signals", "CorruptRecordError"]

@@ -37,13 +37,14 @@ from ..protocol.messages import FETCH_ANSWERS_MAX
 from ..records.batch import Record, RecordColumns
 from .admin import Admin
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms, parse_bootstrap
+from .damage import CorruptRecordError
 from .fetch_pipeline import FetchPipeline, _Fetch
 from .group import CommitCallback, CommitFailedError, GroupMember, TopicPartition
 from .shutdown import ShutdownSignals, closing_on_signals
 
 log = logging.getLogger("fabric.consumer")
 
-__all__ = ["Consumer", "TopicPartition", "CommitFailedError"]
+__all__ = ["Consumer", "TopicPartition", "CommitFailedError", "CorruptRecordError"]
 
 RebalanceCallback = Callable[[list[TopicPartition]], None]
 _EPOCHS = itertools.count(1)  # fetch epochs, unique across partitions and reassignments
@@ -56,6 +57,7 @@ class _PartitionState:
     epoch: int = field(default_factory=lambda: next(_EPOCHS))
     high_watermark: int = -1
     paused: bool = False
+    halted: CorruptRecordError | None = None  # stopped at damaged records until a seek (damage.py)
 
 
 class _GroupHooks:
@@ -126,6 +128,7 @@ class Consumer(FetchPipeline):
         # (partition, epoch, fetched batches as RecordColumns, or Records once poll() split them)
         self._buffer: deque[tuple[TopicPartition, int, list]] = deque()
         self._inflight: deque[_Fetch] = deque()  # oldest first; two only when pipelining at the tail
+        self._corrupt: dict[TopicPartition, CorruptRecordError] = {}  # damage found, not raised yet
         self._plain_after: int | None = None  # after a stray follow-on: no pipelining until a plain
         #                                       fetch with a cid above this one is answered
         self._closed = False
@@ -327,11 +330,15 @@ class Consumer(FetchPipeline):
         return st
 
     def seek(self, tp: tuple[str, int], offset: int) -> None:
+        """Read ``tp`` from ``offset`` next.  Also the way past damaged records: after a
+        ``CorruptRecordError`` the partition stays where it is until sought, e.g. to the
+        error's ``skip_offset``."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
         st = self._state(tp)
         st.position = st.fetch_offset = offset
         st.epoch = next(_EPOCHS)
+        st.halted = None
         self._drop_buffered({TopicPartition(*tp)})
 
     def _seek_many(self, tps: Sequence[tuple[str, int]] | None, at: Any) -> None:
@@ -405,10 +412,16 @@ class Consumer(FetchPipeline):
             st = self._parts[tp]
             st.position = st.fetch_offset = r["offset"]
             st.epoch = next(_EPOCHS)
+            st.halted = None
 
     def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
         """Records in offset order per partition; an empty list after ``timeout_ms`` without data.
-        With a group this also joins, rebalances (running the callbacks) and auto-commits."""
+        With a group this also joins, rebalances (running the callbacks) and auto-commits.
+
+        Damaged records (a bad CRC, length or header, on the broker's disk or in transit) raise
+        ``CorruptRecordError`` (topic, partition, offset, skip_offset) once, after every record
+        before them was returned; that partition then waits for a ``seek`` (see the exception),
+        the others go on."""
         return self._poll(timeout_ms, max_records or self.max_poll_records, self._take_buffered)
 
     def poll_batches(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[RecordColumns]:
@@ -428,6 +441,8 @@ class Consumer(FetchPipeline):
                 return []
             if self._group is not None:
                 self._drive_group()
+            if self._corrupt:
+                self._raise_damage()
             out = take(limit)
             if not (out and self._inflight):  # pipelined: one fetch waits at the broker already, so
                 self._fill_pipeline()          # records go out first and the next poll refills

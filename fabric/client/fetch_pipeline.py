@@ -23,9 +23,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, TYPE_CHECKING
 
-from ..protocol.errors import FabricError, OffsetOutOfRangeError, exception_for
-from ..records.batch import batch_spans, columns_in, next_offset_in
+from ..protocol.errors import OffsetOutOfRangeError, exception_for
+from ..records.batch import next_offset_in
 from .connection import Connection, monotonic_ms
+from .damage import CorruptBatchError, CorruptRecordError, Damage, decode, scan
 from .group import TopicPartition
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class FetchPipeline:
     _inflight: deque[_Fetch]
     _plain_after: int | None
     _conn: Connection
+    _corrupt: dict[TopicPartition, CorruptRecordError]  # found, raised once its records before are taken
     auto_offset_reset: str
     fetch_pipeline_depth: int
     standing_fetch_answers: int
@@ -101,15 +103,15 @@ class FetchPipeline:
 
     def _at_tail(self) -> bool:
         return all(0 <= st.high_watermark <= (st.fetch_offset or 0)
-                   for st in self._parts.values() if not st.paused)
+                   for st in self._parts.values() if not (st.paused or st.halted))
 
     def _fetch_epochs(self) -> dict[TopicPartition, int]:
         """The partitions a fetch sent now would ask for (not paused, nothing buffered), with
         their epochs."""
         if not self._buffer:  # (every poll at the tail asks: the short way)
-            return {tp: st.epoch for tp, st in self._parts.items() if not st.paused}
+            return {tp: st.epoch for tp, st in self._parts.items() if not (st.paused or st.halted)}
         buffered = {e[0] for e in self._buffer}
-        return {tp: st.epoch for tp, st in self._parts.items() if not (st.paused or tp in buffered)}
+        return {tp: st.epoch for tp, st in self._parts.items() if not (st.paused or st.halted or tp in buffered)}
 
     def _send_fetch(self, follows: _Fetch | None) -> None:
         missing = [tp for tp, st in self._parts.items() if st.position is None]
@@ -140,17 +142,21 @@ class FetchPipeline:
         if not fetch.follows and self._plain_after is not None and fetch.cid > self._plain_after:
             self._plain_after = None
         reset: list[TopicPartition] = []
+        damaged: list[tuple[TopicPartition, Damage]] = []  # bad headers: decoded up to there, then raised
         arrived: list[tuple[TopicPartition, int, Any, int, list]] = []  # (tp, epoch, data, first wanted offset, spans)
         for meta, data in zip(header["partitions"], frames):
             tp = TopicPartition(meta["topic"], meta["partition"])
             st = self._parts.get(tp)
-            if st is None or epochs.get(tp) != st.epoch:
-                continue  # unassigned or sought since the fetch was sent
+            if st is None or epochs.get(tp) != st.epoch or st.halted:
+                continue  # unassigned or sought since the fetch was sent, or stopped at damage
             if (fetch.follows or fetch.answers > 1) and meta.get("offset") != st.fetch_offset:
                 astray = True  # e.g. the broker forgot the fetch it followed: its data is not ours
                 continue
             if "error" in meta:
                 err = exception_for(meta["error"])
+                if isinstance(err, CorruptBatchError):  # damage on the broker's disk (SPEC 5.10)
+                    self._halt(tp, Damage(st.fetch_offset or 0, meta.get("skip_offset"), err.message))
+                    continue
                 if isinstance(err, OffsetOutOfRangeError) and self.auto_offset_reset != "error":
                     log.warning("%s offset %s out of range [%s, %s]; resetting to %s", tp, st.fetch_offset,
                                 meta.get("log_start_offset"), meta.get("high_watermark"), self.auto_offset_reset)
@@ -163,11 +169,15 @@ class FetchPipeline:
             st.high_watermark = meta.get("high_watermark", st.high_watermark)
             if len(data):
                 start = st.fetch_offset or 0
-                spans = batch_spans(data)  # walked once, for the next offset and the decoding
+                spans, damage = scan(data, start, meta.get("high_watermark"))  # walked once: next offset, decoding
                 end = next_offset_in(data, start, spans)
                 if end > start:
                     st.fetch_offset = end
                     arrived.append((tp, st.epoch, data, start, spans))
+                if damage is not None and end <= start:
+                    damaged.append((tp, damage))
+                # (damage after whole batches: the next fetch starts at it, and the broker checks
+                # the batch a read starts at, so it answers exactly where damage on disk ends)
         if reset:
             self._reset_positions(reset)
         if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered
@@ -176,14 +186,34 @@ class FetchPipeline:
                 self._inflight.clear()  # standing fetches would keep answering from there: forget them
         if arrived and not self._inflight:
             self._fill_pipeline()  # before decoding: see "Why prefetch" above (pipelined, one waits already)
-        failure: FabricError | None = None
         for tp, epoch, data, start, spans in arrived:
-            try:
-                self._buffer.append((tp, epoch, columns_in(tp.topic, tp.partition, data, start, spans)))
-            except FabricError as err:
-                # A corrupt batch: the early fetch already moved past it.  Go back to what the user
-                # has seen (the new epoch voids that fetch), so every poll stops in front of it.
-                self._drop_buffered({tp})
-                failure = failure or err
-        if failure is not None:
-            raise failure
+            columns, damage = decode(tp.topic, tp.partition, data, start, spans)
+            if columns:
+                self._buffer.append((tp, epoch, columns))
+            if damage is not None:
+                damaged.insert(0, (tp, damage))  # (before a header problem further on)
+        for tp, damage in damaged:
+            self._halt(tp, damage)
+
+    def _halt(self, tp: TopicPartition, damage: Damage) -> None:
+        """Stop reading ``tp`` at ``damage``: the records before it stay buffered for the user,
+        fetches (an early one may have gone past it already) are ignored for it, and once those
+        records are taken ``poll`` raises ``CorruptRecordError`` once.  ``seek`` lifts the halt."""
+        st = self._parts[tp]
+        if st.halted:
+            return  # (the first damage found wins)
+        st.fetch_offset = damage.offset
+        st.halted = self._corrupt[tp] = CorruptRecordError(tp.topic, tp.partition, damage.offset,
+                                                           damage.skip_offset, damage.reason)
+        log.debug("%s", st.halted)  # (raised to the application, which decides how loud)
+
+    def _raise_damage(self) -> None:
+        """Raise the first found damage whose partition has no records left before it."""
+        buffered = {e[0] for e in self._buffer}
+        for tp, exc in list(self._corrupt.items()):
+            st = self._parts.get(tp)
+            if st is None or st.halted is not exc:
+                del self._corrupt[tp]  # unassigned or moved since
+            elif tp not in buffered:
+                del self._corrupt[tp]
+                raise exc

@@ -8,7 +8,8 @@ Theory of operation
   is parsed; records are never decoded.
 - **Read** finds the segment by bisecting base offsets, the batch through the offset index plus a
   short header walk, and returns whole batches as they lie on disk (``pread``), possibly across
-  segments: the bytes go to the socket untouched.
+  segments: the bytes go to the socket untouched.  Damage met on the way (a flipped byte in a
+  segment trusted since a clean shutdown) is never served: see ``_work_around`` and ``_damaged``.
 - **Durability** is a policy, not a side effect of writing: ``flush`` fsyncs what was written since
   the last flush (every batch if ``flush_every_batch``, otherwise when ``needs_flush`` says so).  A
   *recovery point* (``files.py`` checkpoint) records the offset below which every segment is known
@@ -51,6 +52,7 @@ from .recovery import RecoveryReport, load_directory
 from .segment import MIN_BATCH_BYTES, CorruptSegment, Segment
 
 TAIL_BATCH_BYTES_MAX = 64 << 10  # newest batches up to this size are kept in memory for tail reads
+DAMAGE_SPOTS_MAX = 1024  # damaged spots a log remembers (for rate-limited logging); then it starts over
 
 log = logging.getLogger("fabric.log")
 
@@ -95,6 +97,7 @@ class PartitionLog:
         # consumer at the tail reads exactly this batch right after it is appended, and serving
         # it from memory skips the position lookup and the pread (see read_upto).
         self._tail: tuple[int, int, bytes] | None = None
+        self._damage_seen: dict[tuple[str, int], int] = {}  # (file, position) -> reads that hit it
 
     # ================================================================== opening
     @classmethod
@@ -276,9 +279,55 @@ class PartitionLog:
                     and (upto_offset is None or upto_offset > offset):
                 return tail[2], True  # the newest batch, whole (a read returns at least one)
             try:
-                return self._read(offset, max_bytes, upto_offset)
-            except (OSError, CorruptSegment) as exc:
+                try:
+                    return self._read(offset, max_bytes, upto_offset)
+                except CorruptSegment as exc:
+                    if not self._work_around(exc, offset):
+                        raise
+                    return self._read(offset, max_bytes, upto_offset)  # with the index rebuilt or a detour
+            except CorruptSegment as exc:
+                raise self._damaged(exc, offset) from None
+            except OSError as exc:
                 raise FabricError("STORAGE_ERROR", f"{self.directory}: read at offset {offset} failed: {exc}") from None
+
+    def _work_around(self, exc: CorruptSegment, offset: int) -> bool:
+        """A read met no batch where it expected one.  If the segment's log is intact, its offset
+        index was wrong: rebuild it (tried once per segment).  Else map the damaged batch so reads
+        step over it (``Segment.map_damage``; once per spot).  True: read again."""
+        seg = next((s for s in self._segments if s.path == exc.path), None)
+        if seg is None or exc.resume_offset is not None or (exc.path.name, exc.position) in self._damage_seen:
+            return False
+        self._damage_seen[(exc.path.name, exc.position)] = 0
+        if (exc.path.name, -1) not in self._damage_seen:
+            self._damage_seen[(exc.path.name, -1)] = 0
+            if seg.repair_indexes():
+                return True
+        return seg.map_damage(offset)
+
+    def _damaged(self, exc: CorruptSegment, offset: int) -> FabricError:
+        """A read ran into damage on disk (caller holds the lock): log it at ERROR with the file
+        and position (the 1st, 2nd, 4th, 8th ... and every 1000th time for the same spot, so
+        clients retrying cannot flood the log), and answer ``CORRUPT_BATCH`` naming the offset and
+        where reading can resume (``details["skip_offset"]``), never the bytes."""
+        skip = exc.resume_offset if exc.resume_offset is not None else self.end_offset
+        for seg in self._segments:
+            if seg.path == exc.path and exc.resume_offset is None:
+                found = seg.next_readable_offset(exc.position)
+                later = [s.base_offset for s in self._segments if s.base_offset > seg.base_offset]
+                skip = found if found is not None else (later[0] if later else self.end_offset)
+                break
+        skip = max(skip, offset + 1)
+        key = (exc.path.name, exc.position)
+        seen = self._damage_seen[key] = self._damage_seen.get(key, 0) + 1
+        if len(self._damage_seen) > DAMAGE_SPOTS_MAX:
+            self._damage_seen = {key: seen}
+        if seen & (seen - 1) == 0 or seen % 1000 == 0:
+            log.error("%s: damaged batch in %s at byte %d (%s); fetches from offset %d answer CORRUPT_BATCH, "
+                      "readable again from offset %d (seen %d times; `fabric log verify %s` lists the damage)",
+                      self.directory, exc.path, exc.position, exc.reason, offset, skip, seen, self.directory)
+        return FabricError("CORRUPT_BATCH", f"{self.directory.name}: offset {offset} cannot be read: the stored batch "
+                                            f"at byte {exc.position} of {exc.path.name} is damaged ({exc.reason}); "
+                                            f"reading can resume at offset {skip}", skip_offset=skip)
 
     def _read(self, offset: int, max_bytes: int, upto: int | None) -> tuple[bytes, bool]:
         segments = self._segments
@@ -289,7 +338,7 @@ class PartitionLog:
         complete = True
         while True:
             if pos is not None:
-                data, more, complete = segments[i].read_batches(pos, budget, upto, not parts)
+                data, more, complete = segments[i].read_batches(pos, budget, upto, not parts, offset)
                 if data:
                     parts.append(data)
                     budget -= len(data)

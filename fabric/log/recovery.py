@@ -10,7 +10,9 @@ Kafka's ``LogSegment.recover`` lesson: recovery is *scan, validate, truncate, re
   any later segments, since a log never has holes — and the bytes dropped are logged and
   reported.  What is left is then fsynced and the recovery point moved to its end.
 - A trusted segment whose structure turns out broken (a batch running past the end of the file)
-  is recovered the same way.
+  is recovered the same way if it is the last one.  An earlier one is damage, not a torn write
+  (it was complete and synced when the next one began): it is kept byte for byte and logged at
+  ERROR, and reads step over the damaged batch; truncating it would drop every later segment.
 
 The result is a list of segments that satisfies ``segment.py``'s invariants, for
 ``PartitionLog.open``.
@@ -82,9 +84,21 @@ def load_directory(directory: Path, interval: int, now_ms: int, files: FilePool 
                 try:
                     rebuilt += seg.load(interval)
                 except CorruptSegment as exc:
-                    log.warning("%s: %s; re-checking the whole segment", directory, exc)
-                    cut = seg.recover(interval, prev_next)
-                    rebuilt += 1
+                    if i + 1 < len(bases):  # a closed segment below the recovery point: damage, not a torn write
+                        log.error("%s: damaged batch in %s; the segment is kept as it is (reads step over the "
+                                  "damage; `fabric log verify %s` lists it)", directory, exc, directory)
+                        seg.keep_damaged(bases[i + 1])
+                    else:
+                        log.warning("%s: %s; re-checking the whole segment", directory, exc)
+                        cut = seg.recover(interval, prev_next)
+                        rebuilt += 1
+            if not cut and i + 1 < len(bases) and seg.next_offset > bases[i + 1]:
+                # No CRC covers a batch's base_offset: a damaged one can make a segment seem to run
+                # into the next, which would then be dropped as overlapping.  The next one is right.
+                log.error("%s: %s ends at offset %d, past the next segment's base %d: a damaged base offset; "
+                          "the segment is kept as it is (`fabric log verify %s` lists it)", directory, seg.path.name,
+                          seg.next_offset, bases[i + 1], directory)
+                seg.keep_damaged(bases[i + 1])
             truncated += cut
             if cut and i + 1 < len(bases):
                 _drop(directory, bases[i + 1:], f"segment {base} was truncated at byte {seg.size}")

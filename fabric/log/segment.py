@@ -20,6 +20,12 @@ Three ways in:
   offsets), the file is truncated at the first bad one and both indexes are rebuilt — Kafka's
   ``LogSegment.recover``: scan, validate, truncate, report.
 
+Reading trusts the log (no CRC: the client checks it) but never blindly: ``read_batches`` checks
+the header of the batch it starts at, and a walk never follows an impossible ``batch_length``.
+Damage found so raises ``CorruptSegment``; ``PartitionLog`` then rebuilds the indexes (if the
+log is intact) or has ``map_damage`` find the next valid batch, and reads step over the damaged
+one from then on (``_detours``).
+
 Nothing here decodes records except ``find_timestamp`` (one batch).  A Segment is not thread-safe:
 ``PartitionLog`` serialises access with its lock.
 
@@ -78,9 +84,26 @@ def _integrity_problem(view: memoryview, h: BatchHeader) -> str:
 class CorruptSegment(Exception):
     """A ``.log`` whose structure is broken at ``position`` (only ``recover`` may fix it)."""
 
-    def __init__(self, path: Path, position: int, reason: str) -> None:
+    def __init__(self, path: Path, position: int, reason: str, resume_offset: int | None = None) -> None:
         super().__init__(f"{path.name} at byte {position}: {reason}")
+        self.path = path
         self.position = position
+        self.reason = reason
+        self.resume_offset = resume_offset  # where reading can go on, when known (a mapped detour)
+
+
+def header_problem(h: BatchHeader, pos: int, end: int) -> str:
+    """What is structurally impossible in a batch header found at ``pos`` of a file or buffer
+    that ends at ``end`` (no CRC: a read checks where it starts, the client checks the rest)."""
+    if h.magic != MAGIC:
+        return f"magic {h.magic}, expected {MAGIC}"
+    if h.size < MIN_BATCH_BYTES:
+        return f"impossible batch_length {h.batch_length}"
+    if pos + h.size > end:
+        return f"batch_length {h.batch_length} runs to byte {pos + h.size}, past the end at {end}"
+    if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
+        return f"record_count {h.record_count} and last_offset_delta {h.last_offset_delta} disagree"
+    return ""
 
 
 def write_fully(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -146,6 +169,10 @@ class Segment:
         # the last index entry (up to ``index_interval`` bytes of small batches), which was the
         # largest single cost of a tail fetch.
         self._recent: tuple[list[int], list[int], list[int]] = ([], [], [])
+        # Damaged batches found while serving: position -> (position, base offset) of the next
+        # valid batch.  Reads step over them instead of following a damaged batch_length (see
+        # ``map_damage``); empty unless the disk was damaged.
+        self._detours: dict[int, tuple[int, int]] = {}
 
     def __repr__(self) -> str:
         return f"Segment({self.path.name}, size={self.size}, next_offset={self.next_offset})"
@@ -386,35 +413,202 @@ class Segment:
         else:
             pos = 0
         buf, buf_pos = b"", pos
+        detours = self._detours
+        stepped, expect = -1, -1  # the batch just stepped over, and the offset after it
         while pos < self.size:
+            if detours and pos in detours:
+                self._check_detour(pos, offset)
+                pos, stepped = detours[pos][0], -1
+                continue
             off = pos - buf_pos
             if off + _LAST_DELTA_AT + 4 > len(buf):
                 buf, buf_pos, off = os.pread(self.fd, min(_SCAN_WINDOW, self.size - pos), pos), pos, 0
+                if len(buf) < _LAST_DELTA_AT + 4:
+                    raise CorruptSegment(self.path, pos, f"{len(buf)} bytes at the end are no batch")
             base, length = LENGTH_PREFIX.unpack_from(buf, off)
-            if base + _LAST_DELTA.unpack_from(buf, off + _LAST_DELTA_AT)[0] >= offset:
-                return pos
+            if base != expect and stepped >= 0:
+                # Offsets do not continue (compaction's gaps, or the batch stepped over has a
+                # damaged batch_length that happened to land on another batch): its CRC decides.
+                self._check_crc(stepped)
+            last = base + _LAST_DELTA.unpack_from(buf, off + _LAST_DELTA_AT)[0]
+            if base < expect or base < self.base_offset or last >= self.next_offset:  # (no CRC covers base_offset)
+                raise CorruptSegment(self.path, pos, f"batch offsets {base}-{last} do not fit: offsets here run "
+                                                     f"from {max(expect, self.base_offset)} to {self.next_offset - 1}")
+            if last >= offset:
+                return pos  # (read_batches checks the header it starts at)
+            if length + LOG_OVERHEAD < MIN_BATCH_BYTES or pos + length + LOG_OVERHEAD > self.size:
+                # A damaged batch_length: stepping by it would land inside a batch (or loop).
+                raise CorruptSegment(self.path, pos, f"impossible batch_length {length} while looking for "
+                                                     f"offset {offset}")
+            stepped, expect = pos, last + 1
             pos += length + LOG_OVERHEAD
         return None
 
+    def _check_crc(self, pos: int) -> None:
+        """Raise ``CorruptSegment`` unless the batch at ``pos`` passes its CRC."""
+        h = parse_header(os.pread(self.fd, HEADER_SIZE, pos))
+        body = os.pread(self.fd, h.size, pos)
+        crc = zlib.crc32(memoryview(body)[CRC_START:])
+        if crc != h.crc:
+            raise CorruptSegment(self.path, pos, f"CRC mismatch (header {h.crc:#010x}, data {crc:#010x}): its "
+                                                 f"batch_length {h.batch_length} or its contents are damaged")
+
     def read_batches(self, pos: int, budget: int, upto: int | None,
-                     at_least_one: bool) -> tuple[bytes, bool, bool]:
+                     at_least_one: bool, offset: int = -1) -> tuple[bytes, bool, bool]:
         """Whole batches from ``pos`` within ``budget`` bytes (at least one if ``at_least_one``),
         none with a base offset >= ``upto``: one ``pread``, found with the offset index and a
         short header walk (never one step per batch sent).  Returns (bytes, True if the end of
         the segment was reached and the caller may continue with the next one, True if the bytes
-        hold everything readable here: they end at ``upto`` or at the end of the segment)."""
+        hold everything readable here: they end at ``upto`` or at the end of the segment).
+
+        Pair assertion on the read side: the header the bytes start with is checked (magic,
+        length within the segment, counts, offsets within the segment and reaching ``offset``),
+        so a damaged ``batch_length`` upstream can never make the broker serve bytes that do not
+        start at a batch boundary; it raises ``CorruptSegment`` instead."""
+        if self._detours and pos in self._detours:  # (pos 0 of a segment after the one read so far)
+            if not at_least_one and offset < self._detours[pos][1]:
+                return b"", False, False  # the bytes read so far end in front of the damage
+            self._check_detour(pos, offset)
+            pos = self._detours[pos][0]
         stop = self.size
         if upto is not None and upto < self.next_offset:
             stop = self._first_position_from(upto)
         limit = max(pos, min(stop, pos + max(budget, 0)))
         end = self._last_boundary_at_most(pos, limit)
         if end > pos:
-            return os.pread(self.fd, end - pos, pos), end == self.size, end >= stop
+            data = os.pread(self.fd, end - pos, pos)
+            self._check_start(data, pos, offset)
+            return data, end == self.size, end >= stop
         if not at_least_one or pos >= stop:
             return b"", pos >= self.size and budget > 0, pos >= stop
-        length = LENGTH_PREFIX.unpack(os.pread(self.fd, LOG_OVERHEAD, pos))[1]
-        end = pos + length + LOG_OVERHEAD  # one batch beyond the budget
+        head = os.pread(self.fd, HEADER_SIZE, pos)
+        self._check_start(head, pos, offset)
+        end = pos + LENGTH_PREFIX.unpack_from(head)[1] + LOG_OVERHEAD  # one batch beyond the budget
         return os.pread(self.fd, end - pos, pos), False, end >= stop
+
+    def _check_start(self, data: bytes, pos: int, offset: int) -> None:
+        """Raise ``CorruptSegment`` unless ``data`` (read at ``pos``) starts with a plausible
+        batch of this segment whose last offset is >= ``offset``."""
+        if len(data) < HEADER_SIZE:
+            raise CorruptSegment(self.path, pos, f"only {len(data)} bytes where a batch should start")
+        h = parse_header(data)
+        problem = header_problem(h, pos, self.size)
+        if not problem and not self.base_offset <= h.base_offset <= h.last_offset < self.next_offset:
+            problem = (f"batch offsets {h.base_offset}-{h.last_offset} lie outside the segment's "
+                       f"[{self.base_offset}, {self.next_offset})")
+        if not problem and h.last_offset < offset:
+            problem = f"batch offsets {h.base_offset}-{h.last_offset} end before the requested offset {offset}"
+        if problem:
+            raise CorruptSegment(self.path, pos, f"no batch starts here: {problem}")
+
+    def keep_damaged(self, next_base: int) -> None:
+        """``load`` found damage in this closed segment and ``next_base`` is the base offset of
+        the segment after it: keep every byte (reads step over the damage, ``map_damage``)
+        instead of truncating here and dropping the later segments with it, which lost every
+        record after one flipped byte.  The segment ends where the next one starts."""
+        # (An index rebuild cut short by the damage noted the batches before it, and with them a
+        # size and offsets that end there: everything after the damage would vanish from reads.)
+        self.size = os.fstat(self.fd).st_size
+        self.next_offset = next_base  # (what the walk derived may come from a damaged base_offset)
+        self._recent = ([], [], [])
+
+    def _check_detour(self, pos: int, offset: int) -> None:
+        """Reading ``offset`` passes the damaged batch at ``pos``: fine if ``offset`` lies beyond
+        it, else ``CorruptSegment`` saying where reading resumes."""
+        resume_pos, resume_offset = self._detours[pos]
+        if offset < resume_offset:
+            raise CorruptSegment(self.path, pos, f"damaged batch; the next valid one is at byte {resume_pos}",
+                                 resume_offset)
+
+    def map_damage(self, offset: int) -> bool:
+        """A read of ``offset`` met damage: walk from the index entry it started at, checking each
+        batch whole (header and CRC), to the first damaged one, and find the next valid batch
+        after it by scanning byte by byte (header and CRC must hold).  Reads then step over the
+        damaged batch only (a detour), instead of following its ``batch_length`` into the middle
+        of other batches.  Returns True if a new damaged batch was found."""
+        self.ensure_indexes()
+        rel = offset - self.base_offset
+        pos = self.offset_index.lookup(rel) if rel > 0 else 0
+        expected = self.base_offset
+        while pos < self.size:
+            if pos in self._detours:
+                pos, expected = self._detours[pos]
+                continue
+            head = os.pread(self.fd, HEADER_SIZE, pos)
+            h = parse_header(head) if len(head) == HEADER_SIZE else None
+            problem = header_problem(h, pos, self.size) if h is not None else "header truncated"
+            if not problem:
+                assert h is not None
+                if zlib.crc32(memoryview(os.pread(self.fd, h.size, pos))[CRC_START:]) != h.crc:
+                    problem = "CRC mismatch"
+                elif h.base_offset < expected or h.last_offset >= self.next_offset:
+                    problem = f"offsets {h.base_offset}-{h.last_offset} outside [{expected}, {self.next_offset})"
+            if problem:
+                found = self._next_valid_batch(pos + 1, expected)
+                self._detours[pos] = found if found is not None else (self.size, self.next_offset)
+                log.error("%s: damaged batch at byte %d (%s); reads skip to byte %d (offset %d)", self.path, pos,
+                          problem, *self._detours[pos])
+                return True
+            assert h is not None
+            if h.last_offset >= offset:
+                return False
+            expected = h.next_offset
+            pos += h.size
+        return False
+
+    def _next_valid_batch(self, start: int, min_offset: int) -> tuple[int, int] | None:
+        """(position, base offset) of the first whole batch at or after byte ``start`` whose
+        header and CRC hold, found by trying each byte that could be a batch's magic."""
+        magic = bytes([MAGIC])
+        chunk_pos = start
+        while chunk_pos < self.size:
+            chunk = os.pread(self.fd, min(_RECOVERY_CHUNK, self.size - chunk_pos) + HEADER_SIZE, chunk_pos)
+            i = chunk.find(magic, 16)
+            while i != -1 and i - 16 < _RECOVERY_CHUNK:
+                pos = chunk_pos + i - 16
+                head = chunk[i - 16: i - 16 + HEADER_SIZE]
+                if len(head) == HEADER_SIZE:
+                    h = parse_header(head)
+                    if not header_problem(h, pos, self.size) and min_offset <= h.base_offset \
+                            and h.last_offset < self.next_offset \
+                            and zlib.crc32(memoryview(os.pread(self.fd, h.size, pos))[CRC_START:]) == h.crc:
+                        return pos, h.base_offset
+                i = chunk.find(magic, i + 1)
+            chunk_pos += _RECOVERY_CHUNK
+        return None
+
+    def repair_indexes(self) -> bool:
+        """After a read met no batch where it expected one: if every batch header of the log
+        checks out, the offset index led it astray (a damaged entry), so rebuild both indexes
+        and return True; False if the log itself is damaged (one header walk, no CRC)."""
+        try:
+            expect, stepped = self.base_offset, -1
+            for pos, h in self._walk(0, self.size, self.base_offset):
+                if h.base_offset != expect and stepped >= 0:
+                    self._check_crc(stepped)  # (as in find_position: a length landing on another batch)
+                expect, stepped = h.next_offset, pos
+        except CorruptSegment:
+            return False
+        log.warning("%s: a read found no batch where the offset index pointed; rebuilding the indexes", self.path)
+        self.rebuild_indexes(self.index_interval)
+        return True
+
+    def next_readable_offset(self, position: int) -> int | None:
+        """The base offset of the first batch after the damage at ``position`` that a read can
+        start at: the first offset-index entry beyond it whose batch header checks out (a read
+        walks from an index entry, so nothing between the damage and that entry is reachable).
+        None if there is none in this segment."""
+        self.ensure_indexes()
+        index = self.offset_index
+        first = bisect_right(index.values, position)
+        for rel, pos in zip(index.keys[first:], index.values[first:]):
+            head = os.pread(self.fd, HEADER_SIZE, pos)
+            if len(head) < HEADER_SIZE:
+                return None
+            h = parse_header(head)
+            if not header_problem(h, pos, self.size) and h.base_offset == self.base_offset + rel:
+                return h.base_offset
+        return None
 
     def _first_position_from(self, offset: int) -> int:
         """Position of the first batch whose base offset is >= ``offset`` (the size if none)."""
@@ -426,6 +620,8 @@ class Segment:
 
     def _last_boundary_at_most(self, pos: int, limit: int) -> int:
         """The last batch boundary in [pos, limit] (``pos`` itself is one)."""
+        if self._detours:  # a read ends in front of a damaged batch
+            limit = min([limit, *(p for p in self._detours if pos < p <= limit)])
         if limit >= self.size:
             return self.size
         self.ensure_indexes()
@@ -437,8 +633,10 @@ class Segment:
             off = p - buf_pos
             if off + LOG_OVERHEAD > len(buf):  # headers starting at or before limit are all we need
                 buf, buf_pos, off = os.pread(self.fd, min(_SCAN_WINDOW, limit + LOG_OVERHEAD - p), p), p, 0
+            if len(buf) - off < LOG_OVERHEAD:
+                return p  # no header here: the data stops before it (a read stops at damage)
             nxt = p + LENGTH_PREFIX.unpack_from(buf, off)[1] + LOG_OVERHEAD
-            if nxt > limit:
+            if nxt > limit or nxt - p < MIN_BATCH_BYTES:
                 return p
             p = nxt
 
@@ -475,6 +673,7 @@ class Segment:
         os.ftruncate(self.fd, pos)
         self.size = pos
         self._recent = ([], [], [])
+        self._detours = {p: d for p, d in self._detours.items() if d[0] < pos}
         self.offset_index.truncate_to_position(pos)
         self.time_index.truncate_to_offset(dropped - self.base_offset)
         self._rescan_tail()
