@@ -167,3 +167,36 @@ def test_thousands_of_unread_1mib_fetches_keep_the_broker_small_and_serving(brok
     finally:
         flood.close(linger=0)
         admin.close()
+
+
+def test_a_produce_flood_without_reading_acks_is_held_back_by_tcp(broker):
+    """Requests are read at most ``connection_requests_queued_max`` ahead per connection: a client
+    sending faster than the broker appends waits in TCP, not in the broker's memory."""
+    b = broker
+    base = _rss_mib(b.pid)
+    sends = 600
+    batch = encode_batch([1], [None], [os.urandom(1 << 20)])
+    flood = zmq.Context.instance().socket(zmq.DEALER)
+    flood.setsockopt(zmq.RCVHWM, 1)  # never reads its acknowledgements
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.connect(f"tcp://{b.bootstrap}")
+    admin = Admin(b.bootstrap, timeout_ms=5000)
+    peak = base
+    try:
+        for cid in range(1, sends + 1):
+            flood.send_multipart([cbor2.dumps({"op": "produce", "v": 1, "cid": cid, "acks": 1,
+                                               "batches": [{"topic": "p", "partition": 0}]}), batch])
+            if cid % 25 == 0:
+                peak = max(peak, _rss_mib(b.pid))
+                assert peak - base < 120, f"broker RSS grew {peak - base:.0f} MiB after {cid} produce requests"
+
+        def all_read():
+            nonlocal peak
+            peak = max(peak, _rss_mib(b.pid))
+            assert peak - base < 120, f"broker RSS grew {peak - base:.0f} MiB"
+            return admin.broker_stats()["requests"].get("produce", 0) >= sends
+        _poll(all_read, 25, "the broker did not read every produce request")
+        assert admin.api_versions()["broker"]["node_id"] == 0
+    finally:
+        flood.close(linger=0)
+        admin.close()
