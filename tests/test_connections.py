@@ -7,8 +7,12 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+import zmq
+
 from fabric.broker.connections import REFUSING_MAX, ConnectionGate
 from fabric.client import Admin, Consumer, Producer
+from fabric.protocol.errors import TooManyConnectionsError
 
 
 def test_the_gate_keeps_up_to_its_limit_and_frees_slots():
@@ -146,3 +150,71 @@ def test_a_consumer_that_disconnects_leaves_no_parked_fetch_behind(broker):
                 if got:
                     break
             assert [r.value for r in got] == [b"after"]
+
+
+def _idle_dealers(ctx, port: int, n: int) -> list:
+    """``n`` DEALER sockets that connect and never send: libzmq reconnects them every 100 ms
+    (its default) when the broker closes them."""
+    out = []
+    for _ in range(n):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(f"tcp://127.0.0.1:{port}")
+        out.append(s)
+    return out
+
+
+def test_idle_connections_over_the_limit_do_not_lock_out_a_new_client(brokers, tmp_path):
+    """The issue's 1,200 idle connections at a limit of 1,000, scaled down: 72 at a limit of 60."""
+    cfg = tmp_path / "broker.yaml"
+    cfg.write_text("limits:\n  connections_max: 60\n")
+    b = brokers(["--config", str(cfg)])
+    ctx = zmq.Context.instance()
+    idle = _idle_dealers(ctx, b.port, 72)
+    try:
+        with Admin(b.bootstrap, timeout_ms=5000) as probe:  # (it may itself replace an idle one)
+            _stats_until(probe, lambda s: s["connections_refused"] >= 12)  # the limit is held by idle sockets
+        started = time.monotonic()
+        with Admin(b.bootstrap, timeout_ms=10_000) as newcomer:
+            assert newcomer.api_versions()["broker"]["node_id"] == 0
+            assert newcomer.list_topics() == []  # and it keeps being served
+            stats = newcomer.broker_stats()
+        assert time.monotonic() - started < 5
+        assert stats["connections"] <= 60
+    finally:
+        for s in idle:
+            s.close(linger=0)
+
+
+def test_a_refused_client_is_told_why_and_backs_off_exponentially(brokers, tmp_path):
+    cfg = tmp_path / "broker.yaml"
+    cfg.write_text("limits:\n  connections_max: 1\n  connection_replace_idle_ms: 600000\n")  # never replaced
+    b = brokers(["--config", str(cfg)])
+    with Admin(b.bootstrap) as holder:
+        _stats_until(holder, lambda s: s["connections"] == 1)
+        refused_before = holder.broker_stats()["connections_refused"]
+        started = time.monotonic()
+        with Admin(b.bootstrap, timeout_ms=3000) as refused:
+            with pytest.raises(TooManyConnectionsError):
+                refused.api_versions()
+        elapsed = time.monotonic() - started
+        attempts = holder.broker_stats()["connections_refused"] - refused_before
+        # back-off 100, 200, 400, 800, 1600 ms (each x 0.5-1 jitter) in 3 s: at most about 7 tries,
+        # where libzmq alone reconnects every 50 ms (about 60)
+        assert 2 <= attempts <= 9, attempts
+        assert elapsed < 6
+        assert holder.api_versions()["broker"]["node_id"] == 0
+
+
+def test_idle_connections_are_closed_after_connection_idle_ms_max(brokers, tmp_path):
+    cfg = tmp_path / "broker.yaml"
+    cfg.write_text("limits:\n  connection_idle_ms_max: 1000\n")
+    b = brokers(["--config", str(cfg)])
+    with Admin(b.bootstrap) as watcher:
+        ctx = zmq.Context.instance()
+        [idle] = _idle_dealers(ctx, b.port, 1)
+        try:
+            _stats_until(watcher, lambda s: s["connections_closed_idle"] >= 1, timeout=10)
+        finally:
+            idle.close(linger=0)
+        assert watcher.api_versions()["broker"]["node_id"] == 0  # the active one is kept

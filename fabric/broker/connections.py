@@ -94,6 +94,10 @@ class ConnectionGate:
         self._refusing[fd] = None
         return Verdict(False)
 
+    def knows(self, fd: int) -> bool:
+        """Whether ``fd``'s ``ACCEPTED`` event has been seen (and the connection is not gone)."""
+        return fd in self._open or fd in self._refusing
+
     def refused(self, fd: int) -> bool:
         """Whether ``fd`` is a refused connection (none of its requests may be executed)."""
         return fd in self._refusing

@@ -236,6 +236,8 @@ class BrokerServer:
                         msg, origin = got
                         peer = msg[0]
                         if origin is not None:  # a peer's first message
+                            if origin.fd >= 0 and not gate.knows(origin.fd):
+                                self._connection_events(now)  # its ACCEPTED event may wait behind it
                             if gate.refused(origin.fd):
                                 self._tell_refused(peer, msg[1:], origin.fd, now)
                                 continue
