@@ -200,3 +200,31 @@ def test_a_produce_flood_without_reading_acks_is_held_back_by_tcp(broker):
     finally:
         flood.close(linger=0)
         admin.close()
+
+
+def test_small_unread_replies_count_too(brokers, tmp_path):
+    """Replies under 64 KiB are tracked one per 64 KiB (flow.py): unread, they still reach the
+    connection's byte limit (the reply-count limit is set out of the way here)."""
+    cfg = tmp_path / "broker.yaml"
+    cfg.write_text("limits:\n  connection_reply_bytes_max: 4194304\n  connection_replies_queued_max: 100000\n")
+    b = brokers(["--config", str(cfg)])
+    with Producer(b.bootstrap, linger_ms=0) as p:
+        p.send("mid", os.urandom(40 << 10)).result(10)
+    fetches = 2000  # 80 MB of replies, 40 KiB each
+    flood = zmq.Context.instance().socket(zmq.DEALER)
+    flood.setsockopt(zmq.RCVHWM, 1)
+    flood.setsockopt(zmq.SNDHWM, fetches)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.connect(f"tcp://{b.bootstrap}")
+    try:
+        with Admin(b.bootstrap, timeout_ms=5000) as admin:
+            for cid in range(1, fetches + 1):
+                flood.send(cbor2.dumps({"op": "fetch", "v": 1, "cid": cid, "max_wait_ms": 0,
+                                        "partitions": [{"topic": "mid", "partition": 0, "offset": 0}]}))
+            stats = _poll(lambda: (s := admin.broker_stats())["requests"].get("fetch", 0) >= fetches and s,
+                          20, "the broker did not read every fetch")
+            assert stats["errors"].get("THROTTLED", 0) > fetches // 2
+            # the limit, one reply over it, and the small THROTTLED answers queued after it
+            assert 4 << 20 <= stats["reply_bytes_queued"] <= (4 << 20) + (64 << 10) + fetches * 300
+    finally:
+        flood.close(linger=0)

@@ -32,7 +32,8 @@ Rules (``congested`` / ``over``):
 3. A peer's account goes when its connection does (``forget``).
 Bound: a peer can hold ``peer_bytes_max`` plus the one reply that crossed it, plus the data
 replies of fetches admitted before (at most its parked, standing and follow-on fetches, each
-capped by ``fetch_bytes_max``); all peers together ``total_bytes_max`` plus one reply per peer and
+capped by ``fetch_bytes_max``), plus its ``THROTTLED`` answers (a few hundred bytes each, at most
+``SNDHWM`` of them); all peers together ``total_bytes_max`` plus as much per peer, and
 ``MARK_BYTES`` per peer unmarked.
 """
 

@@ -74,10 +74,13 @@ def _shut_down(fd: int) -> None:
 
 def _send_tracked(socket: zmq.Socket, frames: list) -> zmq.MessageTracker:
     """Send ``frames`` as one message through pyzmq; the tracker of its last frame is done once
-    ZeroMQ has let go of the whole message (frames leave in order)."""
+    ZeroMQ has let go of the whole message (frames leave in order).  The last frame is made with
+    ``copy_threshold=0``: below the socket's threshold (64 KiB) pyzmq would copy it and hand back
+    a tracker that is done already, whatever became of the message."""
     for frame in frames[:-1]:
         socket.send(frame, zmq.SNDMORE, copy=len(frame) < ZERO_COPY_MIN)
-    return socket.send(frames[-1], 0, copy=False, track=True)
+    last = zmq.Frame(frames[-1], track=True, copy=False, copy_threshold=0)
+    return socket.send(last, 0, copy=False, track=True)
 
 
 def _tracker_done(tracker: Any) -> bool:
@@ -223,11 +226,11 @@ class BrokerServer:
                 deadline = core.next_deadline_ms()
                 timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
                 events = poller.poll(timeout)
+                flow.settle(_tracker_done)  # credit what ZeroMQ let go of since the last turn
                 if events:
                     now = wall_ms()
                     if len(events) > 1 or events[0][0] is monitor:
                         self._connection_events(now)
-                    flow.settle(_tracker_done)  # credit what ZeroMQ let go of since the last turn
                     outbox: Outbox = []
                     for _ in range(RECV_BURST):
                         got = recv_routed(router, core.peer_hosts)
