@@ -13,8 +13,10 @@ Rules:
    with the limit held by idle connections, refusing every newcomer locked out every new client
    for as long as the idle ones stayed (1,200 idle sockets, limit 1,000: no new client got an
    answer).  A connection whose peer has a fetch parked is busy, not idle (``busy``).  A client
-   that sends requests is never replaced; an idle one loses its connection and reconnects (its
-   ZeroMQ socket does that by itself) when it next has something to say.
+   that keeps sending requests is not replaced; an idle one loses its connection, and its ZeroMQ
+   socket reconnects by itself (a new connection like any other).  Why replace rather than
+   reserve headroom: newcomers cannot be told from reconnecting idle sockets at accept, but the
+   connection that has said nothing for longest is the one whose loss costs least.
 3. Otherwise it is refused.  A refused connection is kept for ``REFUSE_GRACE_MS`` so that its
    first request can be answered ``TOO_MANY_CONNECTIONS`` (the client then backs off
    exponentially: libzmq's own reconnect back-off does not grow for a connection that was
