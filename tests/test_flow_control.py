@@ -51,14 +51,19 @@ def test_marks_confirm_everything_sent_before_them():
     assert budget.queued(b"p") == 0 and budget.peers == 0  # a settled account is dropped
 
 
-def test_congestion_is_per_peer_or_broker_wide():
-    budget = ReplyBudget(peer_bytes_max=1000, total_bytes_max=1500)
+def test_congestion_is_per_peer_then_by_fair_share_then_broker_wide():
+    budget = ReplyBudget(peer_bytes_max=1000, total_bytes_max=2000)
     budget.sent(b"a", 1200, Mark())
     assert budget.over(b"a") and budget.congested(b"a") and not budget.congested(b"b")
-    budget.sent(b"b", 400, Mark())
-    assert budget.full() and budget.congested(b"b") and not budget.over(b"b")  # data waits for everyone
+    budget.sent(b"b", 400, Mark())  # 1600 of 2000: past half, so shares count (1000 / 2 peers each)
+    assert not budget.congested(b"b") and not budget.congested(b"c")  # below their share: served
+    budget.sent(b"b", 200, Mark())
+    assert budget.congested(b"b") and not budget.over(b"b") and not budget.congested(b"c")
+    budget.sent(b"c", 300, Mark())  # 2100: full, data waits for everyone
+    assert budget.full() and budget.congested(b"c") and budget.congested(b"d")
     budget.forget(b"a")  # its connection went: ZeroMQ drops what it held
-    assert budget.marked_bytes == 400 and not budget.congested(b"b") and budget.queued(b"a") == 0
+    assert budget.marked_bytes == 900 and budget.queued(b"a") == 0
+    assert not budget.congested(b"b") and not budget.congested(b"d")  # below half again
 
 
 # ------------------------------------------------------------------ the core's decisions
@@ -228,3 +233,41 @@ def test_small_unread_replies_count_too(brokers, tmp_path):
             assert 4 << 20 <= stats["reply_bytes_queued"] <= (4 << 20) + (64 << 10) + fetches * 300
     finally:
         flood.close(linger=0)
+
+
+def test_several_connections_flooding_unread_fetches_do_not_starve_a_reading_consumer(broker):
+    """Five connections that read nothing could hold 5 x 64 MiB: past half of ``reply_bytes_max``
+    each is held to its fair share, so the total stays below it and a consumer that reads gets data."""
+    b = broker
+    with Producer(b.bootstrap, linger_ms=0) as p:
+        p.send("big", os.urandom(1 << 20)).result(10)
+    base = _rss_mib(b.pid)
+    ctx = zmq.Context.instance()
+    floods = []
+    for _ in range(5):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.RCVHWM, 1)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(f"tcp://{b.bootstrap}")
+        floods.append(s)
+    admin = Admin(b.bootstrap, timeout_ms=5000)
+    try:
+        sent = 0
+        for step in range(4):  # 4 x 5 x 100 = 2,000 unread 1 MiB fetches
+            for s in floods:
+                for _ in range(100):
+                    sent += 1
+                    s.send(cbor2.dumps({"op": "fetch", "v": 1, "cid": sent, "max_wait_ms": 0,
+                                        "partitions": [{"topic": "big", "partition": 0, "offset": 0}]}))
+            stats = _poll(lambda: (st := admin.broker_stats())["requests"].get("fetch", 0) >= sent and st,
+                          20, "the broker did not read every fetch")
+            assert _rss_mib(b.pid) - base < 300, f"broker RSS grew {_rss_mib(b.pid) - base:.0f} MiB"
+        assert (128 << 20) <= stats["reply_bytes_queued"] < (256 << 20)  # past half, not full
+        with Consumer(b.bootstrap, auto_offset_reset="earliest") as consumer:
+            consumer.assign([("big", 0)])
+            got = _poll(lambda: consumer.poll(200), 10, "a consumer that reads got no data")
+            assert len(got[0].value) == 1 << 20
+    finally:
+        for s in floods:
+            s.close(linger=0)
+        admin.close()

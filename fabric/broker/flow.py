@@ -25,10 +25,14 @@ Rules (``congested`` / ``over``):
 1. A peer is *over* its budget while its bytes not yet confirmed (marked or not) reach
    ``peer_bytes_max``.  Every request of a peer that is over is refused with ``THROTTLED``
    (retriable), before any work: its replies are small, and dropped at the high-water mark.
-2. The broker is *full* while the marked bytes of all peers reach ``total_bytes_max``.  A peer
-   that is over, or any peer while the broker is full, is *congested*: a fetch reply to it
-   carries no data, each partition says ``THROTTLED`` (a standing fetch ends).  Other
-   operations go on, so a broker full of unread replies still serves metadata, produce, groups.
+2. A peer is *congested* when it is over, or while the marked bytes of all peers are at
+   ``total_bytes_max`` (the broker is *full*), or while they are at half of it and the peer holds
+   its fair share of that half or more (the half divided by the peers with marks pending).  A
+   fetch reply to a congested peer carries no data: each partition says ``THROTTLED`` (a standing
+   fetch ends).  Other operations go on, so a broker full of unread replies still serves
+   metadata, produce, groups.  Why the fair share: a few connections that read nothing would
+   otherwise fill the total and starve every consumer that does read (its own bytes stay near
+   zero, below any share); the hard stop at the total still bounds many such connections.
 3. A peer's account goes when its connection does (``forget``).
 Bound: a peer can hold ``peer_bytes_max`` plus the one reply that crossed it, plus the data
 replies of fetches admitted before (at most its parked, standing and follow-on fetches, each
@@ -131,7 +135,15 @@ class ReplyBudget:
 
     def congested(self, peer: bytes) -> bool:
         """Rule 2: no fetch data for ``peer`` now."""
-        return self.marked_bytes >= self.total_bytes_max or self.over(peer)
+        acc = self._accounts.get(peer)
+        queued = 0 if acc is None else acc.sent - acc.confirmed
+        if queued >= self.peer_bytes_max:
+            return True
+        half = self.total_bytes_max // 2
+        marked = self.marked_bytes
+        if marked < half:
+            return False
+        return marked >= self.total_bytes_max or queued >= half // max(1, len(self._marked_peers))
 
     @property
     def peers(self) -> int:
