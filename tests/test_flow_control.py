@@ -267,6 +267,11 @@ def test_several_connections_flooding_unread_fetches_do_not_starve_a_reading_con
             consumer.assign([("big", 0)])
             got = _poll(lambda: consumer.poll(200), 10, "a consumer that reads got no data")
             assert len(got[0].value) == 1 << 20
+        for s in floods:
+            s.close(linger=0)
+        # gone: what ZeroMQ held for them is freed, and the broker gives the memory back
+        _poll(lambda: admin.broker_stats()["reply_bytes_queued"] == 0, 10, "their bytes stayed counted")
+        _poll(lambda: _rss_mib(b.pid) - base < 40, 10, f"the memory stayed held: {_rss_mib(b.pid) - base:.0f} MiB")
     finally:
         for s in floods:
             s.close(linger=0)

@@ -73,6 +73,7 @@ class ReplyBudget:
         self._accounts: dict[bytes, _Account] = BoundedDict(peers_max)
         self._marked_peers: set[bytes] = set()  # peers with a mark not yet done
         self.marked_bytes = 0  # over every peer: bytes up to their last mark not confirmed
+        self.marked_high = 0  # the most ``marked_bytes`` has been since the shell last reset it
         self.throttled_total = 0  # requests and fetch replies refused, for broker_stats
 
     # ------------------------------------------------------------------ sending
@@ -91,6 +92,8 @@ class ReplyBudget:
         acc.sent += nbytes
         if mark is not None:
             self.marked_bytes += acc.sent - acc.marked
+            if self.marked_bytes > self.marked_high:
+                self.marked_high = self.marked_bytes
             acc.marked = acc.sent
             acc.marks.append((acc.sent, mark))
             self._marked_peers.add(peer)

@@ -32,6 +32,8 @@ marker), sockets closed with linger 0.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -55,6 +57,7 @@ TICK_MS = 100
 RECV_BURST = 256
 GROUP_TICK_MS = 10  # how often a busy loop runs the full ``core.tick`` (group timeouts)
 IDLE_CHECK_MS = 1000  # how often connections are checked against ``connection_idle_ms_max``
+TRIM_AFTER_BYTES = 32 << 20  # queued reply bytes gone (sent or dropped) before the heap is trimmed
 
 
 def _shut_down(fd: int) -> None:
@@ -87,6 +90,21 @@ def _tracker_done(tracker: Any) -> bool:
     return tracker.done
 
 
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None elsewhere.  Why: the replies of a client that read nothing
+    are large buffers freed all at once when it goes; glibc keeps freed heap memory for reuse
+    (after the first large free it serves such buffers from the heap, not from ``mmap``), so the
+    broker's RSS stayed at its peak long after.  Trimming returns it to the system."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
 class BrokerServer:
     def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
@@ -109,6 +127,7 @@ class BrokerServer:
         endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.port = int(endpoint.rsplit(":", 1)[1])
         self.core.advertised_port = self.port
+        self._trim = _malloc_trim()
         self.flusher = Flusher(self.core, config.flush_check_interval_ms)
         self.compactor = Compactor(self.core, config.compaction_check_interval_ms)
 
@@ -177,7 +196,7 @@ class BrokerServer:
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 for peer in gate.disconnected(fd):
                     self._send(self.core.peer_gone(peer))
-                    self.core.flow.forget(peer)  # (what was just sent to it goes with it)
+                    self.core.flow.forget(peer)  # (what was just sent to it goes too)
 
     def _tell_refused(self, peer: bytes, frames: list, fd: int, now: int) -> None:
         """A request on a refused connection: answered TOO_MANY_CONNECTIONS, never executed."""
@@ -203,6 +222,12 @@ class BrokerServer:
                 _shut_down(fd)
             if idle:
                 log.info("closed %d connections idle for %d ms or more", len(idle), gate.idle_ms_max)
+            flow = self.core.flow
+            if flow.marked_high - flow.marked_bytes >= TRIM_AFTER_BYTES and self._trim is not None:
+                log.debug("queued reply bytes fell from %d to %d: trimming the heap", flow.marked_high,
+                          flow.marked_bytes)
+                self._trim(0)
+            flow.marked_high = flow.marked_bytes
 
     def serve_forever(self) -> None:
         log.info("broker %d serving on %s, data in %s (cluster %s)", self.config.node_id,
