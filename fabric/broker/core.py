@@ -44,6 +44,7 @@ from .bounded import BoundedDict
 from .connections import ConnectionGate
 from .descriptors import segment_file_budget
 from .fetching import Fetcher
+from .flow import ReplyBudget
 from .replies import Outbox, Reply
 from .storage_faults import StorageFaults
 
@@ -102,7 +103,12 @@ class BrokerCore:
         self.advertised_port = config.port  # the shell sets the real one when it bound port 0
         # ROUTER identity -> client address, filled by the shell (bounded: forgotten when full)
         self.peer_hosts: dict[bytes, str] = BoundedDict(config.limits.inflight_requests_max)
-        self.connections = ConnectionGate(config.limits.connections_max)  # fed by the I/O shell
+        self.connections = ConnectionGate(config.limits.connections_max, config.limits.connection_replace_idle_ms,
+                                          config.limits.connection_idle_ms_max)  # fed by the I/O shell
+        # Reply bytes ZeroMQ still holds per peer (flow.py): the shell counts them, we refuse work
+        self.flow = ReplyBudget(config.limits.connection_reply_bytes_max, config.limits.reply_bytes_max,
+                                config.limits.inflight_requests_max)
+        self.fetcher.congested = self.flow.congested
         self.handlers: dict[str, Callable[[bytes, Any, Any, list, int], Outbox]] = {
             "api_versions": self._api_versions,
             "metadata": self._metadata,
@@ -160,6 +166,9 @@ class BrokerCore:
                 raise FabricError("MALFORMED_REQUEST", f"{op} takes no payload frames, got {len(frames) - 1}")
             if self.shutting_down and op in ("produce", "fetch"):
                 raise FabricError("BROKER_SHUTTING_DOWN", "the broker is stopping")
+            if op != "fetch" and self.flow.over(peer):  # (a fetch is throttled per partition: fetching.py)
+                raise FabricError("THROTTLED", f"{self.flow.queued(peer)} reply bytes wait unread for this "
+                                               "connection: read them, then retry")
             self.metrics.requests[op] += 1
             started = self.monotonic_ns()
             out = handler(peer, env, req, frames, now_ms)
@@ -196,7 +205,20 @@ class BrokerCore:
         its host.  (Group members keep their sessions: a consumer may reconnect, and the session
         timeout decides, as in Kafka.)"""
         self.peer_hosts.pop(peer, None)
+        self.flow.forget(peer)
         return self.fetcher.release(peer)
+
+    def refuse(self, peer: bytes, frames: list, err: FabricError) -> Outbox:
+        """An error reply to a request not handled at all (e.g. from a connection over
+        ``connections_max``), echoing its op and cid when its header is readable."""
+        op: str | None = None
+        cid: int | None = None
+        try:
+            op, cid = _echoed(codec.decode_map(frames[0], self.limits.header_frame_bytes_max))
+        except (FabricError, IndexError):
+            pass
+        self.metrics.errors[err.name] += 1
+        return [(peer, Reply(error_reply(op, cid, err)))]
 
     def expire(self, now_ms: int) -> Outbox:
         """Answer parked fetches whose wait is over with whatever they can have."""
@@ -347,6 +369,8 @@ class BrokerCore:
         snap["topics"] = len(self.topics.topics)
         snap["connections"] = self.connections.open_connections
         snap["connections_refused"] = self.connections.refused_total
+        snap["connections_closed_idle"] = self.connections.closed_idle_total
+        snap["reply_bytes_queued"] = self.flow.marked_bytes
         return [(peer, Reply(ok_reply(env.op, env.cid, **snap)))]
 
     def _stats(self, peer, env, req: StatsRequest, frames, now_ms) -> Outbox:

@@ -36,6 +36,13 @@ Rules for a fetch with ``follows`` = the cid of the connection's previous fetch:
    its chain.  Follow-ons of a standing fetch wait until it is spent.  Why: at the tail, one
    request per reply was half the broker's requests, and each one cost as much as the append it
    waited for.
+7. Flow control (``flow.py``): while the connection is *congested* (too many of its reply bytes,
+   or of everyone's, still queued in ZeroMQ), a reply that would carry data carries none: every
+   partition has the retriable error ``THROTTLED`` (and so no continuation, and a standing fetch
+   ends).  A fetch arriving then is answered so at once, without reading the log.  Why at reply
+   time and not only when a request arrives: parked, standing and follow-on fetches are answered
+   without a new request, and a client that parks thousands of fetches and reads nothing would
+   otherwise have them all answered with data by one append.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, NamedTuple
 
-from ..protocol.errors import FabricError
+from ..protocol.errors import FabricError, error_map
 from ..protocol.limits import Limits
 from ..protocol.messages import FetchRequest
 from ..protocol.schema import with_field
@@ -70,6 +77,10 @@ class _Read(NamedTuple):
 
 
 FOLLOW_ON_CHAIN_MAX = 8  # follow-ons waiting behind one connection's parked fetch (rule 2)
+
+
+def _never(peer: bytes) -> bool:
+    return False
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -101,9 +112,13 @@ class Fetcher:
         self.on_error = on_error  # told of every per-partition error (the core logs storage ones)
         self.waiters = FetchWaiters(limits.inflight_requests_max)
         self._latest: dict[bytes, _Latest] = BoundedDict(limits.inflight_requests_max)
+        self.congested: Callable[[bytes], bool] = _never  # rule 7; the core plugs in its ReplyBudget
 
     # ------------------------------------------------------------------ entry points
     def fetch(self, peer: bytes, cid: int, req: FetchRequest, now_ms: int) -> Outbox:
+        if self.congested(peer) and req.partitions:  # rule 7, before any read
+            self._latest[peer] = _Latest(cid, ends={})
+            return [(peer, self._reply(cid, self._throttled(req), 0 if req.answers > 1 else None))]
         if req.follows >= 0:
             self.metrics.follow_on_fetches += 1
             latest = self._latest.get(peer)
@@ -152,6 +167,15 @@ class Fetcher:
 
     def next_deadline_ms(self) -> int | None:
         return self.waiters.next_deadline_ms()
+
+    def parked(self, peer: bytes) -> bool:
+        """Whether ``peer``'s latest fetch waits here (parked, or a follow-on behind one): the
+        connection is not idle even if it sends nothing for a while."""
+        latest = self._latest.get(peer)
+        if latest is None:
+            return False
+        return (latest.waiter is not None and not latest.waiter.done) or \
+            (latest.follow_on is not None and not latest.follow_on.done)
 
     def release(self, peer: bytes) -> Outbox:
         """``peer``'s connection ended: answer its parked fetches, and the follow-ons behind them,
@@ -213,6 +237,8 @@ class Fetcher:
         """Reply; then a standing fetch waits again, or else: remember where the reply ended and
         evaluate the follow-on waiting for it.  ``parked``: the fetch's waiter, still parked (a
         wake): finished here, or re-armed in place when the fetch waits again at the tail."""
+        if read.total and self.congested(peer):  # rule 7
+            read = self._throttled(req)
         left = req.answers - spent - 1
         stands = left > 0 and self._stands(peer, cid, req, read, behind, needs_slot=parked is None)  # rule 6
         if parked is not None and not (stands and read.at_end):
@@ -299,6 +325,16 @@ class Fetcher:
             datas.append(data)
             total += len(data)
         return _Read(metas, datas, total, any_error, ends, at_end)
+
+    def _throttled(self, req: FetchRequest) -> _Read:
+        """What a congested connection gets instead of data (rule 7)."""
+        self.metrics.errors["THROTTLED"] += 1
+        says_offset = req.follows >= 0 or req.answers > 1
+        err = error_map("THROTTLED", "too many reply bytes wait unread for this connection or the broker: "
+                                     "read them, back off, fetch again")
+        metas = [{"topic": fp.topic, "partition": fp.partition, **({"offset": fp.offset} if says_offset else {}),
+                  "error": err} for fp in req.partitions]
+        return _Read(metas, [b""] * len(metas), 0, True, {}, False)
 
     def _reply(self, cid: int, read: _Read, answers_left: int | None = None) -> Reply:
         metrics = self.metrics

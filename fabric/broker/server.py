@@ -12,7 +12,17 @@ too much for every turn of a loop turning thousands of times a second) and, ever
 ``retention_check_interval_ms``, housekeeping.
 
 The ROUTER's monitor socket reports accepted and closed connections; ``connections.py`` decides
-which to keep (``limits.connections_max``).
+which to keep (``limits.connections_max``), which an idle one replaces, and which are told
+``TOO_MANY_CONNECTIONS`` before they are shut down; every request marks its connection active.
+
+Flow control (``flow.py``, SPEC "Flow control").  Inbound, the ROUTER reads at most
+``connection_requests_queued_max`` requests ahead per connection (``RCVHWM``): beyond, ZeroMQ stops
+reading that connection's socket and TCP holds the client back, so a client flooding produce
+requests cannot fill the broker's memory with them.  Outbound, every reply's bytes are counted
+per peer until ZeroMQ lets go of them (``_send``: some replies carry a ``MessageTracker``); the
+core refuses work for a peer whose replies wait unread (``THROTTLED``).  ``SNDHWM``
+(``connection_replies_queued_max``) still caps the count of small replies; with
+``ROUTER_MANDATORY`` off a reply beyond it is dropped, never waited for.
 
 Interval fsync (``flush_interval_ms``) and compaction happen on separate threads so a slow disk
 never stalls the loop.  SIGTERM/SIGINT stop the loop
@@ -22,6 +32,8 @@ marker), sockets closed with linger 0.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -32,8 +44,9 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..multipart import recv_routed, send_frames
+from ..multipart import ZERO_COPY_MIN, recv_routed, send_frames
 from ..protocol.codec import encode
+from ..protocol.errors import FabricError
 from .config import BrokerConfig
 from .background import Compactor, Flusher, timed_flush, wall_ms
 from ..protocol.messages import StatsRequest
@@ -46,6 +59,8 @@ log = logging.getLogger("fabric.broker.server")
 TICK_MS = 100
 RECV_BURST = 256
 GROUP_TICK_MS = 10  # how often a busy loop runs the full ``core.tick`` (group timeouts)
+IDLE_CHECK_MS = 1000  # how often connections are checked against ``connection_idle_ms_max``
+TRIM_AFTER_BYTES = 32 << 20  # queued reply bytes gone (sent or dropped) before the heap is trimmed
 
 
 def _shut_down(fd: int) -> None:
@@ -63,6 +78,36 @@ def _shut_down(fd: int) -> None:
         sock.close()
 
 
+def _send_tracked(socket: zmq.Socket, frames: list) -> zmq.MessageTracker:
+    """Send ``frames`` as one message through pyzmq; the tracker of its last frame is done once
+    ZeroMQ has let go of the whole message (frames leave in order).  The last frame is made with
+    ``copy_threshold=0``: below the socket's threshold (64 KiB) pyzmq would copy it and hand back
+    a tracker that is done already, whatever became of the message."""
+    for frame in frames[:-1]:
+        socket.send(frame, zmq.SNDMORE, copy=len(frame) < ZERO_COPY_MIN)
+    last = zmq.Frame(frames[-1], track=True, copy=False, copy_threshold=0)
+    return socket.send(last, 0, copy=False, track=True)
+
+
+def _tracker_done(tracker: Any) -> bool:
+    return tracker.done
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None elsewhere.  Why: the replies of a client that read nothing
+    are large buffers freed all at once when it goes; glibc keeps freed heap memory for reuse
+    (after the first large free it serves such buffers from the heap, not from ``mmap``), so the
+    broker's RSS stayed at its peak long after.  Trimming returns it to the system."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
 class BrokerServer:
     def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
@@ -74,8 +119,8 @@ class BrokerServer:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished client's reply is dropped
-        self.router.setsockopt(zmq.SNDHWM, 100_000)
-        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        self.router.setsockopt(zmq.SNDHWM, limits.connection_replies_queued_max)
+        self.router.setsockopt(zmq.RCVHWM, limits.connection_requests_queued_max)
         # ZeroMQ drops (disconnects) a peer sending a frame beyond this.  Our own limits are lower,
         # so a moderately oversized frame still gets a FRAME_TOO_LARGE reply; only absurd ones
         # are cut off before they can use the broker's memory.
@@ -91,6 +136,7 @@ class BrokerServer:
         if config.metrics_port:
             self.stats_exchange = StatsExchange()
             self.metrics_endpoint = MetricsEndpoint(config.host, config.metrics_port, self.stats_exchange)
+        self._trim = _malloc_trim()
         self.flusher = Flusher(self.core, config.flush_check_interval_ms)
         self.compactor = Compactor(self.core, config.compaction_check_interval_ms)
 
@@ -113,16 +159,29 @@ class BrokerServer:
                     if id(plog) not in synced:
                         synced.add(id(plog))
                         timed_flush(plog, self.core.metrics.fsync)
+        flow = self.core.flow
+        router = self.router
         for peer, reply in outbox:
             parts = [peer, encode(reply.header)]
             parts.extend(reply.frames)
+            nbytes = sum(map(len, parts))
             try:
-                send_frames(self.router, parts, copy=False)
-            except zmq.ZMQError as exc:  # e.g. HWM reached for a peer that stopped reading
+                if flow.needs_mark(peer, nbytes):  # (flow.py: which replies carry a tracker, and why)
+                    flow.sent(peer, nbytes, _send_tracked(router, parts))
+                else:
+                    send_frames(router, parts, copy=False)
+                    flow.sent(peer, nbytes)
+            except zmq.ZMQError as exc:
                 log.warning("dropping reply to %s: %s", peer.hex(), exc)
 
-    def _connection_events(self) -> None:
-        """Count connections; close an accepted one over ``connections_max`` right away."""
+    def _busy(self, peers: list[bytes]) -> bool:
+        """Whether a connection carrying ``peers`` waits for data (not idle though silent)."""
+        parked = self.core.fetcher.parked
+        return any([parked(p) for p in peers])
+
+    def _connection_events(self, now: int) -> None:
+        """Count connections; on one over ``connections_max``, let it replace an idle one or
+        refuse it (``connections.py``)."""
         gate = self.core.connections
         while True:
             try:
@@ -131,14 +190,53 @@ class BrokerServer:
                 return
             fd = int(event["value"])
             if event["event"] == zmq.EVENT_ACCEPTED:
-                if not gate.accepted(fd):
-                    _shut_down(fd)
+                verdict = gate.accepted(fd, now, self._busy)
+                for old in verdict.close:
+                    _shut_down(old)
+                if verdict.close:
+                    log.debug("connection limit (%d) reached: a new connection replaced one idle for %d ms or more",
+                              gate.limit, gate.replace_idle_ms)
+                if not verdict.keep:
+                    if not verdict.tell:
+                        _shut_down(fd)
                     if gate.refused_total % 100 == 1:  # (the first, then every 100th: a storm stays readable)
-                        log.warning("connection limit (%d) reached: closed a new connection (%d so far)",
-                                    gate.limit, gate.refused_total)
+                        log.warning("connection limit (%d) reached, no idle connection to replace: refused a new "
+                                    "connection (%d so far)", gate.limit, gate.refused_total)
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 for peer in gate.disconnected(fd):
                     self._send(self.core.peer_gone(peer))
+                    self.core.flow.forget(peer)  # (what was just sent to it goes too)
+
+    def _tell_refused(self, peer: bytes, frames: list, fd: int, now: int) -> None:
+        """A request on a refused connection: answered TOO_MANY_CONNECTIONS, never executed."""
+        gate = self.core.connections
+        err = FabricError("TOO_MANY_CONNECTIONS", f"the broker has {gate.limit} connections open and none idle "
+                                                  "to replace: back off, then reconnect")
+        for p, reply in self.core.refuse(peer, frames, err):
+            try:
+                send_frames(self.router, [p, encode(reply.header)])
+            except zmq.ZMQError:
+                pass
+        gate.told(fd, now)
+
+    def _connection_timers(self, now: int, idle_check: bool) -> None:
+        """Shut down refused connections that were told (or whose grace is over) and, on
+        ``idle_check``, connections idle longer than ``connection_idle_ms_max``."""
+        gate = self.core.connections
+        for fd in gate.due(now):
+            _shut_down(fd)
+        if idle_check:
+            idle = gate.idle(now, self._busy)
+            for fd in idle:
+                _shut_down(fd)
+            if idle:
+                log.info("closed %d connections idle for %d ms or more", len(idle), gate.idle_ms_max)
+            flow = self.core.flow
+            if flow.marked_high - flow.marked_bytes >= TRIM_AFTER_BYTES and self._trim is not None:
+                log.debug("queued reply bytes fell from %d to %d: trimming the heap", flow.marked_high,
+                          flow.marked_bytes)
+                self._trim(0)
+            flow.marked_high = flow.marked_bytes
 
     def serve_forever(self) -> None:
         log.info("broker %d serving on %s, data in %s (cluster %s)", self.config.node_id,
@@ -156,30 +254,43 @@ class BrokerServer:
         monitor = self.monitor
         next_housekeeping = wall_ms() + self.config.retention_check_interval_ms
         next_tick = 0
+        next_idle_check = 0
         core = self.core
         router = self.router
+        gate = core.connections
+        flow = core.flow
         try:
             while not self.stopping.is_set():
                 now = wall_ms()
                 deadline = core.next_deadline_ms()
                 timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
                 events = poller.poll(timeout)
+                flow.settle(_tracker_done)  # credit what ZeroMQ let go of since the last turn
                 if events:
+                    now = wall_ms()
                     if len(events) > 1 or events[0][0] is monitor:
-                        self._connection_events()
+                        self._connection_events(now)
                     outbox: Outbox = []
                     for _ in range(RECV_BURST):
                         got = recv_routed(router, core.peer_hosts)
                         if got is None:
                             break
                         msg, origin = got
+                        peer = msg[0]
                         if origin is not None:  # a peer's first message
-                            core.peer_hosts[msg[0]] = origin.address
-                            core.connections.peer_seen(msg[0], origin.fd)
+                            if origin.fd >= 0 and not gate.knows(origin.fd):
+                                self._connection_events(now)  # its ACCEPTED event may wait behind it
+                            if gate.refused(origin.fd):
+                                self._tell_refused(peer, msg[1:], origin.fd, now)
+                                continue
+                            core.peer_hosts[peer] = origin.address
+                            gate.peer_seen(peer, origin.fd, now)
+                        else:
+                            gate.touch(peer, now)
                         try:
-                            replies = core.handle(msg[0], msg[1:], wall_ms())
+                            replies = core.handle(peer, msg[1:], wall_ms())
                         except Exception:  # last resort: handle answers every failure itself
-                            log.exception("a request from %s went unanswered", msg[0].hex())
+                            log.exception("a request from %s went unanswered", peer.hex())
                             continue
                         if outbox or any([reply.flush for _, reply in replies]):
                             outbox.extend(replies)  # an fsync is due this turn: these wait for it
@@ -194,6 +305,11 @@ class BrokerServer:
                     self._send(core.expire(now))
                 if exchange is not None and exchange.pending:
                     exchange.answer(lambda: core.stats_body(scrape, now))
+                if now >= next_idle_check:
+                    self._connection_timers(now, True)
+                    next_idle_check = now + IDLE_CHECK_MS
+                elif gate.due_soon:
+                    self._connection_timers(now, False)
                 if now >= next_housekeeping:
                     core.housekeeping(now)
                     next_housekeeping = now + self.config.retention_check_interval_ms

@@ -6,6 +6,16 @@ close the socket (linger 0) and open a new one: a timed-out request is really go
 side, and late replies to old correlation ids are dropped.  Several requests may be in flight;
 replies are matched by ``cid``.
 
+Refused connections (``TOO_MANY_CONNECTIONS``, SPEC "Flow control").  A broker at its connection
+limit answers a new connection's requests with that error and closes it.  libzmq would reconnect
+50 ms later, and again, and again: its reconnect back-off grows only while TCP connects fail, not
+for connections accepted and then closed (and ``zmq_disconnect`` does not stop a reconnecting
+endpoint in libzmq 4.3).  So on that answer the connection closes its socket, opens a new one
+and connects it only after an exponential back-off with jitter (``REFUSED_BACKOFF_MS`` doubling up
+to ``REFUSED_BACKOFF_MAX_MS``), reset by any other reply.  Callers that poll ``socket`` must
+notice that it changed.  A send during the back-off waits for its end.  ``request`` resends a
+refused request (the broker executed none of it) until its deadline.
+
 A ``Connection`` is owned by one thread (ZeroMQ sockets are not thread-safe).
 """
 
@@ -13,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import time
 from typing import Any, Sequence
 
@@ -27,6 +38,10 @@ from ..protocol.messages import request_header
 log = logging.getLogger("fabric.client")
 
 _cids = itertools.count(1)
+
+TOO_MANY_CONNECTIONS = 27  # the error code of a refused connection (fabric.protocol.errors)
+REFUSED_BACKOFF_MS = 100  # the first wait after a refusal; it doubles with each refusal in a row ...
+REFUSED_BACKOFF_MAX_MS = 5000  # ... up to this
 
 
 class ClientError(Exception):
@@ -69,23 +84,58 @@ class Connection:
         self.ctx = ctx or zmq.Context.instance()
         self.client_id = client_id
         self.socket: zmq.Socket | None = None
+        self.refusals = 0  # TOO_MANY_CONNECTIONS answers in a row
+        self._reconnect_at: int | None = None  # disconnected after a refusal: connect again then
         self._open()
 
-    def _open(self) -> None:
+    def _open(self, connect: bool = True) -> None:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 10_000)
         s.setsockopt(zmq.RCVHWM, 10_000)
         s.setsockopt(zmq.RECONNECT_IVL, 50)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        s.connect(self.endpoint)
+        if connect:
+            s.connect(self.endpoint)
         self.socket = s
 
     def reset(self) -> None:
         """Drop everything in flight (after a timeout); the caller re-sends what it still needs."""
         if self.socket is not None:
             self.socket.close(linger=0)
+        self._reconnect_at = None
         self._open()
+
+    def _refused(self) -> None:
+        """The broker refused this connection: stop libzmq's quick reconnects, back off."""
+        if self._reconnect_at is not None:
+            return  # another request's answer from the same refused connection
+        self.refusals += 1
+        backoff = min(REFUSED_BACKOFF_MAX_MS, REFUSED_BACKOFF_MS << min(self.refusals - 1, 16))
+        backoff = int(backoff * random.uniform(0.5, 1.0))  # jitter: refused clients do not return together
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self._open(connect=False)  # connected when the back-off is over
+        self._reconnect_at = monotonic_ms() + backoff
+        log.info("%s refused the connection (too many connections, %d in a row): reconnecting in %d ms",
+                 self.endpoint, self.refusals, backoff)
+
+    def _reconnect_when_due(self, wait_ms: int) -> bool:
+        """After a refusal: connect again once the back-off is over, waiting up to ``wait_ms``
+        for it; True if the socket is connected (or was never refused)."""
+        if self._reconnect_at is None:
+            return True
+        left = self._reconnect_at - monotonic_ms()
+        if left > 0:
+            if wait_ms < left:
+                if wait_ms > 0:
+                    time.sleep(wait_ms / 1000)
+                return False
+            time.sleep(left / 1000)
+        self._reconnect_at = None
+        assert self.socket is not None
+        self.socket.connect(self.endpoint)
+        return True
 
     def close(self) -> None:
         if self.socket is not None:
@@ -98,6 +148,7 @@ class Connection:
         ``fields`` adds raw header fields."""
         if self.socket is None:
             raise ClosedError("connection closed")
+        self._reconnect_when_due(REFUSED_BACKOFF_MAX_MS)  # (a DEALER without a peer would block)
         cid = next(_cids)
         header = request_header(op, cid, body)
         if fields:
@@ -112,6 +163,7 @@ class Connection:
         """``send`` with a header encoded once (``codec.HeaderTemplate``); returns the cid."""
         if self.socket is None:
             raise ClosedError("connection closed")
+        self._reconnect_when_due(REFUSED_BACKOFF_MAX_MS)
         cid = next(_cids)
         send_frames(self.socket, [template.with_cid(cid), *frames])
         return cid
@@ -119,6 +171,8 @@ class Connection:
     def recv(self, timeout_ms: int) -> tuple[dict[str, Any], list] | None:
         """One reply (header, payload frames as bytes-like objects), or None after ``timeout_ms``."""
         assert self.socket is not None
+        if self._reconnect_at is not None and not self._reconnect_when_due(timeout_ms):
+            return None  # backing off: nothing can arrive
         if timeout_ms > 0 and not self.socket.poll(timeout_ms, zmq.POLLIN):
             return None
         msg = recv_frames(self.socket)
@@ -134,6 +188,11 @@ class Connection:
         if type(header) is not dict:
             log.warning("unreadable reply from %s: not a CBOR map", self.endpoint)
             return None
+        err = header.get("error")
+        if err is not None and type(err) is dict and err.get("code") == TOO_MANY_CONNECTIONS:
+            self._refused()
+        elif self.refusals:
+            self.refusals = 0
         return header, msg[1:]
 
     # -------------------------------------------------------------- sync style
@@ -160,6 +219,12 @@ class Connection:
                 continue
             if "error" in header:
                 exc = exception_for(header["error"])
+                if exc.code == TOO_MANY_CONNECTIONS and self._reconnect_at is not None \
+                        and self._reconnect_at < deadline:
+                    # refused before anything was executed: again once the back-off is over
+                    self._reconnect_when_due(self._reconnect_at - monotonic_ms())
+                    cid = self.send(op, body, frames, fields)
+                    continue
                 exc.reply = header  # e.g. MEMBER_ID_REQUIRED carries the member id to rejoin with
                 raise exc
             return header, payload

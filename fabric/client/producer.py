@@ -360,7 +360,8 @@ class Producer:
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
         assert conn.socket is not None
-        poller.register(conn.socket, zmq.POLLIN)
+        polled = conn.socket
+        poller.register(polled, zmq.POLLIN)
         wake_seen = False
         try:
             while True:
@@ -399,6 +400,10 @@ class Producer:
                 oldest = min([f.sent_ms for f in inflight.values()]) if inflight else None
                 if oldest is not None:
                     wait = min(wait, oldest + self.request_timeout_ms - now)
+                if conn.socket is not polled:  # replaced after a refusal (connection.py)
+                    poller.unregister(polled)
+                    polled = conn.socket
+                    poller.register(polled, zmq.POLLIN)
                 for sock, _ in poller.poll(max(0, wait)):
                     if sock is self._wake_rx:
                         # _wake_pending lets one wake-up at a time into the pipe (a second one left
@@ -410,9 +415,10 @@ class Producer:
                     late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
                     log.warning("%d produce requests timed out after %d ms; reconnecting and retrying",
                                 len(late), self.request_timeout_ms)
-                    poller.unregister(conn.socket)
+                    poller.unregister(polled)
                     conn.reset()
-                    poller.register(conn.socket, zmq.POLLIN)
+                    polled = conn.socket
+                    poller.register(polled, zmq.POLLIN)
                     err = RequestTimeoutError(f"no produce reply within {self.request_timeout_ms} ms")
                     for f in inflight.values():
                         for b in f.batches:

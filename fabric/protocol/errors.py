@@ -57,6 +57,11 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(23, "BROKER_SHUTTING_DOWN", True, "The broker is stopping; retry against another or later."),
     ErrorCode(24, "TOPIC_AUTHORIZATION_FAILED", False, "The principal may not use that topic."),
     ErrorCode(25, "POLICY_VIOLATION", False, "The request breaks a broker policy (e.g. deleting an internal topic)."),
+    # Flow control (SPEC.md "Flow control").
+    ErrorCode(26, "THROTTLED", True,
+              "Too many reply bytes wait unread for this connection (or for all): read replies, back off, retry."),
+    ErrorCode(27, "TOO_MANY_CONNECTIONS", True,
+              "The broker is at its connection limit and closes this connection: back off exponentially, reconnect."),
     # Idempotent producer (cluster issue); codes reserved now so clients can switch on them.
     ErrorCode(30, "OUT_OF_ORDER_SEQUENCE", False, "A producer sequence number skipped ahead."),
     ErrorCode(31, "DUPLICATE_SEQUENCE", False, "The batch was already written; the reply carries its offset."),
@@ -269,6 +274,16 @@ class PolicyViolationError(FabricError):
     error_name = "POLICY_VIOLATION"
 
 
+class ThrottledError(FabricError):
+    """Too many reply bytes wait unread for this connection (or for all): read replies, back off, retry."""
+    error_name = "THROTTLED"
+
+
+class TooManyConnectionsError(FabricError):
+    """The broker is at its connection limit and closes this connection: back off exponentially, reconnect."""
+    error_name = "TOO_MANY_CONNECTIONS"
+
+
 class OutOfOrderSequenceError(FabricError):
     """A producer sequence number skipped ahead."""
     error_name = "OUT_OF_ORDER_SEQUENCE"
@@ -356,7 +371,7 @@ _CLASSES: tuple[type[FabricError], ...] = (
     InvalidTopicNameError, InvalidPartitionsError, InvalidReplicationFactorError, InvalidConfigError,
     OffsetOutOfRangeError, NotLeaderError, RequestTimedOutError, LimitExceededError,
     StorageErrorError, NotEnoughReplicasError, BrokerShuttingDownError, TopicAuthorizationFailedError,
-    PolicyViolationError, OutOfOrderSequenceError, DuplicateSequenceError, InvalidProducerEpochError,
+    PolicyViolationError, ThrottledError, TooManyConnectionsError, OutOfOrderSequenceError, DuplicateSequenceError, InvalidProducerEpochError,
     CoordinatorNotAvailableError, NotCoordinatorError, IllegalGenerationError, UnknownMemberIdError,
     RebalanceInProgressError, InconsistentGroupProtocolError, InvalidGroupIdError, GroupNotEmptyError,
     GroupIdNotFoundError, FencedInstanceIdError, InvalidSessionTimeoutError, MemberIdRequiredError,

@@ -46,6 +46,13 @@ class Limits:
     # the least recently used idle one is closed to open another.  The broker lowers it to fit
     # its RLIMIT_NOFILE (see fabric/broker/descriptors.py).
     segment_files_open_max: int = 10_000
+    # Backpressure and connection fairness (fault-injection issue, items 2 and 4; broker/flow.py)
+    connection_reply_bytes_max: int = 64 << 20  # reply bytes queued toward one connection, not yet sent
+    reply_bytes_max: int = 256 << 20  # reply bytes queued toward all connections together
+    connection_requests_queued_max: int = 32  # requests read ahead from one connection (ROUTER RCVHWM)
+    connection_replies_queued_max: int = 1_000  # replies queued toward one connection (ROUTER SNDHWM)
+    connection_idle_ms_max: int = 600_000  # a connection without a request this long is closed
+    connection_replace_idle_ms: int = 500  # at connections_max, a new connection replaces one idle this long
 
     def to_wire(self) -> dict[str, int]:
         return asdict(self)
