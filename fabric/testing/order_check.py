@@ -1,0 +1,161 @@
+"""Check a consumed log against the producer's ordering promise, and a crash test that uses it.
+
+The producer's promise (``fabric.client.ordering``): per partition, the first copy of every
+record is in send order; a record may appear again later only as part of a re-sent run.  The
+workload makes that checkable per key: record ``g`` (a generation number, increasing in send
+order) has key ``k{g % keys}`` and value ``str(g)``; one key lives on one partition.
+
+``check_order`` counts, per key, *inversions* (a record whose first copy comes after the first
+copy of a record sent later: what the promise excludes), *duplicates* (further copies of a
+record), *raw inversions* (any copy, duplicates included, below the largest generation seen
+before it: what a checker that ignores duplicates would see), and records missing.
+
+``run_crash_test`` is the whole experiment with real processes: a broker, a default ``Producer``
+streaming the workload, several SIGKILL + restarts of the broker mid-stream (same port, same data
+directory), then a consumer reading everything back.  ``tests/test_producer_order.py`` runs a
+short version, ``tools/producer_crash_order.py`` the long one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from ..client.admin import Admin
+from ..client.consumer import Consumer
+from ..client.producer import Producer
+from .processes import BrokerProcess
+
+log = logging.getLogger("fabric.testing.order")
+
+
+@dataclass
+class OrderReport:
+    records: int = 0  # copies read
+    distinct: int = 0
+    duplicates: int = 0
+    inversions: int = 0  # first copies out of send order: the promise says 0
+    raw_inversions: int = 0  # copies below a generation seen earlier, duplicates included
+    missing: list[int] = field(default_factory=list)  # generations sent and acknowledged, not read
+    examples: list[str] = field(default_factory=list)  # the first few inversions, for the message
+
+    def summary(self) -> str:
+        return (f"{self.records} records read, {self.distinct} distinct, {self.duplicates} duplicates, "
+                f"{self.inversions} inversions, {self.raw_inversions} raw inversions (duplicates included), "
+                f"{len(self.missing)} missing")
+
+
+def check_order(records: Iterable[tuple[bytes | None, int, int, int]], expected: Iterable[int] = ()) -> OrderReport:
+    """``records``: ``(key, generation, partition, offset)`` in log order per partition.
+    ``expected``: generations that must be there (the acknowledged ones)."""
+    rep = OrderReport()
+    seen: set[int] = set()
+    first_max: dict[bytes | None, int] = {}  # per key: largest generation among first copies
+    any_max: dict[bytes | None, int] = {}  # per key: largest generation among all copies
+    for key, g, partition, offset in records:
+        rep.records += 1
+        if g < any_max.get(key, -1):
+            rep.raw_inversions += 1
+        else:
+            any_max[key] = g
+        if g in seen:
+            rep.duplicates += 1
+            continue
+        seen.add(g)
+        top = first_max.get(key, -1)
+        if g < top:
+            rep.inversions += 1
+            if len(rep.examples) < 5:
+                rep.examples.append(f"key {key!r}: g={g} at partition {partition} offset {offset} "
+                                    f"after g={top}")
+        else:
+            first_max[key] = g
+    rep.distinct = len(seen)
+    rep.missing = sorted(set(expected) - seen)
+    return rep
+
+
+def read_all(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[tuple[bytes | None, int, int, int]]:
+    """Every record of ``topic`` from the beginning to the end offsets of now, in log order."""
+    with Admin(bootstrap) as admin:
+        n = admin.partitions_for(topic)
+        ends = {p: e["offset"] for p, e in enumerate(admin.list_offsets([(topic, p, "latest") for p in range(n)]))}
+    out: list[tuple[bytes | None, int, int, int]] = []
+    deadline = time.monotonic() + timeout_s
+    with Consumer(bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([(topic, p) for p in range(n) if ends[p] > 0])
+        left = {p for p in range(n) if ends[p] > 0}
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read {len(out)} records of {topic}; partitions {sorted(left)} not read to the end")
+            for r in c.poll(timeout_ms=500):
+                out.append((r.key, int(r.value), r.partition, r.offset))
+                if r.offset >= ends[r.partition] - 1:
+                    left.discard(r.partition)
+    return out
+
+
+@dataclass
+class CrashResult:
+    report: OrderReport
+    sent: int
+    failed: int
+    kills: int
+    seconds: float
+
+
+def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, partitions: int = 4,
+                   window: int = 20_000, log_every: float = 0.0) -> CrashResult:
+    """Stream ``records`` keyed records with a default ``Producer`` while the broker is SIGKILLed
+    and restarted ``kills`` times, spread evenly over the stream; then read them back and check.
+
+    The producer thread keeps at most ``window`` records unacknowledged (it waits for the
+    future of record ``g - window`` before sending ``g``): enough to keep requests in flight at
+    every kill, without letting the stream run ahead of the kills."""
+    start = time.monotonic()
+    broker = BrokerProcess(workdir / "data", log_path=workdir / "broker.log").start()
+    failed = 0
+    progress = [0]  # generations sent so far (read by the killer)
+    try:
+        with Admin(broker.bootstrap) as admin:
+            admin.create_topic("order", partitions=partitions)
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            nonlocal failed
+            futs = []
+            try:
+                with Producer(broker.bootstrap) as p:  # the defaults are what is under test
+                    for g in range(records):
+                        if g >= window:
+                            if futs[g - window].exception(timeout=300) is not None:
+                                failed += 1
+                        futs.append(p.send("order", str(g).encode(), key=f"k{g % keys}".encode()))
+                        progress[0] = g + 1
+                    p.flush(timeout=300)
+                failed += sum(1 for f in futs[max(0, records - window):] if f.exception(0) is not None)
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        t = threading.Thread(target=produce, name="order-producer", daemon=True)
+        t.start()
+        for k in range(1, kills + 1):
+            target = records * k // (kills + 1)
+            while progress[0] < target and t.is_alive():
+                time.sleep(0.01)  # polling a condition: the stream reached the next kill point
+            broker.kill()
+            broker.start()
+            if log_every:
+                log.info("kill %d/%d at g=%d (%.1f s)", k, kills, progress[0], time.monotonic() - start)
+        t.join(timeout=600)
+        if t.is_alive() or errors:
+            raise RuntimeError(f"producer did not finish: {errors or 'still running'}")
+        rows = read_all(broker.bootstrap, "order")
+    finally:
+        broker.kill()
+    report = check_order(rows, range(records))
+    return CrashResult(report, records, failed, kills, time.monotonic() - start)
