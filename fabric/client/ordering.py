@@ -82,6 +82,7 @@ class RequestBook:
         self.waiting: list[_Batch] = []  # never sent, kept in the order they became ready
         self.deferred: dict[_Key, list[_Batch]] = {}  # rule 2: wait for the later batches' replies
         self.cautious: set[_Key] = set()  # rule 2: one batch in flight until one succeeds
+        self.connection_error: BaseException | None = None  # why the last connection ended
 
     @property
     def idle(self) -> bool:
@@ -164,6 +165,7 @@ class RequestBook:
         if f is None:
             return  # a reply to a request we already gave up on
         batches = f.batches
+        self.connection_error = None
         if "error" in header:
             err = exception_for(header["error"])
             on_error(err)
@@ -199,6 +201,7 @@ class RequestBook:
         """The connection ended or a request timed out: nothing in flight will be answered.
         Everything in flight is sent again at once, in order (rule 1); a deferred batch cannot be
         retried any more (rule 2)."""
+        self.connection_error = err
         for key, waiting in self.deferred.items():
             for x in waiting:
                 self._not_retried(x, f"the connection was lost before the replies to the later batches "
@@ -255,10 +258,11 @@ class RequestBook:
         tried = f"sent {b.attempts} time{'s' * (b.attempts != 1)} over {(now - b.created_ms) / 1000:.1f} s"
         if self.closing:
             return b.last_error or ClientError("producer closed before the record was sent")
-        last = f"; last error: {b.last_error}" if b.last_error is not None else ""
+        last_error = b.last_error or self.connection_error
+        last = f"; last error: {last_error}" if last_error is not None else ""
         exc = RequestTimeoutError(f"not acknowledged within delivery_timeout_ms={self.delivery_timeout_ms} "
                                   f"({tried}){last}")
-        exc.__cause__ = b.last_error
+        exc.__cause__ = last_error
         return exc
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from ..client.admin import Admin
 from ..client.consumer import Consumer
@@ -109,15 +109,19 @@ class CrashResult:
 
 
 def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, partitions: int = 4,
-                   window: int = 20_000, log_every: float = 0.0) -> CrashResult:
+                   window: int = 20_000, log_every: float = 0.0,
+                   producer_config: dict[str, Any] | None = None, broker_args: Sequence[str] = ()) -> CrashResult:
     """Stream ``records`` keyed records with a default ``Producer`` while the broker is SIGKILLed
     and restarted ``kills`` times, spread evenly over the stream; then read them back and check.
+    ``producer_config``: ``Producer`` settings other than the defaults (e.g. small batches and no
+    linger, for many requests in flight at each kill); ``broker_args``: extra ``fabric broker``
+    arguments (``--flush-every-batch`` slows each reply down to an fsync: more requests in flight).
 
     The producer thread keeps at most ``window`` records unacknowledged (it waits for the
     future of record ``g - window`` before sending ``g``): enough to keep requests in flight at
     every kill, without letting the stream run ahead of the kills."""
     start = time.monotonic()
-    broker = BrokerProcess(workdir / "data", log_path=workdir / "broker.log").start()
+    broker = BrokerProcess(workdir / "data", extra_args=broker_args, log_path=workdir / "broker.log").start()
     failed = 0
     progress = [0]  # generations sent so far (read by the killer)
     try:
@@ -129,7 +133,7 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
             nonlocal failed
             futs = []
             try:
-                with Producer(broker.bootstrap) as p:  # the defaults are what is under test
+                with Producer(broker.bootstrap, **(producer_config or {})) as p:
                     for g in range(records):
                         if g >= window:
                             if futs[g - window].exception(timeout=300) is not None:
