@@ -35,7 +35,10 @@ from ..protocol.messages import request_header
 
 log = logging.getLogger("fabric.client")
 
-# Monitor events that end a non-reconnecting connection (a failed connect is EVENT_CLOSED).
+# Monitor events of a non-reconnecting connection: up once the ZMTP handshake is done (a broker
+# that shuts a connection as it accepts it, e.g. over its connection limit, never gets there);
+# ended by a disconnect, a failed connect (EVENT_CLOSED) or a failed handshake.
+_UP_EVENT = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", zmq.EVENT_CONNECTED)
 _DEAD_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_MONITOR_STOPPED
                 | getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0) | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0))
 
@@ -102,7 +105,7 @@ class Connection:
         else:
             s.setsockopt(zmq.RECONNECT_IVL, -1)  # never: a new connection is a new socket
             s.setsockopt(zmq.CONNECT_TIMEOUT, max(1, self.connect_timeout_ms))
-            self.monitor = s.get_monitor_socket(zmq.EVENT_CONNECTED | _DEAD_EVENTS)
+            self.monitor = s.get_monitor_socket(_UP_EVENT | _DEAD_EVENTS)
             self.up = self.dead = self.was_up = False
         s.connect(self.endpoint)
         self.socket = s
@@ -113,7 +116,7 @@ class Connection:
         changed = False
         while self.monitor is not None and (msg := recv_frames(self.monitor)) is not None:
             event = int.from_bytes(bytes(msg[0])[:2], "little")  # frame 0: event (16 bits), value (32)
-            if event & zmq.EVENT_CONNECTED:
+            if event & _UP_EVENT:
                 changed |= not self.up
                 self.up = self.was_up = True
             elif event & _DEAD_EVENTS:

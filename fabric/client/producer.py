@@ -359,14 +359,15 @@ class Producer:
         while it is up.  When it ends (monitor event) or a request times out, the replies already
         received are read, everything still in flight goes back to the front of the queue
         (``RequestBook.on_lost``) and a new connection is opened: at once after a connection that
-        was up, with a growing back-off (``retry_backoff_ms`` doubling, at most 1 s) while the
-        broker refuses connections."""
+        served replies, else with a growing back-off (``retry_backoff_ms`` doubling, at most 1 s):
+        a broker that is down, or that closes connections as it accepts them, is not hammered."""
         book = RequestBook(self._finish, self.retry_backoff_ms, self.delivery_timeout_ms)
         conn = Connection(self._endpoints[0], self._ctx, self._client_id, reconnect=False,
                           connect_timeout_ms=self.request_timeout_ms)
         opened_ms = monotonic_ms()
         reopen_at: int | None = None  # the connection is closed until then
-        refused = 0  # connections in a row that never came up
+        refused = 0  # connections in a row that served no reply
+        replied = False  # the current connection served a reply
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
         self._watch(poller, conn, True)
@@ -398,7 +399,7 @@ class Producer:
                 acked = False
                 while conn.socket is not None and (got := conn.recv(0)) is not None:
                     book.on_reply(got[0], now, self._on_error)  # (an unreadable reply ends the
-                    acked = True                                # drain: the next poll returns at once)
+                    acked = replied = True                      # drain: the next poll returns at once)
                 if sendable and acked and conn.up and len(book.inflight) < self.max_in_flight:
                     continue  # the acks opened the window
                 if closing and (book.idle or not conn.up):
@@ -440,15 +441,16 @@ class Producer:
                     continue
                 while (got := conn.recv(0)) is not None:  # replies that came before the end
                     book.on_reply(got[0], now, self._on_error)
-                was_up = conn.was_up
+                    replied = True
                 if book.inflight:
                     log.warning("%s: re-sending %d produce requests in order on a new connection",
                                 lost, len(book.inflight))
                 book.on_lost(now, lost)
                 self._watch(poller, conn, False)
                 conn.close()
-                refused = 0 if was_up else refused + 1
+                refused = 0 if replied else refused + 1
                 reopen_at = now + (0 if refused == 0 else min(self.retry_backoff_ms * 2 ** (refused - 1), 1000))
+                replied = False
         except Exception:
             log.exception("producer sender thread crashed")
         finally:
