@@ -177,3 +177,17 @@ def test_producer_keeps_order_with_its_whole_in_flight_window_lost_at_each_kill(
     assert rep.missing == []
     assert rep.inversions == 0, rep.examples
     assert res.seconds < 60
+
+
+def test_producer_keeps_order_through_graceful_stops_and_stalls(tmp_path):
+    """SIGTERM: the stopping broker answers BROKER_SHUTTING_DOWN (retriable error replies, rule 2)
+    before the connection ends.  SIGSTOP for longer than the request timeout: the producer re-sends
+    on a new connection, and the resumed broker then also executes the old connection's requests."""
+    res = run_crash_test(tmp_path, records=80_000, kills=4, faults=("term", "stop"), stall_s=3.0,
+                         producer_config={"request_timeout_ms": 2000})
+    rep = res.report
+    print(f"{res.kills} faults in {res.seconds:.1f} s: {rep.summary()}")
+    assert res.failed == 0
+    assert rep.missing == []
+    assert rep.inversions == 0, rep.examples
+    assert res.seconds < 60

@@ -142,6 +142,7 @@ class Connection:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
+        self.up = False
         if self.monitor is not None:
             assert self.socket is not None
             self.socket.disable_monitor()

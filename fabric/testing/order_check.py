@@ -19,6 +19,8 @@ short version, ``tools/producer_crash_order.py`` the long one.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,12 +112,17 @@ class CrashResult:
 
 def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, partitions: int = 4,
                    window: int = 20_000, log_every: float = 0.0,
-                   producer_config: dict[str, Any] | None = None, broker_args: Sequence[str] = ()) -> CrashResult:
+                   producer_config: dict[str, Any] | None = None, broker_args: Sequence[str] = (),
+                   faults: Sequence[str] = ("kill",), stall_s: float = 0.0) -> CrashResult:
     """Stream ``records`` keyed records with a default ``Producer`` while the broker is SIGKILLed
     and restarted ``kills`` times, spread evenly over the stream; then read them back and check.
     ``producer_config``: ``Producer`` settings other than the defaults (e.g. small batches and no
     linger, for many requests in flight at each kill); ``broker_args``: extra ``fabric broker``
     arguments (``--flush-every-batch`` slows each reply down to an fsync: more requests in flight).
+    ``faults``: what each of the ``kills`` does, in turn: ``"kill"`` (SIGKILL, restart), ``"term"``
+    (SIGTERM: the broker answers ``BROKER_SHUTTING_DOWN`` while it stops; restart) or ``"stop"``
+    (SIGSTOP for ``stall_s`` seconds, then SIGCONT: requests time out, and the broker executes
+    them after the producer re-sent them on a new connection).
 
     The producer thread keeps at most ``window`` records unacknowledged (it waits for the
     future of record ``g - window`` before sending ``g``): enough to keep requests in flight at
@@ -124,6 +131,14 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
     broker = BrokerProcess(workdir / "data", extra_args=broker_args, log_path=workdir / "broker.log").start()
     failed = 0
     progress = [0]  # generations sent so far (read by the killer)
+    futs: list = []  # the records' futures, by generation (read by the killer too)
+    # Fault k is injected as soon as record targets[k] is sent.  A little before each target the
+    # producer waits until the previous fault is over (the broker restarted): so every fault hits
+    # a stream in full flow, never one that paused or already ended.
+    step = records // (kills + 1)
+    targets = [step * k for k in range(1, kills + 1)]
+    gates = [t - step // 4 for t in targets[1:]]
+    faults_done = threading.Semaphore(0)
     try:
         with Admin(broker.bootstrap) as admin:
             admin.create_topic("order", partitions=partitions)
@@ -131,10 +146,13 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
 
         def produce() -> None:
             nonlocal failed
-            futs = []
             try:
                 with Producer(broker.bootstrap, **(producer_config or {})) as p:
+                    gate = 0
                     for g in range(records):
+                        if gate < len(gates) and g == gates[gate]:
+                            faults_done.acquire()
+                            gate += 1
                         if g >= window:
                             if futs[g - window].exception(timeout=300) is not None:
                                 failed += 1
@@ -147,14 +165,23 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
 
         t = threading.Thread(target=produce, name="order-producer", daemon=True)
         t.start()
-        for k in range(1, kills + 1):
-            target = records * k // (kills + 1)
-            while progress[0] < target and t.is_alive():
+        probe = 0  # a record sent after the last fault: once acknowledged, the producer is connected again
+        for k, target in enumerate(targets, 1):
+            while (progress[0] < target or not futs[probe].done()) and t.is_alive():
                 time.sleep(0.01)  # polling a condition: the stream reached the next kill point
-            broker.kill()
-            broker.start()
+            fault = faults[(k - 1) % len(faults)]
+            if fault == "stop":
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGSTOP)
+                time.sleep(stall_s)  # the fault's length, not a wait for a condition
+                os.kill(broker.pid, signal.SIGCONT)
+            else:
+                broker.kill() if fault == "kill" else broker.stop()
+                broker.start()
+            probe = min(progress[0] + 100, records - 1)
+            faults_done.release()
             if log_every:
-                log.info("kill %d/%d at g=%d (%.1f s)", k, kills, progress[0], time.monotonic() - start)
+                log.info("%s %d/%d at g=%d (%.1f s)", fault, k, kills, progress[0], time.monotonic() - start)
         t.join(timeout=600)
         if t.is_alive() or errors:
             raise RuntimeError(f"producer did not finish: {errors or 'still running'}")
