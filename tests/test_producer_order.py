@@ -159,7 +159,8 @@ def test_default_producer_keeps_per_key_order_through_broker_sigkills(tmp_path):
     the 30 s request timeout, behind tens of thousands of later records."""
     res = run_crash_test(tmp_path, records=150_000, kills=6)
     rep = res.report
-    print(f"{res.kills} kills in {res.seconds:.1f} s: {rep.summary()}")
+    print(f"{res.kills} kills in {res.seconds:.1f} s, {res.resent_requests} requests re-sent: {rep.summary()}")
+    assert res.resent_requests > 0  # the faults hit requests in flight (else this tested nothing)
     assert res.failed == 0
     assert rep.missing == []
     assert rep.inversions == 0, rep.examples
@@ -172,7 +173,8 @@ def test_producer_keeps_order_with_its_whole_in_flight_window_lost_at_each_kill(
     res = run_crash_test(tmp_path, records=60_000, kills=5, producer_config={"linger_ms": 0, "batch_bytes": 4096},
                          broker_args=["--flush-every-batch"])
     rep = res.report
-    print(f"{res.kills} kills in {res.seconds:.1f} s: {rep.summary()}")
+    print(f"{res.kills} kills in {res.seconds:.1f} s, {res.resent_requests} requests re-sent: {rep.summary()}")
+    assert res.resent_requests > 0  # the faults hit requests in flight (else this tested nothing)
     assert res.failed == 0
     assert rep.missing == []
     assert rep.inversions == 0, rep.examples
@@ -186,7 +188,8 @@ def test_producer_keeps_order_through_graceful_stops_and_stalls(tmp_path):
     res = run_crash_test(tmp_path, records=80_000, kills=4, faults=("term", "stop"), stall_s=3.0,
                          producer_config={"request_timeout_ms": 2000})
     rep = res.report
-    print(f"{res.kills} faults in {res.seconds:.1f} s: {rep.summary()}")
+    print(f"{res.kills} faults in {res.seconds:.1f} s, {res.resent_requests} requests re-sent: {rep.summary()}")
+    assert res.resent_requests > 0  # the faults hit requests in flight (else this tested nothing)
     assert res.failed == 0
     assert rep.missing == []
     assert rep.inversions == 0, rep.examples

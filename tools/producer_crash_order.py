@@ -56,7 +56,8 @@ def main() -> int:
                              faults=args.faults.split(","), stall_s=args.stall_s)
     rep = res.report
     print(f"producer settings: {config or 'defaults'}; broker: {broker_args or 'defaults'}")
-    print(f"{res.sent} records sent, {res.failed} failed, {res.kills} kills, {res.seconds:.1f} s")
+    print(f"{res.sent} records sent, {res.failed} failed, {res.kills} faults, {res.resent_requests} requests "
+          f"re-sent, {res.seconds:.1f} s")
     print(rep.summary())
     for line in rep.examples:
         print("  inversion:", line)

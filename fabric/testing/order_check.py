@@ -108,6 +108,19 @@ class CrashResult:
     failed: int
     kills: int
     seconds: float
+    resent_requests: int  # requests the producer re-sent after a lost connection or a timeout
+
+
+class _ResendCounter(logging.Handler):
+    """Counts the requests the producer reports re-sending (its warning on a lost connection)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.requests = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "re-sending" in str(record.msg) and isinstance(record.args, tuple) and len(record.args) == 2:
+            self.requests += int(record.args[1])
 
 
 def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, partitions: int = 4,
@@ -128,6 +141,8 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
     future of record ``g - window`` before sending ``g``): enough to keep requests in flight at
     every kill, without letting the stream run ahead of the kills."""
     start = time.monotonic()
+    resent = _ResendCounter()
+    logging.getLogger("fabric.producer").addHandler(resent)
     broker = BrokerProcess(workdir / "data", extra_args=broker_args, log_path=workdir / "broker.log").start()
     failed = 0
     progress = [0]  # generations sent so far (read by the killer)
@@ -167,8 +182,8 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
         t.start()
         probe = 0  # a record sent after the last fault: once acknowledged, the producer is connected again
         for k, target in enumerate(targets, 1):
-            while (progress[0] < target or not futs[probe].done()) and t.is_alive():
-                time.sleep(0.01)  # polling a condition: the stream reached the next kill point
+            while (progress[0] < target or not futs[probe].done() or futs[progress[0] - 1].done()) and t.is_alive():
+                time.sleep(0.001)  # polling a condition: the stream reached the next kill point, with records pending
             fault = faults[(k - 1) % len(faults)]
             if fault == "stop":
                 assert broker.pid is not None
@@ -188,5 +203,6 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
         rows = read_all(broker.bootstrap, "order")
     finally:
         broker.kill()
+        logging.getLogger("fabric.producer").removeHandler(resent)
     report = check_order(rows, range(records))
-    return CrashResult(report, records, failed, kills, time.monotonic() - start)
+    return CrashResult(report, records, failed, kills, time.monotonic() - start, resent.requests)
