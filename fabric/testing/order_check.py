@@ -182,8 +182,11 @@ def run_crash_test(workdir: Path, records: int, kills: int, keys: int = 1000, pa
         t.start()
         probe = 0  # a record sent after the last fault: once acknowledged, the producer is connected again
         for k, target in enumerate(targets, 1):
-            while (progress[0] < target or not futs[probe].done() or futs[progress[0] - 1].done()) and t.is_alive():
-                time.sleep(0.001)  # polling a condition: the stream reached the next kill point, with records pending
+            while (progress[0] < target or not futs[probe].done()) and t.is_alive():
+                time.sleep(0.001)  # polling a condition: the stream reached the next kill point
+            pending_by = time.monotonic() + 2  # prefer a moment with records pending (in flight), but
+            while futs[progress[0] - 1].done() and time.monotonic() < pending_by:  # the producer may wait
+                time.sleep(0.001)  # at its next gate with everything acknowledged: then do not wait
             fault = faults[(k - 1) % len(faults)]
             if fault == "stop":
                 assert broker.pid is not None
