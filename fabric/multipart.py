@@ -158,6 +158,35 @@ def send_frames(socket: zmq.Socket, frames: Sequence, copy: bool = True, timeout
     _send_pyzmq(socket, frames, copy, timeout_ms)
 
 
+def try_send_frames(socket: zmq.Socket, frames: Sequence) -> bool:
+    """``send_frames`` (copying) if that needs no wait; False if the socket would block.
+
+    For a socket that must never wait: a ``DEALER`` whose connection ended and that does not
+    reconnect has no peer left, and a waiting send would then wait for ever."""
+    lib = _lib
+    last = len(frames) - 1
+    if lib is not None:
+        handle = socket.underlying
+        for i, frame in enumerate(frames):
+            if frame.__class__ is not bytes:
+                frame = bytes(frame)
+            while lib.send(handle, frame, len(frame), (_NOBLOCK | _MORE) if i < last else _NOBLOCK) < 0:
+                err = lib.errno()
+                if err == errno.EINTR:
+                    continue
+                if err == errno.EAGAIN and i == 0:
+                    return False
+                raise zmq.ZMQError(err)
+        return True
+    try:
+        socket.send(frames[0], (_NOBLOCK | _MORE) if last > 0 else _NOBLOCK)
+    except zmq.Again:
+        return False
+    for i in range(1, last + 1):  # the rest of a message whose first frame was taken never waits
+        socket.send(frames[i], _MORE if i < last else 0)
+    return True
+
+
 def try_send(socket: zmq.Socket, frame: bytes) -> bool:
     """Send a one-frame message if that needs no wait; False if the socket would block."""
     lib = _lib

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import sys
+import threading
 import time
 from typing import Any, BinaryIO
 
 from ..client.admin import Admin
+from ..client.connection import RequestTimeoutError
 from ..client.consumer import Consumer, CorruptRecordError
 from ..client.producer import Producer
 from ..client.shutdown import ShutdownSignals
@@ -60,7 +63,11 @@ def register(sub: Any) -> None:
     p.add_argument("--linger-ms", type=int, default=5)
     p.add_argument("--input", "-i", metavar="FILE", help="read lines from FILE instead of stdin")
     p.add_argument("--print-metadata", action="store_true",
-                   help="print one JSON line per acknowledged record: partition, offset, key")
+                   help="print one JSON line per acknowledged record: partition, offset, key (in input "
+                        "order, written out as each batch is acknowledged)")
+    p.add_argument("--delivery-timeout-ms", type=int, metavar="MS",
+                   help="keep retrying a record for this long (through broker restarts) before giving up "
+                        "(default: 3 x --timeout-ms, at least 30000)")
     add_client_options(p)
     p.set_defaults(func=produce)
 
@@ -110,31 +117,89 @@ def produce(args: argparse.Namespace) -> int:
     sep = args.key_separator.encode() if args.key_separator else None
     with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
         _check_topic(admin, args.topic)
+    request_timeout = max(args.timeout_ms, 1000)
+    delivery_timeout = args.delivery_timeout_ms or max(args.timeout_ms * 3, 30_000)
     producer = Producer(args.bootstrap, acks=-1 if args.acks == "all" else int(args.acks), linger_ms=args.linger_ms,
-                        request_timeout_ms=max(args.timeout_ms, 1000), delivery_timeout_ms=max(args.timeout_ms * 3, 30_000))
-    futures = []
-    sent = failed = 0
-    first_error: BaseException | None = None
+                        request_timeout_ms=request_timeout, delivery_timeout_ms=delivery_timeout)
+    acks = _AckWriter(args.print_metadata)
+    start = time.monotonic()
     try:
         for raw in _lines(args.input):
             line = raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
             key = None
             if sep is not None and sep in line:
                 key, line = line.split(sep, 1)
-            futures.append((key, producer.send(args.topic, line, key, partition=args.partition,
-                                               headers=headers or None)))
-            sent += 1
-            if len(futures) >= 50_000:
-                failed, first_error = _drain(futures, args.print_metadata, failed, first_error)
-        producer.flush(timeout=max(args.timeout_ms / 1000 * 3, 30))
-        failed, first_error = _drain(futures, args.print_metadata, failed, first_error)
+            acks.add(key, producer.send(args.topic, line, key, partition=args.partition, headers=headers or None))
+        # Every record is acknowledged or failed within delivery_timeout_ms (plus a request in flight).
+        producer.flush(timeout=(delivery_timeout + request_timeout) / 1000 + 5)
+    except RequestTimeoutError:
+        pass  # what is still unacknowledged is counted below
     finally:
-        producer.close(timeout=5)
+        try:
+            producer.close(timeout=0)  # (what is still pending fails now and is counted)
+        except RequestTimeoutError:
+            pass
+        acks.finish(timeout=10)
+    elapsed = time.monotonic() - start
+    failed = acks.sent - acks.acked
     if failed:
-        err_console.print(f"[red]{failed} of {sent} records failed:[/] {first_error}")
+        err_console.print(f"[red]{failed} of {acks.sent} records were not acknowledged[/] (gave up after "
+                          f"{elapsed:.1f} s): {acks.first_error or 'no reply'}")
         return 1
-    err_console.print(f"produced {sent} records to {args.topic}")
+    err_console.print(f"produced {acks.sent} records to {args.topic}")
     return 0
+
+
+class _AckWriter:
+    """Waits for the futures of the records sent, in input order, on a thread of its own: counts
+    the acknowledged ones and, with ``--print-metadata``, prints each acknowledged record and flushes
+    stdout whenever the next future is not complete yet.  So every acknowledged batch is on stdout
+    as soon as it is acknowledged, not when a buffer fills: a file of acknowledgements is as
+    current as it can be when something crashes."""
+
+    def __init__(self, print_metadata: bool) -> None:
+        self.print_metadata = print_metadata
+        self.sent = 0
+        self.acked = 0
+        self.first_error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=50_000)  # back-pressure on reading the input
+        self._thread = threading.Thread(target=self._run, name="fabric-produce-acks", daemon=True)
+        self._thread.start()
+
+    def add(self, key: bytes | None, future: Any) -> None:
+        self.sent += 1
+        self._queue.put((key, future))
+
+    def finish(self, timeout: float) -> None:
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return  # the thread is stuck on a future: what it did not count was not acknowledged
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        write = sys.stdout.write
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                sys.stdout.flush()
+                item = self._queue.get()
+            if item is None:
+                break
+            key, fut = item
+            if not fut.done():
+                sys.stdout.flush()
+            try:
+                md = fut.result()
+            except Exception as exc:
+                self.first_error = self.first_error or exc
+                continue
+            self.acked += 1
+            if self.print_metadata:
+                write(json.dumps({"partition": md.partition, "offset": md.offset,
+                                  "key": key.decode("utf-8", "replace") if key is not None else None}) + "\n")
+        sys.stdout.flush()
 
 
 def _check_topic(admin: Admin, topic: str) -> None:
@@ -142,21 +207,6 @@ def _check_topic(admin: Admin, topic: str) -> None:
     meta = admin.metadata([topic], allow_auto_create=True)
     if "error" in meta["topics"][0]:
         raise exception_for(meta["topics"][0]["error"])
-
-
-def _drain(futures: list, print_metadata: bool, failed: int, first_error: BaseException | None) -> tuple[int, Any]:
-    for key, fut in futures:
-        try:
-            md = fut.result(timeout=120)
-        except Exception as exc:
-            failed += 1
-            first_error = first_error or exc
-            continue
-        if print_metadata:
-            sys.stdout.write(json.dumps({"partition": md.partition, "offset": md.offset,
-                                         "key": key.decode("utf-8", "replace") if key is not None else None}) + "\n")
-    futures.clear()
-    return failed, first_error
 
 
 def _check_consume_args(args: argparse.Namespace) -> None:

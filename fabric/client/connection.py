@@ -6,15 +6,25 @@ close the socket (linger 0) and open a new one: a timed-out request is really go
 side, and late replies to old correlation ids are dropped.  Several requests may be in flight;
 replies are matched by ``cid``.
 
+``Connection(reconnect=False)`` (the producer's): one socket is one TCP connection.  libzmq does
+not reconnect it, and a socket monitor reports when the connection comes up and when it ends
+(``poll_events``).  Why: a DEALER that reconnects by itself delivers the requests still queued
+in it over the *new* connection, while the ones already written to the old one are lost; the
+broker then appends a later produce request before an earlier one, and the client, which cannot
+tell which requests were lost, cannot re-send them in order.  With one connection per socket the
+broker executes what it received of that connection in the order sent, a crash cuts that
+sequence at one point, and nothing sent on a dead socket ever reaches a broker.
+
 Refused connections (``TOO_MANY_CONNECTIONS``, SPEC "Flow control").  A broker at its connection
 limit answers a new connection's requests with that error and closes it.  libzmq would reconnect
 50 ms later, and again, and again: its reconnect back-off grows only while TCP connects fail, not
 for connections accepted and then closed (and ``zmq_disconnect`` does not stop a reconnecting
-endpoint in libzmq 4.3).  So on that answer the connection closes its socket, opens a new one
-and connects it only after an exponential back-off with jitter (``REFUSED_BACKOFF_MS`` doubling up
-to ``REFUSED_BACKOFF_MAX_MS``), reset by any other reply.  Callers that poll ``socket`` must
-notice that it changed.  A send during the back-off waits for its end.  ``request`` resends a
-refused request (the broker executed none of it) until its deadline.
+endpoint in libzmq 4.3).  So on that answer a reconnecting connection closes its socket, opens a
+new one and connects it only after an exponential back-off with jitter (``REFUSED_BACKOFF_MS``
+doubling up to ``REFUSED_BACKOFF_MAX_MS``), reset by any other reply.  Callers that poll
+``socket`` must notice that it changed.  A send during the back-off waits for its end.
+``request`` resends a refused request (the broker executed none of it) until its deadline.  (A
+non-reconnecting connection just sees its connection end; its owner backs off.)
 
 A ``Connection`` is owned by one thread (ZeroMQ sockets are not thread-safe).
 """
@@ -30,12 +40,19 @@ from typing import Any, Sequence
 import cbor2
 import zmq
 
-from ..multipart import recv_frames, send_frames
+from ..multipart import recv_frames, send_frames, try_send_frames
 from ..protocol import codec
 from ..protocol.errors import exception_for
 from ..protocol.messages import request_header
 
 log = logging.getLogger("fabric.client")
+
+# Monitor events of a non-reconnecting connection: up once the ZMTP handshake is done (a broker
+# that shuts a connection as it accepts it, e.g. over its connection limit, never gets there);
+# ended by a disconnect, a failed connect (EVENT_CLOSED) or a failed handshake.
+_UP_EVENT = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", zmq.EVENT_CONNECTED)
+_DEAD_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_MONITOR_STOPPED
+                | getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0) | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0))
 
 _cids = itertools.count(1)
 
@@ -79,11 +96,18 @@ def monotonic_ms() -> int:
 
 
 class Connection:
-    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, client_id: str = "fabric-python") -> None:
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, client_id: str = "fabric-python",
+                 *, reconnect: bool = True, connect_timeout_ms: int = 30_000) -> None:
         self.endpoint = endpoint
         self.ctx = ctx or zmq.Context.instance()
         self.client_id = client_id
+        self.reconnect = reconnect
+        self.connect_timeout_ms = connect_timeout_ms
         self.socket: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None  # reconnect=False: the socket's event stream
+        self.up = False  # reconnect=False: the TCP connection is established and has not ended
+        self.dead = False  # reconnect=False: the connection ended, or never came up: reset()
+        self.was_up = False  # reconnect=False: the connection came up at some point
         self.refusals = 0  # TOO_MANY_CONNECTIONS answers in a row
         self._reconnect_at: int | None = None  # disconnected after a refusal: connect again then
         self._open()
@@ -93,23 +117,51 @@ class Connection:
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 10_000)
         s.setsockopt(zmq.RCVHWM, 10_000)
-        s.setsockopt(zmq.RECONNECT_IVL, 50)
-        s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        if self.reconnect:
+            s.setsockopt(zmq.RECONNECT_IVL, 50)
+            s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        else:
+            s.setsockopt(zmq.RECONNECT_IVL, -1)  # never: a new connection is a new socket
+            s.setsockopt(zmq.CONNECT_TIMEOUT, max(1, self.connect_timeout_ms))
+            self.monitor = s.get_monitor_socket(_UP_EVENT | _DEAD_EVENTS)
+            self.up = self.dead = self.was_up = False
         if connect:
             s.connect(self.endpoint)
         self.socket = s
 
+    def poll_events(self) -> bool:
+        """Read the monitor's waiting events (``reconnect=False``); True if ``up`` or ``dead``
+        changed.  Never waits."""
+        changed = False
+        while self.monitor is not None and (msg := recv_frames(self.monitor)) is not None:
+            event = int.from_bytes(bytes(msg[0])[:2], "little")  # frame 0: event (16 bits), value (32)
+            if event & _UP_EVENT:
+                changed |= not self.up
+                self.up = self.was_up = True
+            elif event & _DEAD_EVENTS:
+                changed |= not self.dead
+                self.up, self.dead = False, True
+        return changed
+
+    def try_send_templated(self, template: codec.HeaderTemplate, frames: Sequence[bytes] = ()) -> int | None:
+        """``send_templated`` that never waits: None if the socket cannot take the request now
+        (its connection ended and it does not reconnect, or its high-water mark is reached)."""
+        if self.socket is None:
+            raise ClosedError("connection closed")
+        cid = next(_cids)
+        return cid if try_send_frames(self.socket, [template.with_cid(cid), *frames]) else None
+
     def reset(self) -> None:
-        """Drop everything in flight (after a timeout); the caller re-sends what it still needs."""
-        if self.socket is not None:
-            self.socket.close(linger=0)
+        """Drop everything in flight (after a timeout or a lost connection); the caller re-sends
+        what it still needs."""
+        self._close_sockets()
         self._reconnect_at = None
         self._open()
 
     def _refused(self) -> None:
         """The broker refused this connection: stop libzmq's quick reconnects, back off."""
-        if self._reconnect_at is not None:
-            return  # another request's answer from the same refused connection
+        if self._reconnect_at is not None or not self.reconnect:
+            return  # another answer from the same refused connection, or the owner handles it
         self.refusals += 1
         backoff = min(REFUSED_BACKOFF_MAX_MS, REFUSED_BACKOFF_MS << min(self.refusals - 1, 16))
         backoff = int(backoff * random.uniform(0.5, 1.0))  # jitter: refused clients do not return together
@@ -138,6 +190,15 @@ class Connection:
         return True
 
     def close(self) -> None:
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self.up = False
+        if self.monitor is not None:
+            assert self.socket is not None
+            self.socket.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
         if self.socket is not None:
             self.socket.close(linger=0)
             self.socket = None

@@ -8,21 +8,23 @@ producer.
 
 Delivery: ``acks=1`` (default) answers once the leader has appended (and fsynced, if the topic's
 flush policy says so); ``acks=-1``/``"all"`` once every in-sync replica has it (on one node the
-same as 1); ``acks=0`` does not wait: futures complete at send with offset -1.  Retriable errors
-and timeouts are retried until ``delivery_timeout_ms``.  Until the idempotent producer lands
-(cluster issue), a retry after a lost reply can write a batch twice, and with
-``max_in_flight > 1`` a retried batch can land after a later one: use ``max_in_flight=1`` when
-per-partition order under failures matters more than throughput.
+same as 1); ``acks=0`` does not wait: futures complete at send with offset -1.  Retriable errors,
+timeouts and lost connections are retried until ``delivery_timeout_ms``.
+
+Order: records sent to one partition are written in the order sent, with any ``max_in_flight``,
+through broker crashes and lost connections (``ordering`` states the rules and the exact
+promise).  Until the idempotent producer lands, a retry after a lost reply can write a run of
+records a second time, after the first copies and in the same order.
 """
 
 from __future__ import annotations
 
 import logging
+import itertools
 import threading
 import time
 from time import time_ns as _time_ns
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import zmq
@@ -35,10 +37,12 @@ from ..records.partitioner import KeyPartitioner
 from .admin import Admin
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms, parse_bootstrap
 from .futures import BatchFuture, RecordFuture, _BatchResult, _new_future
+from .ordering import RequestBook
 
 log = logging.getLogger("fabric.producer")
 
 RECORD_OVERHEAD = 12  # estimated encoded bytes per record besides key and value
+_batch_seq = itertools.count()  # creation order of batches: per partition, the order to write them
 
 
 class BufferFullError(ClientError):
@@ -50,7 +54,7 @@ class _Batch:
     and bytes are not tracked by the garbage collector; a tuple per record would be)."""
 
     __slots__ = ("topic", "partition", "timestamps", "keys", "values", "headers", "size", "created_ms",
-                 "result", "attempts", "retry_at_ms", "data", "last_error")
+                 "result", "attempts", "retry_at_ms", "data", "last_error", "seq")
 
     def __init__(self, topic: str, partition: int, now_ms: int) -> None:
         self.topic = topic
@@ -66,6 +70,7 @@ class _Batch:
         self.retry_at_ms = 0
         self.data: bytes | None = None
         self.last_error: BaseException | None = None
+        self.seq = next(_batch_seq)
 
     def encode(self, compression: int) -> bytes:
         data = encode_batch(self.timestamps, self.keys, self.values, self.headers, compression=compression)
@@ -89,12 +94,6 @@ def _as_bytes(value: Any, what: str) -> bytes | None:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{what} must be bytes, str or None, not {type(value).__name__}")
-
-
-@dataclass
-class _InFlight:
-    batches: list[_Batch]
-    sent_ms: int
 
 
 class Producer:
@@ -354,76 +353,104 @@ class Producer:
 
     # ------------------------------------------------------------------ sender thread
     def _run(self) -> None:
-        conn = Connection(self._endpoints[0], self._ctx, self._client_id)
-        inflight: dict[int, _InFlight] = {}
-        retry: list[_Batch] = []
+        """The sender: one poll loop over the wake-up pipe, the broker socket and its monitor.
+
+        The socket is one TCP connection (``Connection(reconnect=False)``); requests go out only
+        while it is up.  When it ends (monitor event) or a request times out, the replies already
+        received are read, everything still in flight goes back to the front of the queue
+        (``RequestBook.on_lost``) and a new connection is opened: at once after a connection that
+        served replies, else with a growing back-off (``retry_backoff_ms`` doubling, at most 1 s):
+        a broker that is down, or that closes connections as it accepts them, is not hammered."""
+        book = RequestBook(self._finish, self.retry_backoff_ms, self.delivery_timeout_ms)
+        conn = Connection(self._endpoints[0], self._ctx, self._client_id, reconnect=False,
+                          connect_timeout_ms=self.request_timeout_ms)
+        opened_ms = monotonic_ms()
+        reopen_at: int | None = None  # the connection is closed until then
+        refused = 0  # connections in a row that served no reply
+        replied = False  # the current connection served a reply
         poller = zmq.Poller()
         poller.register(self._wake_rx, zmq.POLLIN)
-        assert conn.socket is not None
-        polled = conn.socket
-        poller.register(polled, zmq.POLLIN)
+        self._watch(poller, conn, True)
         wake_seen = False
         try:
             while True:
                 now = monotonic_ms()
-                sendable, next_linger, closing = self._collect(now, wake_seen)
+                if reopen_at is not None and now >= reopen_at:
+                    conn.reset()
+                    self._watch(poller, conn, True)
+                    reopen_at, opened_ms = None, now
+                fresh, next_linger, closing = self._collect(now, wake_seen)
                 wake_seen = False
-                if retry:
-                    due = [b for b in retry if b.retry_at_ms <= now]
-                    if due:
-                        retry = [b for b in retry if b.retry_at_ms > now]
-                        sendable = due + sendable
-                if sendable:
-                    self._expire(sendable, now)
-                    sendable = [b for b in sendable if not b.result.done]
-                while sendable and len(inflight) < self.max_in_flight:
-                    sendable = self._send_request(conn, inflight, sendable, now)
+                book.closing = closing
+                sendable: list[_Batch] = []
+                if conn.up:
+                    sendable = book.select(fresh, now)
+                    while sendable and len(book.inflight) < self.max_in_flight:
+                        rest = self._send_request(conn, book, sendable, now)
+                        if rest is None:  # the socket takes nothing: its connection just ended
+                            break
+                        sendable = rest
+                    if sendable:
+                        book.keep(sendable)
+                elif fresh or book.waiting or book.retry:
+                    book.hold(fresh, now)
                 # Acks are read after the new batch went out (the batch is someone's latency, the
                 # ack bookkeeping), and without a poll: a receive that finds nothing costs less.
                 acked = False
-                while (got := conn.recv(0)) is not None:  # (an unreadable reply ends the drain:
-                    self._on_reply(got[0], inflight, retry)  # the next poll returns at once)
-                    acked = True
-                if sendable:  # in-flight window full: keep them for the next turn
-                    with self._lock:
-                        self._ready.extendleft(reversed(sendable))
-                    if acked and len(inflight) < self.max_in_flight:
-                        continue  # the acks opened the window
-                if closing and not inflight and not retry and not sendable:
-                    break
-                # wait for a reply, a wake-up, the next linger expiry, retry or timeout
+                while conn.socket is not None and (got := conn.recv(0)) is not None:
+                    book.on_reply(got[0], now, self._on_error)  # (an unreadable reply ends the
+                    acked = replied = True                      # drain: the next poll returns at once)
+                if sendable and acked and conn.up and len(book.inflight) < self.max_in_flight:
+                    continue  # the acks opened the window
+                if closing and (book.idle or not conn.up):
+                    break  # (closing with no connection: what is left fails below)
+                # wait for a reply, a wake-up, a connection event, the next linger expiry, retry,
+                # reconnect or timeout
                 wait = 100
                 if next_linger is not None:
                     wait = min(wait, next_linger - now)
-                if retry:
-                    wait = min(wait, min(b.retry_at_ms for b in retry) - now)
-                oldest = min([f.sent_ms for f in inflight.values()]) if inflight else None
+                due = book.next_due_ms()
+                if due is not None and conn.up:
+                    wait = min(wait, due - now)
+                if reopen_at is not None:
+                    wait = min(wait, reopen_at - now)
+                oldest = min([f.sent_ms for f in book.inflight.values()]) if book.inflight else None
                 if oldest is not None:
                     wait = min(wait, oldest + self.request_timeout_ms - now)
-                if conn.socket is not polled:  # replaced after a refusal (connection.py)
-                    poller.unregister(polled)
-                    polled = conn.socket
-                    poller.register(polled, zmq.POLLIN)
                 for sock, _ in poller.poll(max(0, wait)):
                     if sock is self._wake_rx:
                         # _wake_pending lets one wake-up at a time into the pipe (a second one left
                         # by a race only costs one more turn); _collect clears it under its lock
                         recv_frames(self._wake_rx)
                         wake_seen = True
+                    elif sock is conn.monitor:
+                        conn.poll_events()
                 now = monotonic_ms()
-                if oldest is not None and now - oldest >= self.request_timeout_ms:
-                    late = [cid for cid, f in inflight.items() if now - f.sent_ms >= self.request_timeout_ms]
-                    log.warning("%d produce requests timed out after %d ms; reconnecting and retrying",
-                                len(late), self.request_timeout_ms)
-                    poller.unregister(polled)
-                    conn.reset()
-                    polled = conn.socket
-                    poller.register(polled, zmq.POLLIN)
-                    err = RequestTimeoutError(f"no produce reply within {self.request_timeout_ms} ms")
-                    for f in inflight.values():
-                        for b in f.batches:
-                            self._retry_or_fail(b, err, retry, now)
-                    inflight.clear()
+                if conn.socket is None:
+                    continue
+                lost: BaseException | None = None
+                if conn.dead:
+                    lost = ClientError(f"connection to {conn.endpoint} lost" if conn.was_up
+                                       else f"cannot connect to {conn.endpoint}")
+                elif oldest is not None and now - oldest >= self.request_timeout_ms:
+                    lost = RequestTimeoutError(f"no produce reply within {self.request_timeout_ms} ms")
+                elif not conn.up and now - opened_ms >= self.request_timeout_ms:
+                    lost = RequestTimeoutError(f"no connection to {conn.endpoint} within "
+                                               f"{self.request_timeout_ms} ms")
+                if lost is None:
+                    continue
+                while (got := conn.recv(0)) is not None:  # replies that came before the end
+                    book.on_reply(got[0], now, self._on_error)
+                    replied = True
+                if book.inflight:
+                    log.warning("%s: re-sending %d produce requests in order on a new connection",
+                                lost, len(book.inflight))
+                book.on_lost(now, lost)
+                self._watch(poller, conn, False)
+                conn.close()
+                refused = 0 if replied else refused + 1
+                reopen_at = now + (0 if refused == 0 else min(self.retry_backoff_ms * 2 ** (refused - 1), 1000))
+                replied = False
         except Exception:
             log.exception("producer sender thread crashed")
         finally:
@@ -432,10 +459,22 @@ class Producer:
                 leftover = list(self._ready) + list(self._open.values())
                 self._ready.clear()
                 self._open.clear()
-            for b in leftover + retry + [b for f in inflight.values() for b in f.batches]:
+            for b in leftover + book.waiting + book.retry + [b for f in book.inflight.values() for b in f.batches] \
+                    + [b for d in book.deferred.values() for b in d]:
                 self._finish(b, -1, err)
             conn.close()
             self._wake_rx.close(linger=0)
+
+    @staticmethod
+    def _watch(poller: zmq.Poller, conn: Connection, on: bool) -> None:
+        for sock in (conn.socket, conn.monitor):
+            if sock is not None:
+                poller.register(sock, zmq.POLLIN) if on else poller.unregister(sock)
+
+    def _on_error(self, err: BaseException) -> None:
+        """An error reply: forget the partition count of a topic that may have changed."""
+        if isinstance(err, FabricError) and err.name in ("UNKNOWN_TOPIC_OR_PARTITION", "NOT_LEADER"):
+            self._partition_counts.clear()
 
     def _collect(self, now: int, wake_seen: bool) -> tuple[list[_Batch], int | None, bool]:
         with self._lock:
@@ -456,15 +495,10 @@ class Producer:
             self._ready.clear()
             return ready, next_linger, self._closed
 
-    def _expire(self, batches: list[_Batch], now: int) -> None:
-        for b in batches:
-            if now - b.created_ms > self.delivery_timeout_ms:
-                self._finish(b, -1, b.last_error or RequestTimeoutError(
-                    f"not delivered within delivery_timeout_ms={self.delivery_timeout_ms}"))
-
-    def _send_request(self, conn: Connection, inflight: dict[int, _InFlight], batches: list[_Batch],
-                      now: int) -> list[_Batch]:
-        """Send one produce request with as many batches as fit; returns the rest."""
+    def _send_request(self, conn: Connection, book: RequestBook, batches: list[_Batch],
+                      now: int) -> list[_Batch] | None:
+        """Send one produce request with as many batches as fit; returns the rest, or None if the
+        socket took nothing (then no batch was sent)."""
         take: list[_Batch] = []
         frames: list[bytes] = []
         total = 0
@@ -496,44 +530,17 @@ class Producer:
                 template = self._templates[targets] = HeaderTemplate("produce", 1, {
                     "acks": self.acks, "timeout_ms": self.request_timeout_ms,
                     "batches": [{"topic": b.topic, "partition": b.partition} for b in take]})
-            cid = conn.send_templated(template, frames)
+            cid = conn.try_send_templated(template, frames)
+            if cid is None:
+                return None
             for b in take:
                 b.attempts += 1
             if self.acks == 0:
                 for b in take:
                     self._finish(b, -1, None)
             else:
-                inflight[cid] = _InFlight(take, now)
+                book.sent(cid, take, now)
         return batches[used:]
-
-    def _on_reply(self, header: dict[str, Any], inflight: dict[int, _InFlight], retry: list[_Batch]) -> None:
-        f = inflight.pop(header.get("cid"), None)  # type: ignore[arg-type]
-        if f is None:
-            return  # a reply to a request we already gave up on
-        now = monotonic_ms()
-        if "error" in header:
-            err = exception_for(header["error"])
-            for b in f.batches:
-                self._retry_or_fail(b, err, retry, now)
-            return
-        results = header.get("results") or []
-        for i, b in enumerate(f.batches):
-            r = results[i] if i < len(results) else {"error": {"code": 1, "message": "missing result"}}
-            if "error" in r:
-                self._retry_or_fail(b, exception_for(r["error"]), retry, now)
-            else:
-                self._finish(b, r["base_offset"], None)
-
-    def _retry_or_fail(self, b: _Batch, err: BaseException, retry: list[_Batch], now: int) -> None:
-        b.last_error = err
-        retriable = isinstance(err, RequestTimeoutError) or (isinstance(err, FabricError) and err.retriable)
-        if retriable and now - b.created_ms < self.delivery_timeout_ms and not self._closed:
-            if isinstance(err, FabricError) and err.name in ("UNKNOWN_TOPIC_OR_PARTITION", "NOT_LEADER"):
-                self._partition_counts.pop(b.topic, None)
-            b.retry_at_ms = now + self.retry_backoff_ms * min(2 ** (b.attempts - 1), 32)
-            retry.append(b)
-        else:
-            self._finish(b, -1, err)
 
     def _finish(self, b: _Batch, base_offset: int, err: BaseException | None) -> None:
         if b.result.done:

@@ -1,0 +1,270 @@
+"""The producer's requests in flight and its retries, kept in per-partition order (no I/O).
+
+The promise: the records one producer sends to one partition are written in the order sent, in
+the default configuration (several requests in flight), through broker crashes, restarts and
+lost connections.  Precisely, for two records ``x`` sent before ``y`` to one partition:
+
+- if ``y`` is in the log, the first copy of ``x`` in the log comes before the first copy of
+  ``y``, or ``x``'s future failed (and ``x`` is then nowhere after ``y``);
+- a record can be in the log twice (no idempotent producer yet): when a connection is lost, the
+  requests without a reply are sent again, in their order, and the ones the broker had already
+  appended are then written again after them.  Such a repeat is a re-send of a whole run, in
+  the original order; leaving out every record already seen, the log is exactly the send order.
+
+Why it holds.  The broker executes the requests of one connection in the order sent and a crash
+cuts that sequence at one point (a torn log tail is cut off too), so of the requests sent on one
+connection it has a prefix.  The book then keeps two rules:
+
+1. **Send order.**  A batch of a partition goes out only after every older batch of that
+   partition was acknowledged or went out before it on the same connection.  Retries go first,
+   oldest first; nothing newer of a partition goes while an older one waits for its retry.
+   A lost connection (the producer's socket is one TCP connection: see ``Connection``) makes
+   every request still in flight unresolved: all of them are sent again at once, in order, on
+   the new connection, before anything newer.  Together with the prefix property this gives
+   the first clause above: every copy of ``y`` has a copy of ``x`` before it on its connection.
+2. **No retry behind a written batch.**  A batch that gets a *retriable error reply* while a
+   later batch of its partition is in flight is not retried at once: it waits (``deferred``)
+   for the replies of those later batches.  If all of them failed too, they are retried
+   together, in order, one request at a time for that partition (``cautious``) until one
+   succeeds.  If one of them was written, or the connection is lost before their replies come,
+   a retry would land after a written record: the batch fails with ``RetryWouldReorderError``
+   instead.  (Our broker answers a batch with a retriable error and writes a later one of the
+   same partition only in rare cases: a write failure it could undo, say a full disk, followed
+   by a smaller batch that fits, or a partition created in between.)
+
+What it does not cover: a broker that stalls (SIGSTOP, swapping) longer than
+``delivery_timeout_ms`` and then executes requests the producer already gave up on; those
+records were reported as failed, yet may then be written after later ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..protocol.errors import FabricError, exception_for
+from .connection import ClientError, RequestTimeoutError
+
+if TYPE_CHECKING:
+    from .producer import _Batch
+
+_Key = tuple[str, int]
+Finish = Callable[["_Batch", int, "BaseException | None"], None]
+
+
+class RetryWouldReorderError(ClientError):
+    """A batch got a retriable error but was not retried: a later batch of the same partition was
+    (or may have been) written meanwhile, and the retry would have landed after it.  Order is
+    kept; these records were not delivered.  ``__cause__`` is the broker's error."""
+
+
+@dataclass
+class _InFlight:
+    batches: list["_Batch"]
+    sent_ms: int
+
+
+def is_retriable(err: BaseException) -> bool:
+    return isinstance(err, RequestTimeoutError) or (isinstance(err, FabricError) and err.retriable)
+
+
+class RequestBook:
+    """The sender thread's bookkeeping: requests in flight, batches to (re)send, and which batch
+    may go next.  ``finish(batch, base_offset, error)`` completes a batch (the shell's)."""
+
+    def __init__(self, finish: Finish, retry_backoff_ms: int, delivery_timeout_ms: int) -> None:
+        self.finish = finish
+        self.retry_backoff_ms = retry_backoff_ms
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.closing = False  # no more retries: the producer is closing
+        self.inflight: dict[int, _InFlight] = {}  # by cid, in send order
+        self.retry: list[_Batch] = []  # to send again (sorted by ``seq`` when selected)
+        self.waiting: list[_Batch] = []  # never sent, kept in the order they became ready
+        self.deferred: dict[_Key, list[_Batch]] = {}  # rule 2: wait for the later batches' replies
+        self.cautious: set[_Key] = set()  # rule 2: one batch in flight until one succeeds
+        self.connection_error: BaseException | None = None  # why the last connection ended
+
+    @property
+    def idle(self) -> bool:
+        return not (self.inflight or self.retry or self.waiting or self.deferred)
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest retry may go (None: no retry waits)."""
+        return min(b.retry_at_ms for b in self.retry) if self.retry else None
+
+    # ------------------------------------------------------------------ choosing what to send
+    def select(self, fresh: list["_Batch"], now: int) -> list["_Batch"]:
+        """The batches that may be sent now, in the order to send them; the others stay queued.
+        Give back with ``keep`` whatever of the list is not sent."""
+        if not (self.retry or self.deferred or self.cautious):  # no failure to recover from
+            if self.waiting:
+                fresh = self.waiting + fresh
+                self.waiting = []
+            return self._unexpired(fresh, now) if fresh else fresh
+        self.retry.sort(key=_seq)
+        go: list[_Batch] = []
+        blocked: set[_Key] = set()
+        busy: set[_Key] | None = None  # partitions with a batch in flight (cautious ones need it)
+        keep_retry: list[_Batch] = []
+        keep_waiting: list[_Batch] = []
+        for source, kept in ((self.retry, keep_retry), (self.waiting, keep_waiting), (fresh, keep_waiting)):
+            for b in source:
+                key = (b.topic, b.partition)
+                if key in blocked or b.retry_at_ms > now or key in self.deferred:
+                    blocked.add(key)
+                    kept.append(b)
+                    continue
+                if now - b.created_ms > self.delivery_timeout_ms:
+                    self.finish(b, -1, self._give_up(b, now))
+                    continue
+                if key in self.cautious:
+                    if busy is None:
+                        busy = {(x.topic, x.partition) for f in self.inflight.values() for x in f.batches}
+                    blocked.add(key)  # at most one batch of a cautious partition per turn
+                    if key in busy:
+                        kept.append(b)
+                        continue
+                go.append(b)
+        self.retry, self.waiting = keep_retry, keep_waiting
+        return go
+
+    def keep(self, unsent: list["_Batch"]) -> None:
+        """Give back batches ``select`` returned that the in-flight window did not take.  They
+        are older than any queued batch of their partition, so they go in front."""
+        unsent = [b for b in unsent if not b.result.done]
+        retry = [b for b in unsent if b.attempts]
+        if retry:
+            self.retry.extend(retry)
+            unsent = [b for b in unsent if not b.attempts]
+        self.waiting[:0] = unsent
+
+    def hold(self, fresh: list["_Batch"], now: int) -> None:
+        """Queue batches that cannot be sent now (no connection)."""
+        self.waiting.extend(fresh)
+        if self.waiting and now - self.waiting[0].created_ms > self.delivery_timeout_ms:
+            self.waiting = self._unexpired(self.waiting, now)
+        if self.retry and now - min(b.created_ms for b in self.retry) > self.delivery_timeout_ms:
+            self.retry = self._unexpired(self.retry, now)
+
+    def _unexpired(self, batches: list["_Batch"], now: int) -> list["_Batch"]:
+        out = []
+        for b in batches:
+            if now - b.created_ms > self.delivery_timeout_ms:
+                self.finish(b, -1, self._give_up(b, now))
+            elif not b.result.done:
+                out.append(b)
+        return out
+
+    def sent(self, cid: int, batches: list["_Batch"], now: int) -> None:
+        self.inflight[cid] = _InFlight(batches, now)
+
+    # ------------------------------------------------------------------ outcomes
+    def on_reply(self, header: dict[str, Any], now: int, on_error: Callable[[BaseException], None]) -> None:
+        """A produce reply: complete, retry, defer or fail each batch of the request."""
+        f = self.inflight.pop(header.get("cid"), None)  # type: ignore[arg-type]
+        if f is None:
+            return  # a reply to a request we already gave up on
+        batches = f.batches
+        self.connection_error = None
+        if "error" in header:
+            err = exception_for(header["error"])
+            on_error(err)
+            for i, b in enumerate(batches):
+                self._failed(b, err, batches[i + 1:], now)
+            return
+        results = header.get("results") or []
+        deferred = self.deferred
+        cautious = self.cautious
+        for i, b in enumerate(batches):
+            r = results[i] if i < len(results) else {"error": {"code": 1, "message": "missing result"}}
+            if "error" in r:
+                err = exception_for(r["error"])
+                on_error(err)
+                self._failed(b, err, batches[i + 1:], now)
+                continue
+            self.finish(b, r["base_offset"], None)
+            if deferred or cautious:
+                key = (b.topic, b.partition)
+                cautious.discard(key)
+                waiting = deferred.get(key)
+                if waiting:  # rule 2: an older batch of this partition failed and this one is written
+                    older = [x for x in waiting if x.seq < b.seq]
+                    for x in older:
+                        self._not_retried(x, f"a later batch of {key[0]}-{key[1]} was written first")
+                    rest = [x for x in waiting if x.seq > b.seq]
+                    if rest:
+                        deferred[key] = rest
+                    else:
+                        del deferred[key]
+
+    def on_lost(self, now: int, err: BaseException) -> None:
+        """The connection ended or a request timed out: nothing in flight will be answered.
+        Everything in flight is sent again at once, in order (rule 1); a deferred batch cannot be
+        retried any more (rule 2)."""
+        self.connection_error = err
+        for key, waiting in self.deferred.items():
+            for x in waiting:
+                self._not_retried(x, f"the connection was lost before the replies to the later batches "
+                                     f"of {key[0]}-{key[1]}, which may be written")
+        self.deferred.clear()
+        for f in self.inflight.values():
+            for b in f.batches:
+                b.last_error = err
+                if self.closing or now - b.created_ms >= self.delivery_timeout_ms:
+                    self.finish(b, -1, self._give_up(b, now))
+                else:
+                    b.retry_at_ms = now  # a new connection: no back-off
+                    self.retry.append(b)
+        self.inflight.clear()
+
+    def _failed(self, b: "_Batch", err: BaseException, later: list["_Batch"], now: int) -> None:
+        """Batch ``b`` got an error reply; ``later`` are the batches after it in its request."""
+        key = (b.topic, b.partition)
+        b.last_error = err
+        if not is_retriable(err):
+            self.finish(b, -1, err)
+        elif self.closing or now - b.created_ms >= self.delivery_timeout_ms:
+            self.finish(b, -1, self._give_up(b, now))
+        else:
+            self.deferred.setdefault(key, []).append(b)
+        self._settle(key, later, now)
+
+    def _settle(self, key: _Key, later: list["_Batch"], now: int) -> None:
+        """Retry a partition's deferred batches once no later batch of it is in flight."""
+        waiting = self.deferred.get(key)
+        if not waiting:
+            return
+        oldest = waiting[0].seq
+        for b in later:
+            if b.seq > oldest and (b.topic, b.partition) == key:
+                return
+        for f in self.inflight.values():
+            for b in f.batches:
+                if b.seq > oldest and (b.topic, b.partition) == key:
+                    return
+        del self.deferred[key]
+        for b in waiting:
+            b.retry_at_ms = now + self.retry_backoff_ms * min(2 ** max(b.attempts - 1, 0), 32)
+            self.retry.append(b)
+        self.cautious.add(key)
+
+    def _not_retried(self, b: "_Batch", why: str) -> None:
+        exc = RetryWouldReorderError(f"{b.last_error}; not retried: {why}, and a retry would land after it")
+        exc.__cause__ = b.last_error
+        self.finish(b, -1, exc)
+
+    def _give_up(self, b: "_Batch", now: int) -> BaseException:
+        """The error of a batch that ran out of time or retries: says how long it was tried."""
+        tried = f"sent {b.attempts} time{'s' * (b.attempts != 1)} over {(now - b.created_ms) / 1000:.1f} s"
+        if self.closing:
+            return b.last_error or ClientError("producer closed before the record was sent")
+        last_error = b.last_error or self.connection_error
+        last = f"; last error: {last_error}" if last_error is not None else ""
+        exc = RequestTimeoutError(f"not acknowledged within delivery_timeout_ms={self.delivery_timeout_ms} "
+                                  f"({tried}){last}")
+        exc.__cause__ = last_error
+        return exc
+
+
+def _seq(b: "_Batch") -> int:
+    return b.seq
