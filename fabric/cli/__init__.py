@@ -14,6 +14,7 @@ from .. import __version__
 from ..client.connection import ClientError, RequestTimeoutError
 from ..protocol.errors import FabricError
 from . import broker_cmd, data_cmd, group_cmd, perf_cmd, topic_cmd
+from . import connect_cmd
 from .common import UserError, die
 
 EPILOG = """examples:
@@ -28,6 +29,7 @@ EPILOG = """examples:
 Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP)."""
 
 MODULES = [broker_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd]
+MODULES.append(connect_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
