@@ -103,9 +103,10 @@ class TaskContext:
     offset); ``stopping`` is true once the worker wants the task to stop (for long polls)."""
 
     def __init__(self, connector: str, task_id: int, offset_reader: Callable[[dict], dict | None],
-                 stopping: Callable[[], bool]) -> None:
+                 stopping: Callable[[], bool], bootstrap: str = "127.0.0.1:7171") -> None:
         self.connector = connector
         self.task_id = task_id
+        self.bootstrap = bootstrap  # the worker's cluster (a mirror source creates its topics there)
         self._offset_reader = offset_reader
         self._stopping = stopping
 
@@ -155,6 +156,7 @@ class Connector:
     worker starts anything); ``task_configs`` splits the work.  Called from the worker's thread."""
 
     CONFIG: ConfigSpec = {}
+    CONVERTERS: str | None = None  # a converter both key and value must use (e.g. "bytes"), if any
     task_class: type[Task]
 
     def validate(self, config: dict[str, Any]) -> list[tuple[str, str]]:

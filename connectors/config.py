@@ -28,12 +28,15 @@ The file::
         restart: {max_tries: 10, backoff_initial_ms: 500, backoff_max_ms: 60000}
         config: {...}            # the connector's own keys (its CONFIG)
 
-Validation is pure (dict in, dataclasses or a list of errors out); only ``load_file`` reads.
+Before parsing, ``${NAME}`` and ``${NAME:-default}`` are replaced from the environment (upper-case
+names only), so one shipped file serves a laptop and a test run.  Validation is pure (dict in,
+dataclasses or a list of errors out); only ``load_file`` reads.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,6 +281,10 @@ def _connector(c: Any, path: str, errors: list[tuple[str, str]]) -> ConnectorCon
         elif topics is not None or regex is not None:
             errors.append((f"{path}.topics" if topics is not None else f"{path}.topics_regex",
                            "only sinks read topics (a source names its topic in config)"))
+        need = getattr(cls, "CONVERTERS", None)
+        for key in ("key_converter", "value_converter") if need else ():
+            if convs[key] != need:
+                errors.append((f"{path}.{key}", f"must be {need} for {cls_name} (it copies payloads as they are)"))
         conf = check_section(c.get("config"), cls.CONFIG, f"{path}.config", errors)
         if len(errors) == n0:
             for key, reason in cls().validate(conf):
@@ -355,7 +362,20 @@ def _predicate(pred: Any, path: str, errors: list[tuple[str, str]]) -> dict[str,
     return entry
 
 
-def load_text(text: str) -> WorkerConfig:
+ENV_RE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """``${NAME}`` / ``${NAME:-default}`` (upper-case names only, so a sink's ``${topic}`` stays)."""
+    def sub(m: re.Match[str]) -> str:
+        value = env.get(m.group(1))
+        return value if value is not None else (m.group(2) or "")
+    return ENV_RE.sub(sub, text)
+
+
+def load_text(text: str, env: Mapping[str, str] | None = None) -> WorkerConfig:
+    """Parse and validate; ``${NAME:-default}`` is taken from ``env`` (default: ``os.environ``)."""
+    text = interpolate(text, os.environ if env is None else env)
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -57,7 +57,8 @@ class _Attempt:
     def make_task(self) -> Any:
         task = self.cc.connector_class.task_class()
         task.initialize(TaskContext(self.name, self.sup.task_id,
-                                    lambda p: self.sup.offsets.get(self.name, p), self.stopping))
+                                    lambda p: self.sup.offsets.get(self.name, p), self.stopping,
+                                    self.sup.bootstrap))
         self.task = task
         return task
 

@@ -290,6 +290,10 @@ TRANSFORMS: dict[str, type[Transform]] = {
     "route_regex": RouteRegex, "route_timestamp": RouteTimestamp}
 
 
+def _defaults(spec: dict[str, Field]) -> dict[str, Any]:
+    return {k: f.default for k, f in spec.items() if not f.required}
+
+
 def build_chain(specs: list[dict[str, Any]]) -> list[Transform]:
     """Transforms from validated YAML entries (``type``, its keys, ``predicate``, ``negate``)."""
     chain = []
@@ -297,9 +301,11 @@ def build_chain(specs: list[dict[str, Any]]) -> list[Transform]:
         pred = None
         if spec.get("predicate"):
             p = spec["predicate"]
-            pred = PREDICATES[p["type"]]({k: v for k, v in p.items() if k != "type"})
-        cfg = {k: v for k, v in spec.items() if k not in ("type", "predicate", "negate")}
-        chain.append(TRANSFORMS[spec["type"]](cfg, pred, bool(spec.get("negate"))))
+            pcls = PREDICATES[p["type"]]
+            pred = pcls({**_defaults(pcls.CONFIG), **{k: v for k, v in p.items() if k != "type"}})
+        cls = TRANSFORMS[spec["type"]]
+        cfg = {**_defaults(cls.CONFIG), **{k: v for k, v in spec.items() if k not in ("type", "predicate", "negate")}}
+        chain.append(cls(cfg, pred, bool(spec.get("negate"))))
     return chain
 
 
