@@ -9,6 +9,7 @@ user the package creates (``runuser``); as any other user it runs as that user. 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from fabric.testing import free_port
 
@@ -86,3 +88,54 @@ class PostgresServer:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition",
+               interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_topic(bootstrap: str, topic: str, count: int | None = None, timeout: float = 30.0) -> list:
+    """Every record of ``topic`` (all partitions) up to its current end, or until ``count`` records."""
+    from fabric.client import Admin, Consumer
+    from fabric.errors import FabricError
+
+    def offsets() -> list | None:
+        try:
+            return admin.topic_offsets(topic)
+        except FabricError:
+            return None  # not created yet (by the connector under test)
+    with Admin(bootstrap) as admin:
+        ends = {o["partition"]: o["latest"] for o in wait_until(offsets, timeout, f"topic {topic}")}
+    want = count if count is not None else sum(ends.values())
+    out: list = []
+    with Consumer(bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=100) as c:
+        c.assign([(topic, p) for p in ends])
+        c.seek_to_beginning()
+        deadline = time.monotonic() + timeout
+        while len(out) < want:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read {len(out)} of {want} records of {topic} in {timeout} s")
+            out.extend(c.poll(200))
+    return out
+
+
+@contextlib.contextmanager
+def running_worker(yaml_text: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """An in-process worker (threads) from YAML text; stopped at the end, pass or fail."""
+    from .config import load_text
+    from .worker import Worker
+    worker = Worker(load_text(yaml_text, env if env is not None else dict(os.environ)))
+    try:
+        worker.start()
+        yield worker
+    finally:
+        worker.stop()
