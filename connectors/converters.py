@@ -38,6 +38,7 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
+_loads = json.JSONDecoder().decode
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default).encode
 
 
@@ -70,7 +71,7 @@ class JsonConverter(Converter):
         if data is None:
             return None
         try:
-            return json.loads(data)
+            return _loads(data.decode())  # str, not bytes: json.loads would sniff the encoding each time
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConversionError(f"json: not valid JSON: {exc}") from exc
 

@@ -75,19 +75,28 @@ class SourceAttempt(_Attempt):
             pending: dict[bytes, Any] = {}
             batches: list[Any] = []  # one future per producer batch touched since the last commit
             next_commit = time.monotonic() + sup.flush_interval_s
-            while not self.stopping():
-                if sup.paused.is_set():
-                    sup.set_state("PAUSED")
-                    sup.pause_wait()
-                    if not sup.paused.is_set() and not self.stopping():
-                        sup.set_state("RUNNING")
-                    continue
-                records = errors.retry(task.poll)
-                if records:
-                    self._send(records, producer, errors, pending, batches)
-                if time.monotonic() >= next_commit:
+            try:
+                while not self.stopping():
+                    if sup.paused.is_set():
+                        sup.set_state("PAUSED")
+                        sup.pause_wait()
+                        if not sup.paused.is_set() and not self.stopping():
+                            sup.set_state("RUNNING")
+                        continue
+                    records = errors.retry(task.poll)
+                    if records:
+                        self._send(records, producer, errors, pending, batches)
+                    if time.monotonic() >= next_commit:
+                        self._commit(producer, pending, batches, task)
+                        next_commit = time.monotonic() + sup.flush_interval_s
+            except Exception:
+                # The task failed, but what it sent may be fine: commit what the broker acknowledged,
+                # so that the restarted task does not send it again.
+                try:
                     self._commit(producer, pending, batches, task)
-                    next_commit = time.monotonic() + sup.flush_interval_s
+                except Exception:  # noqa: BLE001 - the original failure is the one to report
+                    log.warning("%s: could not commit offsets after a failure", self.name, exc_info=True)
+                raise
             self._commit(producer, pending, batches, task)
         finally:
             if self.task is not None:
@@ -98,8 +107,12 @@ class SourceAttempt(_Attempt):
         chain, kc, vc, name = self.chain, self.key_conv, self.value_conv, self.name
         send = producer.send
         last = None
+        last_sp: Any = None
+        pkey = b""
         for r in records:
-            pkey = offset_key(name, r.source_partition)
+            if r.source_partition is not last_sp:  # tasks reuse one dict per source partition
+                last_sp = r.source_partition
+                pkey = offset_key(name, last_sp)
             if chain:
                 try:
                     r = apply_chain(chain, r)

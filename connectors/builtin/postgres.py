@@ -14,7 +14,6 @@ past that, the worker's restart backoff.
 from __future__ import annotations
 
 import itertools
-import json
 from typing import Any, Sequence
 
 from ..api import ConnectError, Field, RetriableError, SinkConnector, SourceConnector
@@ -100,8 +99,7 @@ class PostgresDialect(Dialect):
         cols = ", ".join(map(self.quote, columns))
         with cur.copy(f"COPY {self.quote(table)} ({cols}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([json.dumps(v) if isinstance(v, (dict, list)) else v for v in row]
-                               if any(isinstance(v, (dict, list)) for v in row) else row)
+                copy.write_row(row)
 
     def write_rows(self, table: str, columns: list[str], rows: list[tuple], upsert_pk: list[str] | None) -> None:
         conn = self._ensure()

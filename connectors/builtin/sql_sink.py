@@ -16,6 +16,7 @@ nothing is committed past a failed write, so the copy resumes exactly there.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Mapping
 
@@ -23,6 +24,18 @@ from ..api import ConnectError, SinkRecord, SinkTask
 from .sql import Dialect, columns_of
 
 log = logging.getLogger("fabric.connect.sql")
+
+
+def _sample(rows: list[dict[str, Any]], col: str) -> Any:
+    for row in rows:
+        v = row.get(col)
+        if v is not None:
+            return v
+    return None
+
+
+def _json(v: Any) -> Any:
+    return json.dumps(v, separators=(",", ":"), default=str) if isinstance(v, (dict, list)) else v
 
 
 class SqlSinkTask(SinkTask):
@@ -101,7 +114,10 @@ class SqlSinkTask(SinkTask):
             log.debug("rollback failed", exc_info=True)
 
     def _write_run(self, table: str, recs: list[SinkRecord]) -> None:
-        if self.pk_mode == "record_key":
+        if self.pk_mode == "record_key" and len(self.pk) == 1:
+            f = self.pk[0]  # the common case, without a dict per row for the key
+            rows = [{**r.value, f: r.key[f] if isinstance(r.key, dict) else r.key} for r in recs]
+        elif self.pk_mode == "record_key":
             rows = [{**r.value, **self._key_fields(r)} for r in recs]
         else:
             rows = [r.value for r in recs]
@@ -117,7 +133,10 @@ class SqlSinkTask(SinkTask):
         unknown = [c for c in cols if c not in existing]
         if unknown:
             raise ConnectError(f"table {table!r} has no column {unknown[0]!r}")
-        tuples = [tuple(row.get(c) for c in cols) for row in rows]
+        tuples = [tuple(map(row.get, cols)) for row in rows]
+        nested = [i for i, c in enumerate(cols) if isinstance(_sample(rows, c), (dict, list))]
+        if nested:  # objects and lists are stored as JSON text (a column's type comes from its first value)
+            tuples = [tuple(_json(v) if i in nested else v for i, v in enumerate(t)) for t in tuples]
         self.db.write_rows(table, cols, tuples, self.pk if self.upsert else None)
 
     def _ensure_table(self, table: str, rows: list[dict[str, Any]] | None) -> list[str] | None:
