@@ -15,6 +15,7 @@ The file::
       offsets_topic: connect-offsets
       status_topic: connect-status
       offset_flush_interval_ms: 1000
+      session_timeout_ms: 10000  # distributed: a worker silent this long loses its tasks
     connectors:
       - name: orders-in          # unique, [A-Za-z0-9._-]
         class: file-source       # built-in, entry-point name, or module:Class
@@ -109,6 +110,7 @@ class WorkerConfig:
     offsets_topic: str = "connect-offsets"
     status_topic: str = "connect-status"
     offset_flush_interval_ms: int = 1000
+    session_timeout_ms: int = 10_000
     connectors: list[ConnectorConfig] = field(default_factory=list)
 
 
@@ -119,6 +121,7 @@ WORKER_SPEC: dict[str, Field] = {
     "offsets_topic": Field("str", default="connect-offsets"),
     "status_topic": Field("str", default="connect-status"),
     "offset_flush_interval_ms": Field("int", default=1000, min=1),
+    "session_timeout_ms": Field("int", default=10_000, min=300, doc="distributed: a silent worker's tasks move after this"),
 }
 ERRORS_SPEC: dict[str, Field] = {
     "tolerance": Field("str", default="none", choices=("none", "all")),
@@ -218,6 +221,8 @@ def parse(doc: Any) -> WorkerConfig:
                     errors.append((f"connectors[{i}].name", f"duplicate name {cc.name!r} (also connectors[{seen[cc.name]}])"))
                 seen.setdefault(cc.name, i)
                 out.append(cc)
+    if w.get("group") is not None and w.get("rest_port") is None:
+        errors.append(("worker.rest_port", "required with group (workers forward control requests to each other)"))
     if errors:
         raise ConfigError(errors)
     return WorkerConfig(connectors=out, **{k: v for k, v in w.items()})

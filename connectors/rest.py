@@ -10,6 +10,8 @@ binds to 127.0.0.1 only: it controls the worker and has no authentication.
   POST /connectors/NAME/pause          202 {"name", "action"}   (404 for an unknown name)
   POST /connectors/NAME/resume         202
   POST /connectors/NAME/restart        202 (every task of the connector starts afresh)
+  (distributed mode: a POST is applied here and forwarded to the group's other workers, with
+  ``?local=1`` so that they do not forward it again)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Controlled(Protocol):
 
     def connector_status(self, name: str) -> dict[str, Any] | None: ...
 
-    def control(self, name: str, action: str) -> bool: ...
+    def control(self, name: str, action: str, forward: bool = True) -> bool: ...
 
 
 ACTIONS = ("pause", "resume", "restart")
@@ -90,7 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
-            if self.target.control(parts[1], parts[2]):
+            forward = "local=1" not in self.path.partition("?")[2]  # a peer's forward: do not forward again
+            if self.target.control(parts[1], parts[2], forward):
                 self._reply(202, {"name": parts[1], "action": parts[2]})
             else:
                 self._reply(404, {"error": f"no connector named {parts[1]!r} on this worker",

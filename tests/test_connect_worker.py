@@ -308,3 +308,73 @@ def test_cli_validate_prints_every_error(tmp_path):
     assert "connectors[0].transforms[0].type: unknown transform 'maskk' (did you mean 'mask'?)" in r.stderr
     assert "connectors[0].config.file: required" in r.stderr
     assert "2 error(s); nothing was started" in r.stderr
+
+
+def test_two_workers_share_tasks_and_a_killed_workers_tasks_move(broker, tmp_path):
+    """Distributed mode: two worker processes with one group split a two-table source; a pause sent
+    to one reaches the other's task; after SIGKILL of one, the survivor runs both tasks and the
+    rows inserted afterwards still arrive."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as c:
+        for t in ("a", "b"):
+            c.execute(f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, v TEXT)")
+            c.executemany(f"INSERT INTO {t} VALUES (?, ?)", [(i, f"{t}{i}") for i in range(1, 11)])
+    cfg = tmp_path / "dist.yaml"
+    cfg.write_text(f"""
+worker: {{bootstrap: "{broker.bootstrap}", group: g1, rest_port: "${{PORT}}", session_timeout_ms: 1500,
+          offset_flush_interval_ms: 100}}
+connectors:
+  - {{name: sq, class: sqlite-source, tasks_max: 2,
+      config: {{database: "{db}", tables: [a, b], mode: incrementing, incrementing_column: id,
+                topic_prefix: "sq.", poll_interval_ms: 50}}}}
+""".replace('"${PORT}"', "${PORT}"))
+    ports = [free_port(), free_port()]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    procs = [subprocess.Popen([sys.executable, "-m", "fabric", "connect", "run", str(cfg)], cwd=root,
+                              env={**os.environ, "PORT": str(p)}, stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / f"w{p}.log", "wb")) for p in ports]
+
+    def status(port: int) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/connectors/sq/status", timeout=5) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    def split_between_two(port: int) -> dict | None:
+        s = status(port)
+        ok = s and all(t["state"] == "RUNNING" for t in s["tasks"]) and len({t["worker"] for t in s["tasks"]}) == 2
+        return s if ok else None
+
+    try:
+        s = wait_until(lambda: split_between_two(ports[0]), 60, "two workers with a task each")
+        assert len(read_topic(broker.bootstrap, "sq.a", 10)) == 10 and len(read_topic(broker.bootstrap, "sq.b", 10)) == 10
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ports[0]}/connectors/sq/pause",
+                                                      data=b"", method="POST"), timeout=10).close()
+        wait_until(lambda: (s := status(ports[1])) and all(t["state"] == "PAUSED" for t in s["tasks"]), 30,
+                   "both tasks paused, one of them through the forwarded request")
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{ports[1]}/connectors/sq/resume",
+                                                      data=b"", method="POST"), timeout=10).close()
+        wait_until(lambda: split_between_two(ports[0]), 30, "both running again")
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        survivor = status(ports[1])["worker"]
+        wait_until(lambda: (s := status(ports[1])) and all(t["worker"] == survivor and t["state"] == "RUNNING"
+                                                            for t in s["tasks"]), 60, "the survivor running both")
+        with sqlite3.connect(db) as c:
+            for t in ("a", "b"):
+                c.executemany(f"INSERT INTO {t} VALUES (?, ?)", [(i, f"{t}{i}") for i in range(11, 16)])
+
+        def ids(topic: str) -> set:
+            return {json.loads(r.value)["id"] for r in read_topic(broker.bootstrap, topic)}
+        wait_until(lambda: ids("sq.a") == set(range(1, 16)) and ids("sq.b") == set(range(1, 16)), 30,
+                   "rows inserted after the kill")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
