@@ -13,9 +13,12 @@ Lifecycle and threading contract, for both kinds of task (as in Kafka's ``Source
   ``flush``/``commit``) is called from that same thread, one call at a time: a task needs no locks
   for its own state.
 * ``stop()`` is the only method that is called from *another* thread (the worker's, on shutdown,
-  pause-for-good, restart or rebalance).  It must be quick and thread-safe: set a flag, close a
-  socket; it must not wait for ``poll``/``put`` to return.  After ``stop()`` the worker does not
-  call ``poll``/``put`` again and the object is dropped (a restart makes a new one).
+  restart or rebalance).  It must be quick and thread-safe: set a flag, wake a wait; it must not
+  wait for ``poll``/``put`` to return.  After ``stop()`` the worker does not call ``poll``/``put``
+  again.
+* ``close()`` is called exactly once, last, in the task's own thread, even after a failure
+  (``start`` may not have finished): release connections, files and sockets there.  Then the
+  object is dropped (a restart makes a new one).
 * An exception from ``start``/``poll``/``put``/``flush`` fails the task: the worker reports it as
   ``FAILED`` with its stack in the status topic and restarts a *fresh* task with exponential
   backoff, giving up after the connector's ``restart.max_tries``.  Raise ``RetriableError`` for a
@@ -131,6 +134,9 @@ class Task:
 
     def stop(self) -> None:
         """Called from another thread; must return quickly."""
+
+    def close(self) -> None:
+        """Called last, once, in the task's thread: release what ``start`` opened."""
 
 
 class SourceTask(Task):

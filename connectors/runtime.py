@@ -54,6 +54,15 @@ class _Attempt:
     def stopping(self) -> bool:
         return self.sup.stop_event.is_set() or self.sup.restart_event.is_set()
 
+    def close_task(self) -> None:
+        if self.task is None:
+            return
+        try:
+            self.task.stop()
+            self.task.close()
+        except Exception:  # noqa: BLE001 - closing must not hide the failure that got us here
+            log.warning("%s task %d: close failed", self.name, self.sup.task_id, exc_info=True)
+
     def make_task(self) -> Any:
         task = self.cc.connector_class.task_class()
         task.initialize(TaskContext(self.name, self.sup.task_id,
@@ -99,8 +108,7 @@ class SourceAttempt(_Attempt):
                 raise
             self._commit(producer, pending, batches, task)
         finally:
-            if self.task is not None:
-                self.task.stop()
+            self.close_task()
             producer.close(timeout=5)
 
     def _send(self, records: list, producer: Producer, errors: ErrorHandler, pending: dict, batches: list) -> None:
@@ -194,8 +202,7 @@ class SinkAttempt(_Attempt):
                     next_commit = time.monotonic() + sup.flush_interval_s
             self._commit(task)
         finally:
-            if self.task is not None:
-                self.task.stop()
+            self.close_task()
             consumer.close()
             if dlq is not None:
                 dlq.close(timeout=5)

@@ -40,7 +40,6 @@ class FileSourceTask(SourceTask):
         self.inode = -1
         self.pos = 0
         self.buf = b""
-        self._stopped = False
         committed = self.context.offset(self.partition)
         self._open(committed)
 
@@ -103,8 +102,9 @@ class FileSourceTask(SourceTask):
         self.pos = pos
         return out
 
-    def stop(self) -> None:
-        self._stopped = True
+    def close(self) -> None:
+        if getattr(self, "f", None) is not None:
+            self.f.close()
 
 
 class FileSourceConnector(SourceConnector):
@@ -140,11 +140,9 @@ class FileSinkTask(SinkTask):
         self.f.flush()
         os.fsync(self.f.fileno())
 
-    def stop(self) -> None:
-        try:
-            self.f.flush()
-        except (ValueError, OSError):
-            pass
+    def close(self) -> None:
+        if hasattr(self, "f"):
+            self.f.close()
 
 
 class FileSinkConnector(SinkConnector):

@@ -110,12 +110,10 @@ class WebhookSourceTask(SourceTask):
             out.append(SourceRecord(self.partition, {"received": self.received}, self.topic, item, key=key))
         return out
 
-    def stop(self) -> None:
-        threading.Thread(target=self._shutdown, daemon=True).start()  # shutdown() waits: not here
-
-    def _shutdown(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def close(self) -> None:
+        if hasattr(self, "httpd"):
+            self.httpd.shutdown()
+            self.httpd.server_close()
 
 
 class WebhookSourceConnector(SourceConnector):

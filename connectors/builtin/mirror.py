@@ -73,8 +73,9 @@ class MirrorSourceTask(SourceTask):
                                         timestamp=ts, headers=h))
         return out
 
-    def stop(self) -> None:
-        pass  # the consumer is closed with the task object (it is owned by the task thread)
+    def close(self) -> None:
+        if hasattr(self, "consumer"):
+            self.consumer.close()
 
 
 class MirrorSourceConnector(SourceConnector):

@@ -53,7 +53,7 @@ class PostgresDialect(Dialect):
         return self.conn
 
     def close(self) -> None:
-        if self.conn is not None:
+        if getattr(self, "conn", None) is not None:
             self.conn.close()
 
     def classify(self, exc: BaseException) -> Exception:

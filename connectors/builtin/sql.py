@@ -147,7 +147,8 @@ class SqliteDialect(Dialect):
             raise RetriableError(f"sqlite: {exc}") from exc
 
     def close(self) -> None:
-        self.conn.close()
+        if hasattr(self, "conn"):
+            self.conn.close()
 
     def open_cursor(self, sql: str, params: Sequence[Any]) -> Any:
         try:

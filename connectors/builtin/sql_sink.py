@@ -157,5 +157,6 @@ class SqlSinkTask(SinkTask):
                 self.known[table] = cols
         return cols
 
-    def stop(self) -> None:
-        pass
+    def close(self) -> None:
+        if hasattr(self, "db"):
+            self.db.close()

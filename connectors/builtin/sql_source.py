@@ -150,8 +150,9 @@ class SqlSourceTask(SourceTask):
                                     key=None if ki is None else row[ki]))
         return out
 
-    def stop(self) -> None:
-        pass  # the database connection is closed by the task thread when poll returns (see below)
-
-    def commit(self) -> None:
-        pass
+    def close(self) -> None:
+        for t in getattr(self, "tables", []):
+            if t.cursor is not None:
+                t.cursor.close()
+        if hasattr(self, "db"):
+            self.db.close()
