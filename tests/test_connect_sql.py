@@ -23,6 +23,15 @@ from fabric.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 100_000
+@pytest.fixture
+def broker(brokers, tmp_path):
+    """A broker whose empty groups start their first rebalance after 100 ms, not 3 s: every sink
+    task (and distributed worker) joins a group, and the tests start many."""
+    cfg = tmp_path / "broker.yaml"
+    cfg.write_text("group_initial_rebalance_delay_ms: 100\n")
+    return brokers(extra_args=["--config", str(cfg)])
+
+
 ORDERS_DDL = """CREATE TABLE {name} (id BIGINT PRIMARY KEY, customer_id INT NOT NULL, product TEXT NOT NULL,
   quantity INT NOT NULL, amount NUMERIC(10,2) NOT NULL, created_at TIMESTAMPTZ NOT NULL, note TEXT)"""
 

@@ -17,6 +17,15 @@ from fabric.client import Admin, Producer
 from fabric.testing import free_port
 
 
+@pytest.fixture
+def broker(brokers, tmp_path):
+    """A broker whose empty groups start their first rebalance after 100 ms, not 3 s: every sink
+    task (and distributed worker) joins a group, and the tests start many."""
+    cfg = tmp_path / "broker.yaml"
+    cfg.write_text("group_initial_rebalance_delay_ms: 100\n")
+    return brokers(extra_args=["--config", str(cfg)])
+
+
 def test_file_to_topic_to_file_is_byte_identical_and_survives_rotation_and_truncation(broker, tmp_path):
     src, dst = tmp_path / "in.txt", tmp_path / "out.txt"
     first = b"".join(f"line {i} caf\xc3\xa9 \t tab\n".encode() for i in range(20_000))
