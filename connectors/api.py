@@ -25,8 +25,8 @@ Lifecycle and threading contract, for both kinds of task (as in Kafka's ``Source
   fault that may pass (a database restarting): the worker retries the same call with backoff
   first, within the connector's ``errors.retry_timeout_ms``, before failing the task.
 
-Source tasks: ``poll()`` returns a list of ``SourceRecord`` (possibly empty; it should block at
-most about a second so that ``stop`` and pause are noticed).  Each record carries a
+Source tasks: ``poll()`` returns a list of ``SourceRecord`` (and/or ``SourceBatch``, the columnar
+form; possibly empty; it should block at most about a second so that ``stop`` and pause are noticed).  Each record carries a
 ``source_partition`` (e.g. ``{"file": "/var/log/app.log"}``) and the ``source_offset`` reached
 *after* it (e.g. ``{"position": 1234}``), both JSON-able dicts.  The worker writes the newest
 offset of every source partition to the offsets topic only after the broker acknowledged every
@@ -88,6 +88,27 @@ class SourceRecord:
 
 
 @dataclass(slots=True)
+class SourceBatch:
+    """Many records of one source partition at once, as columns: the fast path for bulk sources
+    (a file's lines, a query's rows).  ``poll`` may return these among its ``SourceRecord``s.
+    When the connector has no transforms and no record needs its own partition, timestamp or
+    headers, the worker converts the columns and hands them to the producer in one call; else it
+    expands the batch into ``SourceRecord``s.  ``source_offset`` is the offset after the *last*
+    value (a batch is committed whole)."""
+
+    source_partition: dict[str, Any]
+    source_offset: dict[str, Any]
+    topic: str
+    values: list[Any]
+    keys: list[Any] | None = None
+
+    def records(self) -> list[SourceRecord]:
+        keys = self.keys if self.keys is not None else [None] * len(self.values)
+        sp, so, topic = self.source_partition, self.source_offset, self.topic
+        return [SourceRecord(sp, so, topic, v, key=k) for k, v in zip(keys, self.values)]
+
+
+@dataclass(slots=True)
 class SinkRecord:
     """What a sink task receives: the converted key and value plus where the record came from
     (``kafka_*`` fields, so a task can do exactly-once bookkeeping of its own if it wants)."""
@@ -140,7 +161,7 @@ class Task:
 
 
 class SourceTask(Task):
-    def poll(self) -> list[SourceRecord]:  # pragma: no cover - interface
+    def poll(self) -> list[SourceRecord | SourceBatch]:  # pragma: no cover - interface
         """Records read since the last call; block at most about a second."""
         raise NotImplementedError
 

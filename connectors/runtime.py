@@ -24,8 +24,9 @@ import traceback
 from typing import Any
 
 from fabric.client import Consumer, Producer
+from fabric.client.futures import BatchFuture
 
-from .api import SinkRecord, SourceTask, TaskContext
+from .api import SinkRecord, SourceBatch, SourceTask, TaskContext
 from .config import ConnectorConfig
 from .converters import make_converter
 from .state import OffsetStore, StatusStore, offset_key
@@ -112,6 +113,14 @@ class SourceAttempt(_Attempt):
             producer.close(timeout=5)
 
     def _send(self, records: list, producer: Producer, errors: ErrorHandler, pending: dict, batches: list) -> None:
+        if any(type(r) is SourceBatch for r in records):
+            flat: list = []
+            for r in records:
+                if type(r) is not SourceBatch:
+                    flat.append(r)
+                elif self.chain or not self._send_columns(r, producer, pending, batches):
+                    flat.extend(r.records())
+            records = flat
         chain, kc, vc, name = self.chain, self.key_conv, self.value_conv, self.name
         send = producer.send
         last = None
@@ -144,18 +153,45 @@ class SourceAttempt(_Attempt):
             pending[pkey] = r.source_offset
         self.progressed = True
 
+    def _send_columns(self, b: SourceBatch, producer: Producer, pending: dict, batches: list) -> bool:
+        """The columnar fast path: convert whole columns, one ``send_batch``.  False (nothing sent)
+        when a value does not convert: the caller goes record by record, for the error policy."""
+        if not b.values:
+            pending[offset_key(self.name, b.source_partition)] = b.source_offset
+            return True
+        try:
+            values = self.value_conv.to_bytes_many(b.values)
+            keys = None if b.keys is None else self.key_conv.to_bytes_many(b.keys)
+        except Exception:  # noqa: BLE001 - handled record by record
+            return False
+        batches.append(producer.send_batch(b.topic, values, keys))
+        pending[offset_key(self.name, b.source_partition)] = b.source_offset
+        self.progressed = True
+        return True
+
     def _commit(self, producer: Producer, pending: dict, batches: list, task: SourceTask) -> None:
         if not pending and not batches:
             return
         producer.flush(FLUSH_TIMEOUT_S)
         for f in batches:
-            exc = f.exception(0)
+            exc = _error_of(f)
             if exc is not None:
                 raise exc  # an unacknowledged record: do not move the offset past it
         batches.clear()
         self.sup.offsets.commit(self.name, dict(pending))
         pending.clear()
         task.commit()
+
+
+def _error_of(f: Any) -> BaseException | None:
+    """The delivery error of a ``RecordFuture`` or a ``BatchFuture`` (both done after ``flush``)."""
+    if isinstance(f, BatchFuture):
+        try:
+            f.wait(0)
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        return None
+    return f.exception(0)
 
 
 def _best_effort(value: Any) -> bytes | None:

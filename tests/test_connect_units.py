@@ -210,3 +210,12 @@ def test_tolerance_none_raises_all_skips():
     h = ErrorHandler(ErrorPolicy(tolerance="all"), "c", None, lambda: False)
     h.bad_record("convert", exc, None, b"x")
     assert h.skipped == 1
+
+
+def test_source_batch_expands_to_records_with_the_batch_offset():
+    from connectors.api import SourceBatch
+    b = SourceBatch({"file": "f"}, {"position": 9}, "t", ["a", "b"], keys=[1, 2])
+    assert [(r.key, r.value, r.source_offset, r.topic) for r in b.records()] == \
+        [(1, "a", {"position": 9}, "t"), (2, "b", {"position": 9}, "t")]
+    assert [r.key for r in SourceBatch({}, {}, "t", ["x"]).records()] == [None]
+    assert make_converter("string").to_bytes_many(["é", 3, None]) == ["é".encode(), b"3", None]

@@ -9,8 +9,9 @@ Modes (Kafka's JDBC source, same names):
   ORDER BY ts, inc`` — updates without ambiguity; the most robust.
 * ``bulk``: the whole table (or query) every ``poll_interval_ms``.
 
-The source partition is ``{"table": name}`` (or ``{"query": topic}``); the source offset after a
-row is ``{"incrementing": ..., "timestamp": ...}``.  A query that returned less than a batch has
+The source partition is ``{"table": name}`` (or ``{"query": topic}``); each fetched batch of rows
+is one ``SourceBatch`` whose source offset is ``{"incrementing": ..., "timestamp": ...}`` of its
+last row.  A query that returned less than a batch has
 caught up: the table waits ``poll_interval_ms`` before the next one.  Database errors are
 ``RetriableError``s: the worker retries, then restarts the task, which resumes from the committed
 offsets.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..api import SourceRecord, SourceTask
+from ..api import SourceBatch, SourceTask
 from .sql import Dialect, jsonable
 
 IDLE_SLEEP_S = 0.05
@@ -87,7 +88,7 @@ class SqlSourceTask(SourceTask):
             sql += f" LIMIT {self.batch + (1 if self.mode == 'timestamp' else 0)}"
         return sql, params
 
-    def poll(self) -> list[SourceRecord]:
+    def poll(self) -> list[SourceBatch]:
         now = time.monotonic()
         for _ in range(len(self.tables)):
             t = self.tables[self.turn]
@@ -101,7 +102,7 @@ class SqlSourceTask(SourceTask):
         time.sleep(max(IDLE_SLEEP_S, min(1.0, wake - time.monotonic())))
         return []
 
-    def _poll_table(self, t: _Table) -> list[SourceRecord]:
+    def _poll_table(self, t: _Table) -> list[SourceBatch]:
         if t.cursor is None:
             sql, params = self._query(t)
             t.cursor = self.db.open_cursor(sql, params)  # raises RetriableError if the database is away
@@ -130,25 +131,22 @@ class SqlSourceTask(SourceTask):
             cut -= 1
         return rows[:cut] if cut > 0 else rows  # all equal: take them (a full batch of one instant)
 
-    def _records(self, t: _Table, rows: list) -> list[SourceRecord]:
+    def _records(self, t: _Table, rows: list) -> list[SourceBatch]:
         if not rows:
             return []
         cols = t.columns
         ii = cols.index(self.inc_col) if self.inc_col in cols else None
         ti = cols.index(self.ts_col) if self.ts_col in cols else None
         ki = cols.index(self.key_col) if self.key_col in cols else None
-        topic, part, bulk = t.topic, t.partition, self.mode == "bulk"
-        out = []
-        stamp = int(time.time() * 1000)
-        for row in rows:
-            if ii is not None:
-                t.inc = row[ii]
-            if ti is not None:
-                t.ts = jsonable(row[ti])
-            off = {"polled": stamp} if bulk else {"incrementing": t.inc, "timestamp": t.ts}
-            out.append(SourceRecord(part, off, topic, dict(zip(cols, row)),
-                                    key=None if ki is None else row[ki]))
-        return out
+        last = rows[-1]
+        if ii is not None:
+            t.inc = last[ii]
+        if ti is not None:
+            t.ts = jsonable(last[ti])
+        off = {"polled": int(time.time() * 1000)} if self.mode == "bulk" else {"incrementing": t.inc, "timestamp": t.ts}
+        values = [dict(zip(cols, row)) for row in rows]
+        keys = None if ki is None else [row[ki] for row in rows]
+        return [SourceBatch(t.partition, off, t.topic, values, keys)]
 
     def close(self) -> None:
         for t in getattr(self, "tables", []):
