@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import Any
 
-from fabric.client import Consumer, Producer
+from fabric.client import Admin, Consumer, Producer
 from fabric.client.futures import BatchFuture
 
 from .api import SinkRecord, SourceBatch, SourceTask, TaskContext
@@ -216,6 +216,11 @@ class SinkAttempt(_Attempt):
             task = self.make_task()
             errors.retry(task.start, sup.task_config)
             self.consumer, self.errors = consumer, errors
+            if cc.topics:
+                # A group assigns only topics that exist when it (re)balances: create the ones a
+                # source has not created yet (as a producer would), so the sink does not sit idle.
+                with Admin(sup.bootstrap) as admin:
+                    admin.metadata(cc.topics, allow_auto_create=True)
             consumer.subscribe(cc.topics if cc.topics else cc.topics_regex,
                                on_revoked=lambda tps: self._commit(task), on_lost=lambda tps: self.pending.clear())
             sup.set_state("RUNNING")
