@@ -48,7 +48,11 @@ CLIENT_COMMANDS = {
     ("perf", "e2e"): ["--topic", "perf", "--seconds", "0.1"],
     ("dashboard",): ["--once"],
 }
-LOCAL_COMMANDS = {("broker",): [], ("log", "verify"): ["."]}  # commands that talk to no broker
+# Commands that talk to no broker (a Connect worker reads its brokers from its YAML; the control
+# commands talk to a worker's REST port)
+LOCAL_COMMANDS = {("broker",): [], ("log", "verify"): ["."], ("connect", "run"): ["w.yaml"],
+                  ("connect", "validate"): ["w.yaml"], ("connect", "status"): [], ("connect", "pause"): ["c"],
+                  ("connect", "resume"): ["c"], ("connect", "restart"): ["c"], ("connect", "plugins"): []}
 
 
 def run(argv: list[str]) -> int:
