@@ -119,3 +119,19 @@ def test_sparkline_scales_to_its_maximum():
     assert sparkline([0, 0], 10) == "▁▁"
     assert sparkline([1, 2, 4, 8], 10) == "▁▂▄█"
     assert len(sparkline(range(100), 20)) == 20
+
+
+def test_connect_statuses_become_one_row_per_connector():
+    from fabric.dashboard.connect_status import summarize
+
+    rows = summarize({
+        "status-connector-pg-in": {"state": "RUNNING", "worker": "w1"},
+        "status-task-pg-in-0": {"state": "RUNNING", "worker": "w1"},
+        "status-task-pg-in-1": {"state": "FAILED", "worker": "w2", "trace": "Traceback...\nOperationalError: down"},
+        "status-task-files-out-0": {"state": "PAUSED", "worker": "w1"},
+    })
+    assert rows == [
+        {"name": "files-out", "state": "?", "tasks": "0/1 running", "worker": "w1", "error": ""},
+        {"name": "pg-in", "state": "RUNNING", "tasks": "1/2 running", "worker": "w1, w2",
+         "error": "OperationalError: down"},
+    ]

@@ -97,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _connect_status_reader(bootstrap: str) -> Any:
-    """Connector states for the Connect view, when the Connect package can read them."""
-    try:
-        from connectors.status import read_status  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return lambda: read_status(bootstrap)
+    """Connector states for the Connect view, from Connect's status topic."""
+    from ..dashboard.connect_status import ConnectStatusReader
+
+    return ConnectStatusReader(bootstrap).read
