@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import sys
 import threading
@@ -18,6 +19,7 @@ from ..client.shutdown import ShutdownSignals
 from ..protocol.errors import exception_for
 from .common import (TIME_HELP, add_client_options, err_console, fail, header_arg, parse_time_ms, time_arg,
                      usage_error)
+from .progress import ProgressBar
 from .record_format import FORMAT_HELP, format_arg, renderer
 
 PRODUCE_EPILOG = """examples:
@@ -123,13 +125,11 @@ def produce(args: argparse.Namespace) -> int:
                         request_timeout_ms=request_timeout, delivery_timeout_ms=delivery_timeout)
     acks = _AckWriter(args.print_metadata)
     start = time.monotonic()
+    size = _file_size(args.input)
     try:
-        for raw in _lines(args.input):
-            line = raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
-            key = None
-            if sep is not None and sep in line:
-                key, line = line.split(sep, 1)
-            acks.add(key, producer.send(args.topic, line, key, partition=args.partition, headers=headers or None))
+        with ProgressBar(f"producing to {args.topic}", size, unit="bytes read",
+                         stdout_is_output=args.print_metadata) as bar:
+            _produce_lines(args, producer, acks, sep, headers, bar)
         # Every record is acknowledged or failed within delivery_timeout_ms (plus a request in flight).
         producer.flush(timeout=(delivery_timeout + request_timeout) / 1000 + 5)
     except RequestTimeoutError:
@@ -148,6 +148,27 @@ def produce(args: argparse.Namespace) -> int:
         return 1
     err_console.print(f"produced {acks.sent} records to {args.topic}")
     return 0
+
+
+def _file_size(path: str | None) -> int | None:
+    """The input's size for the progress bar (None for stdin or a pipe)."""
+    if path is None:
+        return None
+    try:
+        return os.stat(path).st_size or None
+    except OSError:
+        return None
+
+
+def _produce_lines(args: argparse.Namespace, producer: Producer, acks: "_AckWriter", sep: bytes | None,
+                   headers: list, bar: ProgressBar) -> None:
+    for raw in _lines(args.input):
+        bar.advance(len(raw))
+        line = raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
+        key = None
+        if sep is not None and sep in line:
+            key, line = line.split(sep, 1)
+        acks.add(key, producer.send(args.topic, line, key, partition=args.partition, headers=headers or None))
 
 
 class _AckWriter:
@@ -265,9 +286,17 @@ def _consume_group(args: argparse.Namespace) -> int:
 
 def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[float] | None = None,
                   stop: ShutdownSignals | None = None) -> int:
+    render = renderer("json" if args.output == "json" else args.format, args.print_key, args.key_separator)
+    with ProgressBar(f"consuming {args.topic}", args.max) as bar:
+        _consume_records(consumer, args, idle_from, stop, render, bar)
+    sys.stdout.flush()
+    return 0
+
+
+def _consume_records(consumer: Consumer, args: argparse.Namespace, idle_from: list[float] | None,
+                     stop: ShutdownSignals | None, render: Any, bar: ProgressBar) -> int:
     count = 0
     write = sys.stdout.write
-    render = renderer("json" if args.output == "json" else args.format, args.print_key, args.key_separator)
     last_record = time.monotonic()
     while (args.max is None or count < args.max) and not (stop is not None and stop.requested):
         want = None if args.max is None else args.max - count
@@ -284,9 +313,9 @@ def _consume_loop(consumer: Consumer, args: argparse.Namespace, idle_from: list[
             last_record = time.monotonic()
             write("".join(map(render, records)))
             count += len(records)
+            bar.advance(len(records))
         elif args.idle_timeout_ms is not None and (idle_from is None or idle_from):
             since = max(last_record, idle_from[-1]) if idle_from else last_record
             if (time.monotonic() - since) * 1000 >= args.idle_timeout_ms:
                 break
-    sys.stdout.flush()
-    return 0
+    return count
