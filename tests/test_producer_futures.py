@@ -9,7 +9,7 @@ import pytest
 from fabric.client import Producer
 from fabric.client.connection import RequestTimeoutError
 from fabric.client.futures import RecordFuture
-from fabric.client.producer import _Batch
+from fabric.client.accumulator import ProducerBatch as _Batch
 
 
 def _future(batch: _Batch, index: int = 0) -> RecordFuture:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fabric.client.connection import RequestTimeoutError
 from fabric.client.ordering import RequestBook, RetryWouldReorderError
-from fabric.client.producer import _Batch
+from fabric.client.accumulator import ProducerBatch as _Batch
 from fabric.protocol.errors import error_map
 from fabric.testing.order_check import check_order, run_crash_test
 

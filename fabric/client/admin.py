@@ -5,6 +5,11 @@ Per-topic failures inside a multi-topic reply are raised as the typed error of t
 topic, unless the method returns per-topic results (``create_topics``/``delete_topics``).  Group
 operations go to the group's coordinator (``find_coordinator``, retried when it moves); the
 lag and offset-reset arithmetic lives here so the CLI and dashboard stay thin.
+
+Routing (``pool.Cluster``): a request about one topic goes to a broker that knows it (the
+leader of its partition 0, from metadata merged over every bootstrap broker); offsets and fetches
+go to each partition's leader; cluster-wide listings (``list_topics``, ``list_groups``) ask every
+broker and merge.  With one bootstrap broker every request goes to it, as always.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from ..protocol.errors import FabricError, error_map, exception_for
 from .. import __version__
 from ..protocol.messages import (AlterTopicConfigsRequest, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
                                  DeleteTopicsRequest, DescribeTopicsRequest, ListOffsetsRequest,
-                                 ListTopicsRequest, MetadataRequest, NewTopic, OffsetQuery)
+                                 ListTopicsRequest, NewTopic, OffsetQuery)
 from ..protocol.messages import FetchPartition, FetchRequest
 from ..records.batch import records_in
 from .connection import Connection, parse_bootstrap
 from .coordinator_link import CoordinatorLink
+from .pool import Cluster
 
 RESET_STRATEGIES = ("earliest", "latest", "offset", "datetime", "shift-by")
 LAG_FETCH_BYTES = 64 << 10  # per partition, to read the timestamp of the first unconsumed record
@@ -49,7 +55,12 @@ class Admin:
         self.endpoints = parse_bootstrap(bootstrap)
         self.timeout_ms = timeout_ms
         self.client_id = client_id
-        self.conn = Connection(self.endpoints[0], ctx, client_id)
+        self.cluster = Cluster(self.endpoints, ctx=ctx, client_id=client_id, timeout_ms=timeout_ms)
+
+    @property
+    def conn(self) -> Connection:
+        """The connection to the first bootstrap broker (cluster-level requests)."""
+        return self.cluster.bootstrap()
 
     def __enter__(self) -> "Admin":
         return self
@@ -58,19 +69,29 @@ class Admin:
         self.close()
 
     def close(self) -> None:
-        self.conn.close()
+        self.cluster.close()
 
-    def _call(self, op: str, body: Any = None, timeout_ms: int | None = None) -> dict[str, Any]:
-        header, _ = self.conn.request(op, body, timeout_ms=timeout_ms or self.timeout_ms)
+    def _call(self, op: str, body: Any = None, timeout_ms: int | None = None, topic: str | None = None) -> dict[str, Any]:
+        """``op`` to the first bootstrap broker, or with ``topic`` to a broker that knows it."""
+        conn = self.conn if topic is None else self.cluster.for_topic(topic)
+        header, _ = conn.request(op, body, timeout_ms=timeout_ms or self.timeout_ms)
         return header
+
+    def _each_broker(self, op: str, body: Any) -> list[dict[str, Any]]:
+        """``op`` to every bootstrap broker (cluster-wide listings of independent brokers)."""
+        if len(self.endpoints) == 1:
+            return [self._call(op, body)]
+        return [self.cluster.bootstrap(i).request(op, body, timeout_ms=self.timeout_ms)[0]
+                for i in range(len(self.endpoints))]
 
     # ------------------------------------------------------------------ info
     def api_versions(self) -> dict[str, Any]:
         return self._call("api_versions", ApiVersionsRequest(client=f"{self.client_id} fabric-python/{__version__}"))
 
     def metadata(self, topics: Iterable[str] | None = None, allow_auto_create: bool = False) -> dict[str, Any]:
-        req = MetadataRequest(topics=None if topics is None else tuple(topics), allow_auto_create=allow_auto_create)
-        return self._call("metadata", req)
+        """Merged over every bootstrap broker (``pool.Cluster.refresh``): with several
+        independent brokers, each topic as its leader describes it."""
+        return self.cluster.refresh(topics, allow_auto_create)
 
     def broker_stats(self) -> dict[str, Any]:
         return self._call("broker_stats")
@@ -95,8 +116,15 @@ class Admin:
             raise res.error
 
     def delete_topics(self, names: Sequence[str]) -> list[TopicResult]:
-        rep = self._call("delete_topics", DeleteTopicsRequest(topics=tuple(names)))
-        return [TopicResult(t["name"], exception_for(t["error"]) if "error" in t else None) for t in rep["topics"]]
+        if len(self.endpoints) == 1 or not names:
+            rep = self._call("delete_topics", DeleteTopicsRequest(topics=tuple(names)))
+            return [TopicResult(t["name"], exception_for(t["error"]) if "error" in t else None) for t in rep["topics"]]
+        out = []
+        for name in names:  # each to a broker that knows it
+            t = self._call("delete_topics", DeleteTopicsRequest(topics=(name,)), topic=name)["topics"][0]
+            self.cluster.cache.invalidate(name)
+            out.append(TopicResult(t["name"], exception_for(t["error"]) if "error" in t else None))
+        return out
 
     def delete_topic(self, name: str) -> None:
         res = self.delete_topics([name])[0]
@@ -104,14 +132,24 @@ class Admin:
             raise res.error
 
     def list_topics(self, internal: bool = False) -> list[dict[str, Any]]:
-        return self._call("list_topics", ListTopicsRequest(internal=internal))["topics"]
+        rows: dict[str, dict[str, Any]] = {}
+        for rep in self._each_broker("list_topics", ListTopicsRequest(internal=internal)):
+            for t in rep["topics"]:
+                rows.setdefault(t["name"], t)
+        return list(rows.values()) if len(rows) <= 1 or len(self.endpoints) == 1 else [rows[n] for n in sorted(rows)]
 
     def describe_topics(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        rep = self._call("describe_topics", DescribeTopicsRequest(topics=None if names is None else tuple(names)))
-        for t in rep["topics"]:
+        if names is None or len(self.endpoints) == 1:
+            reps = self._each_broker("describe_topics", DescribeTopicsRequest(topics=None if names is None
+                                                                             else tuple(names)))
+            topics = [t for rep in reps for t in rep["topics"]]
+        else:
+            topics = [self._call("describe_topics", DescribeTopicsRequest(topics=(n,)), topic=n)["topics"][0]
+                      for n in names]
+        for t in topics:
             if "error" in t:
                 raise exception_for(t["error"])
-        return rep["topics"]
+        return topics
 
     def describe_topic(self, name: str) -> dict[str, Any]:
         return self.describe_topics([name])[0]
@@ -119,10 +157,12 @@ class Admin:
     def alter_topic_configs(self, name: str, set: dict[str, Any] | None = None,
                             delete: Sequence[str] = ()) -> dict[str, Any]:
         return self._call("alter_topic_configs",
-                          AlterTopicConfigsRequest(topic=name, set=dict(set or {}), delete=tuple(delete)))
+                          AlterTopicConfigsRequest(topic=name, set=dict(set or {}), delete=tuple(delete)), topic=name)
 
     def create_partitions(self, name: str, count: int) -> int:
-        return self._call("create_partitions", CreatePartitionsRequest(topic=name, count=count))["partitions"]
+        n = self._call("create_partitions", CreatePartitionsRequest(topic=name, count=count), topic=name)["partitions"]
+        self.cluster.cache.invalidate(name)
+        return n
 
     def partitions_for(self, topic: str) -> int:
         meta = self.metadata([topic])
@@ -135,12 +175,23 @@ class Admin:
     def list_offsets(self, queries: Sequence[tuple[str, int, Any]]) -> list[dict[str, Any]]:
         """``queries``: (topic, partition, "earliest" | "latest" | timestamp_ms).  Each result has
         ``offset`` (-1 when no record has a timestamp >= the one asked) and ``timestamp``."""
-        req = ListOffsetsRequest(partitions=tuple(OffsetQuery(topic=t, partition=p, at=a) for t, p, a in queries))
-        rep = self._call("list_offsets", req)
-        for r in rep["partitions"]:
+        if len(self.endpoints) == 1 or not queries:
+            req = ListOffsetsRequest(partitions=tuple(OffsetQuery(topic=t, partition=p, at=a) for t, p, a in queries))
+            results = self._call("list_offsets", req)["partitions"]
+        else:  # each topic's queries to a broker that knows it, answers back in the order asked
+            by_topic: dict[str, list[int]] = {}
+            for i, q in enumerate(queries):
+                by_topic.setdefault(q[0], []).append(i)
+            results = [None] * len(queries)
+            for topic, idx in by_topic.items():
+                req = ListOffsetsRequest(partitions=tuple(OffsetQuery(topic=topic, partition=queries[i][1],
+                                                                      at=queries[i][2]) for i in idx))
+                for i, r in zip(idx, self._call("list_offsets", req, topic=topic)["partitions"]):
+                    results[i] = r
+        for r in results:
             if "error" in r:
                 raise exception_for(r["error"])
-        return rep["partitions"]
+        return results
 
     def topic_offsets(self, topic: str) -> list[dict[str, Any]]:
         """Per partition: earliest and latest offsets (and the record count between them)."""
@@ -153,7 +204,7 @@ class Admin:
     # ------------------------------------------------------------------ consumer groups
     def _group_call(self, group_id: str, op: str, body: Any) -> dict[str, Any]:
         link = CoordinatorLink(self.endpoints, group_id, client_id=self.client_id,
-                               request_timeout_ms=self.timeout_ms, ctx=self.conn.ctx)
+                               request_timeout_ms=self.timeout_ms, ctx=self.cluster.ctx)
         try:
             return link.request(op, body)
         finally:
@@ -168,17 +219,14 @@ class Admin:
         """``{group_id, state, protocol, members}`` of every group, asking every broker (each lists
         the groups it coordinates)."""
         req = ListGroupsRequest(states=None if states is None else tuple(s.upper() for s in states))
-        brokers = self.metadata([]).get("brokers") or []
+        self.metadata([])
+        brokers = sorted(self.cluster.cache.brokers)
         replies = []
         if len(brokers) <= 1:  # this one (also when its advertised address is not ours to use)
             replies.append(self._call("list_groups", req))
         else:
-            for b in brokers:
-                conn = Connection(f"tcp://{b['host']}:{b['port']}", self.conn.ctx, self.client_id)
-                try:
-                    replies.append(conn.request("list_groups", req, timeout_ms=self.timeout_ms)[0])
-                finally:
-                    conn.close()
+            for node in brokers:
+                replies.append(self.cluster.broker(node).request("list_groups", req, timeout_ms=self.timeout_ms)[0])
         rows = {g["group_id"]: g for rep in replies for g in rep["groups"]}
         return [rows[g] for g in sorted(rows)]
 
@@ -246,10 +294,17 @@ class Admin:
             return {}
         parts = tuple(FetchPartition(topic=t, partition=p, offset=o, max_bytes=LAG_FETCH_BYTES)
                       for (t, p), o in sorted(at.items()))
-        header, frames = self.conn.request("fetch", FetchRequest(max_wait_ms=0, min_bytes=0, partitions=parts),
-                                           timeout_ms=self.timeout_ms)
         out: dict[tuple[str, int], int] = {}
-        for meta, data in zip(header["partitions"], frames):
+        by_topic: dict[str, list[FetchPartition]] = {}
+        for part in parts:
+            by_topic.setdefault(part.topic, []).append(part)
+        answers = []
+        for topic, tparts in by_topic.items() if len(self.endpoints) > 1 else [(None, list(parts))]:
+            conn = self.conn if topic is None else self.cluster.for_topic(topic)
+            header, frames = conn.request("fetch", FetchRequest(max_wait_ms=0, min_bytes=0, partitions=tuple(tparts)),
+                                          timeout_ms=self.timeout_ms)
+            answers += zip(header["partitions"], frames)
+        for meta, data in answers:
             tp = (meta["topic"], meta["partition"])
             if "error" not in meta and tp in at:
                 recs = records_in(tp[0], tp[1], data, at[tp])

@@ -1,8 +1,10 @@
 """What ``Producer.send`` and ``send_batch`` return: futures completed by the sender thread.
 
-A batch's records share one ``_BatchResult``; a ``RecordFuture`` is a plain tuple
+A batch's records share one ``BatchResult``; a ``RecordFuture`` is a plain tuple
 ``(batch, index)`` so that ``send`` makes no Python object per record beyond a tuple.  The batch
-(``producer._Batch``) gives the topic, partition and timestamps a ``RecordMetadata`` needs.
+(``accumulator.ProducerBatch``) gives the topic, partition and timestamps a ``RecordMetadata``
+needs; this module only knows its shape (``BatchLike``), so neither module imports the other's
+user (no import cycle: ``accumulator`` imports this one).
 """
 
 from __future__ import annotations
@@ -10,12 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 from .connection import RequestTimeoutError
-
-if TYPE_CHECKING:
-    from .producer import _Batch
 
 log = logging.getLogger("fabric.producer")
 
@@ -27,10 +26,10 @@ class RecordMetadata(NamedTuple):
     timestamp: int
 
 
-_RESULT_LOCK = threading.Lock()  # guards every _BatchResult's lazy event and callback list
+_RESULT_LOCK = threading.Lock()  # guards every BatchResult's lazy event and callback list
 
 
-class _BatchResult:
+class BatchResult:
     """Completion of one batch, shared by the futures of all its records.
 
     The ``threading.Event`` is made only when someone waits before completion: most batches are
@@ -114,10 +113,19 @@ class RecordFuture(tuple):
 _new_future = tuple.__new__
 
 
+class BatchLike(Protocol):
+    """What a future needs of its batch (``accumulator.ProducerBatch``)."""
+
+    topic: str
+    partition: int
+    timestamps: list[int]
+    result: BatchResult
+
+
 class BatchFuture:
     """Result of ``send_batch``: completes when every record of the call is acknowledged."""
 
-    def __init__(self, pieces: list[tuple["_Batch", int, int]]) -> None:
+    def __init__(self, pieces: list[tuple[BatchLike, int, int]]) -> None:
         self._pieces = pieces  # (batch, index of the first record in it, number of records)
 
     def done(self) -> bool:

@@ -40,15 +40,14 @@ records were reported as failed, yet may then be written after later ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ..protocol.errors import FabricError, exception_for
+from .accumulator import ProducerBatch as _Batch
 from .connection import ClientError, RequestTimeoutError
 
-if TYPE_CHECKING:
-    from .producer import _Batch
-
 _Key = tuple[str, int]
+RETRY_BACKOFF_FACTOR_MAX = 32  # a retry waits retry_backoff_ms doubling per attempt, at most this many times it
 Finish = Callable[["_Batch", int, "BaseException | None"], None]
 
 
@@ -155,6 +154,35 @@ class RequestBook:
                 out.append(b)
         return out
 
+    # ------------------------------------------------------------------ moving a partition
+    def release(self, key: _Key) -> tuple[list["_Batch"], bool] | None:
+        """Hand partition ``key`` over to another connection (its leader moved): its queued
+        batches, oldest first, and whether it is cautious.  None while a batch of it is in flight
+        or deferred: rule 1 needs a partition's requests on one connection at a time, so it moves
+        only once this connection owes it no reply (a lost connection's requests are queued
+        again by ``on_lost``, and then move)."""
+        if key in self.deferred:
+            return None
+        for f in self.inflight.values():
+            for b in f.batches:
+                if (b.topic, b.partition) == key:
+                    return None
+        moved = sorted((b for b in self.retry if (b.topic, b.partition) == key), key=_seq)
+        moved += [b for b in self.waiting if (b.topic, b.partition) == key]
+        if moved:
+            self.retry = [b for b in self.retry if (b.topic, b.partition) != key]
+            self.waiting = [b for b in self.waiting if (b.topic, b.partition) != key]
+        cautious = key in self.cautious
+        self.cautious.discard(key)
+        return moved, cautious
+
+    def adopt(self, batches: list["_Batch"], cautious: bool) -> None:
+        """Take over a partition another book released (none of its batches is here)."""
+        for b in batches:
+            (self.retry if b.attempts else self.waiting).append(b)
+        if cautious and batches:
+            self.cautious.add((batches[0].topic, batches[0].partition))
+
     def sent(self, cid: int, batches: list["_Batch"], now: int) -> None:
         self.inflight[cid] = _InFlight(batches, now)
 
@@ -244,7 +272,7 @@ class RequestBook:
                     return
         del self.deferred[key]
         for b in waiting:
-            b.retry_at_ms = now + self.retry_backoff_ms * min(2 ** max(b.attempts - 1, 0), 32)
+            b.retry_at_ms = now + self.retry_backoff_ms * min(2 ** max(b.attempts - 1, 0), RETRY_BACKOFF_FACTOR_MAX)
             self.retry.append(b)
         self.cautious.add(key)
 

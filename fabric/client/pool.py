@@ -1,0 +1,171 @@
+"""Connections by broker id, and the metadata refresh that tells which broker leads what.
+
+``ConnectionPool``: one ``Connection`` per broker node id, opened on first use.  A pool belongs
+to one reader: the code that sends on a connection also reads its replies (a DEALER's replies
+come back on that socket, and a reader drops replies to cids it does not know), so the producer's
+sender, the consumer, an ``Admin`` and each coordinator link keep pools of their own.
+
+``Cluster``: the bootstrap brokers, a ``MetadataCache`` and a pool.  ``refresh`` asks *every*
+bootstrap broker for metadata and merges the answers (see ``metadata``): with one bootstrap
+broker that is one request, as before; with several independent brokers each topic is routed to
+the broker that leads it.  Topics are auto-created (when asked) only on the first reachable
+bootstrap broker and only if no broker knows them, so a topic is never made twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Sequence
+
+import zmq
+
+from ..protocol.errors import FabricError
+from ..protocol.messages import MetadataRequest
+from .connection import ClientError, Connection, RequestTimeoutError, monotonic_ms
+from .metadata import MetadataCache
+
+log = logging.getLogger("fabric.client")
+
+
+class ConnectionPool:
+    """Request/reply connections keyed by broker node id (owned by one thread)."""
+
+    def __init__(self, ctx: zmq.Context | None = None, client_id: str = "fabric-python") -> None:
+        self.ctx = ctx or zmq.Context.instance()
+        self.client_id = client_id
+        self._conns: dict[Any, Connection] = {}
+
+    def get(self, key: Any, endpoint: str) -> Connection:
+        """The connection to broker ``key`` at ``endpoint`` (a new one if its address changed)."""
+        conn = self._conns.get(key)
+        if conn is not None and conn.endpoint == endpoint:
+            return conn
+        if conn is not None:
+            conn.close()
+        conn = self._conns[key] = Connection(endpoint, self.ctx, self.client_id)
+        return conn
+
+    def find(self, endpoint: str) -> Connection | None:
+        """An open connection to ``endpoint``, whatever its key."""
+        for conn in self._conns.values():
+            if conn.endpoint == endpoint:
+                return conn
+        return None
+
+    def drop(self, key: Any) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+class Cluster:
+    """Bootstrap brokers + metadata cache + connection pool, for one thread's requests."""
+
+    def __init__(self, endpoints: Sequence[str], *, ctx: zmq.Context | None = None, client_id: str = "fabric-python",
+                 timeout_ms: int = 30_000, metadata_max_age_ms: int = 300_000) -> None:
+        if not endpoints:
+            raise ValueError("no bootstrap endpoints")
+        self.endpoints = list(endpoints)
+        self.timeout_ms = timeout_ms
+        self.cache = MetadataCache(metadata_max_age_ms)
+        self.pool = ConnectionPool(ctx, client_id)
+
+    @property
+    def ctx(self) -> zmq.Context:
+        return self.pool.ctx
+
+    def bootstrap(self, i: int = 0) -> Connection:
+        """The connection to bootstrap broker ``i`` (also a node's connection when it is one)."""
+        endpoint = self.endpoints[i]
+        return self.pool.find(endpoint) or self.pool.get(("bootstrap", endpoint), endpoint)
+
+    def broker(self, node_id: int) -> Connection:
+        """The connection to broker ``node_id`` (refreshing metadata if its address is unknown)."""
+        endpoint = self.cache.endpoint(node_id)
+        if endpoint is None:
+            self.refresh()
+            endpoint = self.cache.endpoint(node_id)
+            if endpoint is None:
+                raise ClientError(f"broker {node_id} is not in the metadata of {', '.join(self.endpoints)}")
+        return self.pool.find(endpoint) or self.pool.get(node_id, endpoint)
+
+    def for_topic(self, topic: str) -> Connection:
+        """A connection to a broker that knows ``topic`` (its partition 0's leader), else the
+        first bootstrap broker (which then answers for an unknown topic)."""
+        if len(self.endpoints) == 1:
+            return self.bootstrap()
+        if self.cache.leader(topic, 0) is None or self.cache.stale(monotonic_ms()):
+            self.refresh([topic])
+        node = self.cache.leader(topic, 0)
+        return self.bootstrap() if node is None else self.broker(node)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # ------------------------------------------------------------------ metadata
+    def refresh(self, topics: Iterable[str] | None = None, allow_auto_create: bool = False,
+                timeout_ms: int | None = None) -> dict[str, Any]:
+        """Ask every bootstrap broker and merge (see the module docstring); returns one
+        ``metadata`` reply: ``brokers`` merged, ``topics`` in the order asked (every known topic
+        when ``topics`` is None), a topic no broker knows with the first broker's error.  Raises
+        the last error if no bootstrap broker answered."""
+        names = None if topics is None else list(topics)
+        timeout = timeout_ms or self.timeout_ms
+        cache = self.cache
+        replies: list[dict[str, Any]] = []
+        error: Exception | None = None
+        single = len(self.endpoints) == 1
+        for i, endpoint in enumerate(self.endpoints):
+            req = MetadataRequest(topics=None if names is None else tuple(names),
+                                  allow_auto_create=allow_auto_create and single)
+            try:
+                header, _ = self.bootstrap(i).request("metadata", req, timeout_ms=timeout)
+            except (RequestTimeoutError, FabricError) as exc:
+                log.info("metadata from %s: %s", endpoint, exc)
+                error = exc
+                continue
+            cache.update(header, endpoint, monotonic_ms())
+            replies.append(header)
+        if not replies:
+            assert error is not None
+            raise error
+        if names is not None and allow_auto_create and not single:
+            missing = [n for n in names if n not in cache.topics]
+            if missing:
+                for i in range(len(self.endpoints)):
+                    try:
+                        header, _ = self.bootstrap(i).request("metadata", MetadataRequest(
+                            topics=tuple(missing), allow_auto_create=True), timeout_ms=timeout)
+                    except RequestTimeoutError:
+                        continue
+                    cache.update(header, self.endpoints[i], monotonic_ms())
+                    replies.append(header)
+                    break
+        cache.refreshed(monotonic_ms())
+        return _merged(replies, names)
+
+
+def _merged(replies: list[dict[str, Any]], names: list[str] | None) -> dict[str, Any]:
+    """One ``metadata`` reply out of several brokers' (a later reply's topic entry wins over an
+    error entry; the first answer's cluster fields are kept)."""
+    if len(replies) == 1:
+        return replies[0]
+    brokers: dict[int, dict[str, Any]] = {}
+    topics: dict[str, dict[str, Any]] = {}
+    for rep in replies:
+        for b in rep.get("brokers") or ():
+            brokers.setdefault(b["node_id"], b)
+        for t in rep.get("topics") or ():
+            old = topics.get(t["name"])
+            if old is None or ("error" in old and "error" not in t):
+                topics[t["name"]] = t
+    order = names if names is not None else sorted(topics)
+    out = dict(replies[0])
+    out["brokers"] = [brokers[n] for n in sorted(brokers)]
+    out["topics"] = [topics[n] for n in order if n in topics]
+    return out
