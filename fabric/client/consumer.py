@@ -14,18 +14,20 @@ auto-commit), leaves the group (dynamic members) and stops the heartbeat thread;
 ``closing_on_signals`` does that on SIGTERM/SIGINT (``fabric.client.shutdown``).  A commit the
 group refuses raises ``CommitFailedError``, which is not fatal: keep polling.
 
-Fetching (prefetch, pipelined and standing fetches at the tail): ``fetch_pipeline.py``.  A
-``seek`` gives the partition a new epoch; data from a fetch sent before the seek (or before the
-partition was reassigned) is dropped for that partition.
+Fetching (prefetch, pipelined and standing fetches at the tail): ``fetch_pipeline.py``, one
+``FetchPipeline`` per broker read from.  Each partition is fetched from its leader: the
+metadata (merged over every bootstrap broker, ``pool.Cluster``) routes it to that broker's
+pipeline, and is looked up again after ``NOT_LEADER`` / ``UNKNOWN_TOPIC_OR_PARTITION`` and every
+``metadata_max_age_ms`` when there is more than one broker; against one broker there is one
+pipeline, as before.  A ``seek`` gives the partition a new epoch; data from a fetch sent before
+the seek (or before the partition was reassigned) is dropped for that partition.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 import zmq
@@ -38,7 +40,7 @@ from ..records.batch import Record, RecordColumns
 from .admin import Admin
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms, parse_bootstrap
 from .damage import CorruptRecordError
-from .fetch_pipeline import FetchPipeline, _Fetch
+from .fetch_pipeline import FetchConfig, FetchPipeline, PartitionState, new_epoch
 from .group import CommitCallback, CommitFailedError, GroupMember, TopicPartition
 from .shutdown import ShutdownSignals, closing_on_signals
 
@@ -47,17 +49,7 @@ log = logging.getLogger("fabric.consumer")
 __all__ = ["Consumer", "TopicPartition", "CommitFailedError", "CorruptRecordError"]
 
 RebalanceCallback = Callable[[list[TopicPartition]], None]
-_EPOCHS = itertools.count(1)  # fetch epochs, unique across partitions and reassignments
-
-
-@dataclass
-class _PartitionState:
-    position: int | None = None  # next offset to hand to the user
-    fetch_offset: int | None = None  # next offset to fetch (>= position while records are buffered)
-    epoch: int = field(default_factory=lambda: next(_EPOCHS))
-    high_watermark: int = -1
-    paused: bool = False
-    halted: CorruptRecordError | None = None  # stopped at damaged records until a seek (damage.py)
+_PartitionState = PartitionState
 
 
 class _GroupHooks:
@@ -75,10 +67,11 @@ class _GroupHooks:
     def assign(self, tps: frozenset[TopicPartition]) -> None:
         for tp in tps:
             self.c._parts.setdefault(tp, _PartitionState())
+        self.c._routed_version = -1
         self.c._user_callback(self.c._on_assigned, tps)
 
 
-class Consumer(FetchPipeline):
+class Consumer:
     """Reads records.  Without ``group_id``: ``assign`` partitions and ``seek``.  With ``group_id``:
     ``subscribe`` to topics (or a regular expression) and share their partitions with the other
     members of the group; progress is committed to the group (``commit``, or auto-commit every
@@ -106,13 +99,10 @@ class Consumer(FetchPipeline):
             raise ValueError("fetch_pipeline_depth must be 1 (no pipelining) to 8")
         if not 1 <= standing_fetch_answers <= FETCH_ANSWERS_MAX:
             raise ValueError(f"standing_fetch_answers must be 1 (a request per reply) to {FETCH_ANSWERS_MAX}")
-        self.fetch_pipeline_depth = fetch_pipeline_depth
-        self.standing_fetch_answers = standing_fetch_answers
         self.auto_offset_reset = auto_offset_reset
-        self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.max_partition_fetch_bytes = max_partition_fetch_bytes
-        self.fetch_max_bytes = fetch_max_bytes
+        self._fetch_config = FetchConfig(auto_offset_reset, fetch_pipeline_depth, standing_fetch_answers,
+                                         fetch_max_wait_ms, fetch_min_bytes, fetch_max_bytes, max_partition_fetch_bytes)
         self.max_poll_records = max_poll_records
         self.request_timeout_ms = request_timeout_ms
         self.group_id = group_id
@@ -122,19 +112,24 @@ class Consumer(FetchPipeline):
         self._on_assigned, self._on_revoked, self._on_lost = on_assigned, on_revoked, on_lost
         self._ctx = ctx or zmq.Context.instance()
         endpoints = parse_bootstrap(bootstrap)
+        self._endpoints = endpoints
+        self._client_id = client_id
         self._admin = Admin(endpoints, timeout_ms=request_timeout_ms, ctx=self._ctx, client_id=client_id)
-        self._conn = Connection(endpoints[0], self._ctx, client_id)
+        self._meta = self._admin.cluster.cache
         self._parts: dict[TopicPartition, _PartitionState] = {}
         # (partition, epoch, fetched batches as RecordColumns, or Records once poll() split them)
         self._buffer: deque[tuple[TopicPartition, int, list]] = deque()
-        self._inflight: deque[_Fetch] = deque()  # oldest first; two only when pipelining at the tail
         self._corrupt: dict[TopicPartition, CorruptRecordError] = {}  # damage found, not raised yet
-        self._plain_after: int | None = None  # after a stray follow-on: no pipelining until a plain
-        #                                       fetch with a cid above this one is answered
+        # one pipeline per broker read from, by its address; the first bootstrap broker's at once
+        self._fetchers: dict[str, FetchPipeline] = {}
+        self._fetcher(endpoints[0])
+        self._fetcher_list = list(self._fetchers.values())
+        self._routed_version = -1  # the metadata version (and assignment) partitions were routed for
+        self._refresh_at = 0  # leaders looked up again then (several brokers only)
         self._closed = False
         self._wakeup = False  # set by wakeup() (e.g. from a signal handler): poll returns early
         self._poller: zmq.Poller | None = None
-        self._poller_sockets: tuple[Any, Any] = (None, None)
+        self._poller_sockets: tuple[Any, ...] = ()
         self._pattern: re.Pattern[str] | None = None
         self._pattern_refresh_at = 0
         self._next_auto_commit = monotonic_ms() + auto_commit_interval_ms
@@ -177,6 +172,7 @@ class Consumer(FetchPipeline):
             self._group.unsubscribe()
         self._pattern = None
         self._parts.clear()
+        self._routed_version = -1
 
     def group_metadata(self) -> dict[str, Any] | None:
         """This member's ``group_id``, ``member_id``, ``generation`` (-1 outside one), ``state``
@@ -220,6 +216,7 @@ class Consumer(FetchPipeline):
         for tp in tps:
             self._parts.pop(tp, None)
             self._committed.pop(tp, None)
+        self._routed_version = -1
 
     def _drive_group(self) -> None:
         assert self._group is not None
@@ -312,6 +309,7 @@ class Consumer(FetchPipeline):
         for tp in list(self._parts):
             if tp not in wanted:
                 del self._parts[tp]  # its buffered records and in-flight data are skipped from now on
+        self._routed_version = -1
 
     def assign_topic(self, topic: str) -> list[TopicPartition]:
         """Assign every partition of ``topic``."""
@@ -337,7 +335,7 @@ class Consumer(FetchPipeline):
             raise ValueError("offset must be >= 0")
         st = self._state(tp)
         st.position = st.fetch_offset = offset
-        st.epoch = next(_EPOCHS)
+        st.epoch = new_epoch()
         st.halted = None
         self._drop_buffered({TopicPartition(*tp)})
 
@@ -384,12 +382,14 @@ class Consumer(FetchPipeline):
 
     def _drop_buffered(self, tps: set[TopicPartition]) -> None:
         """Forget buffered records of ``tps`` and refetch from the user-visible position."""
-        self._buffer = deque(e for e in self._buffer if e[0] not in tps)
+        kept = [e for e in self._buffer if e[0] not in tps]
+        self._buffer.clear()  # (in place: the pipelines share this deque)
+        self._buffer.extend(kept)
         for tp in tps:
             st = self._parts.get(tp)
             if st is not None:
                 st.fetch_offset = st.position
-                st.epoch = next(_EPOCHS)
+                st.epoch = new_epoch()
 
     def _init_positions(self, tps: list[TopicPartition]) -> None:
         """Positions of partitions that have none: the group's committed offset, else the reset policy."""
@@ -398,7 +398,7 @@ class Consumer(FetchPipeline):
                 st = self._parts.get(tp)
                 if off is not None and st is not None and st.position is None:
                     st.position = st.fetch_offset = off
-                    st.epoch = next(_EPOCHS)
+                    st.epoch = new_epoch()
             tps = [tp for tp in tps if tp in self._parts and self._parts[tp].position is None]
         if tps:
             self._reset_positions(tps)
@@ -411,7 +411,7 @@ class Consumer(FetchPipeline):
         for tp, r in zip(tps, res):
             st = self._parts[tp]
             st.position = st.fetch_offset = r["offset"]
-            st.epoch = next(_EPOCHS)
+            st.epoch = new_epoch()
             st.halted = None
 
     def poll(self, timeout_ms: int = 1000, max_records: int | None = None) -> list[Record]:
@@ -441,48 +441,120 @@ class Consumer(FetchPipeline):
                 return []
             if self._group is not None:
                 self._drive_group()
+            if self._routed_version != self._meta.version:
+                self._route()
             if self._corrupt:
                 self._raise_damage()
             out = take(limit)
-            if not (out and self._inflight):  # pipelined: one fetch waits at the broker already, so
-                self._fill_pipeline()          # records go out first and the next poll refills
+            fetchers = self._fetcher_list
+            for f in fetchers:
+                if not (out and f.busy):  # pipelined: one fetch waits at the broker already, so
+                    f.fill()              # records go out first and the next poll refills
             if out:
                 return out
             now = monotonic_ms()
-            if self._inflight and \
-                    now - self._inflight[0].since_ms > self.request_timeout_ms + self.fetch_max_wait_ms:
-                # The broker restarted or the network dropped the request: start afresh (lazy
-                # pirate); positions are untouched, so nothing is skipped or repeated.
-                log.warning("no fetch reply from %s within %d ms; reconnecting", self._conn.endpoint,
-                            self.request_timeout_ms)
-                self._inflight.clear()
-                self._conn.reset()
-                continue
+            for f in fetchers:
+                if f.timed_out(now, self.request_timeout_ms):
+                    log.warning("no fetch reply from %s within %d ms; reconnecting", f.conn.endpoint,
+                                self.request_timeout_ms)
+                    f.reset()
+                if f.refresh_wanted:
+                    f.refresh_wanted = False
+                    self._leaders_may_have_moved(now)
             left = deadline - now
             if left <= 0:
                 return []
-            got = self._conn.recv(0)  # a reply waiting already needs no poll (nor a GIL hand-off)
-            if got is None:
-                if not self._wait(min(left, 100)):
-                    continue
-                got = self._conn.recv(0)
-                if got is None:
-                    continue
-            self._on_reply(*got)
+            got = None
+            for f in fetchers:
+                got = f.conn.recv(0)  # a reply waiting already needs no poll (nor a GIL hand-off)
+                if got is not None:
+                    f.on_reply(*got)
+                    break
+            if got is not None:
+                continue
+            for f in self._wait(min(left, 100)):
+                got = f.conn.recv(0)
+                if got is not None:
+                    f.on_reply(*got)
 
-    def _wait(self, timeout_ms: int) -> bool:
-        """Wait for a fetch reply or a group reply; True if the fetch socket is readable.  The
-        poller is kept while both sockets stay the same (``Socket.poll`` builds one per call)."""
-        fetch_socket = self._conn.socket
-        assert fetch_socket is not None
-        sockets = (fetch_socket, self._group.link.socket if self._group is not None else None)
+    # ------------------------------------------------------------------ leaders
+    def _fetcher(self, endpoint: str) -> FetchPipeline:
+        f = self._fetchers.get(endpoint)
+        if f is None:
+            f = self._fetchers[endpoint] = FetchPipeline(Connection(endpoint, self._ctx, self._client_id),
+                                                         self._fetch_config, self, self._buffer, self._corrupt)
+        return f
+
+    def _route(self) -> None:
+        """Give each pipeline the partitions its broker leads (the first bootstrap broker's
+        pipeline takes those whose leader is unknown).  Runs when the assignment or the metadata
+        changed."""
+        meta = self._meta
+        now = monotonic_ms()
+        several = len(self._endpoints) > 1 or len(meta.brokers) > 1
+        if several and (meta.stale(now) or any(meta.leader(*tp) is None for tp in self._parts)) \
+                and now >= self._refresh_at:
+            self._refresh_leaders(now)
+        version = meta.version
+        groups: dict[str, dict[TopicPartition, PartitionState]] = {e: {} for e in self._fetchers}
+        first = self._endpoints[0]
+        for tp, st in self._parts.items():
+            endpoint = meta.endpoint(meta.leader(tp.topic, tp.partition)) or first
+            group = groups.get(endpoint)
+            if group is None:
+                group = groups[endpoint] = {}
+                self._fetcher(endpoint)
+            group[tp] = st
+        for endpoint, parts in groups.items():
+            self._fetchers[endpoint].set_partitions(parts)
+        self._fetcher_list = list(self._fetchers.values())
+        self._routed_version = version
+
+    def _refresh_leaders(self, now: int) -> None:
+        self._refresh_at = now + min(self.metadata_max_age_ms, 1000)  # at most once a second
+        topics = sorted({tp.topic for tp in self._parts})
+        if not topics:
+            return
+        try:
+            self._admin.metadata(topics)
+        except (FabricError, ClientError) as exc:
+            log.info("metadata refresh failed: %s", exc)
+
+    def _leaders_may_have_moved(self, now: int) -> None:
+        """A fetch said NOT_LEADER / UNKNOWN_TOPIC_OR_PARTITION: look the leaders up again."""
+        self._meta.invalidate()
+        if len(self._endpoints) > 1 or len(self._meta.brokers) > 1:
+            self._routed_version = -1
+
+    def _raise_damage(self) -> None:
+        """Raise the first found damage whose partition has no records left before it."""
+        buffered = {e[0] for e in self._buffer}
+        for tp, exc in list(self._corrupt.items()):
+            st = self._parts.get(tp)
+            if st is None or st.halted is not exc:
+                del self._corrupt[tp]  # unassigned or moved since
+            elif tp not in buffered:
+                del self._corrupt[tp]
+                raise exc
+
+    def _wait(self, timeout_ms: int) -> list[FetchPipeline]:
+        """Wait for a fetch reply or a group reply; the pipelines whose socket is readable.  The
+        poller is kept while the sockets stay the same (``Socket.poll`` builds one per call)."""
+        fetchers = self._fetcher_list
+        sockets = tuple(f.conn.socket for f in fetchers) + (self._group.link.socket if self._group is not None else None,)
         if self._poller is None or self._poller_sockets != sockets:
             self._poller = zmq.Poller()
             for s in sockets:
                 if s is not None:
                     self._poller.register(s, zmq.POLLIN)
             self._poller_sockets = sockets
-        return any(s is fetch_socket for s, _ in self._poller.poll(timeout_ms))
+        ready = self._poller.poll(timeout_ms)
+        if not ready:
+            return []
+        if len(fetchers) == 1:
+            return fetchers if any(s is sockets[0] for s, _ in ready) else []
+        readable = {id(s) for s, _ in ready}
+        return [f for f in fetchers if id(f.conn.socket) in readable]
 
     def _take_buffered(self, limit: int) -> list[Record]:
         out: list[Record] = []
@@ -549,7 +621,8 @@ class Consumer(FetchPipeline):
                     self._commit_quietly(self._positions(self._parts))  # assign() with a group_id
                 self._group.close()
         finally:
-            self._conn.close()
+            for f in self._fetchers.values():
+                f.close()
             self._admin.close()
 
     def __enter__(self) -> "Consumer":

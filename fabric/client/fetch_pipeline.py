@@ -11,28 +11,68 @@ fetches"): answered up to ``standing_fetch_answers`` times, so the broker gets o
 that many replies instead of one per reply.  A partition is fetched again only while at most one
 chunk of it is buffered: memory stays bounded by a few fetch responses.
 
-``FetchPipeline`` is a part of ``Consumer``, kept in its own module: it works on the consumer's
-partition states, record buffer and connection, declared below, and runs on the consumer's
-thread inside ``poll``.
+A ``FetchPipeline`` is a member of ``Consumer``, one per broker it reads from (the leader of
+its partitions): it owns that connection and its fetches in flight, and works on the partition
+states it is given (shared with the consumer, which routes each partition to its leader's
+pipeline) and the consumer's record buffer.  It runs on the consumer's thread inside ``poll``;
+positions it lacks come from the ``Positions`` it is given (the consumer).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..protocol.errors import OffsetOutOfRangeError, exception_for
 from ..records.batch import next_offset_in
 from .connection import Connection, monotonic_ms
 from .damage import CorruptBatchError, CorruptRecordError, Damage, decode, scan
 from .group import TopicPartition
-
-if TYPE_CHECKING:
-    from .consumer import _PartitionState
+from .metadata import REFRESH_ERRORS
 
 log = logging.getLogger("fabric.consumer")
+
+_EPOCHS = itertools.count(1)  # fetch epochs, unique across partitions and reassignments
+
+
+def new_epoch() -> int:
+    return next(_EPOCHS)
+
+
+@dataclass
+class PartitionState:
+    """One assigned partition, as the consumer and its pipeline see it."""
+
+    position: int | None = None  # next offset to hand to the user
+    fetch_offset: int | None = None  # next offset to fetch (>= position while records are buffered)
+    epoch: int = field(default_factory=new_epoch)
+    high_watermark: int = -1
+    paused: bool = False
+    halted: CorruptRecordError | None = None  # stopped at damaged records until a seek (damage.py)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchConfig:
+    """The consumer's fetch settings (see ``Consumer``)."""
+
+    auto_offset_reset: str
+    fetch_pipeline_depth: int
+    standing_fetch_answers: int
+    fetch_max_wait_ms: int
+    fetch_min_bytes: int
+    fetch_max_bytes: int
+    max_partition_fetch_bytes: int
+
+
+class Positions(Protocol):
+    """Where a pipeline gets the positions of partitions that have none (the consumer)."""
+
+    def _init_positions(self, tps: list[TopicPartition]) -> None: ...
+
+    def _reset_positions(self, tps: list[TopicPartition]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -47,23 +87,63 @@ class _Fetch:
 
 
 class FetchPipeline:
-    """Fetching for ``Consumer`` (see the module docstring).  Besides the state declared here it
-    calls the consumer's ``_init_positions``, ``_reset_positions`` and ``_drop_buffered``."""
+    """Fetching from one broker for ``Consumer`` (see the module docstring)."""
 
-    # the consumer's state this part works on
-    _parts: dict[TopicPartition, "_PartitionState"]
-    _buffer: deque[tuple[TopicPartition, int, list]]
-    _inflight: deque[_Fetch]
-    _plain_after: int | None
-    _conn: Connection
-    _corrupt: dict[TopicPartition, CorruptRecordError]  # found, raised once its records before are taken
-    auto_offset_reset: str
-    fetch_pipeline_depth: int
-    standing_fetch_answers: int
-    fetch_max_wait_ms: int
-    fetch_min_bytes: int
-    fetch_max_bytes: int
-    max_partition_fetch_bytes: int
+    def __init__(self, conn: Connection, config: FetchConfig, positions: Positions,
+                 buffer: deque[tuple[TopicPartition, int, list]],
+                 corrupt: dict[TopicPartition, CorruptRecordError]) -> None:
+        self._conn = conn
+        self._config = config
+        self._positions = positions
+        self._parts: dict[TopicPartition, PartitionState] = {}  # the partitions it reads (set by the consumer)
+        self._buffer = buffer  # the consumer's: (partition, epoch, fetched batches)
+        self._corrupt = corrupt  # the consumer's: damage found, raised once its records before are taken
+        self._inflight: deque[_Fetch] = deque()  # oldest first; two only when pipelining at the tail
+        self._plain_after: int | None = None  # after a stray follow-on: no pipelining until a plain
+        #                                       fetch with a cid above this one is answered
+        c = config
+        self.auto_offset_reset = c.auto_offset_reset
+        self.fetch_pipeline_depth = c.fetch_pipeline_depth
+        self.standing_fetch_answers = c.standing_fetch_answers
+        self.fetch_max_wait_ms = c.fetch_max_wait_ms
+        self.fetch_min_bytes = c.fetch_min_bytes
+        self.fetch_max_bytes = c.fetch_max_bytes
+        self.max_partition_fetch_bytes = c.max_partition_fetch_bytes
+        self.refresh_wanted = False  # a partition's reply said its leader may have moved
+
+    @property
+    def conn(self) -> Connection:
+        return self._conn
+
+    @property
+    def busy(self) -> bool:
+        """A fetch is in flight."""
+        return bool(self._inflight)
+
+    def set_partitions(self, parts: dict[TopicPartition, PartitionState]) -> None:
+        """The partitions this pipeline reads from now on (a standing fetch for another set is
+        forgotten at the next ``fill``)."""
+        self._parts = parts
+
+    def timed_out(self, now_ms: int, request_timeout_ms: int) -> bool:
+        """The oldest fetch got no reply in time: the broker restarted or the network dropped
+        the request."""
+        return bool(self._inflight) and \
+            now_ms - self._inflight[0].since_ms > request_timeout_ms + self.fetch_max_wait_ms
+
+    def reset(self) -> None:
+        """Start afresh (lazy pirate): positions are untouched, so nothing is skipped or repeated."""
+        self._inflight.clear()
+        self._conn.reset()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def on_reply(self, header: dict[str, Any], frames: list) -> None:
+        self._on_reply(header, frames)
+
+    def fill(self) -> None:
+        self._fill_pipeline()
 
     def _on_reply(self, header: dict[str, Any], frames: list) -> None:
         """A fetch reply: match it to a fetch in flight (a standing fetch stays in flight until
@@ -116,7 +196,7 @@ class FetchPipeline:
     def _send_fetch(self, follows: _Fetch | None) -> None:
         missing = [tp for tp, st in self._parts.items() if st.position is None]
         if missing:
-            self._init_positions(missing)
+            self._positions._init_positions(missing)
         epochs = self._fetch_epochs()
         if not epochs or (follows is not None and follows.epochs != epochs):
             return  # a follow-on reads what the fetch it follows read, no seek or rebalance between
@@ -164,6 +244,8 @@ class FetchPipeline:
                     continue
                 if err.retriable:
                     log.info("fetch %s: %s (will retry)", tp, err)
+                    if err.name in REFRESH_ERRORS:
+                        self.refresh_wanted = True
                     continue
                 raise err
             st.high_watermark = meta.get("high_watermark", st.high_watermark)
@@ -179,7 +261,7 @@ class FetchPipeline:
                 # (damage after whole batches: the next fetch starts at it, and the broker checks
                 # the batch a read starts at, so it answers exactly where damage on disk ends)
         if reset:
-            self._reset_positions(reset)
+            self._positions._reset_positions(reset)
         if astray:  # this chain is broken: no follow-ons until a plain fetch sent from now on is answered
             self._plain_after = self._inflight[-1].cid if self._inflight else fetch.cid
             if fetch.answers > 1 or any(f.answers > 1 for f in self._inflight):
@@ -206,14 +288,3 @@ class FetchPipeline:
         st.halted = self._corrupt[tp] = CorruptRecordError(tp.topic, tp.partition, damage.offset,
                                                            damage.skip_offset, damage.reason)
         log.debug("%s", st.halted)  # (raised to the application, which decides how loud)
-
-    def _raise_damage(self) -> None:
-        """Raise the first found damage whose partition has no records left before it."""
-        buffered = {e[0] for e in self._buffer}
-        for tp, exc in list(self._corrupt.items()):
-            st = self._parts.get(tp)
-            if st is None or st.halted is not exc:
-                del self._corrupt[tp]  # unassigned or moved since
-            elif tp not in buffered:
-                del self._corrupt[tp]
-                raise exc
