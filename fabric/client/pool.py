@@ -8,8 +8,8 @@ sender, the consumer, an ``Admin`` and each coordinator link keep pools of their
 ``Cluster``: the bootstrap brokers, a ``MetadataCache`` and a pool.  ``refresh`` asks *every*
 bootstrap broker for metadata and merges the answers (see ``metadata``): with one bootstrap
 broker that is one request, as before; with several independent brokers each topic is routed to
-the broker that leads it.  Topics are auto-created (when asked) only on the first reachable
-bootstrap broker and only if no broker knows them, so a topic is never made twice.
+the broker that leads it.  Topics are auto-created (when asked) only if no broker knows them, by
+the first bootstrap broker (in the order given) that allows it, so a topic is never made twice.
 """
 
 from __future__ import annotations
@@ -136,16 +136,17 @@ class Cluster:
             raise error
         if names is not None and allow_auto_create and not single:
             missing = [n for n in names if n not in cache.topics]
-            if missing:
-                for i in range(len(self.endpoints)):
-                    try:
-                        header, _ = self.bootstrap(i).request("metadata", MetadataRequest(
-                            topics=tuple(missing), allow_auto_create=True), timeout_ms=timeout)
-                    except RequestTimeoutError:
-                        continue
-                    cache.update(header, self.endpoints[i], monotonic_ms())
-                    replies.append(header)
+            for i in range(len(self.endpoints)):  # in bootstrap order, until every one exists
+                if not missing:
                     break
+                try:
+                    header, _ = self.bootstrap(i).request("metadata", MetadataRequest(
+                        topics=tuple(missing), allow_auto_create=True), timeout_ms=timeout)
+                except RequestTimeoutError:
+                    continue
+                made = set(cache.update(header, self.endpoints[i], monotonic_ms()))
+                replies.append(header)
+                missing = [n for n in missing if n not in made]
         cache.refreshed(monotonic_ms())
         return _merged(replies, names)
 
