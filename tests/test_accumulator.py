@@ -13,8 +13,8 @@ from fabric.client.ordering import RequestBook
 def test_a_batch_closes_at_batch_bytes_and_leaves_in_closing_order():
     acc = Accumulator(batch_bytes=100, linger_ms=50)
     b0 = acc.new_batch("t", 0, now_ms=0)
-    assert acc.append(b0, 1, None, b"a" * 40, None, 50) == (0, False)
-    assert acc.append(b0, 2, b"k", b"b" * 40, None, 50) == (1, True)  # reached 100 bytes
+    assert acc.append(b0, 1, None, b"a" * 40, None, 50) == 0 and ("t", 0) in acc.open
+    assert acc.append(b0, 2, b"k", b"b" * 40, None, 50) == 1  # reached 100 bytes: closed
     assert ("t", 0) not in acc.open
     b1 = acc.new_batch("t", 1, now_ms=5)
     acc.append(b1, 3, None, b"c", None, 13)
@@ -49,10 +49,10 @@ def test_columns_fit_by_the_estimated_record_size():
     acc = Accumulator(batch_bytes=100, linger_ms=0)
     assert acc.fit("t", 0, per_record=30) == 3
     b = acc.new_batch("t", 0, 0)
-    assert acc.append_columns(b, [None] * 2, [b"a", b"b"], ts=7, size=60) == (0, False)
+    assert acc.append_columns(b, [None] * 2, [b"a", b"b"], ts=7, size=60) == 0
     assert acc.fit("t", 0, per_record=30) == 1  # at least one, even past the limit
-    assert acc.append_columns(b, [None], [b"c"], ts=7, size=30) == (2, False)
-    assert acc.append_columns(b, [None], [b"d"], ts=7, size=30) == (3, True)
+    assert acc.append_columns(b, [None], [b"c"], ts=7, size=30) == 2 and ("t", 0) in acc.open
+    assert acc.append_columns(b, [None], [b"d"], ts=7, size=30) == 3 and ("t", 0) not in acc.open
     assert b.timestamps == [7, 7, 7, 7]
 
 

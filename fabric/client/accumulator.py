@@ -86,9 +86,10 @@ class Accumulator:
         return b
 
     def append(self, b: ProducerBatch, ts: int, key: bytes | None, value: bytes | None,
-               headers: list[tuple[str, bytes]] | None, size: int) -> tuple[int, bool]:
+               headers: list[tuple[str, bytes]] | None, size: int) -> int:
         """Append one record to the open batch ``b`` (``open.get`` or ``new_batch``); returns its
-        index in the batch and whether the batch closed (it reached ``batch_bytes``)."""
+        index in the batch.  A batch that reaches ``batch_bytes`` closes (``on_close`` hears it).
+        (The producer's per-record path: one call, nothing allocated but the list slots.)"""
         values = b.values
         i = len(values)
         values.append(value)
@@ -102,8 +103,7 @@ class Accumulator:
         self.buffered += size
         if b.size >= self.batch_bytes:
             self.close(b)
-            return i, True
-        return i, False
+        return i
 
     def fit(self, topic: str, partition: int, per_record: int) -> int:
         """How many records of ``per_record`` estimated bytes the open batch of the partition
@@ -112,9 +112,8 @@ class Accumulator:
         return max(1, (self.batch_bytes - (0 if b is None else b.size)) // per_record)
 
     def append_columns(self, b: ProducerBatch, keys: Sequence[bytes | None], values: Sequence[bytes | None],
-                       ts: int, size: int) -> tuple[int, bool]:
-        """Append whole columns (``send_batch``); returns the index of the first and whether the
-        batch closed."""
+                       ts: int, size: int) -> int:
+        """Append whole columns (``send_batch``); returns the index of the first."""
         first = len(b.values)
         n = len(values)
         b.values.extend(values)
@@ -126,8 +125,7 @@ class Accumulator:
         self.buffered += size
         if b.size >= self.batch_bytes:
             self.close(b)
-            return first, True
-        return first, False
+        return first
 
     # ------------------------------------------------------------------ closing
     def close(self, b: ProducerBatch) -> bool:

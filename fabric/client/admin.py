@@ -204,7 +204,7 @@ class Admin:
     # ------------------------------------------------------------------ consumer groups
     def _group_call(self, group_id: str, op: str, body: Any) -> dict[str, Any]:
         link = CoordinatorLink(self.endpoints, group_id, client_id=self.client_id,
-                               request_timeout_ms=self.timeout_ms, ctx=self.cluster.ctx)
+                               request_timeout_ms=self.timeout_ms, pool=self.cluster.pool)
         try:
             return link.request(op, body)
         finally:

@@ -99,8 +99,13 @@ class Consumer:
             raise ValueError("fetch_pipeline_depth must be 1 (no pipelining) to 8")
         if not 1 <= standing_fetch_answers <= FETCH_ANSWERS_MAX:
             raise ValueError(f"standing_fetch_answers must be 1 (a request per reply) to {FETCH_ANSWERS_MAX}")
+        self.fetch_pipeline_depth = fetch_pipeline_depth
+        self.standing_fetch_answers = standing_fetch_answers
         self.auto_offset_reset = auto_offset_reset
+        self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.fetch_max_bytes = fetch_max_bytes
         self._fetch_config = FetchConfig(auto_offset_reset, fetch_pipeline_depth, standing_fetch_answers,
                                          fetch_max_wait_ms, fetch_min_bytes, fetch_max_bytes, max_partition_fetch_bytes)
         self.max_poll_records = max_poll_records

@@ -11,6 +11,13 @@ waiting for one reply never drops another.  When the connection is dropped (coor
 or a timeout: lazy pirate, see connection.py) every in-flight request is gone; ``epoch`` counts
 those drops so owners of async requests can tell their reply will never come.
 
+Connections come from a ``ConnectionPool``: the coordinator's is the pool's connection to the
+broker ``find_coordinator`` names (by node id), so an ``Admin`` lends the link its own pool and
+reuses its connections (its calls and the link's never overlap: both wait for their reply on the
+same thread).  A link that is given no pool makes its own and closes it with itself; a link whose
+owner reads other replies on the same thread (the consumer's) must not share, since a reader
+drops replies to cids it does not know.
+
 A link holds ZeroMQ sockets, so it is owned by one thread.
 """
 
@@ -25,6 +32,8 @@ import zmq
 from ..groups.messages import FindCoordinatorRequest
 from ..protocol.errors import FabricError, exception_for
 from .connection import ClosedError, Connection, RequestTimeoutError, monotonic_ms
+from .metadata import WILDCARD_HOSTS, host_of
+from .pool import ConnectionPool
 
 log = logging.getLogger("fabric.client.coordinator")
 
@@ -50,17 +59,20 @@ def reply_error(header: dict[str, Any]) -> FabricError:
 class CoordinatorLink:
     def __init__(self, endpoints: Sequence[str], group_id: str, *, client_id: str = "fabric-python",
                  request_timeout_ms: int = 30_000, ctx: zmq.Context | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, pool: ConnectionPool | None = None) -> None:
         if not endpoints:
             raise ValueError("no bootstrap endpoints")
         self.endpoints = list(endpoints)
         self.group_id = group_id
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
-        self.ctx = ctx or zmq.Context.instance()
+        self.ctx = pool.ctx if pool is not None else ctx or zmq.Context.instance()
+        self._pool = pool or ConnectionPool(self.ctx, client_id)
+        self._own_pool = pool is None
         self.stop = stop or threading.Event()  # set by the owner to abort blocking waits
         self.epoch = 0  # grows each time in-flight requests are dropped
         self._conn: Connection | None = None
+        self.node_id: int | None = None  # the coordinator's, as find_coordinator named it
         self._boot: Connection | None = None
         self._boot_index = 0
         self._inbox: dict[int, dict[str, Any]] = {}
@@ -83,16 +95,16 @@ class CoordinatorLink:
             endpoint = self.endpoints[self._boot_index % len(self.endpoints)]
             try:
                 if self._boot is None or self._boot.endpoint != endpoint:
-                    if self._boot is not None:
-                        self._boot.close()
-                    self._boot = Connection(endpoint, self.ctx, self.client_id)
+                    self._boot = self._pool.find(endpoint) or self._pool.get(("bootstrap", endpoint), endpoint)
                 timeout = max(WAIT_SLICE_MS, min(self.request_timeout_ms, deadline_ms - monotonic_ms()))
                 header, _ = self._boot.request("find_coordinator", FindCoordinatorRequest(group_id=self.group_id),
                                                timeout_ms=timeout)
                 host = header.get("host")
-                if host in (None, "", "0.0.0.0", "*", "::"):  # a wildcard is no address: use the one we used
-                    host = endpoint.split("://")[-1].rsplit(":", 1)[0]
-                self._conn = Connection(f"tcp://{host}:{header['port']}", self.ctx, self.client_id)
+                if host in WILDCARD_HOSTS:  # a wildcard is no address: use the one we used
+                    host = host_of(endpoint)
+                target = f"tcp://{host}:{header['port']}"
+                self.node_id = header.get("node_id")
+                self._conn = self._pool.find(target) or self._pool.get(self.node_id, target)
                 log.debug("group %s: coordinator is node %s at %s", self.group_id, header.get("node_id"),
                           self._conn.endpoint)
             except (RequestTimeoutError, FabricError) as exc:
@@ -111,23 +123,30 @@ class CoordinatorLink:
     def forget(self) -> None:
         """The coordinator moved (or is unreachable): drop the connection and what is in flight."""
         if self._conn is not None:
-            self._conn.close()
+            self._pool.discard(self._conn)  # (closed: what is in flight on it is gone)
+            if self._boot is self._conn:
+                self._boot = None
             self._conn = None
         self._inbox.clear()
         self.epoch += 1
 
     def reset(self) -> None:
         """After a timeout: a fresh socket to the same coordinator; in-flight requests are gone."""
-        endpoint = self.endpoint
+        endpoint, node_id = self.endpoint, self.node_id
         self.forget()
         if endpoint is not None:
-            self._conn = Connection(endpoint, self.ctx, self.client_id)
+            self._conn = self._pool.get(node_id, endpoint)
 
     def close(self) -> None:
-        self.forget()
-        if self._boot is not None:
-            self._boot.close()
-            self._boot = None
+        """Close the link's connections (a lent pool's stay open)."""
+        if self._own_pool:
+            self.forget()
+            self._pool.close()
+        else:  # the lender keeps using its connections; late replies to us it drops as stale
+            self._conn = None
+            self._inbox.clear()
+            self.epoch += 1
+        self._boot = None
 
     # ------------------------------------------------------------------ async style
     def send(self, op: str, body: Any) -> int:

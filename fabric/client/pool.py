@@ -52,6 +52,13 @@ class ConnectionPool:
                 return conn
         return None
 
+    def discard(self, conn: Connection) -> None:
+        """Close ``conn`` and forget it, whatever its key."""
+        for key, c in list(self._conns.items()):
+            if c is conn:
+                del self._conns[key]
+        conn.close()
+
     def drop(self, key: Any) -> None:
         conn = self._conns.pop(key, None)
         if conn is not None:

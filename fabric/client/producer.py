@@ -166,15 +166,14 @@ class Producer:
         if headers:
             headers = [(str(n), _as_bytes(v, "header value") or b"") for n, v in headers]
             size += sum(len(n) + len(v) + 4 for n, v in headers)
+        acc = self._acc
         with self._lock:
-            if self._acc.buffered + size > self.buffer_bytes or self._closed:
+            if acc.buffered + size > self.buffer_bytes or self._closed:
                 self._wait_for_space(size)
             b = self._open.get((topic, partition))
             if b is None:
                 b = self._new_batch(topic, partition)
-            i, closed = self._acc.append(b, ts, key, value, headers, size)
-            if closed:
-                self._wake()
+            i = acc.append(b, ts, key, value, headers, size)
         return _new_future(RecordFuture, (b, i))
 
     def send_batch(self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None,
@@ -230,9 +229,7 @@ class Producer:
             if acc.buffered + size > self.buffer_bytes or self._closed:
                 self._wait_for_space(size)
             b = self._open.get((topic, partition)) or self._new_batch(topic, partition)
-            first, closed = acc.append_columns(b, keys[start:stop], values[start:stop], ts, size)
-            if closed:
-                self._wake()
+            first = acc.append_columns(b, keys[start:stop], values[start:stop], ts, size)
         return b, first, stop
 
     def _new_batch(self, topic: str, partition: int) -> _Batch:
@@ -241,9 +238,11 @@ class Producer:
         return b
 
     def _on_batch_closed(self, b: _Batch) -> None:
-        """A batch with records closed (lock held): a sticky partition moves on."""
+        """A batch with records closed (lock held): a sticky partition moves on, and the sender
+        is woken (not when it closed the batch itself: see ``_collect``)."""
         if b.keys[0] is None:
             self._partitioner.batch_done(b.topic, b.partition, self._partition_counts.get(b.topic, 1))
+        self._wake()
 
     def _wake(self) -> None:
         """Wake the sender (lock held).  One wake-up at a time: the sender clears ``_wake_pending``
@@ -257,8 +256,7 @@ class Producer:
         if self._closed:
             raise ClosedError("producer is closed")
         deadline = monotonic_ms() + self.max_block_ms
-        self._acc.close_all()  # make room: let the sender ship what we have
-        self._wake()
+        self._acc.close_all()  # make room: let the sender ship what we have (each close wakes it)
         while self._acc.buffered + size > self.buffer_bytes and self._acc.buffered > 0:
             if self._closed:
                 raise ClosedError("producer is closed")
@@ -309,12 +307,14 @@ class Producer:
         """The batches ready to go (closed by size, linger, flush or close), when the next open
         one is due, and whether the producer is closing."""
         with self._lock:
-            if wake_seen:
-                self._wake_pending = False  # from here on a new batch wakes the sender again
+            # The batches closed here wake nobody (the sender is awake: a wake-up would only cost
+            # it one more empty turn per batch); after a wake-up was seen, a new batch wakes it again.
+            pending, self._wake_pending = self._wake_pending, True
             if self._flush_all or self._closed:
                 self._acc.close_all()
                 self._flush_all = False
             ready, next_linger = self._acc.ready(now)
+            self._wake_pending = False if wake_seen else pending
             return ready, next_linger, self._closed
 
     def _take_all(self) -> list[_Batch]:
