@@ -96,3 +96,22 @@ def test_a_topic_that_moves_to_the_other_broker_is_followed_by_the_producer(pair
         # delivers to B within the delivery timeout
         assert p.send("xa", b"after", partition=0).result(20).offset == 0
     assert _count(b.bootstrap, "xa") == 1
+
+
+def test_a_topic_that_moves_to_the_other_broker_is_followed_by_the_consumer(pair):
+    a, b = pair
+    with Consumer(f"{a.bootstrap},{b.bootstrap}", auto_offset_reset="earliest", fetch_max_wait_ms=100) as c:
+        c.assign([("xa", 0)])
+        assert c.poll(200) == [] and c.position(("xa", 0)) == 0  # reading A, which has nothing yet
+        with Admin(a.bootstrap) as admin:
+            admin.delete_topic("xa")
+        with Admin(b.bootstrap) as admin:
+            admin.create_topic("xa", partitions=2)
+        with Producer(b.bootstrap) as p:
+            p.send("xa", b"moved", partition=0).result(10)
+        # A answers UNKNOWN_TOPIC_OR_PARTITION: the consumer looks the leader up again, reads B
+        got = []
+        deadline = time.monotonic() + 20
+        while not got and time.monotonic() < deadline:
+            got = c.poll(200)
+        assert [(r.topic, r.offset, r.value) for r in got] == [("xa", 0, b"moved")]

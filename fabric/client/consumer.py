@@ -41,6 +41,7 @@ from .admin import Admin
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms, parse_bootstrap
 from .damage import CorruptRecordError
 from .fetch_pipeline import FetchConfig, FetchPipeline, PartitionState, new_epoch
+from .fetch_router import FetchRouter
 from .group import CommitCallback, CommitFailedError, GroupMember, TopicPartition
 from .shutdown import ShutdownSignals, closing_on_signals
 
@@ -67,7 +68,7 @@ class _GroupHooks:
     def assign(self, tps: frozenset[TopicPartition]) -> None:
         for tp in tps:
             self.c._parts.setdefault(tp, _PartitionState())
-        self.c._routed_version = -1
+        self.c._router.invalidate()
         self.c._user_callback(self.c._on_assigned, tps)
 
 
@@ -106,8 +107,6 @@ class Consumer:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.fetch_max_bytes = fetch_max_bytes
-        self._fetch_config = FetchConfig(auto_offset_reset, fetch_pipeline_depth, standing_fetch_answers,
-                                         fetch_max_wait_ms, fetch_min_bytes, fetch_max_bytes, max_partition_fetch_bytes)
         self.max_poll_records = max_poll_records
         self.request_timeout_ms = request_timeout_ms
         self.group_id = group_id
@@ -117,24 +116,20 @@ class Consumer:
         self._on_assigned, self._on_revoked, self._on_lost = on_assigned, on_revoked, on_lost
         self._ctx = ctx or zmq.Context.instance()
         endpoints = parse_bootstrap(bootstrap)
-        self._endpoints = endpoints
-        self._client_id = client_id
         self._admin = Admin(endpoints, timeout_ms=request_timeout_ms, ctx=self._ctx, client_id=client_id)
-        self._meta = self._admin.cluster.cache
         self._parts: dict[TopicPartition, _PartitionState] = {}
         # (partition, epoch, fetched batches as RecordColumns, or Records once poll() split them)
         self._buffer: deque[tuple[TopicPartition, int, list]] = deque()
         self._corrupt: dict[TopicPartition, CorruptRecordError] = {}  # damage found, not raised yet
-        # one pipeline per broker read from, by its address; the first bootstrap broker's at once
-        self._fetchers: dict[str, FetchPipeline] = {}
-        self._fetcher(endpoints[0])
-        self._fetcher_list = list(self._fetchers.values())
-        self._routed_version = -1  # the metadata version (and assignment) partitions were routed for
-        self._refresh_at = 0  # leaders looked up again then (several brokers only)
+        fetch_config = FetchConfig(auto_offset_reset, fetch_pipeline_depth, standing_fetch_answers,
+                                   fetch_max_wait_ms, fetch_min_bytes, fetch_max_bytes, max_partition_fetch_bytes)
+
+        def pipeline(endpoint: str) -> FetchPipeline:
+            return FetchPipeline(Connection(endpoint, self._ctx, client_id), fetch_config, self, self._buffer,
+                                 self._corrupt)
+        self._router = FetchRouter(endpoints, self._admin, pipeline, metadata_max_age_ms)
         self._closed = False
         self._wakeup = False  # set by wakeup() (e.g. from a signal handler): poll returns early
-        self._poller: zmq.Poller | None = None
-        self._poller_sockets: tuple[Any, ...] = ()
         self._pattern: re.Pattern[str] | None = None
         self._pattern_refresh_at = 0
         self._next_auto_commit = monotonic_ms() + auto_commit_interval_ms
@@ -177,7 +172,7 @@ class Consumer:
             self._group.unsubscribe()
         self._pattern = None
         self._parts.clear()
-        self._routed_version = -1
+        self._router.invalidate()
 
     def group_metadata(self) -> dict[str, Any] | None:
         """This member's ``group_id``, ``member_id``, ``generation`` (-1 outside one), ``state``
@@ -221,7 +216,7 @@ class Consumer:
         for tp in tps:
             self._parts.pop(tp, None)
             self._committed.pop(tp, None)
-        self._routed_version = -1
+        self._router.invalidate()
 
     def _drive_group(self) -> None:
         assert self._group is not None
@@ -314,7 +309,7 @@ class Consumer:
         for tp in list(self._parts):
             if tp not in wanted:
                 del self._parts[tp]  # its buffered records and in-flight data are skipped from now on
-        self._routed_version = -1
+        self._router.invalidate()
 
     def assign_topic(self, topic: str) -> list[TopicPartition]:
         """Assign every partition of ``topic``."""
@@ -446,26 +441,30 @@ class Consumer:
                 return []
             if self._group is not None:
                 self._drive_group()
-            if self._routed_version != self._meta.version:
-                self._route()
+            router = self._router
+            if router.routed_version != router.meta.version:
+                router.route(self._parts)
             if self._corrupt:
                 self._raise_damage()
             out = take(limit)
-            fetchers = self._fetcher_list
+            fetchers = router.pipelines
             for f in fetchers:
                 if not (out and f.busy):  # pipelined: one fetch waits at the broker already, so
                     f.fill()              # records go out first and the next poll refills
             if out:
                 return out
             now = monotonic_ms()
+            if now >= router.next_route_ms:
+                router.invalidate()  # the metadata is old: look the leaders up again
             for f in fetchers:
                 if f.timed_out(now, self.request_timeout_ms):
                     log.warning("no fetch reply from %s within %d ms; reconnecting", f.conn.endpoint,
                                 self.request_timeout_ms)
                     f.reset()
+                    router.leaders_may_have_moved()
                 if f.refresh_wanted:
                     f.refresh_wanted = False
-                    self._leaders_may_have_moved(now)
+                    router.leaders_may_have_moved()
             left = deadline - now
             if left <= 0:
                 return []
@@ -477,59 +476,10 @@ class Consumer:
                     break
             if got is not None:
                 continue
-            for f in self._wait(min(left, 100)):
+            for f in router.wait(min(left, 100), self._group.link.socket if self._group is not None else None):
                 got = f.conn.recv(0)
                 if got is not None:
                     f.on_reply(*got)
-
-    # ------------------------------------------------------------------ leaders
-    def _fetcher(self, endpoint: str) -> FetchPipeline:
-        f = self._fetchers.get(endpoint)
-        if f is None:
-            f = self._fetchers[endpoint] = FetchPipeline(Connection(endpoint, self._ctx, self._client_id),
-                                                         self._fetch_config, self, self._buffer, self._corrupt)
-        return f
-
-    def _route(self) -> None:
-        """Give each pipeline the partitions its broker leads (the first bootstrap broker's
-        pipeline takes those whose leader is unknown).  Runs when the assignment or the metadata
-        changed."""
-        meta = self._meta
-        now = monotonic_ms()
-        several = len(self._endpoints) > 1 or len(meta.brokers) > 1
-        if several and (meta.stale(now) or any(meta.leader(*tp) is None for tp in self._parts)) \
-                and now >= self._refresh_at:
-            self._refresh_leaders(now)
-        version = meta.version
-        groups: dict[str, dict[TopicPartition, PartitionState]] = {e: {} for e in self._fetchers}
-        first = self._endpoints[0]
-        for tp, st in self._parts.items():
-            endpoint = meta.endpoint(meta.leader(tp.topic, tp.partition)) or first
-            group = groups.get(endpoint)
-            if group is None:
-                group = groups[endpoint] = {}
-                self._fetcher(endpoint)
-            group[tp] = st
-        for endpoint, parts in groups.items():
-            self._fetchers[endpoint].set_partitions(parts)
-        self._fetcher_list = list(self._fetchers.values())
-        self._routed_version = version
-
-    def _refresh_leaders(self, now: int) -> None:
-        self._refresh_at = now + min(self.metadata_max_age_ms, 1000)  # at most once a second
-        topics = sorted({tp.topic for tp in self._parts})
-        if not topics:
-            return
-        try:
-            self._admin.metadata(topics)
-        except (FabricError, ClientError) as exc:
-            log.info("metadata refresh failed: %s", exc)
-
-    def _leaders_may_have_moved(self, now: int) -> None:
-        """A fetch said NOT_LEADER / UNKNOWN_TOPIC_OR_PARTITION: look the leaders up again."""
-        self._meta.invalidate()
-        if len(self._endpoints) > 1 or len(self._meta.brokers) > 1:
-            self._routed_version = -1
 
     def _raise_damage(self) -> None:
         """Raise the first found damage whose partition has no records left before it."""
@@ -541,25 +491,6 @@ class Consumer:
             elif tp not in buffered:
                 del self._corrupt[tp]
                 raise exc
-
-    def _wait(self, timeout_ms: int) -> list[FetchPipeline]:
-        """Wait for a fetch reply or a group reply; the pipelines whose socket is readable.  The
-        poller is kept while the sockets stay the same (``Socket.poll`` builds one per call)."""
-        fetchers = self._fetcher_list
-        sockets = tuple(f.conn.socket for f in fetchers) + (self._group.link.socket if self._group is not None else None,)
-        if self._poller is None or self._poller_sockets != sockets:
-            self._poller = zmq.Poller()
-            for s in sockets:
-                if s is not None:
-                    self._poller.register(s, zmq.POLLIN)
-            self._poller_sockets = sockets
-        ready = self._poller.poll(timeout_ms)
-        if not ready:
-            return []
-        if len(fetchers) == 1:
-            return fetchers if any(s is sockets[0] for s, _ in ready) else []
-        readable = {id(s) for s, _ in ready}
-        return [f for f in fetchers if id(f.conn.socket) in readable]
 
     def _take_buffered(self, limit: int) -> list[Record]:
         out: list[Record] = []
@@ -626,8 +557,7 @@ class Consumer:
                     self._commit_quietly(self._positions(self._parts))  # assign() with a group_id
                 self._group.close()
         finally:
-            for f in self._fetchers.values():
-                f.close()
+            self._router.close()
             self._admin.close()
 
     def __enter__(self) -> "Consumer":
