@@ -71,7 +71,8 @@ class Admin:
     def close(self) -> None:
         self.cluster.close()
 
-    def _call(self, op: str, body: Any = None, timeout_ms: int | None = None, topic: str | None = None) -> dict[str, Any]:
+    def _call(self, op: str, body: Any = None, timeout_ms: int | None = None,
+              topic: str | None = None) -> dict[str, Any]:
         """``op`` to the first bootstrap broker, or with ``topic`` to a broker that knows it."""
         conn = self.conn if topic is None else self.cluster.for_topic(topic)
         header, _ = conn.request(op, body, timeout_ms=timeout_ms or self.timeout_ms)

@@ -43,7 +43,8 @@ from .sender import Sender
 log = logging.getLogger("fabric.producer")
 
 _BROKER_LIMITS = Limits()  # the protocol's defaults: what any broker takes in one request
-REQUEST_BYTES_DEFAULT = _BROKER_LIMITS.request_bytes_max // 2  # a produce request's batches, together (headroom for the header)
+# a produce request's batches together (half the broker's request limit: headroom for the header)
+REQUEST_BYTES_DEFAULT = _BROKER_LIMITS.request_bytes_max // 2
 REQUEST_BATCHES_DEFAULT = 1000  # batches in one produce request (the protocol allows request_frames_max - 1)
 
 

@@ -29,7 +29,7 @@ import zmq
 
 from ..multipart import recv_frames
 from ..protocol.codec import HeaderTemplate
-from .accumulator import ProducerBatch
+from .accumulator import ProducerBatch, drain
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms
 from .ordering import RequestBook
 
@@ -96,8 +96,9 @@ class Sender:
             self._watch(conn, True)
         return link
 
-    def _route(self, b: ProducerBatch, now: int) -> _Link:
-        key = (b.topic, b.partition)
+    def _route(self, topic: str, partition: int, now: int) -> _Link:
+        """The link of the partition's leader (see the module docstring for when it changes)."""
+        key = (topic, partition)
         r = self.routes.get(key)
         if r is not None and r[1] == self.version:
             return self.links[r[0]]
@@ -166,8 +167,9 @@ class Sender:
                         link.reopen_at, link.opened_ms = None, now
                 fresh, next_linger, closing = p._collect(now, wake_seen)
                 wake_seen = False
-                for b in fresh:
-                    self._route(b, now).fresh.append(b)
+                if fresh:
+                    for link, batches in drain(fresh, lambda t, p: self._route(t, p, now)).items():
+                        link.fresh += batches
                 again = False
                 for link in list(self.links.values()):
                     again |= self._turn(link, now, closing)
