@@ -1,5 +1,6 @@
-"""The client's metadata cache: partition -> leader broker, broker -> address, group ->
-coordinator (pure: no sockets, time is ``now_ms``).
+"""The client's metadata cache: partition -> leader broker, broker -> address (pure: no
+sockets, time is ``now_ms``).  A group's coordinator is found by ``find_coordinator`` and kept by
+its ``CoordinatorLink``, which takes the connection to it from a ``ConnectionPool``.
 
 Why merge answers: a client may be given several bootstrap brokers that do not form one cluster
 (independent brokers, each leading its own topics), and a cluster's brokers may each know only
@@ -51,7 +52,6 @@ class MetadataCache:
         self.max_age_ms = max_age_ms
         self.brokers: dict[int, str] = {}  # node id -> endpoint (tcp://host:port)
         self.topics: dict[str, TopicInfo] = {}
-        self.coordinators: dict[str, int] = {}  # group id -> node id
         self.version = 0
         self.updated_ms: int | None = None  # last full refresh
         self.invalid = False
@@ -99,12 +99,6 @@ class MetadataCache:
         self.invalid = True
         if topic is not None and self.topics.pop(topic, None) is not None:
             self.version += 1
-
-    def set_coordinator(self, group_id: str, node_id: int, endpoint: str) -> None:
-        if self.brokers.get(node_id) != endpoint:
-            self.brokers[node_id] = endpoint
-            self.version += 1
-        self.coordinators[group_id] = node_id
 
     # ------------------------------------------------------------------ queries
     def stale(self, now_ms: int) -> bool:
