@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 
+from ..clock import Clock, SystemClock
 from ..log.compaction import compact
 from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
@@ -19,10 +20,6 @@ from .core import BrokerCore
 from .metrics import FsyncStats
 
 log = logging.getLogger("fabric.broker")
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def timed_flush(plog: PartitionLog, stats: FsyncStats) -> None:
@@ -39,15 +36,16 @@ def timed_flush(plog: PartitionLog, stats: FsyncStats) -> None:
 
 
 class _Periodic(threading.Thread):
-    def __init__(self, name: str, core: BrokerCore, interval_ms: int) -> None:
+    def __init__(self, name: str, core: BrokerCore, interval_ms: int, clock: Clock | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.core = core
+        self.clock = clock or SystemClock()  # dates: a log's unflushed-since and segment times are wall
         self.interval_s = interval_ms / 1000
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         while not self.stop_event.wait(self.interval_s):
-            self.work(wall_ms())
+            self.work(self.clock.wall_ms())
 
     def work(self, now_ms: int) -> None:
         raise NotImplementedError
@@ -61,8 +59,8 @@ class _Periodic(threading.Thread):
 class Flusher(_Periodic):
     """fsyncs logs whose ``flush_interval_ms`` has passed since their first unflushed write."""
 
-    def __init__(self, core: BrokerCore, interval_ms: int) -> None:
-        super().__init__("fabric-flusher", core, interval_ms)
+    def __init__(self, core: BrokerCore, interval_ms: int, clock: Clock | None = None) -> None:
+        super().__init__("fabric-flusher", core, interval_ms, clock)
 
     def work(self, now_ms: int) -> None:
         for name, p, plog in self.core.topics.all_logs():
@@ -81,8 +79,8 @@ class Compactor(_Periodic):
     named (``retry_at_ms``: a segment passing ``min_compaction_lag_ms``, a tombstone passing
     ``delete_retention_ms``) has come."""
 
-    def __init__(self, core: BrokerCore, interval_ms: int) -> None:
-        super().__init__("fabric-compactor", core, interval_ms)
+    def __init__(self, core: BrokerCore, interval_ms: int, clock: Clock | None = None) -> None:
+        super().__init__("fabric-compactor", core, interval_ms, clock)
         self._seen: dict[int, tuple[tuple[int, int], int | None]] = {}
 
     def work(self, now_ms: int) -> None:

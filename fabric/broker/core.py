@@ -1,9 +1,15 @@
 """The broker's request processing, without sockets: frames in, replies out.
 
 Theory of operation.  The I/O shell (``server.py``) receives ``[peer, frame0, frame1, ...]`` from
-its ROUTER and calls ``handle(peer, frames, now_ms)``, which returns the replies to send now as
+its ROUTER and calls ``handle(peer, frames, now)``, which returns the replies to send now as
 ``(peer, Reply)`` pairs (none for ``acks=0`` produce, none for a fetch that parks).  Parked
-fetches complete later through ``handle`` (an append wakes them) or ``expire(now_ms)``.  A reply
+fetches complete later through ``handle`` (an append wakes them) or ``expire(now)``.
+
+Time.  The core reads no clock: every entry point takes ``now``, a ``clock.Now`` (both clocks,
+read once by the shell) or a bare int meaning both (tests and the SPEC vectors).  Deadlines (long
+polls, group sessions and rebalances) use ``now.mono_ms``; dates written anywhere (record and
+log-append timestamps, ``created_ms``, commit timestamps, retention, ``stats``) use ``now.wall_ms``.
+So a step of the system time changes dates, never a deadline.  A reply
 lists the logs that must be fsynced before it is sent (``flush``): the shell does that once per
 loop turn for all replies together (group commit).
 
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
+from ..clock import Now, as_now
 from ..log.handles import FilePool, nofile_limit
 from ..log.partition_log import PartitionLog
 from ..protocol import codec
@@ -81,11 +88,12 @@ def _safe_text(exc: BaseException) -> str:
 class BrokerCore:
     """One broker node's state and request handlers (single-node for now: it leads every partition)."""
 
-    def __init__(self, config: BrokerConfig, now_ms: int,
+    def __init__(self, config: BrokerConfig, now: int | Now,
                  monotonic_ns: Callable[[], int] = time.perf_counter_ns) -> None:
+        now = as_now(now)
         self.config = config
         # Only for the latency histograms of ``stats``: how long a handler ran (deadlines and
-        # timestamps use the ``now_ms`` the shell passes in).  Tests freeze it.
+        # timestamps use the ``now`` the shell passes in).  Tests freeze it.
         self.monotonic_ns = monotonic_ns
         self.limits = config.limits
         data_dir = Path(config.data_dir)
@@ -94,8 +102,8 @@ class BrokerCore:
         nofile = nofile_limit()[0]
         self.files = FilePool(segment_file_budget(config.limits, nofile))
         log.info("segment files: at most %d open at once (open-files limit %d)", self.files.capacity, nofile)
-        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now_ms, self.files)
-        self.metrics = Metrics(started_ms=now_ms)
+        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now.wall_ms, self.files)
+        self.metrics = Metrics(started_ms=now.wall_ms)
         self.storage_faults = StorageFaults()  # storage errors told to clients, logged (rate-limited)
         self.fetcher = Fetcher(self.topics, self.metrics, config.limits, self.storage_faults.note)
         self.waiters = self.fetcher.waiters
@@ -109,7 +117,7 @@ class BrokerCore:
         self.flow = ReplyBudget(config.limits.connection_reply_bytes_max, config.limits.reply_bytes_max,
                                 config.limits.inflight_requests_max)
         self.fetcher.congested = self.flow.congested
-        self.handlers: dict[str, Callable[[bytes, Any, Any, list, int], Outbox]] = {
+        self.handlers: dict[str, Callable[[bytes, Any, Any, list, Now], Outbox]] = {
             "api_versions": self._api_versions,
             "metadata": self._metadata,
             "create_topics": self._create_topics,
@@ -125,7 +133,7 @@ class BrokerCore:
             "stats": self._stats,
         }
         self.groups = GroupService(
-            self.topics, now_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
+            self.topics, now.wall_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             advertised=lambda: (config.advertised, self.advertised_port),
             host_of=lambda peer: self.peer_hosts.get(peer, ""))
@@ -147,7 +155,8 @@ class BrokerCore:
         return cid
 
     # ------------------------------------------------------------------ entry points
-    def handle(self, peer: bytes, frames: list, now_ms: int) -> Outbox:
+    def handle(self, peer: bytes, frames: list, now: int | Now) -> Outbox:
+        now = as_now(now)
         op: str | None = None
         cid: int | None = None
         header: dict[str, Any] | None = None  # decoded: an error reply echoes what it can of it
@@ -171,7 +180,7 @@ class BrokerCore:
                                                "connection: read them, then retry")
             self.metrics.requests[op] += 1
             started = self.monotonic_ns()
-            out = handler(peer, env, req, frames, now_ms)
+            out = handler(peer, env, req, frames, now)
             self.metrics.observe_request(op, (self.monotonic_ns() - started) // 1000)
             return out
         except FabricError as err:
@@ -220,23 +229,27 @@ class BrokerCore:
         self.metrics.errors[err.name] += 1
         return [(peer, Reply(error_reply(op, cid, err)))]
 
-    def expire(self, now_ms: int) -> Outbox:
-        """Answer parked fetches whose wait is over with whatever they can have."""
-        return self.fetcher.expire(now_ms)
+    def expire(self, now: int | Now) -> Outbox:
+        """Answer parked fetches whose wait is over (monotonic) with whatever they can have."""
+        return self.fetcher.expire(as_now(now).mono_ms)
 
-    def tick(self, now_ms: int) -> Outbox:
+    def tick(self, now: int | Now) -> Outbox:
         """Time-driven work: expired long-polls, group session/rebalance timeouts."""
-        return self.expire(now_ms) + self.groups.tick(now_ms)
+        now = as_now(now)
+        return self.expire(now) + self.groups.tick(now)
 
     def next_deadline_ms(self) -> int | None:
+        """The earliest parked fetch's deadline, on the monotonic clock."""
         return self.fetcher.next_deadline_ms()
 
     def drain_waiters(self) -> Outbox:
         """On shutdown: answer every parked fetch now."""
         return self.fetcher.drain()
 
-    def housekeeping(self, now_ms: int) -> None:
-        """Retention and age-based segment rolls; called every ``retention_check_interval_ms``."""
+    def housekeeping(self, now: int | Now) -> None:
+        """Retention and age-based segment rolls (dates: the wall clock); called every
+        ``retention_check_interval_ms`` (of the monotonic clock)."""
+        now_ms = as_now(now).wall_ms
         for name, p, plog in self.topics.all_logs():
             try:
                 plog.maybe_roll(now_ms)
@@ -258,7 +271,7 @@ class BrokerCore:
         me = self.config.node_id
         return {"partition": p, "leader": me, "leader_epoch": 0, "replicas": [me], "isr": [me]}
 
-    def _api_versions(self, peer, env, req, frames, now_ms) -> Outbox:
+    def _api_versions(self, peer, env, req, frames, now: Now) -> Outbox:
         if req.client:
             log.debug("client %s: %s", peer.hex(), req.client)
         ops = {name: [lo, hi] for name, (_, lo, hi) in sorted(OPERATIONS.items()) if name in self.handlers}
@@ -266,14 +279,14 @@ class BrokerCore:
                                       broker={"version": __version__, "node_id": self.config.node_id,
                                               "cluster_id": self.cluster_id})))]
 
-    def _metadata(self, peer, env, req: MetadataRequest, frames, now_ms) -> Outbox:
+    def _metadata(self, peer, env, req: MetadataRequest, frames, now: Now) -> Outbox:
         names = list(self.topics.topics) if req.topics is None else list(req.topics)
         topics = []
         for name in names:
             topic = self.topics.topics.get(name)
             if topic is None and req.topics is not None and req.allow_auto_create and self.config.auto_create_topics:
                 try:
-                    topic = self.topics.create(name, self.config.default_partitions, {}, now_ms)
+                    topic = self.topics.create(name, self.config.default_partitions, {}, now.wall_ms)
                 except FabricError as err:
                     self.storage_faults.note(err)
                     topics.append({"name": name, "error": err.to_wire(), "partitions": []})
@@ -288,7 +301,7 @@ class BrokerCore:
                                       controller_id=self.config.node_id, brokers=self._broker_list(),
                                       topics=topics)))]
 
-    def _create_topics(self, peer, env, req: CreateTopicsRequest, frames, now_ms) -> Outbox:
+    def _create_topics(self, peer, env, req: CreateTopicsRequest, frames, now: Now) -> Outbox:
         results = []
         for nt in req.topics:
             partitions = nt.partitions or self.config.default_partitions
@@ -299,15 +312,15 @@ class BrokerCore:
                 if req.validate_only:
                     self.topics.check_new(nt.name, partitions, nt.configs)
                 else:
-                    self.topics.create(nt.name, partitions, nt.configs, now_ms)
+                    self.topics.create(nt.name, partitions, nt.configs, now.wall_ms)
                 results.append({"name": nt.name, "partitions": partitions, "replication_factor": 1})
             except FabricError as err:
                 self.storage_faults.note(err)
                 results.append({"name": nt.name, "error": err.to_wire()})
         out: Outbox = [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))]
-        return out + self.groups.metadata_changed(now_ms)
+        return out + self.groups.metadata_changed(now)
 
-    def _delete_topics(self, peer, env, req: DeleteTopicsRequest, frames, now_ms) -> Outbox:
+    def _delete_topics(self, peer, env, req: DeleteTopicsRequest, frames, now: Now) -> Outbox:
         results = []
         out: Outbox = []
         for name in req.topics:
@@ -320,19 +333,19 @@ class BrokerCore:
                 keys = [(name, p) for p in range(len(topic.partitions))]
                 self.topics.delete(name)
                 self.metrics.forget_topic(name)
-                out.extend(self.fetcher.wake(keys, now_ms))
+                out.extend(self.fetcher.wake(keys, now.mono_ms))
                 results.append({"name": name})
             except FabricError as err:
                 results.append({"name": name, "error": err.to_wire()})
-        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out + self.groups.metadata_changed(now_ms)
+        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out + self.groups.metadata_changed(now)
 
-    def _list_topics(self, peer, env, req: ListTopicsRequest, frames, now_ms) -> Outbox:
+    def _list_topics(self, peer, env, req: ListTopicsRequest, frames, now: Now) -> Outbox:
         topics = [{"name": t.name, "partitions": len(t.partitions), "internal": t.internal}
                   for t in sorted(self.topics.topics.values(), key=lambda t: t.name)
                   if req.internal or not t.internal]
         return [(peer, Reply(ok_reply(env.op, env.cid, topics=topics)))]
 
-    def _describe_topics(self, peer, env, req: DescribeTopicsRequest, frames, now_ms) -> Outbox:
+    def _describe_topics(self, peer, env, req: DescribeTopicsRequest, frames, now: Now) -> Outbox:
         names = sorted(self.topics.topics) if req.topics is None else list(req.topics)
         out = []
         for name in names:
@@ -353,17 +366,17 @@ class BrokerCore:
                         "partitions": parts})
         return [(peer, Reply(ok_reply(env.op, env.cid, topics=out)))]
 
-    def _alter_topic_configs(self, peer, env, req: AlterTopicConfigsRequest, frames, now_ms) -> Outbox:
+    def _alter_topic_configs(self, peer, env, req: AlterTopicConfigsRequest, frames, now: Now) -> Outbox:
         topic = self.topics.alter_configs(req.topic, req.set, req.delete)
         return [(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, configs=topic.configs)))]
 
-    def _create_partitions(self, peer, env, req: CreatePartitionsRequest, frames, now_ms) -> Outbox:
-        topic = self.topics.add_partitions(req.topic, req.count, now_ms)
+    def _create_partitions(self, peer, env, req: CreatePartitionsRequest, frames, now: Now) -> Outbox:
+        topic = self.topics.add_partitions(req.topic, req.count, now.wall_ms)
         return ([(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, partitions=len(topic.partitions))))]
-                + self.groups.metadata_changed(now_ms))
+                + self.groups.metadata_changed(now))
 
-    def _broker_stats(self, peer, env, req, frames, now_ms) -> Outbox:
-        snap = self.metrics.snapshot(now_ms)
+    def _broker_stats(self, peer, env, req, frames, now: Now) -> Outbox:
+        snap = self.metrics.snapshot(now.wall_ms)
         snap["parked_fetches"] = len(self.waiters)
         snap["parked_group_requests"] = self.groups.parked()
         snap["topics"] = len(self.topics.topics)
@@ -373,18 +386,19 @@ class BrokerCore:
         snap["reply_bytes_queued"] = self.flow.marked_bytes
         return [(peer, Reply(ok_reply(env.op, env.cid, **snap)))]
 
-    def _stats(self, peer, env, req: StatsRequest, frames, now_ms) -> Outbox:
-        return [(peer, Reply(ok_reply(env.op, env.cid, **self.stats_body(req, now_ms))))]
+    def _stats(self, peer, env, req: StatsRequest, frames, now: Now) -> Outbox:
+        return [(peer, Reply(ok_reply(env.op, env.cid, **self.stats_body(req, now))))]
 
-    def stats_body(self, req: StatsRequest, now_ms: int) -> dict[str, Any]:
-        """The ``stats`` reply without its envelope (also what the Prometheus endpoint renders)."""
+    def stats_body(self, req: StatsRequest, now: int | Now) -> dict[str, Any]:
+        """The ``stats`` reply without its envelope (also what the Prometheus endpoint renders);
+        its times (``now_ms``, uptime, lag in seconds) are dates: the wall clock."""
         return stats.build(req, metrics=self.metrics, topics=self.topics,
                            group_overview=self.groups.coordinator.overview(), node_id=self.config.node_id,
                            cluster_id=self.cluster_id, version=__version__,
                            connections_open=self.connections.open_connections,
                            connections_refused=self.connections.refused_total,
                            parked_fetches=len(self.waiters), parked_group_requests=self.groups.parked(),
-                           now_ms=now_ms)
+                           now_ms=as_now(now).wall_ms)
 
     # ------------------------------------------------------------------ data path
     def _log_for_produce(self, topic: str, partition: int, now_ms: int) -> PartitionLog:
@@ -396,7 +410,7 @@ class BrokerCore:
             raise FabricError("POLICY_VIOLATION", f"{topic!r} is internal: only the broker writes it")
         return plog
 
-    def _produce(self, peer, env, req: ProduceRequest, frames, now_ms) -> Outbox:
+    def _produce(self, peer, env, req: ProduceRequest, frames, now: Now) -> Outbox:
         payload = frames[1:]
         if len(req.batches) != len(payload):
             raise FabricError("INVALID_FIELD",
@@ -406,6 +420,7 @@ class BrokerCore:
         flush: list[PartitionLog] = []
         touched: list[tuple[str, int]] = []
         limits = self.limits
+        now_ms = now.wall_ms  # a date: the log-append time and the segment's age
         for target, frame in zip(req.batches, payload):
             try:
                 plog = self._log_for_produce(target.topic, target.partition, now_ms)
@@ -432,15 +447,15 @@ class BrokerCore:
         # Waiting consumers first, then the producer's ack: the replies leave in this order within
         # the same loop turn (after the same fsync), and the event reaches its readers one
         # send earlier, which is what end-to-end latency measures.
-        out: Outbox = self.fetcher.wake(touched, now_ms) if touched and len(self.waiters) else []
+        out: Outbox = self.fetcher.wake(touched, now.mono_ms) if touched and len(self.waiters) else []
         if req.acks != 0:
             out.append((peer, Reply(ok_reply(env.op, env.cid, results=results), flush=flush)))
         return out
 
-    def _fetch(self, peer, env, req: FetchRequest, frames, now_ms) -> Outbox:
-        return self.fetcher.fetch(peer, env.cid, req, now_ms)
+    def _fetch(self, peer, env, req: FetchRequest, frames, now: Now) -> Outbox:
+        return self.fetcher.fetch(peer, env.cid, req, now.mono_ms)
 
-    def _list_offsets(self, peer, env, req: ListOffsetsRequest, frames, now_ms) -> Outbox:
+    def _list_offsets(self, peer, env, req: ListOffsetsRequest, frames, now: Now) -> Outbox:
         results = []
         for q in req.partitions:
             entry: dict[str, Any] = {"topic": q.topic, "partition": q.partition}

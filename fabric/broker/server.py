@@ -44,11 +44,12 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from ..clock import Clock, SystemClock, read
 from ..multipart import ZERO_COPY_MIN, recv_routed, send_frames
 from ..protocol.codec import encode
 from ..protocol.errors import FabricError
 from .config import BrokerConfig
-from .background import Compactor, Flusher, timed_flush, wall_ms
+from .background import Compactor, Flusher, timed_flush
 from ..protocol.messages import StatsRequest
 from .core import BrokerCore, Outbox
 from .descriptors import raise_nofile_limit
@@ -109,11 +110,15 @@ def _malloc_trim() -> Any:
 
 
 class BrokerServer:
-    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
+    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None,
+                 clock: Clock | None = None) -> None:
         self.config = config
         self.ctx = context or zmq.Context.instance()
+        # The one source of time (``fabric/clock.py``): monotonic for every deadline the loop keeps
+        # (poll timeout, group timers, idle connections, housekeeping's schedule), wall for dates.
+        self.clock = clock or SystemClock()
         raise_nofile_limit()  # before the core sizes its file pool from it
-        self.core = BrokerCore(config, wall_ms())
+        self.core = BrokerCore(config, read(self.clock))
         self.stopping = threading.Event()
         limits = config.limits
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -137,8 +142,8 @@ class BrokerServer:
             self.stats_exchange = StatsExchange()
             self.metrics_endpoint = MetricsEndpoint(config.host, config.metrics_port, self.stats_exchange)
         self._trim = _malloc_trim()
-        self.flusher = Flusher(self.core, config.flush_check_interval_ms)
-        self.compactor = Compactor(self.core, config.compaction_check_interval_ms)
+        self.flusher = Flusher(self.core, config.flush_check_interval_ms, self.clock)
+        self.compactor = Compactor(self.core, config.compaction_check_interval_ms, self.clock)
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, frame: Any) -> None:
@@ -252,7 +257,9 @@ class BrokerServer:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
         monitor = self.monitor
-        next_housekeeping = wall_ms() + self.config.retention_check_interval_ms
+        clock = self.clock
+        mono = clock.monotonic_ms
+        next_housekeeping = mono() + self.config.retention_check_interval_ms
         next_tick = 0
         next_idle_check = 0
         core = self.core
@@ -261,13 +268,13 @@ class BrokerServer:
         flow = core.flow
         try:
             while not self.stopping.is_set():
-                now = wall_ms()
+                now = mono()
                 deadline = core.next_deadline_ms()
                 timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
                 events = poller.poll(timeout)
                 flow.settle(_tracker_done)  # credit what ZeroMQ let go of since the last turn
                 if events:
-                    now = wall_ms()
+                    now = mono()
                     if len(events) > 1 or events[0][0] is monitor:
                         self._connection_events(now)
                     outbox: Outbox = []
@@ -288,7 +295,7 @@ class BrokerServer:
                         else:
                             gate.touch(peer, now)
                         try:
-                            replies = core.handle(peer, msg[1:], wall_ms())
+                            replies = core.handle(peer, msg[1:], read(clock))
                         except Exception:  # last resort: handle answers every failure itself
                             log.exception("a request from %s went unanswered", peer.hex())
                             continue
@@ -297,21 +304,22 @@ class BrokerServer:
                         else:
                             self._send(replies)  # nothing to make durable first: answer now
                     self._send(outbox)
-                now = wall_ms()
+                turn = read(clock)
+                now = turn.mono_ms
                 if now >= next_tick:  # group timeouts: a walk over every member, seconds-long deadlines
-                    self._send(core.tick(now))
+                    self._send(core.tick(turn))
                     next_tick = now + GROUP_TICK_MS
                 else:  # parked fetches: a heap peek, every turn (their deadlines set the poll timeout)
-                    self._send(core.expire(now))
+                    self._send(core.expire(turn))
                 if exchange is not None and exchange.pending:
-                    exchange.answer(lambda: core.stats_body(scrape, now))
+                    exchange.answer(lambda: core.stats_body(scrape, turn))
                 if now >= next_idle_check:
                     self._connection_timers(now, True)
                     next_idle_check = now + IDLE_CHECK_MS
                 elif gate.due_soon:
                     self._connection_timers(now, False)
                 if now >= next_housekeeping:
-                    core.housekeeping(now)
+                    core.housekeeping(turn)
                     next_housekeeping = now + self.config.retention_check_interval_ms
         finally:
             self.shutdown()
