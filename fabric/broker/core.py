@@ -37,6 +37,7 @@ from ..log.partition_log import PartitionLog
 from ..protocol import codec
 from ..protocol.errors import FabricError
 from ..protocol.schema import as_int
+from ..replication.image import BrokerInfo
 from ..protocol.messages import (OPERATIONS, AlterTopicConfigsRequest, CreatePartitionsRequest,
                                  CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicsRequest, FetchRequest,
                                  ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest, StatsRequest,
@@ -51,6 +52,7 @@ from .bounded import BoundedDict
 from .connections import ConnectionGate
 from .descriptors import segment_file_budget
 from .fetching import Fetcher
+from .leadership import Leadership
 from .flow import ReplyBudget
 from .replies import Outbox, Reply
 from .storage_faults import StorageFaults
@@ -86,7 +88,8 @@ def _safe_text(exc: BaseException) -> str:
 
 
 class BrokerCore:
-    """One broker node's state and request handlers (single-node for now: it leads every partition)."""
+    """One broker node's state and request handlers.  Who leads what is ``self.leadership``'s
+    answer (its metadata image: on a single node, built from the local topics)."""
 
     def __init__(self, config: BrokerConfig, now: int | Now,
                  monotonic_ns: Callable[[], int] = time.perf_counter_ns) -> None:
@@ -105,10 +108,11 @@ class BrokerCore:
         self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now.wall_ms, self.files)
         self.metrics = Metrics(started_ms=now.wall_ms)
         self.storage_faults = StorageFaults()  # storage errors told to clients, logged (rate-limited)
-        self.fetcher = Fetcher(self.topics, self.metrics, config.limits, self.storage_faults.note)
+        self._advertised_port = config.port  # the shell sets the real one when it bound port 0
+        self.leadership = Leadership(self.topics, self._node_info, now.mono_ms)
+        self.fetcher = Fetcher(self.topics, self.metrics, config.limits, self.storage_faults.note, self.leadership)
         self.waiters = self.fetcher.waiters
         self.shutting_down = False
-        self.advertised_port = config.port  # the shell sets the real one when it bound port 0
         # ROUTER identity -> client address, filled by the shell (bounded: forgotten when full)
         self.peer_hosts: dict[bytes, str] = BoundedDict(config.limits.inflight_requests_max)
         self.connections = ConnectionGate(config.limits.connections_max, config.limits.connection_replace_idle_ms,
@@ -136,12 +140,26 @@ class BrokerCore:
             self.topics, now.wall_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             advertised=lambda: (config.advertised, self.advertised_port),
-            host_of=lambda peer: self.peer_hosts.get(peer, ""))
+            host_of=lambda peer: self.peer_hosts.get(peer, ""), appended=self.leadership.appended)
+        self.leadership.refresh(now.mono_ms)  # (the group service may have created its offsets topic)
         for op in self.groups.operations():
             self.handlers[op] = self.groups.handle
         warning = exposure_warning(config)
         if warning:
             log.warning("%s", warning)
+
+    @property
+    def advertised_port(self) -> int:
+        return self._advertised_port
+
+    @advertised_port.setter
+    def advertised_port(self, port: int) -> None:
+        """The shell bound its port (maybe an ephemeral one): the image names this broker there."""
+        self._advertised_port = port
+        self.leadership.node_moved()
+
+    def _node_info(self) -> BrokerInfo:
+        return BrokerInfo(self.config.node_id, self.config.advertised, self._advertised_port)
 
     def _cluster_id(self, data_dir: Path) -> str:
         path = data_dir / "meta" / "cluster_id"
@@ -264,13 +282,6 @@ class BrokerCore:
         self.topics.close()
 
     # ------------------------------------------------------------------ cluster / topics
-    def _broker_list(self) -> list[dict[str, Any]]:
-        return [{"node_id": self.config.node_id, "host": self.config.advertised, "port": self.advertised_port}]
-
-    def _partition_meta(self, p: int) -> dict[str, Any]:
-        me = self.config.node_id
-        return {"partition": p, "leader": me, "leader_epoch": 0, "replicas": [me], "isr": [me]}
-
     def _api_versions(self, peer, env, req, frames, now: Now) -> Outbox:
         if req.client:
             log.debug("client %s: %s", peer.hex(), req.client)
@@ -287,6 +298,7 @@ class BrokerCore:
             if topic is None and req.topics is not None and req.allow_auto_create and self.config.auto_create_topics:
                 try:
                     topic = self.topics.create(name, self.config.default_partitions, {}, now.wall_ms)
+                    self.leadership.refresh(now.mono_ms)
                 except FabricError as err:
                     self.storage_faults.note(err)
                     topics.append({"name": name, "error": err.to_wire(), "partitions": []})
@@ -296,9 +308,9 @@ class BrokerCore:
                 topics.append({"name": name, "error": err.to_wire(), "partitions": []})
                 continue
             topics.append({"name": name, "internal": topic.internal, "topic_id": topic.topic_id,
-                           "partitions": [self._partition_meta(p) for p in range(len(topic.partitions))]})
+                           "partitions": list(self.leadership.partitions_meta(name))})
         return [(peer, Reply(ok_reply(env.op, env.cid, cluster_id=self.cluster_id,
-                                      controller_id=self.config.node_id, brokers=self._broker_list(),
+                                      controller_id=self.config.node_id, brokers=self.leadership.brokers(),
                                       topics=topics)))]
 
     def _create_topics(self, peer, env, req: CreateTopicsRequest, frames, now: Now) -> Outbox:
@@ -313,6 +325,7 @@ class BrokerCore:
                     self.topics.check_new(nt.name, partitions, nt.configs)
                 else:
                     self.topics.create(nt.name, partitions, nt.configs, now.wall_ms)
+                    self.leadership.refresh(now.mono_ms)
                 results.append({"name": nt.name, "partitions": partitions, "replication_factor": 1})
             except FabricError as err:
                 self.storage_faults.note(err)
@@ -332,6 +345,7 @@ class BrokerCore:
                     raise FabricError("POLICY_VIOLATION", f"{name!r} is an internal topic")
                 keys = [(name, p) for p in range(len(topic.partitions))]
                 self.topics.delete(name)
+                self.leadership.refresh(now.mono_ms)
                 self.metrics.forget_topic(name)
                 out.extend(self.fetcher.wake(keys, now.mono_ms))
                 results.append({"name": name})
@@ -356,9 +370,9 @@ class BrokerCore:
                 continue
             parts = []
             for p, plog in enumerate(topic.partitions):
-                meta = self._partition_meta(p)
+                meta = self.leadership.partition_meta(name, p)
                 meta.update(start_offset=plog.start_offset, end_offset=plog.end_offset,
-                            high_watermark=plog.end_offset, size_bytes=plog.size_bytes,
+                            high_watermark=self.leadership.high_watermark(name, p), size_bytes=plog.size_bytes,
                             segments=plog.segment_count)
                 parts.append(meta)
             out.append({"name": name, "topic_id": topic.topic_id, "internal": topic.internal,
@@ -372,6 +386,7 @@ class BrokerCore:
 
     def _create_partitions(self, peer, env, req: CreatePartitionsRequest, frames, now: Now) -> Outbox:
         topic = self.topics.add_partitions(req.topic, req.count, now.wall_ms)
+        self.leadership.refresh(now.mono_ms)
         return ([(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, partitions=len(topic.partitions))))]
                 + self.groups.metadata_changed(now))
 
@@ -392,7 +407,7 @@ class BrokerCore:
     def stats_body(self, req: StatsRequest, now: int | Now) -> dict[str, Any]:
         """The ``stats`` reply without its envelope (also what the Prometheus endpoint renders);
         its times (``now_ms``, uptime, lag in seconds) are dates: the wall clock."""
-        return stats.build(req, metrics=self.metrics, topics=self.topics,
+        return stats.build(req, metrics=self.metrics, topics=self.topics, leadership=self.leadership,
                            group_overview=self.groups.coordinator.overview(), node_id=self.config.node_id,
                            cluster_id=self.cluster_id, version=__version__,
                            connections_open=self.connections.open_connections,
@@ -401,11 +416,13 @@ class BrokerCore:
                            now_ms=as_now(now).wall_ms)
 
     # ------------------------------------------------------------------ data path
-    def _log_for_produce(self, topic: str, partition: int, now_ms: int) -> PartitionLog:
+    def _log_for_produce(self, topic: str, partition: int, now: Now) -> PartitionLog:
         t = self.topics.topics.get(topic)
         if t is None and self.config.auto_create_topics:
-            self.topics.create(topic, self.config.default_partitions, {}, now_ms)
+            self.topics.create(topic, self.config.default_partitions, {}, now.wall_ms)
+            self.leadership.refresh(now.mono_ms)
         plog = self.topics.partition(topic, partition)
+        self.leadership.check_leader(topic, partition)
         if (t or self.topics.topics[topic]).internal:
             raise FabricError("POLICY_VIOLATION", f"{topic!r} is internal: only the broker writes it")
         return plog
@@ -420,13 +437,15 @@ class BrokerCore:
         flush: list[PartitionLog] = []
         touched: list[tuple[str, int]] = []
         limits = self.limits
+        appended = self.leadership.appended
         now_ms = now.wall_ms  # a date: the log-append time and the segment's age
         for target, frame in zip(req.batches, payload):
             try:
-                plog = self._log_for_produce(target.topic, target.partition, now_ms)
+                plog = self._log_for_produce(target.topic, target.partition, now)
                 h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
                                    limits.batch_records_max)
                 res = plog.append(bytearray(frame), now_ms, defer_flush=True)
+                appended(target.topic, target.partition, res.last_offset + 1)  # the watermark follows
                 c = self.metrics.partition(target.topic, target.partition)
                 c.batches_in += 1
                 c.records_in += h.record_count

@@ -59,6 +59,7 @@ from ..records.batch import next_offset_in
 from .bounded import BoundedDict
 from .metrics import Metrics
 from .replies import Outbox, Reply
+from .leadership import Leadership
 from .topics import TopicManager
 from .waiters import FetchWaiters, Waiter
 
@@ -106,8 +107,9 @@ class _Latest:
 
 class Fetcher:
     def __init__(self, topics: TopicManager, metrics: Metrics, limits: Limits,
-                 on_error: Callable[[FabricError], None] = lambda err: None) -> None:
+                 on_error: Callable[[FabricError], None], leadership: Leadership) -> None:
         self.topics = topics
+        self.leadership = leadership  # who may be read here, and up to where (the high watermark)
         self.metrics = metrics
         self.on_error = on_error  # told of every per-partition error (the core logs storage ones)
         self.waiters = FetchWaiters(limits.inflight_requests_max)
@@ -295,7 +297,8 @@ class Fetcher:
             data = b""
             try:
                 plog = self.topics.partition(fp.topic, fp.partition)
-                hw = plog.end_offset
+                self.leadership.check_leader(fp.topic, fp.partition)
+                hw = self.leadership.high_watermark(fp.topic, fp.partition)
                 meta["high_watermark"] = hw
                 meta["log_start_offset"] = plog.start_offset
                 remaining = req.max_bytes - total

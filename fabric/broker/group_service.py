@@ -47,8 +47,10 @@ class GroupService:
 
     def __init__(self, topics: TopicManager, now_ms: int, *, node_id: int, offsets_topic_partitions: int,
                  initial_rebalance_delay_ms: int, advertised: Callable[[], tuple[str, int]],
-                 host_of: Callable[[bytes], str]) -> None:
+                 host_of: Callable[[bytes], str],
+                 appended: Callable[[str, int, int], object] = lambda topic, p, log_end: None) -> None:
         self.topics = topics
+        self._appended = appended  # tells the partition's state its new log end (leadership.py)
         self.node_id = node_id
         self._advertised = advertised
         self._host_of = host_of
@@ -146,7 +148,8 @@ class GroupService:
             for p, recs in sorted(by_partition.items()):
                 plog = self.offsets_topic.partitions[p]
                 batch = encode_batch([wall_ms] * len(recs), [r.key for r in recs], [r.value for r in recs])
-                plog.append(bytearray(batch), wall_ms, defer_flush=True)
+                res = plog.append(bytearray(batch), wall_ms, defer_flush=True)
+                self._appended(OFFSETS_TOPIC, p, res.last_offset + 1)
                 logs.append(plog)
         except FabricError as err:
             target = self._tokens.pop(action.token, None)
