@@ -1,7 +1,10 @@
-"""The broker's two background threads: interval fsync and log compaction.
+"""The broker's two background threads: fsync and log compaction.
 
 Why threads: both do slow disk work (fsync, reading and rewriting whole segments) that must not
-stall the event loop.  ``PartitionLog.flush`` and ``compaction.compact`` are written to run
+stall the event loop.  The flusher does two jobs: the fsyncs replies wait for (``submit``: a
+``durability.Handoff`` from the loop, answered in order on ``completed`` and announced by
+``wake``, which makes the loop's poll return), and the interval fsync of every log whose
+``flush_interval_ms`` has passed.  ``PartitionLog.flush`` and ``compaction.compact`` are written to run
 concurrently with appends and reads on the loop thread (they take the log's lock only briefly).
 Each thread wakes on a fixed interval, walks a snapshot of the logs, and stops on ``stop()``.
 """
@@ -9,15 +12,19 @@ Each thread wakes on a fixed interval, walks a snapshot of the logs, and stops o
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from typing import Callable
 
 from ..clock import Clock, SystemClock
 from ..log.compaction import compact
 from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
 from .core import BrokerCore
+from .durability import Handoff
 from .metrics import FsyncStats
+from .purgatory import WaitKey
 
 log = logging.getLogger("fabric.broker")
 
@@ -56,11 +63,58 @@ class _Periodic(threading.Thread):
             self.join(timeout)
 
 
-class Flusher(_Periodic):
-    """fsyncs logs whose ``flush_interval_ms`` has passed since their first unflushed write."""
+_STOP = object()
 
-    def __init__(self, core: BrokerCore, interval_ms: int, clock: Clock | None = None) -> None:
+
+class Flusher(_Periodic):
+    """fsyncs what the loop hands over (``submit``), then reports it (``completed`` + ``wake``);
+    between jobs, every ``interval_ms``, the logs whose ``flush_interval_ms`` has passed since
+    their first unflushed write."""
+
+    def __init__(self, core: BrokerCore, interval_ms: int, clock: Clock | None = None,
+                 wake: Callable[[], None] = lambda: None) -> None:
         super().__init__("fabric-flusher", core, interval_ms, clock)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.completed: queue.SimpleQueue[tuple[Handoff, dict[WaitKey, str]]] = queue.SimpleQueue()
+        self._wake = wake
+
+    def submit(self, job: Handoff) -> None:
+        """Any thread (the loop): fsync ``job``'s logs, then report it on ``completed``."""
+        self._jobs.put(job)
+
+    def run(self) -> None:
+        next_interval = time.monotonic() + self.interval_s
+        while not self.stop_event.is_set():
+            try:
+                job = self._jobs.get(timeout=max(0.0, next_interval - time.monotonic()))
+            except queue.Empty:
+                job = None
+            if job is _STOP:
+                return
+            if job is not None:
+                self.completed.put((job, self.sync(job)))
+                self._wake()
+            if time.monotonic() >= next_interval:
+                self.work(self.clock.wall_ms())
+                next_interval = time.monotonic() + self.interval_s
+
+    def sync(self, job: Handoff) -> dict[WaitKey, str]:
+        """fsync each log of ``job`` once; returns the ones that failed, with why."""
+        failed: dict[WaitKey, str] = {}
+        for key, (plog, _) in job.logs.items():
+            try:
+                timed_flush(plog, self.core.metrics.fsync)
+            except FabricError as err:
+                self.core.storage_faults.note(err)
+                failed[key] = err.message
+            except Exception as exc:
+                log.exception("fsync of %s-%d", key.topic, key.partition)
+                failed[key] = f"{type(exc).__name__}: {exc}"
+        return failed
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._jobs.put(_STOP)
+        super().stop(timeout)
 
     def work(self, now_ms: int) -> None:
         for name, p, plog in self.core.topics.all_logs():

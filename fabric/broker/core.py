@@ -5,13 +5,18 @@ its ROUTER and calls ``handle(peer, frames, now)``, which returns the replies to
 ``(peer, Reply)`` pairs (none for ``acks=0`` produce, none for a fetch that parks).  Parked
 fetches complete later through ``handle`` (an append wakes them) or ``expire(now)``.
 
+Durability.  A reply that lists logs to fsync first (``Reply.flush``: a produce to a
+``flush_every_batch`` topic, a group commit) is held by the shell until the flusher thread has
+synced them, and the shell then calls ``synced``: only then does the partition's high watermark
+pass those batches (so no consumer reads what a crash could still take back) and the fetches
+waiting for them wake.  Elsewhere the high watermark follows each append at once.
+
 Time.  The core reads no clock: every entry point takes ``now``, a ``clock.Now`` (both clocks,
 read once by the shell) or a bare int meaning both (tests and the SPEC vectors).  Deadlines (long
 polls, group sessions and rebalances) use ``now.mono_ms``; dates written anywhere (record and
 log-append timestamps, ``created_ms``, commit timestamps, retention, ``stats``) use ``now.wall_ms``.
 So a step of the system time changes dates, never a deadline.  A reply
-lists the logs that must be fsynced before it is sent (``flush``): the shell does that once per
-loop turn for all replies together (group commit).
+lists the logs that must be fsynced before it is sent (``flush``; see Durability below).
 
 Rules:
 1. Any failure is an error reply to the peer that caused it; nothing a client sends can stop
@@ -28,7 +33,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .. import __version__
 from ..clock import Now, as_now
@@ -140,7 +145,7 @@ class BrokerCore:
             self.topics, now.wall_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             advertised=lambda: (config.advertised, self.advertised_port),
-            host_of=lambda peer: self.peer_hosts.get(peer, ""), appended=self.leadership.appended)
+            host_of=lambda peer: self.peer_hosts.get(peer, ""))
         self.leadership.refresh(now.mono_ms)  # (the group service may have created its offsets topic)
         for op in self.groups.operations():
             self.handlers[op] = self.groups.handle
@@ -246,6 +251,20 @@ class BrokerCore:
             pass
         self.metrics.errors[err.name] += 1
         return [(peer, Reply(error_reply(op, cid, err)))]
+
+    def synced(self, logs: Iterable[tuple[str, int, PartitionLog, int]], now: int | Now) -> Outbox:
+        """The logs a held reply waited for are fsynced up to the given ends: the high watermark
+        passes them, and the fetches waiting for those partitions are answered."""
+        touched = []
+        for topic, p, plog, end in logs:
+            try:
+                if self.topics.partition(topic, p) is not plog:
+                    continue  # deleted (and maybe created again) since
+                self.leadership.appended(topic, p, end)
+            except FabricError:
+                continue
+            touched.append((topic, p))
+        return self.fetcher.wake(touched, as_now(now).mono_ms) if touched and len(self.waiters) else []
 
     def expire(self, now: int | Now) -> Outbox:
         """Answer parked fetches whose wait is over (monotonic) with whatever they can have."""
@@ -434,7 +453,7 @@ class BrokerCore:
                               f"batches lists {len(req.batches)} targets but the request carries "
                               f"{len(payload)} payload frames")
         results = []
-        flush: list[PartitionLog] = []
+        flush: list[tuple[str, int, PartitionLog]] = []
         touched: list[tuple[str, int]] = []
         limits = self.limits
         appended = self.leadership.appended
@@ -445,16 +464,18 @@ class BrokerCore:
                 h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
                                    limits.batch_records_max)
                 res = plog.append(bytearray(frame), now_ms, defer_flush=True)
-                appended(target.topic, target.partition, res.last_offset + 1)  # the watermark follows
                 c = self.metrics.partition(target.topic, target.partition)
                 c.batches_in += 1
                 c.records_in += h.record_count
                 c.bytes_in += res.size
                 self.metrics.records_in += h.record_count
                 self.metrics.bytes_in += res.size
-                if plog.config.flush_every_batch and plog not in flush:
-                    flush.append(plog)
-                touched.append((target.topic, target.partition))
+                if plog.config.flush_every_batch and req.acks != 0:  # the watermark follows the fsync
+                    if not any([held is plog for _, _, held in flush]):
+                        flush.append((target.topic, target.partition, plog))
+                else:  # the watermark follows at once (acks=0: nobody waits for the fsync)
+                    appended(target.topic, target.partition, res.last_offset + 1)
+                    touched.append((target.topic, target.partition))
                 results.append({"topic": target.topic, "partition": target.partition,
                                 "base_offset": res.base_offset, "log_append_time": now_ms
                                 if plog.config.timestamp_type == "log_append_time" else -1})

@@ -8,7 +8,7 @@ request or from ``tick``), and the translation of coordinator actions into broke
 * ``Reply`` -> an outbox entry for the token's peer;
 * ``AppendOffsets`` -> one record batch per ``__consumer_offsets`` partition, appended to the
   log; the records are applied to memory and the reply is queued with those logs in its
-  ``flush`` list, so the shell fsyncs before the commit is acknowledged (group commit).
+  ``flush`` list, so the commit is acknowledged once the flusher has synced them (group commit).
 
 Single node: this broker leads every offsets partition, so it coordinates every group.  The
 cluster issue makes leadership follow the metadata log (``load_partition``/``unload_partition``).
@@ -47,10 +47,8 @@ class GroupService:
 
     def __init__(self, topics: TopicManager, now_ms: int, *, node_id: int, offsets_topic_partitions: int,
                  initial_rebalance_delay_ms: int, advertised: Callable[[], tuple[str, int]],
-                 host_of: Callable[[bytes], str],
-                 appended: Callable[[str, int, int], object] = lambda topic, p, log_end: None) -> None:
+                 host_of: Callable[[bytes], str]) -> None:
         self.topics = topics
-        self._appended = appended  # tells the partition's state its new log end (leadership.py)
         self.node_id = node_id
         self._advertised = advertised
         self._host_of = host_of
@@ -119,7 +117,8 @@ class GroupService:
 
     # ------------------------------------------------------------------ actions
     @staticmethod
-    def _outbox_reply(peer: bytes, header: dict[str, Any], flush: list[PartitionLog] | None = None) -> Outbox:
+    def _outbox_reply(peer: bytes, header: dict[str, Any],
+                      flush: list[tuple[str, int, PartitionLog]] | None = None) -> Outbox:
         return [(peer, Reply(header, flush=flush or []))]
 
     def _apply(self, actions: list, wall_ms: int) -> Outbox:
@@ -131,7 +130,7 @@ class GroupService:
                 out.extend(self._reply(action))
         return out
 
-    def _reply(self, reply: GroupReply, flush: list[PartitionLog] | None = None) -> Outbox:
+    def _reply(self, reply: GroupReply, flush: list[tuple[str, int, PartitionLog]] | None = None) -> Outbox:
         target = self._tokens.pop(reply.token, None)
         if target is None:
             log.warning("group reply for an unknown request token %r dropped", reply.token)
@@ -143,14 +142,13 @@ class GroupService:
         by_partition: dict[int, list[OffsetRecord]] = defaultdict(list)
         for rec in action.records:
             by_partition[rec.partition].append(rec)
-        logs: list[PartitionLog] = []
+        logs: list[tuple[str, int, PartitionLog]] = []
         try:
             for p, recs in sorted(by_partition.items()):
                 plog = self.offsets_topic.partitions[p]
                 batch = encode_batch([wall_ms] * len(recs), [r.key for r in recs], [r.value for r in recs])
-                res = plog.append(bytearray(batch), wall_ms, defer_flush=True)
-                self._appended(OFFSETS_TOPIC, p, res.last_offset + 1)
-                logs.append(plog)
+                plog.append(bytearray(batch), wall_ms, defer_flush=True)
+                logs.append((OFFSETS_TOPIC, p, plog))
         except FabricError as err:
             target = self._tokens.pop(action.token, None)
             if target is None:
