@@ -441,7 +441,7 @@ class BrokerCore:
             self.topics.create(topic, self.config.default_partitions, {}, now.wall_ms)
             self.leadership.refresh(now.mono_ms)
         plog = self.topics.partition(topic, partition)
-        self.leadership.check_leader(topic, partition)
+        self.leadership.leading(topic, partition)
         if (t or self.topics.topics[topic]).internal:
             raise FabricError("POLICY_VIOLATION", f"{topic!r} is internal: only the broker writes it")
         return plog

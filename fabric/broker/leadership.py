@@ -81,6 +81,16 @@ class Leadership:
         UNKNOWN_TOPIC_OR_PARTITION) otherwise: what produce and fetch ask before touching a log."""
         return self.image.check_leader(topic, p, self.node_id)
 
+    def leading(self, topic: str, p: int) -> PartitionState:
+        """The partition's state if this broker leads it, else NOT_LEADER (or
+        UNKNOWN_TOPIC_OR_PARTITION): ``check_leader`` in one lookup, for the fetch and produce
+        paths (rule 1: the state is LEADER exactly when the image names this broker)."""
+        held = self._states.get((topic, p))
+        if held is not None and held[1].role is Role.LEADER:
+            return held[1]
+        self.check_leader(topic, p)  # raises, saying who leads
+        raise FabricError("NOT_LEADER", f"{topic}-{p} is not led by broker {self.node_id}")
+
     def state(self, topic: str, p: int) -> PartitionState:
         held = self._states.get((topic, p))
         if held is None:
