@@ -92,16 +92,34 @@ class Flusher(_Periodic):
             if job is _STOP:
                 return
             if job is not None:
-                self.completed.put((job, self.sync(job)))
+                # Group commit across turns: every job waiting now shares one fsync per log (the
+                # loop turns once per request when it is not busy, so one job per turn would
+                # mean one fsync per batch while this thread is behind).
+                jobs, stop = [job], False
+                while True:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stop = True
+                        break
+                    jobs.append(more)
+                failed = self.sync(jobs)
+                for j in jobs:
+                    self.completed.put((j, {k: why for k, why in failed.items() if k in j.logs}))
                 self._wake()
+                if stop:
+                    return
             if time.monotonic() >= next_interval:
                 self.work(self.clock.wall_ms())
                 next_interval = time.monotonic() + self.interval_s
 
-    def sync(self, job: Handoff) -> dict[WaitKey, str]:
-        """fsync each log of ``job`` once; returns the ones that failed, with why."""
+    def sync(self, jobs: list[Handoff]) -> dict[WaitKey, str]:
+        """fsync each log of ``jobs`` once; returns the ones that failed, with why."""
         failed: dict[WaitKey, str] = {}
-        for key, (plog, _) in job.logs.items():
+        logs = {key: plog for job in jobs for key, (plog, _) in job.logs.items()}
+        for key, plog in logs.items():
             try:
                 timed_flush(plog, self.core.metrics.fsync)
             except FabricError as err:
