@@ -19,10 +19,12 @@ from typing import Callable
 
 from ..clock import Clock, SystemClock
 from ..log.compaction import compact
+from ..log.errors import LogError
 from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
 from .core import BrokerCore
 from .durability import Handoff
+from .log_errors import wire_error
 from .metrics import FsyncStats
 from .purgatory import WaitKey
 
@@ -122,9 +124,9 @@ class Flusher(_Periodic):
         for key, plog in logs.items():
             try:
                 timed_flush(plog, self.core.metrics.fsync)
-            except FabricError as err:
-                self.core.storage_faults.note(err)
-                failed[key] = err.message
+            except (FabricError, LogError) as exc:
+                self.core.storage_faults.note(wire_error(exc))
+                failed[key] = exc.message
             except Exception as exc:
                 log.exception("fsync of %s-%d", key.topic, key.partition)
                 failed[key] = f"{type(exc).__name__}: {exc}"
@@ -139,8 +141,8 @@ class Flusher(_Periodic):
             try:
                 if plog.unflushed and plog.needs_flush(now_ms):
                     timed_flush(plog, self.core.metrics.fsync)
-            except FabricError as err:  # a broken disk: rate-limited, not a traceback a second
-                self.core.storage_faults.note(err)
+            except (FabricError, LogError) as exc:  # a broken disk: rate-limited, not a traceback a second
+                self.core.storage_faults.note(wire_error(exc))
             except Exception:
                 log.exception("background flush of %s-%d", name, p)
 

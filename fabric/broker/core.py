@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 from .. import __version__
 from ..clock import Now, as_now
+from ..log.errors import LogError
 from ..log.handles import FilePool, nofile_limit
 from ..log.partition_log import PartitionLog
 from ..protocol import codec
@@ -58,6 +59,7 @@ from .connections import ConnectionGate
 from .descriptors import segment_file_budget
 from .fetching import Fetcher
 from .leadership import Leadership
+from .log_errors import wire_error
 from .flow import ReplyBudget
 from .replies import Outbox, Reply
 from .storage_faults import StorageFaults
@@ -208,6 +210,8 @@ class BrokerCore:
             return out
         except FabricError as err:
             return self._error_outbox(peer, header, op, cid, err)
+        except LogError as exc:  # storage trouble no handler took as its own: its wire error
+            return self._error_outbox(peer, header, op, cid, wire_error(exc))
         except Exception as exc:  # rule 1: never let a request kill the loop
             try:
                 log.exception("unexpected error handling %s", op)
@@ -261,7 +265,7 @@ class BrokerCore:
                 if self.topics.partition(topic, p) is not plog:
                     continue  # deleted (and maybe created again) since
                 self.leadership.appended(topic, p, end)
-            except FabricError:
+            except (FabricError, LogError):
                 continue
             touched.append((topic, p))
         return self.fetcher.wake(touched, as_now(now).mono_ms) if touched and len(self.waiters) else []
@@ -318,7 +322,8 @@ class BrokerCore:
                 try:
                     topic = self.topics.create(name, self.config.default_partitions, {}, now.wall_ms)
                     self.leadership.refresh(now.mono_ms)
-                except FabricError as err:
+                except (FabricError, LogError) as exc:
+                    err = wire_error(exc)
                     self.storage_faults.note(err)
                     topics.append({"name": name, "error": err.to_wire(), "partitions": []})
                     continue
@@ -346,7 +351,8 @@ class BrokerCore:
                     self.topics.create(nt.name, partitions, nt.configs, now.wall_ms)
                     self.leadership.refresh(now.mono_ms)
                 results.append({"name": nt.name, "partitions": partitions, "replication_factor": 1})
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.storage_faults.note(err)
                 results.append({"name": nt.name, "error": err.to_wire()})
         out: Outbox = [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))]
@@ -368,7 +374,8 @@ class BrokerCore:
                 self.metrics.forget_topic(name)
                 out.extend(self.fetcher.wake(keys, now.mono_ms))
                 results.append({"name": name})
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 results.append({"name": name, "error": err.to_wire()})
         return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out + self.groups.metadata_changed(now)
 
@@ -479,7 +486,8 @@ class BrokerCore:
                 results.append({"topic": target.topic, "partition": target.partition,
                                 "base_offset": res.base_offset, "log_append_time": now_ms
                                 if plog.config.timestamp_type == "log_append_time" else -1})
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.metrics.errors[err.name] += 1
                 self.storage_faults.note(err)
                 results.append({"topic": target.topic, "partition": target.partition, "base_offset": -1,
@@ -511,7 +519,8 @@ class BrokerCore:
                         entry.update(offset=-1, timestamp=-1)
                     else:
                         entry.update(offset=found[0], timestamp=found[1])
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.storage_faults.note(err)
                 entry["error"] = err.to_wire()
             results.append(entry)

@@ -52,6 +52,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, NamedTuple
 
+from ..log.errors import LogError
 from ..protocol.errors import FabricError, error_map
 from ..protocol.limits import Limits
 from ..protocol.messages import FetchRequest
@@ -61,6 +62,7 @@ from .bounded import BoundedDict
 from .metrics import Metrics
 from .replies import Outbox, Reply
 from .leadership import Leadership
+from .log_errors import wire_error
 from .purgatory import Delayed, Purgatory, WaitFor, WaitKey
 from .topics import TopicManager
 
@@ -338,7 +340,8 @@ class Fetcher:
                 else:
                     ends[key] = fp.offset  # nothing read: the budget went to earlier partitions
                     at_end = False
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.on_error(err)
                 meta["error"] = err.to_wire()
                 if "skip_offset" in err.details:  # CORRUPT_BATCH: damage on disk (SPEC 5.10)

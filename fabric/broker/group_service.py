@@ -26,10 +26,12 @@ from ..groups.coordinator import Coordinator
 from ..groups.state import AppendOffsets, GroupConfig, Reply as GroupReply
 from ..groups.messages import GROUP_OPERATIONS
 from ..groups.offsets import OFFSETS_TOPIC, OffsetRecord
+from ..log.errors import LogError
 from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
 from ..protocol.messages import error_reply, ok_reply
 from ..records.batch import encode_batch, records_in
+from .log_errors import wire_error
 from .replies import Outbox, Reply
 from .topics import TopicManager
 
@@ -149,7 +151,8 @@ class GroupService:
                 batch = encode_batch([wall_ms] * len(recs), [r.key for r in recs], [r.value for r in recs])
                 plog.append(bytearray(batch), wall_ms, defer_flush=True)
                 logs.append((OFFSETS_TOPIC, p, plog))
-        except FabricError as err:
+        except (FabricError, LogError) as exc:
+            err = wire_error(exc)
             target = self._tokens.pop(action.token, None)
             if target is None:
                 return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..log.errors import LogError
 from ..protocol.errors import FabricError
 from ..protocol.messages import StatsRequest
 from .histogram import Histogram
@@ -56,7 +57,7 @@ def partitions_section(metrics: Metrics, topics: TopicManager, leadership: "Lead
                 start, end, size, segments = plog.start_offset, plog.end_offset, plog.size_bytes, plog.segment_count
                 meta = leadership.partition_meta(name, p)
                 hw = leadership.high_watermark(name, p)
-            except FabricError:  # closed under us (topic being deleted): report what is known
+            except (FabricError, LogError):  # closed under us (topic being deleted): report what is known
                 start = end = size = segments = hw = 0
                 meta = {"leader": -1, "leader_epoch": -1, "replicas": [], "isr": []}
             row = {"topic": name, "partition": p, "leader": meta["leader"], "leader_epoch": meta["leader_epoch"],
@@ -95,7 +96,7 @@ def groups_section(overview: Iterable[dict[str, Any]], topics: TopicManager, now
                 end = plog.end_offset
                 lag = max(0, end - max(committed, plog.start_offset)) if committed >= 0 else end - plog.start_offset
                 ts = plog.timestamp_at(max(committed, plog.start_offset)) if lag > 0 else None
-            except FabricError:
+            except (FabricError, LogError):
                 continue  # the topic went away: nothing to lag behind
             lag_ms = max(0, now_ms - ts) if ts is not None and ts >= 0 else 0
             lag_total += lag
