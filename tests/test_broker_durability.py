@@ -46,6 +46,17 @@ def test_held_replies_leave_after_their_fsync_in_order_per_connection():
     assert cids(d.flushed(job, {})) == [(b"x", 1), (b"x", 3)]  # not 4: it waits for ticket 2
     assert cids(d.flushed(job2, {})) == [(b"x", 4)]
     assert len(d) == 0 and d.route([(b"x", reply(5))], never) != []  # nothing held: straight out
+    assert d.purgatory.next_deadline_ms() is None and not d.purgatory._deadlines  # nothing kept
+
+
+def test_a_long_run_keeps_nothing_behind():
+    d = DurableReplies(4)
+    plog = FakeLog(0)
+    for i in range(1000):
+        plog.end_offset = i + 1
+        assert d.route([(b"x", reply(i, ("t", 0, plog)))], never) == []
+        assert cids(d.flushed(d.handoff(), {})) == [(b"x", i)]
+    assert len(d) == 0 and len(d.purgatory._deadlines) <= 1 and not d._queues
 
 
 def test_a_failed_fsync_answers_storage_error_not_an_acknowledgement():

@@ -113,6 +113,7 @@ class DurableReplies:
                 held.reply = _storage_error(held.reply, bad[0])
             held.ready = True
             peers[held.peer] = None
+        self.purgatory.next_deadline_ms()  # drops finished entries from its heap (they never expire)
         out: Outbox = []
         for peer in peers:
             queue = self._queues[peer]
