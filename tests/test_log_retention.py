@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fabric.log import LogConfig, PartitionLog
 from fabric.log.errors import OffsetOutOfRangeError
 from fabric.testing.log_conformance import expect_error

@@ -1,11 +1,12 @@
 """Fetch: reads, long polls, pipelined and standing fetches, without sockets or clocks.
 
 Theory of operation.  ``fetch`` reads every requested partition from its offset (whole batches,
-never decoded).  If that is less than ``min_bytes`` the request parks in the ``Purgatory`` (under
-``WaitFor.BYTES`` keys, one per partition) until
-an append to one of its partitions makes enough (``wake``), its deadline passes (``expire``), a
-watched topic is deleted, or the broker shuts down (``drain``).  Each method returns the replies
-to send now.
+never decoded) up to its high watermark (``Leadership``: only a partition this broker leads is
+read).  If that is less than ``min_bytes`` the request parks in the ``Purgatory`` under one
+``WaitFor.BYTES`` key per partition until the high watermark of one of them moves far enough
+(``wake``: an append, or an fsync for ``flush_every_batch``), its deadline passes (``expire``,
+monotonic), a watched topic is deleted, or the broker shuts down (``drain``).  Each method returns
+the replies to send now.
 
 Why pipelining (``follows``).  With one fetch in flight, a consumer at the tail leaves the broker
 without a parked fetch for a whole round trip after each reply: whatever is produced meanwhile
