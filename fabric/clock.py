@@ -10,10 +10,11 @@ that takes ``now_ms`` says in its parameter name which one it means (``now_ms`` 
 Pure code (the log, the group coordinator, replication state) never reads a clock: it takes
 ``now_ms`` as a parameter (STYLE rule "time is a parameter").  Shells own a ``Clock``:
 
-- The broker will take a ``clock: Clock = SystemClock()`` argument in ``BrokerCore``/the server,
-  read ``clock.monotonic_ms()`` once per loop turn for every deadline (long-poll fetch waits,
-  session timeouts, ISR lag, the purgatory's expiry) and ``clock.wall_ms()`` for the timestamps it
-  writes (log-append time, ``created_ms``, retention), and pass both down as parameters.
+- The broker's shell (``BrokerServer(config, clock=SystemClock())``) reads both clocks as a
+  ``Now`` for each request and loop turn and passes it to the core, which uses ``mono_ms`` for
+  every deadline (long-poll fetch waits, group sessions and rebalance timers, idle connections,
+  housekeeping's schedule) and ``wall_ms`` for the dates it writes (record and log-append
+  timestamps, ``created_ms``, commit timestamps, retention, ``stats``' ``now_ms``).
 - Tests give it a ``ManualClock`` and ``advance`` it instead of sleeping, as trio's
   ``MockClock`` does; ``step_wall`` tests that a wall-clock step (NTP, an operator) changes no
   deadline.
@@ -25,9 +26,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "ManualClock", "Now", "SystemClock", "as_now", "read"]
 
 
 @runtime_checkable
@@ -39,6 +40,26 @@ class Clock(Protocol):
     def wall_ms(self) -> int:
         """Milliseconds since the Unix epoch (UTC); may jump either way when the system time is set."""
         ...
+
+
+class Now(NamedTuple):
+    """One reading of both clocks, taken by a shell and passed down to pure code that needs both
+    (the broker core: a fetch's deadline and a produce's log-append time come from one request).
+    ``mono_ms`` is for deadlines, ``wall_ms`` for dates; a handler picks the one it means."""
+
+    mono_ms: int
+    wall_ms: int
+
+
+def read(clock: Clock) -> Now:
+    """Both clocks, now."""
+    return Now(clock.monotonic_ms(), clock.wall_ms())
+
+
+def as_now(now: "int | Now") -> Now:
+    """``now`` as a ``Now``: a bare int stands for both clocks reading the same (what a test or a
+    SPEC vector with one fixed clock passes; SPEC.md's vector setup says so)."""
+    return now if isinstance(now, Now) else Now(now, now)
 
 
 class SystemClock:

@@ -28,7 +28,7 @@ from fabric.client.damage import decode, scan
 from fabric.log import LogConfig, PartitionLog
 from fabric.log.verify import verify_partition
 from fabric.protocol import codec
-from fabric.protocol.errors import FabricError
+from fabric.log.errors import CorruptSegmentError
 from fabric.protocol.messages import ok_reply, parse_request
 from fabric.records.batch import CRC_START, HEADER_SIZE, encode_batch, iter_headers, next_offset_in, parse_header
 from tests.test_client_wire import _consumer_at, _request, router  # noqa: F401  (router: a fixture)
@@ -87,8 +87,8 @@ def test_read_never_serves_bytes_that_do_not_start_at_a_batch(tmp_path, caplog, 
     for offset in range(300):  # every offset, in order, one batch at a time
         try:
             data = log.read(offset, 1)
-        except FabricError as exc:
-            assert exc.name == "CORRUPT_BATCH" and exc.details["skip_offset"] == damaged_next, exc
+        except CorruptSegmentError as exc:
+            assert exc.offset == offset and exc.skip_offset == damaged_next, exc
             assert damaged_base <= offset < damaged_next
             continue
         h = parse_header(data)
@@ -110,7 +110,7 @@ def test_damage_in_the_same_place_is_logged_rarely(tmp_path, caplog):
     log = PartitionLog.open(tmp_path, LogConfig(segment_bytes=2000, index_interval_bytes=300), 0)
     caplog.set_level(logging.ERROR, "fabric.log")
     for _ in range(100):
-        with pytest.raises(FabricError):
+        with pytest.raises(CorruptSegmentError):
             log.read(2, 1000)
     assert parse_header(log.read(4, 1)).base_offset == 4
     assert 1 <= len([r for r in caplog.records if r.levelno == logging.ERROR]) <= 8  # 1st, 2nd, 4th ... 64th
@@ -143,9 +143,9 @@ def _flip_one_byte_and_read_everything(seed: int, tmp_path: Path) -> None:
             break
         try:
             data, _ = log.read_upto(offset, rnd.choice([1, 300, 5000]), end)
-        except FabricError as exc:
-            assert exc.name == "CORRUPT_BATCH" and exc.details["skip_offset"] > offset
-            offset = exc.details["skip_offset"]
+        except CorruptSegmentError as exc:
+            assert exc.skip_offset > offset
+            offset = exc.skip_offset
             continue
         spans, header_damage = scan(data, offset, end)
         columns, damage = decode("t", 0, data, offset, spans)
@@ -406,9 +406,9 @@ def test_a_damaged_first_batch_of_a_segment_ends_reads_from_the_previous_one(tmp
     for _ in range(2):  # before and after the broker mapped the damage
         data = log.read(second[0][1] - 4, 1 << 20)
         assert [h.base_offset for _, h in iter_headers(data)] == [second[0][1] - 4, second[0][1] - 2]
-        with pytest.raises(FabricError) as info:
+        with pytest.raises(CorruptSegmentError) as info:
             log.read(second[0][1], 1 << 20)
-        assert info.value.name == "CORRUPT_BATCH" and info.value.details["skip_offset"] == second[1][1]
+        assert info.value.skip_offset == second[1][1]
     assert parse_header(log.read(second[1][1], 1)).base_offset == second[1][1]
     log.close()
 
@@ -436,8 +436,8 @@ def test_damage_in_a_closed_segment_never_drops_the_segments_after_it(tmp_path, 
     log = PartitionLog.open(tmp_path, config, 0)
     assert (log.end_offset, log.segment_count) == (end, segments)
     assert any(r.levelno == logging.ERROR and first.name in r.getMessage() for r in caplog.records)
-    with pytest.raises(FabricError) as info:
+    with pytest.raises(CorruptSegmentError) as info:
         log.read(base, 1)
-    assert info.value.details["skip_offset"] == next_
+    assert info.value.skip_offset == next_
     assert parse_header(log.read(next_, 1)).base_offset == next_
     log.close()

@@ -12,7 +12,9 @@ import pytest
 from fabric.log import LogConfig, PartitionLog
 from fabric.log.handles import FilePool
 from fabric.testing.logs import crash, random_batch
+from fabric.log.errors import LogClosedError, MalformedBatchError, OffsetOutOfRangeError, StorageFailure
 from fabric.protocol.errors import FabricError
+from fabric.testing.log_conformance import expect_error
 from fabric.records.batch import encode_batch, iter_headers, parse_header, records_in
 from fabric.testing.seeds import seeds
 
@@ -65,9 +67,7 @@ def test_empty_log(tmp_path):
     assert (log.start_offset, log.end_offset, log.size_bytes, log.segment_count) == (0, 0, 0, 1)
     assert log.read(0, 100) == b""
     assert log.offset_for_timestamp(0) is None
-    with pytest.raises(FabricError) as info:
-        log.read(1, 100)
-    assert info.value.name == "OFFSET_OUT_OF_RANGE"
+    expect_error(OffsetOutOfRangeError, log.read, 1, 100)
     assert log.recovery.clean
     log.close()
     log = PartitionLog.open(tmp_path / "p", LogConfig(), 0)
@@ -111,9 +111,7 @@ def test_read_semantics(tmp_path):
     assert log.read(6, 1 << 20, upto_offset=6) == b""
     assert log.read(20, 100) == b""
     for bad in (-1, 21):
-        with pytest.raises(FabricError) as info:
-            log.read(bad, 100)
-        assert info.value.name == "OFFSET_OUT_OF_RANGE"
+        expect_error(OffsetOutOfRangeError, log.read, bad, 100)
     log.close()
 
 
@@ -198,7 +196,7 @@ def test_append_replicated_keeps_leader_offsets(tmp_path):
     assert [h.leader_epoch for _, h in iter_headers(got)] == [3] * 5
     assert offsets(got) == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11]
     assert offsets(follower.read(4, 1)) == [6, 7]
-    with pytest.raises(FabricError):
+    with pytest.raises(OffsetOutOfRangeError):
         follower.append_replicated(bytearray(data[:parse_header(data).size]), 0)
     leader.close()
     follower.close()
@@ -273,12 +271,9 @@ def test_bytes_batch_is_accepted_and_bad_framing_rejected(tmp_path):
     log = PartitionLog.open(tmp_path, LogConfig(), 0)
     assert log.append(bytes(batch(b"x")), 0).base_offset == 0
     bad = batch(b"x") + b"extra"
-    with pytest.raises(FabricError) as info:
-        log.append(bad, 0)
-    assert info.value.name == "CORRUPT_BATCH"
+    expect_error(MalformedBatchError, log.append, bad, 0)
     log.close()
-    with pytest.raises(FabricError):
-        log.append(batch(b"x"), 0)
+    expect_error(LogClosedError, log.append, batch(b"x"), 0)
 
 
 def test_segments_describe(tmp_path):
@@ -509,12 +504,8 @@ def test_write_failure_is_reported_and_fences_appends(tmp_path):
     ro = os.open(os.devnull, os.O_RDONLY)
     os.dup2(ro, log._segments[-1].fd)
     os.close(ro)
-    with pytest.raises(FabricError) as info:
-        log.append(batch(b"lost"), 5)
-    assert info.value.name == "STORAGE_ERROR" and info.value.retriable
-    with pytest.raises(FabricError) as info:
-        log.append(batch(b"fenced"), 6)
-    assert info.value.name == "STORAGE_ERROR"
+    expect_error(StorageFailure, log.append, batch(b"lost"), 5)
+    expect_error(StorageFailure, log.append, batch(b"fenced"), 6)  # refused until reopened
     assert log.end_offset == 3
     crash(log)
     log = PartitionLog.open(tmp_path, LogConfig(), 7)

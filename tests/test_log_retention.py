@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fabric.log import LogConfig, PartitionLog
-from fabric.protocol.errors import FabricError
+from fabric.log.errors import OffsetOutOfRangeError
+from fabric.testing.log_conformance import expect_error
 from fabric.records.batch import encode_batch, records_in
 
 HOUR = 3600_000
@@ -32,9 +31,7 @@ def test_retention_by_time(tmp_path):
     expired = [s for s in segs[:-1] if now - s["max_timestamp"] > HOUR]
     assert log.apply_retention(now) == len(expired) > 0
     assert log.start_offset == segs[len(expired)]["base_offset"] == first_offset(log)
-    with pytest.raises(FabricError) as info:
-        log.read(log.start_offset - 1, 100)
-    assert info.value.name == "OFFSET_OUT_OF_RANGE"
+    expect_error(OffsetOutOfRangeError, log.read, log.start_offset - 1, 100)
     # far in the future: everything but the active segment goes
     assert log.apply_retention(10 * HOUR) == len(segs) - 1 - len(expired)
     assert log.segment_count == 1 and log.start_offset == segs[-1]["base_offset"]
@@ -93,13 +90,10 @@ def test_advance_start_offset(tmp_path):
     assert log.start_offset == target
     assert log.segments()[0]["base_offset"] == segs[3]["base_offset"]
     assert records_in("t", 0, log.read(target, 1), target)[0].offset == target
-    with pytest.raises(FabricError):
-        log.read(target - 1, 1)
+    expect_error(OffsetOutOfRangeError, log.read, target - 1, 1)
     log.advance_start_offset(2)  # never moves backwards
     assert log.start_offset == target
-    with pytest.raises(FabricError) as info:
-        log.advance_start_offset(31)
-    assert info.value.name == "OFFSET_OUT_OF_RANGE"
+    expect_error(OffsetOutOfRangeError, log.advance_start_offset, 31)
     log.close()
     log = PartitionLog.open(tmp_path, cfg, 0)
     assert log.start_offset == target  # durable, even mid-segment

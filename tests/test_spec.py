@@ -237,6 +237,7 @@ def _spec_core(tmp_path, monkeypatch, **config: Any):
     cfg = BrokerConfig(data_dir=str(tmp_path / "data"), cluster_id=SETUP["cluster_id"], node_id=SETUP["node_id"],
                        host=SETUP["host"], port=SETUP["port"], **config)
     assert SETUP["latency_clock"] == "frozen"
+    assert SETUP["wall_ms"] == SETUP["now_ms"]  # both clocks read the same: one int stands for both
     return BrokerCore(cfg, SETUP["now_ms"], monotonic_ns=lambda: 0)
 
 

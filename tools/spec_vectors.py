@@ -61,6 +61,7 @@ SETUP = {
     "host": "127.0.0.1",
     "port": 7171,
     "now_ms": 1_700_000_000_100,
+    "wall_ms": 1_700_000_000_100,
     "topic_ids": "sequential",
     "peer": "spec-peer",
     "latency_clock": "frozen",
@@ -512,7 +513,11 @@ def render() -> str:
     w("Every reply vector below was produced by the reference broker on an "
       "empty data directory with this setup; `tests/test_spec.py` replays the requests in document order "
       "against a fresh broker with the same setup and checks every reply byte for byte. Topic ids are "
-      "normally random (`uuid4().hex`); for the vectors they are sequential (`000…001`, `000…002`, …).\n\n")
+      "normally random (`uuid4().hex`); for the vectors they are sequential (`000…001`, `000…002`, …). "
+      "A broker keeps two clocks: a monotonic one for deadlines (long polls, group sessions and rebalance "
+      "timers), `now_ms`, and the wall clock for dates (log-append and commit timestamps, `stats`), "
+      "`wall_ms`. For the vectors both read the same and move together (a `now=` or `tick=` attribute "
+      "in 12.5 sets both).\n\n")
     w(block("json", "vector-setup", json.dumps(SETUP, indent=2)))
 
     w("\n### 10.2 Record batches\n\n")

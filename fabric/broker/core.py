@@ -1,11 +1,22 @@
 """The broker's request processing, without sockets: frames in, replies out.
 
 Theory of operation.  The I/O shell (``server.py``) receives ``[peer, frame0, frame1, ...]`` from
-its ROUTER and calls ``handle(peer, frames, now_ms)``, which returns the replies to send now as
+its ROUTER and calls ``handle(peer, frames, now)``, which returns the replies to send now as
 ``(peer, Reply)`` pairs (none for ``acks=0`` produce, none for a fetch that parks).  Parked
-fetches complete later through ``handle`` (an append wakes them) or ``expire(now_ms)``.  A reply
-lists the logs that must be fsynced before it is sent (``flush``): the shell does that once per
-loop turn for all replies together (group commit).
+fetches complete later through ``handle`` (an append wakes them) or ``expire(now)``.
+
+Durability.  A reply that lists logs to fsync first (``Reply.flush``: a produce to a
+``flush_every_batch`` topic, a group commit) is held by the shell until the flusher thread has
+synced them, and the shell then calls ``synced``: only then does the partition's high watermark
+pass those batches (so no consumer reads what a crash could still take back) and the fetches
+waiting for them wake.  Elsewhere the high watermark follows each append at once.
+
+Time.  The core reads no clock: every entry point takes ``now``, a ``clock.Now`` (both clocks,
+read once by the shell) or a bare int meaning both (tests and the SPEC vectors).  Deadlines (long
+polls, group sessions and rebalances) use ``now.mono_ms``; dates written anywhere (record and
+log-append timestamps, ``created_ms``, commit timestamps, retention, ``stats``) use ``now.wall_ms``.
+So a step of the system time changes dates, never a deadline.  A reply
+lists the logs that must be fsynced before it is sent (``flush``; see Durability below).
 
 Rules:
 1. Any failure is an error reply to the peer that caused it; nothing a client sends can stop
@@ -22,14 +33,17 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .. import __version__
+from ..clock import Now, as_now
+from ..log.errors import LogError
 from ..log.handles import FilePool, nofile_limit
 from ..log.partition_log import PartitionLog
 from ..protocol import codec
 from ..protocol.errors import FabricError
 from ..protocol.schema import as_int
+from ..replication.image import BrokerInfo
 from ..protocol.messages import (OPERATIONS, AlterTopicConfigsRequest, CreatePartitionsRequest,
                                  CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicsRequest, FetchRequest,
                                  ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest, StatsRequest,
@@ -44,6 +58,8 @@ from .bounded import BoundedDict
 from .connections import ConnectionGate
 from .descriptors import segment_file_budget
 from .fetching import Fetcher
+from .leadership import Leadership
+from .log_errors import wire_error
 from .flow import ReplyBudget
 from .replies import Outbox, Reply
 from .storage_faults import StorageFaults
@@ -79,13 +95,15 @@ def _safe_text(exc: BaseException) -> str:
 
 
 class BrokerCore:
-    """One broker node's state and request handlers (single-node for now: it leads every partition)."""
+    """One broker node's state and request handlers.  Who leads what is ``self.leadership``'s
+    answer (its metadata image: on a single node, built from the local topics)."""
 
-    def __init__(self, config: BrokerConfig, now_ms: int,
+    def __init__(self, config: BrokerConfig, now: int | Now,
                  monotonic_ns: Callable[[], int] = time.perf_counter_ns) -> None:
+        now = as_now(now)
         self.config = config
         # Only for the latency histograms of ``stats``: how long a handler ran (deadlines and
-        # timestamps use the ``now_ms`` the shell passes in).  Tests freeze it.
+        # timestamps use the ``now`` the shell passes in).  Tests freeze it.
         self.monotonic_ns = monotonic_ns
         self.limits = config.limits
         data_dir = Path(config.data_dir)
@@ -94,13 +112,14 @@ class BrokerCore:
         nofile = nofile_limit()[0]
         self.files = FilePool(segment_file_budget(config.limits, nofile))
         log.info("segment files: at most %d open at once (open-files limit %d)", self.files.capacity, nofile)
-        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now_ms, self.files)
-        self.metrics = Metrics(started_ms=now_ms)
+        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now.wall_ms, self.files)
+        self.metrics = Metrics(started_ms=now.wall_ms)
         self.storage_faults = StorageFaults()  # storage errors told to clients, logged (rate-limited)
-        self.fetcher = Fetcher(self.topics, self.metrics, config.limits, self.storage_faults.note)
+        self._advertised_port = config.port  # the shell sets the real one when it bound port 0
+        self.leadership = Leadership(self.topics, self._node_info, now.mono_ms)
+        self.fetcher = Fetcher(self.topics, self.metrics, config.limits, self.storage_faults.note, self.leadership)
         self.waiters = self.fetcher.waiters
         self.shutting_down = False
-        self.advertised_port = config.port  # the shell sets the real one when it bound port 0
         # ROUTER identity -> client address, filled by the shell (bounded: forgotten when full)
         self.peer_hosts: dict[bytes, str] = BoundedDict(config.limits.inflight_requests_max)
         self.connections = ConnectionGate(config.limits.connections_max, config.limits.connection_replace_idle_ms,
@@ -109,7 +128,7 @@ class BrokerCore:
         self.flow = ReplyBudget(config.limits.connection_reply_bytes_max, config.limits.reply_bytes_max,
                                 config.limits.inflight_requests_max)
         self.fetcher.congested = self.flow.congested
-        self.handlers: dict[str, Callable[[bytes, Any, Any, list, int], Outbox]] = {
+        self.handlers: dict[str, Callable[[bytes, Any, Any, list, Now], Outbox]] = {
             "api_versions": self._api_versions,
             "metadata": self._metadata,
             "create_topics": self._create_topics,
@@ -125,15 +144,29 @@ class BrokerCore:
             "stats": self._stats,
         }
         self.groups = GroupService(
-            self.topics, now_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
+            self.topics, now.wall_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             advertised=lambda: (config.advertised, self.advertised_port),
             host_of=lambda peer: self.peer_hosts.get(peer, ""))
+        self.leadership.refresh(now.mono_ms)  # (the group service may have created its offsets topic)
         for op in self.groups.operations():
             self.handlers[op] = self.groups.handle
         warning = exposure_warning(config)
         if warning:
             log.warning("%s", warning)
+
+    @property
+    def advertised_port(self) -> int:
+        return self._advertised_port
+
+    @advertised_port.setter
+    def advertised_port(self, port: int) -> None:
+        """The shell bound its port (maybe an ephemeral one): the image names this broker there."""
+        self._advertised_port = port
+        self.leadership.node_moved()
+
+    def _node_info(self) -> BrokerInfo:
+        return BrokerInfo(self.config.node_id, self.config.advertised, self._advertised_port)
 
     def _cluster_id(self, data_dir: Path) -> str:
         path = data_dir / "meta" / "cluster_id"
@@ -147,7 +180,8 @@ class BrokerCore:
         return cid
 
     # ------------------------------------------------------------------ entry points
-    def handle(self, peer: bytes, frames: list, now_ms: int) -> Outbox:
+    def handle(self, peer: bytes, frames: list, now: int | Now) -> Outbox:
+        now = as_now(now)
         op: str | None = None
         cid: int | None = None
         header: dict[str, Any] | None = None  # decoded: an error reply echoes what it can of it
@@ -171,11 +205,13 @@ class BrokerCore:
                                                "connection: read them, then retry")
             self.metrics.requests[op] += 1
             started = self.monotonic_ns()
-            out = handler(peer, env, req, frames, now_ms)
+            out = handler(peer, env, req, frames, now)
             self.metrics.observe_request(op, (self.monotonic_ns() - started) // 1000)
             return out
         except FabricError as err:
             return self._error_outbox(peer, header, op, cid, err)
+        except LogError as exc:  # storage trouble no handler took as its own: its wire error
+            return self._error_outbox(peer, header, op, cid, wire_error(exc))
         except Exception as exc:  # rule 1: never let a request kill the loop
             try:
                 log.exception("unexpected error handling %s", op)
@@ -220,23 +256,41 @@ class BrokerCore:
         self.metrics.errors[err.name] += 1
         return [(peer, Reply(error_reply(op, cid, err)))]
 
-    def expire(self, now_ms: int) -> Outbox:
-        """Answer parked fetches whose wait is over with whatever they can have."""
-        return self.fetcher.expire(now_ms)
+    def synced(self, logs: Iterable[tuple[str, int, PartitionLog, int]], now: int | Now) -> Outbox:
+        """The logs a held reply waited for are fsynced up to the given ends: the high watermark
+        passes them, and the fetches waiting for those partitions are answered."""
+        touched = []
+        for topic, p, plog, end in logs:
+            try:
+                if self.topics.partition(topic, p) is not plog:
+                    continue  # deleted (and maybe created again) since
+                self.leadership.appended(topic, p, end)
+            except (FabricError, LogError):
+                continue
+            touched.append((topic, p))
+        return self.fetcher.wake(touched, as_now(now).mono_ms) if touched and len(self.waiters) else []
 
-    def tick(self, now_ms: int) -> Outbox:
+    def expire(self, now: int | Now) -> Outbox:
+        """Answer parked fetches whose wait is over (monotonic) with whatever they can have."""
+        return self.fetcher.expire(as_now(now).mono_ms)
+
+    def tick(self, now: int | Now) -> Outbox:
         """Time-driven work: expired long-polls, group session/rebalance timeouts."""
-        return self.expire(now_ms) + self.groups.tick(now_ms)
+        now = as_now(now)
+        return self.expire(now) + self.groups.tick(now)
 
     def next_deadline_ms(self) -> int | None:
+        """The earliest parked fetch's deadline, on the monotonic clock."""
         return self.fetcher.next_deadline_ms()
 
     def drain_waiters(self) -> Outbox:
         """On shutdown: answer every parked fetch now."""
         return self.fetcher.drain()
 
-    def housekeeping(self, now_ms: int) -> None:
-        """Retention and age-based segment rolls; called every ``retention_check_interval_ms``."""
+    def housekeeping(self, now: int | Now) -> None:
+        """Retention and age-based segment rolls (dates: the wall clock); called every
+        ``retention_check_interval_ms`` (of the monotonic clock)."""
+        now_ms = as_now(now).wall_ms
         for name, p, plog in self.topics.all_logs():
             try:
                 plog.maybe_roll(now_ms)
@@ -251,14 +305,7 @@ class BrokerCore:
         self.topics.close()
 
     # ------------------------------------------------------------------ cluster / topics
-    def _broker_list(self) -> list[dict[str, Any]]:
-        return [{"node_id": self.config.node_id, "host": self.config.advertised, "port": self.advertised_port}]
-
-    def _partition_meta(self, p: int) -> dict[str, Any]:
-        me = self.config.node_id
-        return {"partition": p, "leader": me, "leader_epoch": 0, "replicas": [me], "isr": [me]}
-
-    def _api_versions(self, peer, env, req, frames, now_ms) -> Outbox:
+    def _api_versions(self, peer, env, req, frames, now: Now) -> Outbox:
         if req.client:
             log.debug("client %s: %s", peer.hex(), req.client)
         ops = {name: [lo, hi] for name, (_, lo, hi) in sorted(OPERATIONS.items()) if name in self.handlers}
@@ -266,15 +313,17 @@ class BrokerCore:
                                       broker={"version": __version__, "node_id": self.config.node_id,
                                               "cluster_id": self.cluster_id})))]
 
-    def _metadata(self, peer, env, req: MetadataRequest, frames, now_ms) -> Outbox:
+    def _metadata(self, peer, env, req: MetadataRequest, frames, now: Now) -> Outbox:
         names = list(self.topics.topics) if req.topics is None else list(req.topics)
         topics = []
         for name in names:
             topic = self.topics.topics.get(name)
             if topic is None and req.topics is not None and req.allow_auto_create and self.config.auto_create_topics:
                 try:
-                    topic = self.topics.create(name, self.config.default_partitions, {}, now_ms)
-                except FabricError as err:
+                    topic = self.topics.create(name, self.config.default_partitions, {}, now.wall_ms)
+                    self.leadership.refresh(now.mono_ms)
+                except (FabricError, LogError) as exc:
+                    err = wire_error(exc)
                     self.storage_faults.note(err)
                     topics.append({"name": name, "error": err.to_wire(), "partitions": []})
                     continue
@@ -283,12 +332,12 @@ class BrokerCore:
                 topics.append({"name": name, "error": err.to_wire(), "partitions": []})
                 continue
             topics.append({"name": name, "internal": topic.internal, "topic_id": topic.topic_id,
-                           "partitions": [self._partition_meta(p) for p in range(len(topic.partitions))]})
+                           "partitions": list(self.leadership.partitions_meta(name))})
         return [(peer, Reply(ok_reply(env.op, env.cid, cluster_id=self.cluster_id,
-                                      controller_id=self.config.node_id, brokers=self._broker_list(),
+                                      controller_id=self.config.node_id, brokers=self.leadership.brokers(),
                                       topics=topics)))]
 
-    def _create_topics(self, peer, env, req: CreateTopicsRequest, frames, now_ms) -> Outbox:
+    def _create_topics(self, peer, env, req: CreateTopicsRequest, frames, now: Now) -> Outbox:
         results = []
         for nt in req.topics:
             partitions = nt.partitions or self.config.default_partitions
@@ -299,15 +348,17 @@ class BrokerCore:
                 if req.validate_only:
                     self.topics.check_new(nt.name, partitions, nt.configs)
                 else:
-                    self.topics.create(nt.name, partitions, nt.configs, now_ms)
+                    self.topics.create(nt.name, partitions, nt.configs, now.wall_ms)
+                    self.leadership.refresh(now.mono_ms)
                 results.append({"name": nt.name, "partitions": partitions, "replication_factor": 1})
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.storage_faults.note(err)
                 results.append({"name": nt.name, "error": err.to_wire()})
         out: Outbox = [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))]
-        return out + self.groups.metadata_changed(now_ms)
+        return out + self.groups.metadata_changed(now)
 
-    def _delete_topics(self, peer, env, req: DeleteTopicsRequest, frames, now_ms) -> Outbox:
+    def _delete_topics(self, peer, env, req: DeleteTopicsRequest, frames, now: Now) -> Outbox:
         results = []
         out: Outbox = []
         for name in req.topics:
@@ -319,20 +370,22 @@ class BrokerCore:
                     raise FabricError("POLICY_VIOLATION", f"{name!r} is an internal topic")
                 keys = [(name, p) for p in range(len(topic.partitions))]
                 self.topics.delete(name)
+                self.leadership.refresh(now.mono_ms)
                 self.metrics.forget_topic(name)
-                out.extend(self.fetcher.wake(keys, now_ms))
+                out.extend(self.fetcher.wake(keys, now.mono_ms))
                 results.append({"name": name})
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 results.append({"name": name, "error": err.to_wire()})
-        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out + self.groups.metadata_changed(now_ms)
+        return [(peer, Reply(ok_reply(env.op, env.cid, topics=results)))] + out + self.groups.metadata_changed(now)
 
-    def _list_topics(self, peer, env, req: ListTopicsRequest, frames, now_ms) -> Outbox:
+    def _list_topics(self, peer, env, req: ListTopicsRequest, frames, now: Now) -> Outbox:
         topics = [{"name": t.name, "partitions": len(t.partitions), "internal": t.internal}
                   for t in sorted(self.topics.topics.values(), key=lambda t: t.name)
                   if req.internal or not t.internal]
         return [(peer, Reply(ok_reply(env.op, env.cid, topics=topics)))]
 
-    def _describe_topics(self, peer, env, req: DescribeTopicsRequest, frames, now_ms) -> Outbox:
+    def _describe_topics(self, peer, env, req: DescribeTopicsRequest, frames, now: Now) -> Outbox:
         names = sorted(self.topics.topics) if req.topics is None else list(req.topics)
         out = []
         for name in names:
@@ -343,9 +396,9 @@ class BrokerCore:
                 continue
             parts = []
             for p, plog in enumerate(topic.partitions):
-                meta = self._partition_meta(p)
+                meta = self.leadership.partition_meta(name, p)
                 meta.update(start_offset=plog.start_offset, end_offset=plog.end_offset,
-                            high_watermark=plog.end_offset, size_bytes=plog.size_bytes,
+                            high_watermark=self.leadership.high_watermark(name, p), size_bytes=plog.size_bytes,
                             segments=plog.segment_count)
                 parts.append(meta)
             out.append({"name": name, "topic_id": topic.topic_id, "internal": topic.internal,
@@ -353,17 +406,18 @@ class BrokerCore:
                         "partitions": parts})
         return [(peer, Reply(ok_reply(env.op, env.cid, topics=out)))]
 
-    def _alter_topic_configs(self, peer, env, req: AlterTopicConfigsRequest, frames, now_ms) -> Outbox:
+    def _alter_topic_configs(self, peer, env, req: AlterTopicConfigsRequest, frames, now: Now) -> Outbox:
         topic = self.topics.alter_configs(req.topic, req.set, req.delete)
         return [(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, configs=topic.configs)))]
 
-    def _create_partitions(self, peer, env, req: CreatePartitionsRequest, frames, now_ms) -> Outbox:
-        topic = self.topics.add_partitions(req.topic, req.count, now_ms)
+    def _create_partitions(self, peer, env, req: CreatePartitionsRequest, frames, now: Now) -> Outbox:
+        topic = self.topics.add_partitions(req.topic, req.count, now.wall_ms)
+        self.leadership.refresh(now.mono_ms)
         return ([(peer, Reply(ok_reply(env.op, env.cid, name=topic.name, partitions=len(topic.partitions))))]
-                + self.groups.metadata_changed(now_ms))
+                + self.groups.metadata_changed(now))
 
-    def _broker_stats(self, peer, env, req, frames, now_ms) -> Outbox:
-        snap = self.metrics.snapshot(now_ms)
+    def _broker_stats(self, peer, env, req, frames, now: Now) -> Outbox:
+        snap = self.metrics.snapshot(now.wall_ms)
         snap["parked_fetches"] = len(self.waiters)
         snap["parked_group_requests"] = self.groups.parked()
         snap["topics"] = len(self.topics.topics)
@@ -373,42 +427,47 @@ class BrokerCore:
         snap["reply_bytes_queued"] = self.flow.marked_bytes
         return [(peer, Reply(ok_reply(env.op, env.cid, **snap)))]
 
-    def _stats(self, peer, env, req: StatsRequest, frames, now_ms) -> Outbox:
-        return [(peer, Reply(ok_reply(env.op, env.cid, **self.stats_body(req, now_ms))))]
+    def _stats(self, peer, env, req: StatsRequest, frames, now: Now) -> Outbox:
+        return [(peer, Reply(ok_reply(env.op, env.cid, **self.stats_body(req, now))))]
 
-    def stats_body(self, req: StatsRequest, now_ms: int) -> dict[str, Any]:
-        """The ``stats`` reply without its envelope (also what the Prometheus endpoint renders)."""
-        return stats.build(req, metrics=self.metrics, topics=self.topics,
+    def stats_body(self, req: StatsRequest, now: int | Now) -> dict[str, Any]:
+        """The ``stats`` reply without its envelope (also what the Prometheus endpoint renders);
+        its times (``now_ms``, uptime, lag in seconds) are dates: the wall clock."""
+        return stats.build(req, metrics=self.metrics, topics=self.topics, leadership=self.leadership,
                            group_overview=self.groups.coordinator.overview(), node_id=self.config.node_id,
                            cluster_id=self.cluster_id, version=__version__,
                            connections_open=self.connections.open_connections,
                            connections_refused=self.connections.refused_total,
                            parked_fetches=len(self.waiters), parked_group_requests=self.groups.parked(),
-                           now_ms=now_ms)
+                           now_ms=as_now(now).wall_ms)
 
     # ------------------------------------------------------------------ data path
-    def _log_for_produce(self, topic: str, partition: int, now_ms: int) -> PartitionLog:
+    def _log_for_produce(self, topic: str, partition: int, now: Now) -> PartitionLog:
         t = self.topics.topics.get(topic)
         if t is None and self.config.auto_create_topics:
-            self.topics.create(topic, self.config.default_partitions, {}, now_ms)
+            self.topics.create(topic, self.config.default_partitions, {}, now.wall_ms)
+            self.leadership.refresh(now.mono_ms)
         plog = self.topics.partition(topic, partition)
+        self.leadership.leading(topic, partition)
         if (t or self.topics.topics[topic]).internal:
             raise FabricError("POLICY_VIOLATION", f"{topic!r} is internal: only the broker writes it")
         return plog
 
-    def _produce(self, peer, env, req: ProduceRequest, frames, now_ms) -> Outbox:
+    def _produce(self, peer, env, req: ProduceRequest, frames, now: Now) -> Outbox:
         payload = frames[1:]
         if len(req.batches) != len(payload):
             raise FabricError("INVALID_FIELD",
                               f"batches lists {len(req.batches)} targets but the request carries "
                               f"{len(payload)} payload frames")
         results = []
-        flush: list[PartitionLog] = []
+        flush: list[tuple[str, int, PartitionLog]] = []
         touched: list[tuple[str, int]] = []
         limits = self.limits
+        appended = self.leadership.appended
+        now_ms = now.wall_ms  # a date: the log-append time and the segment's age
         for target, frame in zip(req.batches, payload):
             try:
-                plog = self._log_for_produce(target.topic, target.partition, now_ms)
+                plog = self._log_for_produce(target.topic, target.partition, now)
                 h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
                                    limits.batch_records_max)
                 res = plog.append(bytearray(frame), now_ms, defer_flush=True)
@@ -418,13 +477,17 @@ class BrokerCore:
                 c.bytes_in += res.size
                 self.metrics.records_in += h.record_count
                 self.metrics.bytes_in += res.size
-                if plog.config.flush_every_batch and plog not in flush:
-                    flush.append(plog)
-                touched.append((target.topic, target.partition))
+                if plog.config.flush_every_batch and req.acks != 0:  # the watermark follows the fsync
+                    if not any([held is plog for _, _, held in flush]):
+                        flush.append((target.topic, target.partition, plog))
+                else:  # the watermark follows at once (acks=0: nobody waits for the fsync)
+                    appended(target.topic, target.partition, res.last_offset + 1)
+                    touched.append((target.topic, target.partition))
                 results.append({"topic": target.topic, "partition": target.partition,
                                 "base_offset": res.base_offset, "log_append_time": now_ms
                                 if plog.config.timestamp_type == "log_append_time" else -1})
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.metrics.errors[err.name] += 1
                 self.storage_faults.note(err)
                 results.append({"topic": target.topic, "partition": target.partition, "base_offset": -1,
@@ -432,15 +495,15 @@ class BrokerCore:
         # Waiting consumers first, then the producer's ack: the replies leave in this order within
         # the same loop turn (after the same fsync), and the event reaches its readers one
         # send earlier, which is what end-to-end latency measures.
-        out: Outbox = self.fetcher.wake(touched, now_ms) if touched and len(self.waiters) else []
+        out: Outbox = self.fetcher.wake(touched, now.mono_ms) if touched and len(self.waiters) else []
         if req.acks != 0:
             out.append((peer, Reply(ok_reply(env.op, env.cid, results=results), flush=flush)))
         return out
 
-    def _fetch(self, peer, env, req: FetchRequest, frames, now_ms) -> Outbox:
-        return self.fetcher.fetch(peer, env.cid, req, now_ms)
+    def _fetch(self, peer, env, req: FetchRequest, frames, now: Now) -> Outbox:
+        return self.fetcher.fetch(peer, env.cid, req, now.mono_ms)
 
-    def _list_offsets(self, peer, env, req: ListOffsetsRequest, frames, now_ms) -> Outbox:
+    def _list_offsets(self, peer, env, req: ListOffsetsRequest, frames, now: Now) -> Outbox:
         results = []
         for q in req.partitions:
             entry: dict[str, Any] = {"topic": q.topic, "partition": q.partition}
@@ -456,7 +519,8 @@ class BrokerCore:
                         entry.update(offset=-1, timestamp=-1)
                     else:
                         entry.update(offset=found[0], timestamp=found[1])
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.storage_faults.note(err)
                 entry["error"] = err.to_wire()
             results.append(entry)

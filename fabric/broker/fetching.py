@@ -1,10 +1,12 @@
 """Fetch: reads, long polls, pipelined and standing fetches, without sockets or clocks.
 
 Theory of operation.  ``fetch`` reads every requested partition from its offset (whole batches,
-never decoded).  If that is less than ``min_bytes`` the request parks in ``FetchWaiters`` until
-an append to one of its partitions makes enough (``wake``), its deadline passes (``expire``), a
-watched topic is deleted, or the broker shuts down (``drain``).  Each method returns the replies
-to send now.
+never decoded) up to its high watermark (``Leadership``: only a partition this broker leads is
+read).  If that is less than ``min_bytes`` the request parks in the ``Purgatory`` under one
+``WaitFor.BYTES`` key per partition until the high watermark of one of them moves far enough
+(``wake``: an append, or an fsync for ``flush_every_batch``), its deadline passes (``expire``,
+monotonic), a watched topic is deleted, or the broker shuts down (``drain``).  Each method returns
+the replies to send now.
 
 Why pipelining (``follows``).  With one fetch in flight, a consumer at the tail leaves the broker
 without a parked fetch for a whole round trip after each reply: whatever is produced meanwhile
@@ -51,6 +53,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, NamedTuple
 
+from ..log.errors import LogError
 from ..protocol.errors import FabricError, error_map
 from ..protocol.limits import Limits
 from ..protocol.messages import FetchRequest
@@ -59,8 +62,10 @@ from ..records.batch import next_offset_in
 from .bounded import BoundedDict
 from .metrics import Metrics
 from .replies import Outbox, Reply
+from .leadership import Leadership
+from .log_errors import wire_error
+from .purgatory import Delayed, Purgatory, WaitFor, WaitKey
 from .topics import TopicManager
-from .waiters import FetchWaiters, Waiter
 
 log = logging.getLogger("fabric.broker")
 
@@ -83,6 +88,23 @@ def _never(peer: bytes) -> bool:
     return False
 
 
+BYTES = WaitFor.BYTES
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class Waiter:
+    """A parked fetch (the operation a purgatory entry holds)."""
+
+    peer: bytes
+    cid: int
+    request: FetchRequest
+    follow_on: "_FollowOn | None" = None  # the pipelined fetches waiting for this one
+    spent: int = 0  # a standing fetch's replies so far (rule 6)
+
+
+Parked = Delayed[Waiter]
+
+
 @dataclasses.dataclass(eq=False, slots=True)
 class _FollowOn:
     """A pipelined fetch waiting for the one before it to be answered (rule 2)."""
@@ -99,18 +121,19 @@ class _Latest:
     """A connection's latest fetch (rule 1): parked, waiting as a follow-on, or answered."""
 
     cid: int
-    waiter: Waiter | None = None
+    waiter: Parked | None = None
     follow_on: _FollowOn | None = None
     ends: dict[Key, int] | None = None
 
 
 class Fetcher:
     def __init__(self, topics: TopicManager, metrics: Metrics, limits: Limits,
-                 on_error: Callable[[FabricError], None] = lambda err: None) -> None:
+                 on_error: Callable[[FabricError], None], leadership: Leadership) -> None:
         self.topics = topics
+        self.leadership = leadership  # who may be read here, and up to where (the high watermark)
         self.metrics = metrics
         self.on_error = on_error  # told of every per-partition error (the core logs storage ones)
-        self.waiters = FetchWaiters(limits.inflight_requests_max)
+        self.waiters: Purgatory[Waiter] = Purgatory(limits.inflight_requests_max)
         self._latest: dict[bytes, _Latest] = BoundedDict(limits.inflight_requests_max)
         self.congested: Callable[[bytes], bool] = _never  # rule 7; the core plugs in its ReplyBudget
 
@@ -124,9 +147,9 @@ class Fetcher:
             latest = self._latest.get(peer)
             if latest is not None and latest.cid == req.follows:
                 w, before = latest.waiter, latest.follow_on
-                if w is not None and not w.done and w.follow_on is None:  # rule 2
+                if w is not None and not w.done and w.op.follow_on is None:  # rule 2
                     self.metrics.follow_on_fetches_chained += 1
-                    w.follow_on = self._wait_behind(peer, cid, req, 1)
+                    w.op.follow_on = self._wait_behind(peer, cid, req, 1)
                     return []
                 if before is not None and not before.done and before.next is None \
                         and before.depth < FOLLOW_ON_CHAIN_MAX:
@@ -147,17 +170,19 @@ class Fetcher:
     def wake(self, keys: list[Key], now_ms: int) -> Outbox:
         """Appends (or deletions) touched ``keys``: answer the parked fetches that now can be."""
         out: Outbox = []
-        for w in self.waiters.candidates(keys):
+        for entry in self.waiters.watching([WaitKey(BYTES, topic, p) for topic, p in keys]):
+            w = entry.op
             req = w.request
             read = self._read(req)
             if read.total >= min(req.min_bytes, req.max_bytes) or read.any_error:
-                out.extend(self._answer(w.peer, w.cid, req, read, now_ms, w.follow_on, w.spent, parked=w))
+                out.extend(self._answer(w.peer, w.cid, req, read, now_ms, w.follow_on, w.spent, parked=entry))
         return out
 
     def expire(self, now_ms: int) -> Outbox:
         """Answer parked fetches whose wait is over with whatever they can have."""
         out: Outbox = []
-        for w in self.waiters.expired(now_ms):
+        for entry in self.waiters.expired(now_ms):
+            w = entry.op
             out.extend(self._answer(w.peer, w.cid, w.request, self._read(w.request), now_ms, w.follow_on, w.spent))
         return out
 
@@ -187,18 +212,19 @@ class Fetcher:
         just gets an early answer and fetches again; for one that is really gone the ROUTER
         drops the replies.  Either way nothing stays parked for a dead connection."""
         self._latest.pop(peer, None)
-        out = self._answer_last([w for w in self.waiters.all() if w.peer == peer])
+        out = self._answer_last([e for e in self.waiters.all() if e.op.peer == peer])
         if out:
             log.debug("connection of %s ended: answered its %d waiting fetches", peer.hex(), len(out))
         return out
 
     # ------------------------------------------------------------------ internals
-    def _answer_last(self, waiters: list[Waiter]) -> Outbox:
-        """Answer ``waiters`` and the follow-ons behind each with what they can have now, as
-        their last replies (a standing fetch ends: ``answers_left`` 0)."""
+    def _answer_last(self, entries: list[Parked]) -> Outbox:
+        """Answer the parked fetches ``entries`` and the follow-ons behind each with what they can
+        have now, as their last replies (a standing fetch ends: ``answers_left`` 0)."""
         out: Outbox = []
-        for w in waiters:
-            self.waiters.finish(w)
+        for entry in entries:
+            self.waiters.finish(entry)
+            w = entry.op
             read = self._read(w.request)
             out.append((w.peer, self._reply(w.cid, read, 0 if w.request.answers > 1 else None)))
             f = w.follow_on
@@ -222,9 +248,8 @@ class Fetcher:
 
     def _park(self, peer: bytes, cid: int, req: FetchRequest, now_ms: int, behind: _FollowOn | None,
               spent: int) -> None:
-        keys = tuple([(fp.topic, fp.partition) for fp in req.partitions])
-        w = Waiter(peer, cid, req, now_ms + req.max_wait_ms, keys, follow_on=behind, spent=spent)
-        self.waiters.park(w)
+        keys = [WaitKey(BYTES, fp.topic, fp.partition) for fp in req.partitions]
+        w = self.waiters.park(Waiter(peer, cid, req, behind, spent), keys, now_ms + req.max_wait_ms)
         if behind is None:  # else the connection's latest fetch is the last one behind it
             latest = self._latest.get(peer)
             if latest is not None and latest.cid == cid:  # a standing fetch waiting again
@@ -233,7 +258,7 @@ class Fetcher:
                 self._latest[peer] = _Latest(cid, waiter=w)
 
     def _answer(self, peer: bytes, cid: int, req: FetchRequest, read: _Read, now_ms: int,
-                behind: _FollowOn | None = None, spent: int = 0, parked: Waiter | None = None) -> Outbox:
+                behind: _FollowOn | None = None, spent: int = 0, parked: Parked | None = None) -> Outbox:
         """Reply; then a standing fetch waits again, or else: remember where the reply ended and
         evaluate the follow-on waiting for it.  ``parked``: the fetch's waiter, still parked (a
         wake): finished here, or re-armed in place when the fetch waits again at the tail."""
@@ -249,7 +274,8 @@ class Fetcher:
             req = _continued(req, read.ends)
             if read.at_end:  # (the usual case at the tail) reading again now would find nothing
                 if parked is not None:  # same waiter, new request and deadline
-                    self.waiters.rearm(parked, req, now_ms + req.max_wait_ms, spent + 1)
+                    parked.op.request, parked.op.spent = req, spent + 1
+                    self.waiters.rearm(parked, now_ms + req.max_wait_ms)
                 else:
                     self._park(peer, cid, req, now_ms, behind, spent + 1)
             else:
@@ -295,7 +321,7 @@ class Fetcher:
             data = b""
             try:
                 plog = self.topics.partition(fp.topic, fp.partition)
-                hw = plog.end_offset
+                hw = self.leadership.leading(fp.topic, fp.partition).high_watermark
                 meta["high_watermark"] = hw
                 meta["log_start_offset"] = plog.start_offset
                 remaining = req.max_bytes - total
@@ -315,7 +341,8 @@ class Fetcher:
                 else:
                     ends[key] = fp.offset  # nothing read: the budget went to earlier partitions
                     at_end = False
-            except FabricError as err:
+            except (FabricError, LogError) as exc:
+                err = wire_error(exc)
                 self.on_error(err)
                 meta["error"] = err.to_wire()
                 if "skip_offset" in err.details:  # CORRUPT_BATCH: damage on disk (SPEC 5.10)

@@ -8,7 +8,7 @@ request or from ``tick``), and the translation of coordinator actions into broke
 * ``Reply`` -> an outbox entry for the token's peer;
 * ``AppendOffsets`` -> one record batch per ``__consumer_offsets`` partition, appended to the
   log; the records are applied to memory and the reply is queued with those logs in its
-  ``flush`` list, so the shell fsyncs before the commit is acknowledged (group commit).
+  ``flush`` list, so the commit is acknowledged once the flusher has synced them (group commit).
 
 Single node: this broker leads every offsets partition, so it coordinates every group.  The
 cluster issue makes leadership follow the metadata log (``load_partition``/``unload_partition``).
@@ -21,14 +21,17 @@ import logging
 from collections import defaultdict
 from typing import Any, Callable, Hashable
 
+from ..clock import Now
 from ..groups.coordinator import Coordinator
 from ..groups.state import AppendOffsets, GroupConfig, Reply as GroupReply
 from ..groups.messages import GROUP_OPERATIONS
 from ..groups.offsets import OFFSETS_TOPIC, OffsetRecord
+from ..log.errors import LogError
 from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
 from ..protocol.messages import error_reply, ok_reply
 from ..records.batch import encode_batch, records_in
+from .log_errors import wire_error
 from .replies import Outbox, Reply
 from .topics import TopicManager
 
@@ -89,44 +92,47 @@ class GroupService:
             offset = recs[-1].offset + 1
 
     # ------------------------------------------------------------------ requests
-    def handle(self, peer: bytes, env: Any, req: Any, frames: list, now_ms: int) -> Outbox:
+    def handle(self, peer: bytes, env: Any, req: Any, frames: list, now: Now) -> Outbox:
+        """Sessions and rebalance timers run on ``now.mono_ms``; commit timestamps and the offset
+        records' timestamps are dates (``now.wall_ms``)."""
         if env.op == "find_coordinator":
             host, port = self._advertised()
             return self._outbox_reply(peer, ok_reply(env.op, env.cid, node_id=self.node_id, host=host, port=port))
         token = next(self._seq)
         self._tokens[token] = (peer, env.cid)
         try:
-            actions = self.coordinator.handle(token, env.op, req, now_ms,
-                                              host=self._host_of(peer))
+            actions = self.coordinator.handle(token, env.op, req, now.mono_ms,
+                                              host=self._host_of(peer), wall_ms=now.wall_ms)
         except Exception:
             self._tokens.pop(token, None)
             raise
-        return self._apply(actions, now_ms)
+        return self._apply(actions, now.wall_ms)
 
-    def tick(self, now_ms: int) -> Outbox:
-        return self._apply(self.coordinator.tick(now_ms), now_ms)
+    def tick(self, now: Now) -> Outbox:
+        return self._apply(self.coordinator.tick(now.mono_ms), now.wall_ms)
 
-    def metadata_changed(self, now_ms: int) -> Outbox:
-        return self._apply(self.coordinator.metadata_changed(now_ms), now_ms)
+    def metadata_changed(self, now: Now) -> Outbox:
+        return self._apply(self.coordinator.metadata_changed(now.mono_ms), now.wall_ms)
 
     def parked(self) -> int:
         return len(self._tokens)
 
     # ------------------------------------------------------------------ actions
     @staticmethod
-    def _outbox_reply(peer: bytes, header: dict[str, Any], flush: list[PartitionLog] | None = None) -> Outbox:
+    def _outbox_reply(peer: bytes, header: dict[str, Any],
+                      flush: list[tuple[str, int, PartitionLog]] | None = None) -> Outbox:
         return [(peer, Reply(header, flush=flush or []))]
 
-    def _apply(self, actions: list, now_ms: int) -> Outbox:
+    def _apply(self, actions: list, wall_ms: int) -> Outbox:
         out: Outbox = []
         for action in actions:
             if isinstance(action, AppendOffsets):
-                out.extend(self._append(action, now_ms))
+                out.extend(self._append(action, wall_ms))
             else:
                 out.extend(self._reply(action))
         return out
 
-    def _reply(self, reply: GroupReply, flush: list[PartitionLog] | None = None) -> Outbox:
+    def _reply(self, reply: GroupReply, flush: list[tuple[str, int, PartitionLog]] | None = None) -> Outbox:
         target = self._tokens.pop(reply.token, None)
         if target is None:
             log.warning("group reply for an unknown request token %r dropped", reply.token)
@@ -134,18 +140,19 @@ class GroupService:
         peer, cid = target
         return self._outbox_reply(peer, reply.header(cid), flush)
 
-    def _append(self, action: AppendOffsets, now_ms: int) -> Outbox:
+    def _append(self, action: AppendOffsets, wall_ms: int) -> Outbox:
         by_partition: dict[int, list[OffsetRecord]] = defaultdict(list)
         for rec in action.records:
             by_partition[rec.partition].append(rec)
-        logs: list[PartitionLog] = []
+        logs: list[tuple[str, int, PartitionLog]] = []
         try:
             for p, recs in sorted(by_partition.items()):
                 plog = self.offsets_topic.partitions[p]
-                batch = encode_batch([now_ms] * len(recs), [r.key for r in recs], [r.value for r in recs])
-                plog.append(bytearray(batch), now_ms, defer_flush=True)
-                logs.append(plog)
-        except FabricError as err:
+                batch = encode_batch([wall_ms] * len(recs), [r.key for r in recs], [r.value for r in recs])
+                plog.append(bytearray(batch), wall_ms, defer_flush=True)
+                logs.append((OFFSETS_TOPIC, p, plog))
+        except (FabricError, LogError) as exc:
+            err = wire_error(exc)
             target = self._tokens.pop(action.token, None)
             if target is None:
                 return []

@@ -5,9 +5,9 @@ Why one structure for every delayed operation: a fetch waiting for bytes, a prod
 its batch to be durable (``flush_every_batch``: the group commit at the end of a loop turn) and,
 with replication, a produce waiting for the high watermark to pass its offset (``acks=all``) are
 the same problem: park the request under the partitions it watches, re-check it when one of them
-changes, answer it with what there is when its deadline passes.  ``fabric/broker/waiters.py``
-solved it for fetches only; this is that code with the fetch fields taken out, so the produce
-path can park in it too.
+changes, answer it with what there is when its deadline passes.  The fetcher parks long polls
+here (``fetching.py``, ``BYTES`` keys) and ``durability.py`` the replies that wait for an fsync
+(``DURABLE`` keys); each owns its own instance, so one kind cannot use up the other's capacity.
 
 Keys say *what* is awaited, not just where (``WaitKey(kind, topic, partition)``): an append wakes
 ``BYTES`` waiters, a flush ``DURABLE`` ones, a high-watermark advance ``HIGH_WATERMARK`` ones, so an

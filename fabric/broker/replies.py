@@ -1,7 +1,9 @@
 """What a broker sends: a reply (header, payload frames, logs to fsync first) to one peer.
 
-Shared by the core and the services it delegates to (fetching, groups); the I/O shell sends an
-``Outbox`` once per loop turn after fsyncing every log a reply lists (group commit).
+Shared by the core and the services it delegates to (fetching, groups).  The I/O shell sends an
+``Outbox`` at once, except a reply that lists logs to fsync (``flush``: ``(topic, partition, log)``
+triples) and the replies to the same peer behind it, which wait in ``durability.py`` until the
+flusher thread has synced those logs (once per loop turn for all of them: group commit).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class Reply:
 
     header: dict[str, Any]
     frames: Sequence[bytes] = ()
-    flush: Sequence[PartitionLog] = ()
+    flush: Sequence[tuple[str, int, PartitionLog]] = ()
 
 
 Outbox = list[tuple[bytes, Reply]]

@@ -3,10 +3,14 @@ threads of ``background.py``).
 
 Loop turn: poll (until the next long-poll deadline, at most ``TICK_MS``), drain up to
 ``RECV_BURST`` requests and hand each to ``BrokerCore.handle``.  Replies leave at once, unless a
-reply of this turn asked for an fsync: from then on replies wait for the end of the turn, when
-every log that asked is fsynced once however many batches it got (group commit), and they go
-out in order.  (Holding every reply to the end of a burst made an event wait for the requests
-behind it: most of the broker's share of end-to-end latency at 10,000 events/s.)  Between turns:
+reply asked for an fsync (``flush_every_batch``, group commits): it waits in ``durability.py``,
+and so do later replies to the same connection, which leave in order.  At the end of the turn
+the logs those replies wait for go to the flusher thread in one job (each fsynced once however
+many batches it got: group commit); the flusher reports the job done on a queue and writes a byte
+to a socketpair the poller watches, and the loop then releases the replies (``_synced``).  The
+loop never waits for a disk, and other connections are never held up by one.  (Holding every
+reply to the end of a burst made an event wait for the requests behind it: most of the broker's
+share of end-to-end latency at 10,000 events/s.)  Between turns:
 expire long-polls, every ``GROUP_TICK_MS`` the group timeouts (``core.tick`` walks every member,
 too much for every turn of a loop turning thousands of times a second) and, every
 ``retention_check_interval_ms``, housekeeping.
@@ -24,8 +28,8 @@ core refuses work for a peer whose replies wait unread (``THROTTLED``).  ``SNDHW
 (``connection_replies_queued_max``) still caps the count of small replies; with
 ``ROUTER_MANDATORY`` off a reply beyond it is dropped, never waited for.
 
-Interval fsync (``flush_interval_ms``) and compaction happen on separate threads so a slow disk
-never stalls the loop.  SIGTERM/SIGINT stop the loop
+Every fsync (interval and requested) and compaction happen on separate threads so a slow disk
+never stalls the loop.  Time comes from one ``Clock`` (``fabric/clock.py``).  SIGTERM/SIGINT stop the loop
 after the current turn: parked fetches are answered, logs flushed and closed (clean-shutdown
 marker), sockets closed with linger 0.
 """
@@ -38,20 +42,24 @@ import logging
 import os
 import signal
 import socket
+import queue
 import threading
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from ..clock import Clock, SystemClock, read
 from ..multipart import ZERO_COPY_MIN, recv_routed, send_frames
 from ..protocol.codec import encode
 from ..protocol.errors import FabricError
 from .config import BrokerConfig
-from .background import Compactor, Flusher, timed_flush, wall_ms
-from ..protocol.messages import StatsRequest
+from .background import Compactor, Flusher, timed_flush
+from ..protocol.messages import StatsRequest, error_reply
 from .core import BrokerCore, Outbox
 from .descriptors import raise_nofile_limit
+from .durability import DurableReplies
+from .replies import Reply
 from .prometheus import MetricsEndpoint, StatsExchange
 
 log = logging.getLogger("fabric.broker.server")
@@ -109,11 +117,15 @@ def _malloc_trim() -> Any:
 
 
 class BrokerServer:
-    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
+    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None,
+                 clock: Clock | None = None) -> None:
         self.config = config
         self.ctx = context or zmq.Context.instance()
+        # The one source of time (``fabric/clock.py``): monotonic for every deadline the loop keeps
+        # (poll timeout, group timers, idle connections, housekeeping's schedule), wall for dates.
+        self.clock = clock or SystemClock()
         raise_nofile_limit()  # before the core sizes its file pool from it
-        self.core = BrokerCore(config, wall_ms())
+        self.core = BrokerCore(config, read(self.clock))
         self.stopping = threading.Event()
         limits = config.limits
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -137,8 +149,14 @@ class BrokerServer:
             self.stats_exchange = StatsExchange()
             self.metrics_endpoint = MetricsEndpoint(config.host, config.metrics_port, self.stats_exchange)
         self._trim = _malloc_trim()
-        self.flusher = Flusher(self.core, config.flush_check_interval_ms)
-        self.compactor = Compactor(self.core, config.compaction_check_interval_ms)
+        self._late: Outbox = []
+        # Replies waiting for an fsync; the flusher wakes the loop through this socketpair
+        self.durable = DurableReplies(limits.inflight_requests_max)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.flusher = Flusher(self.core, config.flush_check_interval_ms, self.clock, self._wake)
+        self.compactor = Compactor(self.core, config.compaction_check_interval_ms, self.clock)
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, frame: Any) -> None:
@@ -147,18 +165,59 @@ class BrokerServer:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
+    def _wake(self) -> None:
+        """(flusher thread) A job is done: make the loop's poll return."""
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full: the loop has wake-ups pending already (or it is closing)
+
+    def _synced(self) -> None:
+        """Release the replies whose fsyncs the flusher finished, in order per connection."""
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        while True:
+            try:
+                job, failed = self.flusher.completed.get_nowait()
+            except queue.Empty:
+                return
+            done = [(k.topic, k.partition, plog, end) for k, (plog, end) in job.logs.items() if k not in failed]
+            woken = self.core.synced(done, read(self.clock))
+            self._transmit(self.durable.flushed(job, failed))  # (already in order: not routed again)
+            self._send(woken)
+
+    def _flush_now(self, reply: Reply) -> Reply:
+        """Fsync ``reply``'s logs on the loop: the durable purgatory is full (or the broker stops)."""
+        done = []
+        for topic, p, plog in reply.flush:
+            try:
+                timed_flush(plog, self.core.metrics.fsync)
+            except Exception as exc:
+                log.error("fsync of %s-%d: %s", topic, p, exc)
+                err = FabricError("STORAGE_ERROR", f"the batch was written but could not be made durable: {exc}")
+                return Reply(error_reply(reply.header.get("op"), reply.header.get("cid"), err))
+            done.append((topic, p, plog, plog.end_offset))
+        self._late.extend(self.core.synced(done, read(self.clock)))
+        return reply
+
+    def _handoff(self) -> None:
+        """End of a turn: the logs this turn's held replies wait for go to the flusher, in one job."""
+        job = self.durable.handoff()
+        if job is not None:
+            self.flusher.submit(job)
+
     def _send(self, outbox: Outbox) -> None:
         if not outbox:
             return
-        synced: set[int] | None = None
-        for _, reply in outbox:
-            if reply.flush:
-                if synced is None:
-                    synced = set()
-                for plog in reply.flush:
-                    if id(plog) not in synced:
-                        synced.add(id(plog))
-                        timed_flush(plog, self.core.metrics.fsync)
+        self._transmit(self.durable.route(outbox, self._flush_now))
+        if self._late:  # fetches woken by an fsync done on the spot
+            late, self._late = self._late, []
+            self._send(late)
+
+    def _transmit(self, outbox: Outbox) -> None:
         flow = self.core.flow
         router = self.router
         for peer, reply in outbox:
@@ -251,8 +310,12 @@ class BrokerServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
+        wake_fd = self._wake_r.fileno()
+        poller.register(wake_fd, zmq.POLLIN)
         monitor = self.monitor
-        next_housekeeping = wall_ms() + self.config.retention_check_interval_ms
+        clock = self.clock
+        mono = clock.monotonic_ms
+        next_housekeeping = mono() + self.config.retention_check_interval_ms
         next_tick = 0
         next_idle_check = 0
         core = self.core
@@ -261,16 +324,18 @@ class BrokerServer:
         flow = core.flow
         try:
             while not self.stopping.is_set():
-                now = wall_ms()
+                now = mono()
                 deadline = core.next_deadline_ms()
                 timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
                 events = poller.poll(timeout)
                 flow.settle(_tracker_done)  # credit what ZeroMQ let go of since the last turn
                 if events:
-                    now = wall_ms()
-                    if len(events) > 1 or events[0][0] is monitor:
-                        self._connection_events(now)
-                    outbox: Outbox = []
+                    now = mono()
+                    if len(events) > 1 or events[0][0] is not router:
+                        if any([sock is monitor for sock, _ in events]):
+                            self._connection_events(now)
+                        if any([sock == wake_fd for sock, _ in events]):
+                            self._synced()
                     for _ in range(RECV_BURST):
                         got = recv_routed(router, core.peer_hosts)
                         if got is None:
@@ -288,31 +353,30 @@ class BrokerServer:
                         else:
                             gate.touch(peer, now)
                         try:
-                            replies = core.handle(peer, msg[1:], wall_ms())
+                            replies = core.handle(peer, msg[1:], read(clock))
                         except Exception:  # last resort: handle answers every failure itself
                             log.exception("a request from %s went unanswered", peer.hex())
                             continue
-                        if outbox or any([reply.flush for _, reply in replies]):
-                            outbox.extend(replies)  # an fsync is due this turn: these wait for it
-                        else:
-                            self._send(replies)  # nothing to make durable first: answer now
-                    self._send(outbox)
-                now = wall_ms()
+                        self._send(replies)  # (those that wait for an fsync are held: durability.py)
+                    self._handoff()
+                turn = read(clock)
+                now = turn.mono_ms
                 if now >= next_tick:  # group timeouts: a walk over every member, seconds-long deadlines
-                    self._send(core.tick(now))
+                    self._send(core.tick(turn))
                     next_tick = now + GROUP_TICK_MS
                 else:  # parked fetches: a heap peek, every turn (their deadlines set the poll timeout)
-                    self._send(core.expire(now))
+                    self._send(core.expire(turn))
                 if exchange is not None and exchange.pending:
-                    exchange.answer(lambda: core.stats_body(scrape, now))
+                    exchange.answer(lambda: core.stats_body(scrape, turn))
                 if now >= next_idle_check:
                     self._connection_timers(now, True)
                     next_idle_check = now + IDLE_CHECK_MS
                 elif gate.due_soon:
                     self._connection_timers(now, False)
                 if now >= next_housekeeping:
-                    core.housekeeping(now)
+                    core.housekeeping(turn)
                     next_housekeeping = now + self.config.retention_check_interval_ms
+                self._handoff()  # (a tick may have held a reply too)
         finally:
             self.shutdown()
 
@@ -321,6 +385,8 @@ class BrokerServer:
         self.core.shutting_down = True
         try:
             self._send(self.core.drain_waiters())
+            self._transmit(self.durable.drain(self._flush_now))  # what waits for an fsync: synced here
+            self._transmit(self._late)
         except Exception:
             log.exception("answering parked fetches")
         if self.metrics_endpoint is not None:
@@ -330,5 +396,7 @@ class BrokerServer:
         self.core.close()
         self.router.disable_monitor()
         self.monitor.close(linger=0)
+        self._wake_r.close()
+        self._wake_w.close()
         self.router.close(linger=0)
         log.info("broker stopped")

@@ -12,13 +12,17 @@ Built from explicit inputs (metrics, topics, group overview, connection counts),
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+from ..log.errors import LogError
 from ..protocol.errors import FabricError
 from ..protocol.messages import StatsRequest
 from .histogram import Histogram
 from .metrics import Metrics
 from .topics import TopicManager
+
+if TYPE_CHECKING:
+    from .leadership import Leadership
 
 
 _EMPTY = Histogram()  # an operation whose first request is the one being answered
@@ -37,7 +41,7 @@ def operations_section(metrics: Metrics, histograms: bool) -> list[dict[str, Any
     return out
 
 
-def partitions_section(metrics: Metrics, topics: TopicManager, node_id: int,
+def partitions_section(metrics: Metrics, topics: TopicManager, leadership: "Leadership",
                        wanted: set[str] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per-topic totals, per-partition rows), topics sorted by name, partitions by index."""
     topic_rows: list[dict[str, Any]] = []
@@ -51,10 +55,14 @@ def partitions_section(metrics: Metrics, topics: TopicManager, node_id: int,
             c = metrics.partitions.get((name, p))
             try:
                 start, end, size, segments = plog.start_offset, plog.end_offset, plog.size_bytes, plog.segment_count
-            except FabricError:  # closed under us (topic being deleted): report what is known
-                start = end = size = segments = 0
-            row = {"topic": name, "partition": p, "leader": node_id, "leader_epoch": 0, "replicas": [node_id],
-                   "isr": [node_id], "log_start_offset": start, "log_end_offset": end, "high_watermark": end,
+                meta = leadership.partition_meta(name, p)
+                hw = leadership.high_watermark(name, p)
+            except (FabricError, LogError):  # closed under us (topic being deleted): report what is known
+                start = end = size = segments = hw = 0
+                meta = {"leader": -1, "leader_epoch": -1, "replicas": [], "isr": []}
+            row = {"topic": name, "partition": p, "leader": meta["leader"], "leader_epoch": meta["leader_epoch"],
+                   "replicas": meta["replicas"], "isr": meta["isr"], "log_start_offset": start,
+                   "log_end_offset": end, "high_watermark": hw,
                    "size_bytes": size, "segments": segments,
                    "batches_in": c.batches_in if c else 0, "records_in": c.records_in if c else 0,
                    "bytes_in": c.bytes_in if c else 0, "records_out": c.records_out if c else 0,
@@ -88,7 +96,7 @@ def groups_section(overview: Iterable[dict[str, Any]], topics: TopicManager, now
                 end = plog.end_offset
                 lag = max(0, end - max(committed, plog.start_offset)) if committed >= 0 else end - plog.start_offset
                 ts = plog.timestamp_at(max(committed, plog.start_offset)) if lag > 0 else None
-            except FabricError:
+            except (FabricError, LogError):
                 continue  # the topic went away: nothing to lag behind
             lag_ms = max(0, now_ms - ts) if ts is not None and ts >= 0 else 0
             lag_total += lag
@@ -101,12 +109,12 @@ def groups_section(overview: Iterable[dict[str, Any]], topics: TopicManager, now
     return out
 
 
-def build(req: StatsRequest, *, metrics: Metrics, topics: TopicManager, group_overview: Iterable[dict[str, Any]],
+def build(req: StatsRequest, *, metrics: Metrics, topics: TopicManager, leadership: "Leadership", group_overview: Iterable[dict[str, Any]],
           node_id: int, cluster_id: str, version: str, connections_open: int, connections_refused: int,
           parked_fetches: int, parked_group_requests: int, now_ms: int) -> dict[str, Any]:
     """The whole ``stats`` reply body."""
     wanted = None if req.topics is None else set(req.topics)
-    topic_rows, partition_rows = partitions_section(metrics, topics, node_id, wanted)
+    topic_rows, partition_rows = partitions_section(metrics, topics, leadership, wanted)
     return {
         "broker": {"node_id": node_id, "cluster_id": cluster_id, "version": version, "now_ms": now_ms,
                    "uptime_ms": now_ms - metrics.started_ms},

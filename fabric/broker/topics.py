@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import cbor2
 
 from ..log.config import LogConfig
+from ..log.errors import LogError
 from ..log.handles import FilePool
 from ..log.partition_log import PartitionLog
 from ..protocol.errors import FabricError
@@ -194,8 +195,8 @@ class TopicManager:
                                                 self.files))
         except BaseException as exc:
             self._discard(name, range(indexes.start, p + 1), opened)
-            if isinstance(exc, (FabricError, OSError)):
-                why = exc.message if isinstance(exc, FabricError) else str(exc)
+            if isinstance(exc, (FabricError, LogError, OSError)):
+                why = exc.message if isinstance(exc, (FabricError, LogError)) else str(exc)
                 log.error("cannot %s %r: partition %d: %s; undone", action, name, p, why)
                 raise FabricError("STORAGE_ERROR", f"cannot {action} {name!r}: partition {p}: {why}; "
                                                    f"nothing was created") from None
@@ -208,7 +209,7 @@ class TopicManager:
         for plog in opened:
             try:
                 plog.delete()
-            except FabricError as exc:
+            except LogError as exc:
                 log.error("undoing a create: %s (the directory is removed on next start)", exc.message)
         for p in indexes:
             d = self.data_dir / _partition_dir_name(name, p)

@@ -167,10 +167,15 @@ class Coordinator:
 
     # ------------------------------------------------------------ membership
 
-    def handle(self, token: Hashable, op: str, req: Any, now_ms: int, *, host: str = "") -> list[Action]:
-        """Dispatch a parsed request by operation name (every group operation but find_coordinator)."""
+    def handle(self, token: Hashable, op: str, req: Any, now_ms: int, *, host: str = "",
+               wall_ms: int | None = None) -> list[Action]:
+        """Dispatch a parsed request by operation name (every group operation but find_coordinator).
+        ``now_ms`` (monotonic) drives sessions and rebalances; ``wall_ms`` is the date a commit
+        records (``commit_timestamp``; None: ``now_ms``, for callers with one clock)."""
         if op == "join_group":
             return self.join_group(token, req, now_ms, host=host)
+        if op == "offset_commit":
+            return self.offset_commit(token, req, now_ms, wall_ms=wall_ms)
         if op not in _HANDLERS:
             raise ValueError(f"{op!r} is not a coordinator operation")
         return getattr(self, op)(token, req, now_ms)
@@ -443,7 +448,8 @@ class Coordinator:
     # ------------------------------------------------------------ offsets and administration
 
     @_operation("offset_commit")
-    def offset_commit(self, token: Hashable, req: OffsetCommitRequest, now_ms: int) -> list[Action]:
+    def offset_commit(self, token: Hashable, req: OffsetCommitRequest, now_ms: int, *,
+                      wall_ms: int | None = None) -> list[Action]:
         self._check_coordinator(req.group_id)
         group = self._groups.get(req.group_id)
         if group is not None and group.members:
@@ -463,7 +469,8 @@ class Coordinator:
         if m is not None:
             m.session_deadline = now_ms + m.session_timeout_ms  # a commit is a sign of life, as in Kafka
         records = tuple(commit_record(req.group_id, o.topic, o.partition,
-                                      CommittedOffset(o.offset, o.metadata, now_ms, o.leader_epoch),
+                                      CommittedOffset(o.offset, o.metadata, now_ms if wall_ms is None else wall_ms,
+                                                      o.leader_epoch),
                                       self.offsets_partitions) for o in req.offsets)
         return [AppendOffsets(token, records, Reply(token, "offset_commit"))]
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from ..protocol.errors import FabricError
+from .errors import LogError, MalformedBatchError, StorageFailure
 from ..records.batch import (ATTR_COMPRESSION_MASK, ATTR_LOG_APPEND_TIME, BatchHeader, Record, decode_records,
                              encode_batch, parse_header, set_log_append_time, stamp)
 from .config import LogConfig
@@ -111,9 +111,9 @@ def compact(log_: "PartitionLog", now_ms: int, *, max_map_keys: int = MAX_MAP_KE
             before_swap()
         swapped = _swap(log_, todo, generation) if todo else 0
     except OSError as exc:
-        raise FabricError("STORAGE_ERROR", f"{log_.directory}: compaction failed: {exc}") from None
-    except FabricError as exc:
-        raise FabricError("STORAGE_ERROR", f"{log_.directory}: compaction failed: {exc.message}") from None
+        raise StorageFailure(f"{log_.directory}: compaction failed: {exc}") from None
+    except LogError as exc:
+        raise StorageFailure(f"{log_.directory}: compaction failed: {exc.message}") from None
     finally:
         for job in jobs:
             os.close(job.fd)
@@ -151,7 +151,7 @@ def _snapshot(log_: "PartitionLog", now_ms: int) -> tuple[list[_Job], int, LogCo
         except OSError as exc:
             for job in jobs:
                 os.close(job.fd)
-            raise FabricError("STORAGE_ERROR", f"{log_.directory}: compaction snapshot failed: {exc}") from None
+            raise StorageFailure(f"{log_.directory}: compaction snapshot failed: {exc}") from None
         return jobs, log_._generation, config, retry_at
 
 
@@ -164,7 +164,7 @@ def _batches(job: _Job, end: int | None = None) -> Iterator[tuple[int, memoryvie
         yield pos, view, h
         pos += h.size
     if pos != end:
-        raise FabricError("CORRUPT_BATCH", f"segment {job.old.base_offset}: no whole batch at byte {pos}")
+        raise MalformedBatchError(f"segment {job.old.base_offset}: no whole batch at byte {pos}")
 
 
 def _build_map(jobs: list[_Job], max_keys: int) -> dict[bytes, int]:
@@ -213,7 +213,7 @@ def _clean_segment(directory: Path, job: _Job, plan: _Plan, interval: int, now_m
         for data in ([view] if len(kept) == len(records) else _rebuild(h, kept)):
             head = parse_header(data)
             if cleaned.size + len(data) > U32_MAX:
-                raise FabricError("STORAGE_ERROR", f"cleaned segment {job.old.base_offset} would exceed 4 GiB")
+                raise StorageFailure(f"cleaned segment {job.old.base_offset} would exceed 4 GiB")
             cleaned.append(data, head.base_offset, head.next_offset, head.max_timestamp, interval, now_ms)
     if cleaned is None:
         job.records_before = job.records_after = 0
@@ -289,5 +289,5 @@ def _swap(log_: "PartitionLog", jobs: list[_Job], generation: int) -> int:
         except (OSError, CorruptSegment) as exc:
             log_._failed = f"compaction swap failed ({exc}); reopen the log to finish it"
             log.error("%s: %s", directory, log_._failed)
-            raise FabricError("STORAGE_ERROR", f"{directory}: {log_._failed}") from None
+            raise StorageFailure(f"{directory}: {log_._failed}") from None
         return len(ready)

@@ -9,7 +9,7 @@ What is the same as the file backend: offsets and leader epoch stamped in place 
 log-append time, the framing checks (pair assertion with ``validate_batch``), reads of whole
 batches from the one holding the offset with at-least-one semantics and the ``upto_offset`` and
 ``complete`` rules, ``offset_for_timestamp`` over records, truncation by whole batches, the log
-start offset, ``close`` and the errors (``FabricError`` codes).
+start offset, ``close`` and the errors (``fabric/log/errors.py``).
 
 What differs, by design: a batch plays the part of a segment (``segment_count`` is 1,
 ``apply_retention`` deletes whole batches other than the newest, ``maybe_roll`` never rolls);
@@ -28,7 +28,7 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
-from ..protocol.errors import FabricError
+from .errors import InvalidBatchError, LogClosedError, MalformedBatchError, OffsetOutOfRangeError
 from ..records.batch import (HEADER, LOG_OVERHEAD, BatchHeader, decode_records, parse_header, set_log_append_time,
                              stamp)
 from .config import LogConfig
@@ -80,13 +80,13 @@ class MemoryLog:
     def _check_framing(batch: bytearray) -> BatchHeader:
         n = len(batch)
         if n < MIN_BATCH_BYTES:
-            raise FabricError("CORRUPT_BATCH", f"a batch is at least {MIN_BATCH_BYTES} bytes, got {n}")
+            raise MalformedBatchError(f"a batch is at least {MIN_BATCH_BYTES} bytes, got {n}")
         h = parse_header(batch)
         if h.batch_length + LOG_OVERHEAD != n:
-            raise FabricError("CORRUPT_BATCH", f"batch_length says {h.batch_length + LOG_OVERHEAD} bytes, "
+            raise MalformedBatchError(f"batch_length says {h.batch_length + LOG_OVERHEAD} bytes, "
                                                f"the frame holds {n}")
         if h.record_count < 1 or h.last_offset_delta != h.record_count - 1:
-            raise FabricError("INVALID_BATCH", f"record_count {h.record_count}, "
+            raise InvalidBatchError(f"record_count {h.record_count}, "
                                                f"last_offset_delta {h.last_offset_delta}")
         return h
 
@@ -96,7 +96,7 @@ class MemoryLog:
         self._check_open()
         base = self.end_offset if given_base is None else given_base
         if base < self.end_offset:
-            raise FabricError("OFFSET_OUT_OF_RANGE",
+            raise OffsetOutOfRangeError(
                               f"replicated batch at offset {base} is below the log end {self.end_offset}")
         max_ts = h.max_timestamp
         if given_base is None:
@@ -182,7 +182,7 @@ class MemoryLog:
     def truncate_fully_and_start_at(self, offset: int) -> None:
         self._check_open()
         if offset < 0:
-            raise FabricError("OFFSET_OUT_OF_RANGE", f"offset {offset} < 0")
+            raise OffsetOutOfRangeError( f"offset {offset} < 0")
         self._drop_from(0)
         self.start_offset = self.end_offset = self._durable_end = offset
         self.epochs.clear()
@@ -190,7 +190,7 @@ class MemoryLog:
     def advance_start_offset(self, offset: int) -> None:
         self._check_open()
         if offset > self.end_offset:
-            raise FabricError("OFFSET_OUT_OF_RANGE", f"cannot start the log at {offset}: it ends at {self.end_offset}")
+            raise OffsetOutOfRangeError( f"cannot start the log at {offset}: it ends at {self.end_offset}")
         if offset <= self.start_offset:
             return
         self.start_offset = offset
@@ -261,7 +261,7 @@ class MemoryLog:
     def reopened(self) -> "MemoryLog":
         """The log a restart after ``close`` finds (everything, since close flushes)."""
         if not self._closed:
-            raise FabricError("STORAGE_ERROR", f"log {self.directory} is open: close it first")
+            raise LogClosedError(f"log {self.directory} is open: close it first")
         return self._restarted(clean=True)
 
     def _restarted(self, clean: bool) -> "MemoryLog":
@@ -315,11 +315,11 @@ class MemoryLog:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise FabricError("STORAGE_ERROR", f"log {self.directory} is closed")
+            raise LogClosedError(f"log {self.directory} is closed")
 
     def _check_in_range(self, offset: int) -> None:
         if offset < self.start_offset or offset > self.end_offset:
-            raise FabricError("OFFSET_OUT_OF_RANGE",
+            raise OffsetOutOfRangeError(
                               f"offset {offset} is outside the log [{self.start_offset}, {self.end_offset}]")
 
     def __repr__(self) -> str:

@@ -42,7 +42,8 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..protocol.errors import FabricError
+from .errors import (CorruptSegmentError, InvalidBatchError, LogClosedError, MalformedBatchError,
+                     OffsetOutOfRangeError, StorageFailure)
 from ..records.batch import HEADER, LOG_OVERHEAD, parse_header, set_log_append_time, stamp
 from .config import LogConfig
 from .files import CLEAN_SHUTDOWN, datasync, fsync_dir, write_checkpoint, write_durably
@@ -104,7 +105,7 @@ class PartitionLog:
     def open(cls, directory: Path, config: LogConfig, now_ms: int, files: FilePool | None = None) -> "PartitionLog":
         """Open (creating it if needed) the log in ``directory``.  ``files``: the pool lending
         segment descriptors (default: the process-wide ``shared_pool()``).  Raises
-        ``FabricError("STORAGE_ERROR")``; nothing stays open then."""
+        ``StorageFailure``; nothing stays open then."""
         self = cls(Path(directory), config, files)
         self._now_ms = self.last_flush_ms = now_ms
         try:
@@ -114,7 +115,7 @@ class PartitionLog:
             with self._lock:  # the pool's guard for the segments being loaded
                 self._load(now_ms)
         except OSError as exc:
-            raise FabricError("STORAGE_ERROR", f"cannot open log {self.directory}: {exc}") from None
+            raise StorageFailure(f"cannot open log {self.directory}: {exc}") from None
         return self
 
     def _load(self, now_ms: int) -> None:
@@ -150,13 +151,13 @@ class PartitionLog:
                 defer_flush: bool) -> AppendResult:
         n = len(batch)
         if n < MIN_BATCH_BYTES:
-            raise FabricError("CORRUPT_BATCH", f"a batch is at least {MIN_BATCH_BYTES} bytes, got {n}")
+            raise MalformedBatchError(f"a batch is at least {MIN_BATCH_BYTES} bytes, got {n}")
         # Pair assertion with validate_batch, at the cost of one unpack (no BatchHeader object).
         _, length, _, _, _, _, last_delta, _, max_ts, _, _, _, count = HEADER.unpack_from(batch)
         if length + LOG_OVERHEAD != n:
-            raise FabricError("CORRUPT_BATCH", f"batch_length says {length + LOG_OVERHEAD} bytes, the frame holds {n}")
+            raise MalformedBatchError(f"batch_length says {length + LOG_OVERHEAD} bytes, the frame holds {n}")
         if count < 1 or last_delta != count - 1:
-            raise FabricError("INVALID_BATCH", f"record_count {count}, last_offset_delta {last_delta}")
+            raise InvalidBatchError(f"record_count {count}, last_offset_delta {last_delta}")
         config = self.config
         with self._lock:
             if self._closed or self._failed:
@@ -164,7 +165,7 @@ class PartitionLog:
             self._now_ms = now_ms
             base = self.end_offset if given_base is None else given_base
             if base < self.end_offset:
-                raise FabricError("OFFSET_OUT_OF_RANGE",
+                raise OffsetOutOfRangeError(
                                   f"replicated batch at offset {base} is below the log end {self.end_offset}")
             if given_base is None:
                 if config.timestamp_type == "log_append_time":
@@ -226,7 +227,7 @@ class PartitionLog:
             try:
                 self._roll(self.end_offset)
             except OSError as exc:
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: cannot roll a segment: {exc}") from None
+                raise StorageFailure(f"{self.directory}: cannot roll a segment: {exc}") from None
             self._mark_dirty(self._segments[-1], now_ms)
             return True
 
@@ -241,7 +242,7 @@ class PartitionLog:
             self._failed = f"index write failed: {exc}"
         if self._failed:
             log.error("%s: %s; appends refused until the log is reopened", self.directory, self._failed)
-        raise FabricError("STORAGE_ERROR", f"{self.directory}: append failed: {exc.strerror or exc}")
+        raise StorageFailure(f"{self.directory}: append failed: {exc.strerror or exc}")
 
     def _mark_dirty(self, seg: Segment, now_ms: int) -> None:
         self._dirty.add(seg)
@@ -250,12 +251,12 @@ class PartitionLog:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise FabricError("STORAGE_ERROR", f"log {self.directory} is closed")
+            raise LogClosedError(f"log {self.directory} is closed")
 
     def _check_writable(self) -> None:
         self._check_open()
         if self._failed:
-            raise FabricError("STORAGE_ERROR", f"log {self.directory}: {self._failed}")
+            raise StorageFailure(f"log {self.directory}: {self._failed}")
 
     # ================================================================== reading
     def read(self, offset: int, max_bytes: int, upto_offset: int | None = None) -> bytes:
@@ -270,8 +271,8 @@ class PartitionLog:
         with self._lock:
             self._check_open()
             if offset < self.start_offset or offset > self.end_offset:
-                raise FabricError("OFFSET_OUT_OF_RANGE", f"offset {offset} is outside the log "
-                                                         f"[{self.start_offset}, {self.end_offset}]")
+                raise OffsetOutOfRangeError(f"offset {offset} is outside the log "
+                                            f"[{self.start_offset}, {self.end_offset}]")
             if offset == self.end_offset:
                 return b"", True
             tail = self._tail
@@ -288,7 +289,7 @@ class PartitionLog:
             except CorruptSegment as exc:
                 raise self._damaged(exc, offset) from None
             except OSError as exc:
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: read at offset {offset} failed: {exc}") from None
+                raise StorageFailure(f"{self.directory}: read at offset {offset} failed: {exc}") from None
 
     def _work_around(self, exc: CorruptSegment, offset: int) -> bool:
         """A read met no batch where it expected one.  If the segment's log is intact, its offset
@@ -304,11 +305,11 @@ class PartitionLog:
                 return True
         return seg.map_damage(offset)
 
-    def _damaged(self, exc: CorruptSegment, offset: int) -> FabricError:
+    def _damaged(self, exc: CorruptSegment, offset: int) -> CorruptSegmentError:
         """A read ran into damage on disk (caller holds the lock): log it at ERROR with the file
         and position (the 1st, 2nd, 4th, 8th ... and every 1000th time for the same spot, so
-        clients retrying cannot flood the log), and answer ``CORRUPT_BATCH`` naming the offset and
-        where reading can resume (``details["skip_offset"]``), never the bytes."""
+        clients retrying cannot flood the log), and raise ``CorruptSegmentError`` naming the offset and
+        where reading can resume (``skip_offset``), never the bytes."""
         skip = exc.resume_offset if exc.resume_offset is not None else self.end_offset
         for seg in self._segments:
             if seg.path == exc.path and exc.resume_offset is None:
@@ -325,9 +326,9 @@ class PartitionLog:
             log.error("%s: damaged batch in %s at byte %d (%s); fetches from offset %d answer CORRUPT_BATCH, "
                       "readable again from offset %d (seen %d times; `fabric log verify %s` lists the damage)",
                       self.directory, exc.path, exc.position, exc.reason, offset, skip, seen, self.directory)
-        return FabricError("CORRUPT_BATCH", f"{self.directory.name}: offset {offset} cannot be read: the stored batch "
-                                            f"at byte {exc.position} of {exc.path.name} is damaged ({exc.reason}); "
-                                            f"reading can resume at offset {skip}", skip_offset=skip)
+        return CorruptSegmentError(f"{self.directory.name}: offset {offset} cannot be read: the stored batch at byte "
+                                   f"{exc.position} of {exc.path.name} is damaged ({exc.reason}); reading can resume "
+                                   f"at offset {skip}", offset, skip)
 
     def _read(self, offset: int, max_bytes: int, upto: int | None) -> tuple[bytes, bool]:
         segments = self._segments
@@ -362,7 +363,7 @@ class PartitionLog:
                     if found is not None:
                         return found
             except (OSError, CorruptSegment) as exc:
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: timestamp search failed: {exc}") from None
+                raise StorageFailure(f"{self.directory}: timestamp search failed: {exc}") from None
             return None
 
     # ================================================================== truncation and deletion
@@ -395,7 +396,7 @@ class PartitionLog:
                 self._write_checkpoint_locked(min(self._recovery_point, seg.base_offset))
             except OSError as exc:
                 self._failed = f"truncation failed: {exc}"
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: truncation failed: {exc}") from None
+                raise StorageFailure(f"{self.directory}: truncation failed: {exc}") from None
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop everything; the next append gets ``offset``."""
@@ -405,11 +406,11 @@ class PartitionLog:
                 self._truncate_fully(offset)
             except OSError as exc:
                 self._failed = f"truncation failed: {exc}"
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: truncation failed: {exc}") from None
+                raise StorageFailure(f"{self.directory}: truncation failed: {exc}") from None
 
     def _truncate_fully(self, offset: int) -> None:
         if offset < 0:
-            raise FabricError("OFFSET_OUT_OF_RANGE", f"offset {offset} < 0")
+            raise OffsetOutOfRangeError(f"offset {offset} < 0")
         self._tail = None
         while self._segments:
             self._delete_segment(-1)
@@ -450,7 +451,7 @@ class PartitionLog:
         with self._lock:
             self._check_open()
             if offset > self.end_offset:
-                raise FabricError("OFFSET_OUT_OF_RANGE",
+                raise OffsetOutOfRangeError(
                                   f"cannot start the log at {offset}: it ends at {self.end_offset}")
             if offset <= self.start_offset:
                 return
@@ -460,7 +461,7 @@ class PartitionLog:
                     self._delete_segment(0, f"below the new log start {offset}")
                 self._write_checkpoint_locked(self._recovery_point)
             except OSError as exc:
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: {exc}") from None
+                raise StorageFailure(f"{self.directory}: {exc}") from None
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete whole non-active segments past ``retention_ms`` (by their largest timestamp) or
@@ -486,7 +487,7 @@ class PartitionLog:
                         self._delete_segment(0, f"log exceeds retention_bytes {config.retention_bytes}")
                         count += 1
             except OSError as exc:
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: retention failed: {exc}") from None
+                raise StorageFailure(f"{self.directory}: retention failed: {exc}") from None
             if count:
                 self.start_offset = max(self.start_offset, segs[0].base_offset)
             return count
@@ -523,7 +524,7 @@ class PartitionLog:
             except OSError as exc:
                 for fd in dups:
                     os.close(fd)
-                raise FabricError("STORAGE_ERROR", f"{self.directory}: flush failed: {exc}") from None
+                raise StorageFailure(f"{self.directory}: flush failed: {exc}") from None
             owned, self._index_paths = self._index_paths, []
             self._dirty.clear()
             sync_dir, self._dir_dirty = self._dir_dirty, False
@@ -543,7 +544,7 @@ class PartitionLog:
                 self._index_paths.extend(owned)
                 if first_unflushed is not None:
                     self._first_unflushed_ms = min(first_unflushed, self._first_unflushed_ms or first_unflushed)
-            raise FabricError("STORAGE_ERROR", f"{self.directory}: fsync failed: {exc}") from None
+            raise StorageFailure(f"{self.directory}: fsync failed: {exc}") from None
         finally:
             for fd in dups:
                 os.close(fd)
@@ -610,7 +611,7 @@ class PartitionLog:
         with self._flush_lock:  # a background flush in progress finishes first
             try:
                 self._flush(None)
-            except FabricError as exc:
+            except StorageFailure as exc:
                 error = exc
             with self._lock:
                 if self._closed:
@@ -625,7 +626,7 @@ class PartitionLog:
                         self._write_checkpoint_locked(self.end_offset)
                         write_durably(self.directory / CLEAN_SHUTDOWN, b"")
                 except OSError as exc:
-                    error = FabricError("STORAGE_ERROR", f"{self.directory}: clean shutdown failed: {exc}")
+                    error = StorageFailure(f"{self.directory}: clean shutdown failed: {exc}")
                 finally:
                     self._close_descriptors()
         if error is not None:
@@ -650,7 +651,7 @@ class PartitionLog:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise FabricError("STORAGE_ERROR", f"cannot delete {self.directory}: {exc}") from None
+            raise StorageFailure(f"cannot delete {self.directory}: {exc}") from None
 
 
 def _sync_paths(paths: list[Path]) -> None:

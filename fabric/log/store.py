@@ -28,9 +28,11 @@ files; a memory backend has none to rewrite) and the file backend's internals.
 ``LeaderEpochFile`` in its directory to make a ``ReplicaLogStore``, and lists the hooks that
 ``PartitionLog`` needs to do the same itself.
 
-Errors: a backend raises ``FabricError`` with OFFSET_OUT_OF_RANGE for an offset outside
-``[start_offset, end_offset]``, CORRUPT_BATCH / INVALID_BATCH for a malformed batch, and
-STORAGE_ERROR for a closed log or an I/O failure (the broker maps them to wire replies).
+Errors: a backend raises the log's own errors (``fabric/log/errors.py``): ``OffsetOutOfRangeError``
+for an offset outside ``[start_offset, end_offset]``, ``MalformedBatchError`` / ``InvalidBatchError``
+for a malformed batch, ``LogClosedError`` for a closed log, ``StorageFailure`` for an I/O failure and
+``CorruptSegmentError`` for damaged stored bytes (the broker maps them to wire replies, in
+``fabric/broker/log_errors.py``).
 """
 
 from __future__ import annotations

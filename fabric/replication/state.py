@@ -178,6 +178,10 @@ class PartitionState:
         self._advance_hw()
 
     def _advance_hw(self) -> None:
+        if len(self.isr) == 1:  # the leader alone (rule 2): its log end (the hot path of a single node)
+            if self.log_end > self.high_watermark:
+                self.high_watermark = self.log_end
+            return
         ends = [self.log_end] + [self.followers[r].log_end for r in self.isr if r != self.local]
         if UNKNOWN_LOG_END in ends:
             return  # an ISR member has not fetched since the election: HW waits (rule 7)
