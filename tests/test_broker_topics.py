@@ -102,3 +102,55 @@ def test_descriptor_limit_many_partitions_and_emfile_midway(tmp_path):
         topics.close()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ---------------------------------------------------------------- a cluster's log manager
+def _image(assignments: dict[str, tuple[str, list[tuple[int, ...]]]], configs=None):
+    from fabric.replication.image import BrokerInfo, MetadataImage, PartitionAssignment, TopicImage
+    topics = {}
+    for name, (topic_id, replica_lists) in assignments.items():
+        parts = tuple(PartitionAssignment(r[0], 1, r, r) for r in replica_lists)
+        topics[name] = TopicImage(name, topic_id, dict((configs or {}).get(name, {})), False, parts)
+    brokers = {i: BrokerInfo(i, "127.0.0.1", 9000 + i) for i in (1, 2, 3)}
+    return MetadataImage(brokers, topics)
+
+
+def test_sync_to_image_opens_only_the_partitions_assigned_here(tmp_path):
+    topics = manager(tmp_path)
+    image = _image({"t": ("id1", [(1, 2), (2, 3), (3, 1), (2, 1)])})
+    changed = topics.sync_to_image(image, 1, 0)
+    assert sorted(changed) == [("t", 0), ("t", 2), ("t", 3)]
+    assert topics.get("t").local_partitions() == [0, 2, 3]
+    assert partition_dirs(tmp_path, "t") == ["t-0", "t-2", "t-3"]
+    with pytest.raises(FabricError) as info:
+        topics.partition("t", 1)
+    assert info.value.name == "NOT_LEADER"
+    assert topics.local("t", 1) is None and topics.local("t", 0) is not None
+    assert [p for _, p, _ in topics.all_logs()] == [0, 2, 3]
+    assert topics.sync_to_image(image, 1, 0) == []  # the same image again: nothing to do
+
+
+def test_sync_to_image_survives_a_restart_and_follows_moves_and_deletes(tmp_path):
+    topics = manager(tmp_path)
+    topics.sync_to_image(_image({"t": ("id1", [(1, 2), (2, 3)]), "u": ("id2", [(1,)])}), 1, 0)
+    topics.partition("t", 0).append(bytearray(encode_batch([1], [b"k"], [b"v"])), 0)
+    topics.close()
+    again = manager(tmp_path)  # the local metadata remembers which partitions live here
+    assert again.get("t").local_partitions() == [0]
+    assert again.partition("t", 0).end_offset == 1
+    # partition 0 moves away, partition 1 moves here, u is deleted, t is recreated under a new id
+    changed = again.sync_to_image(_image({"t": ("id1", [(2, 3), (1, 3)])}), 1, 0)
+    assert sorted(changed) == [("t", 0), ("t", 1), ("u", 0)]
+    assert "u" not in again.topics and partition_dirs(tmp_path, "u") == []
+    assert partition_dirs(tmp_path, "t") == ["t-1"]
+    again.sync_to_image(_image({"t": ("id9", [(1,), (1,)])}), 1, 0)
+    assert again.get("t").topic_id == "id9" and again.partition("t", 0).end_offset == 0
+    again.close()
+
+
+def test_sync_to_image_applies_the_image_configs(tmp_path):
+    topics = manager(tmp_path)
+    topics.sync_to_image(_image({"t": ("id1", [(1,)])}), 1, 0)
+    topics.sync_to_image(_image({"t": ("id1", [(1,)])}, {"t": {"retention_ms": 60000}}), 1, 0)
+    assert topics.get("t").config.retention_ms == 60000
+    assert topics.partition("t", 0).config.retention_ms == 60000

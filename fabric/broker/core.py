@@ -397,9 +397,10 @@ class BrokerCore:
             parts = []
             for p, plog in enumerate(topic.partitions):
                 meta = self.leadership.partition_meta(name, p)
-                meta.update(start_offset=plog.start_offset, end_offset=plog.end_offset,
-                            high_watermark=self.leadership.high_watermark(name, p), size_bytes=plog.size_bytes,
-                            segments=plog.segment_count)
+                if plog is not None:  # (a partition held only by other brokers: their describe says more)
+                    meta.update(start_offset=plog.start_offset, end_offset=plog.end_offset,
+                                high_watermark=self.leadership.high_watermark(name, p), size_bytes=plog.size_bytes,
+                                segments=plog.segment_count)
                 parts.append(meta)
             out.append({"name": name, "topic_id": topic.topic_id, "internal": topic.internal,
                         "configs": topic.configs, "effective_configs": topic.config.to_mapping(),

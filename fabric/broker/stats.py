@@ -54,6 +54,8 @@ def partitions_section(metrics: Metrics, topics: TopicManager, leadership: "Lead
         for p, plog in enumerate(topic.partitions):
             c = metrics.partitions.get((name, p))
             try:
+                if plog is None:  # a replica held by other brokers only: no local figures
+                    raise FabricError("NOT_LEADER", "not held here")
                 start, end, size, segments = plog.start_offset, plog.end_offset, plog.size_bytes, plog.segment_count
                 meta = leadership.partition_meta(name, p)
                 hw = leadership.high_watermark(name, p)

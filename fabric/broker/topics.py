@@ -24,7 +24,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import cbor2
 
@@ -51,11 +51,20 @@ class Topic:
     config: LogConfig  # effective: broker defaults + overrides
     internal: bool
     created_ms: int
-    partitions: list[PartitionLog] = field(default_factory=list)
+    # One entry per partition; None where this broker holds no replica (a cluster's image assigns
+    # it elsewhere: ``sync_to_image``).  A single node holds every partition.
+    partitions: list[PartitionLog | None] = field(default_factory=list)
 
     def meta(self) -> dict[str, Any]:
-        return {"topic_id": self.topic_id, "partitions": len(self.partitions), "configs": self.configs,
+        meta = {"topic_id": self.topic_id, "partitions": len(self.partitions), "configs": self.configs,
                 "internal": self.internal, "created_ms": self.created_ms}
+        local = self.local_partitions()
+        if len(local) != len(self.partitions):  # (absent: every partition is local, as before)
+            meta["local"] = local
+        return meta
+
+    def local_partitions(self) -> list[int]:
+        return [p for p, plog in enumerate(self.partitions) if plog is not None]
 
 
 def _canonical(overrides: dict[str, Any], config: LogConfig) -> dict[str, Any]:
@@ -70,7 +79,11 @@ def _partition_dir_name(topic: str, partition: int) -> str:
 
 class TopicManager:
     def __init__(self, data_dir: Path, defaults: LogConfig, limits: Limits, now_ms: int,
-                 files: FilePool | None = None) -> None:
+                 files: FilePool | None = None,
+                 open_log: Callable[[Path, LogConfig, int, FilePool | None], Any] = PartitionLog.open) -> None:
+        # How a partition's log opens: a plain ``PartitionLog`` on a single node; a cluster's
+        # replicas pass ``EpochLog.open`` (the leader-epoch table that replication truncates by).
+        self.open_log = open_log
         self.data_dir = data_dir
         self.defaults = defaults
         self.limits = limits
@@ -97,15 +110,19 @@ class TopicManager:
         for name, meta in sorted(stored.items()):
             config = LogConfig.from_mapping(meta["configs"], self.defaults)
             topic = Topic(name, meta["topic_id"], dict(meta["configs"]), config, meta["internal"], meta["created_ms"])
+            local = set(meta.get("local", range(meta["partitions"])))
             for p in range(meta["partitions"]):
+                if p not in local:
+                    topic.partitions.append(None)
+                    continue
                 d = self.data_dir / _partition_dir_name(name, p)
                 wanted.add(d.name)
-                plog = PartitionLog.open(d, config, now_ms, self.files)
+                plog = self.open_log(d, config, now_ms, self.files)
                 if not plog.recovery.clean:
                     log.warning("recovered %s-%d: %s", name, p, plog.recovery)
                 topic.partitions.append(plog)
             self.topics[name] = topic
-            self._partition_total += meta["partitions"]
+            self._partition_total += len(local)
         for entry in self.data_dir.iterdir():
             if entry.is_dir() and entry.name != META_DIR and entry.name not in wanted:
                 log.warning("removing %s: not a partition of any topic (left by an interrupted create/delete)",
@@ -142,12 +159,23 @@ class TopicManager:
         if not 0 <= partition < len(topic.partitions):
             raise FabricError("UNKNOWN_TOPIC_OR_PARTITION",
                               f"topic {name!r} has partitions 0-{len(topic.partitions) - 1}, not {partition}")
+        plog = topic.partitions[partition]
+        if plog is None:
+            raise FabricError("NOT_LEADER", f"this broker holds no replica of {name}-{partition}: refresh metadata")
+        return plog
+
+    def local(self, name: str, partition: int) -> PartitionLog | None:
+        """The log of ``name``-``partition`` if this broker holds it, else None (no error)."""
+        topic = self.topics.get(name)
+        if topic is None or not 0 <= partition < len(topic.partitions):
+            return None
         return topic.partitions[partition]
 
     def all_logs(self) -> Iterator[tuple[str, int, PartitionLog]]:
         for topic in list(self.topics.values()):
             for p, plog in enumerate(list(topic.partitions)):
-                yield topic.name, p, plog
+                if plog is not None:
+                    yield topic.name, p, plog
 
     # ------------------------------------------------------------------ changes
     def check_new(self, name: str, partitions: int, configs: dict[str, Any], internal: bool = False) -> LogConfig:
@@ -191,8 +219,8 @@ class TopicManager:
         p = indexes.start
         try:
             for p in indexes:
-                opened.append(PartitionLog.open(self.data_dir / _partition_dir_name(name, p), config, now_ms,
-                                                self.files))
+                opened.append(self.open_log(self.data_dir / _partition_dir_name(name, p), config, now_ms,
+                                            self.files))
         except BaseException as exc:
             self._discard(name, range(indexes.start, p + 1), opened)
             if isinstance(exc, (FabricError, LogError, OSError)):
@@ -219,9 +247,11 @@ class TopicManager:
     def delete(self, name: str) -> None:
         topic = self.get(name)
         del self.topics[name]
-        self._partition_total -= len(topic.partitions)
+        self._partition_total -= len(topic.local_partitions())
         self._persist()
         for plog in topic.partitions:
+            if plog is None:
+                continue
             try:
                 plog.delete()
             except OSError as exc:
@@ -249,6 +279,70 @@ class TopicManager:
                                                f"failed: {exc}; nothing was added") from None
         return topic
 
+    def sync_to_image(self, image: Any, node_id: int, now_ms: int) -> list[tuple[str, int]]:
+        """Make the local logs what a cluster's metadata image assigns to ``node_id``: open the
+        partitions it holds a replica of, delete those it no longer holds, drop topics the image
+        lacks (or holds under another topic id: deleted and created again), with the image's
+        configs.  Returns the (topic, partition) pairs whose log was opened or removed.
+
+        Why here: the controller decides what exists; a broker only follows (issue 14: the topic
+        manager becomes a log manager).  A partition that fails to open stays absent (logged) and
+        is tried again at the next image: one bad disk directory must not stop the others."""
+        changed: list[tuple[str, int]] = []
+        for name in [n for n, t in self.topics.items()
+                     if n not in image.topics or image.topics[n].topic_id != t.topic_id]:
+            topic = self.topics.pop(name)
+            self._partition_total -= len(topic.local_partitions())
+            for p, plog in enumerate(topic.partitions):
+                if plog is not None:
+                    self._remove_log(name, p, plog)
+                    changed.append((name, p))
+            log.info("deleted topic %s (not in the cluster's metadata)", name)
+        for name, timage in image.topics.items():
+            wanted = {p for p, a in enumerate(timage.partitions) if node_id in a.replicas}
+            topic = self.topics.get(name)
+            if topic is None:
+                if not wanted:
+                    continue  # nothing of it lives here
+                config = LogConfig.from_mapping(dict(timage.configs), self.defaults)
+                topic = Topic(name, timage.topic_id, dict(timage.configs), config, timage.internal, now_ms)
+                self.topics[name] = topic
+            elif dict(timage.configs) != topic.configs:
+                topic.configs = dict(timage.configs)
+                topic.config = LogConfig.from_mapping(topic.configs, self.defaults)
+                for plog in topic.partitions:
+                    if plog is not None:
+                        plog.reconfigure(topic.config)
+            while len(topic.partitions) < len(timage.partitions):
+                topic.partitions.append(None)
+            for p, plog in enumerate(topic.partitions):
+                if p in wanted and plog is None:
+                    try:
+                        topic.partitions[p] = self.open_log(self.data_dir / _partition_dir_name(name, p),
+                                                            topic.config, now_ms, self.files)
+                    except (LogError, OSError) as exc:
+                        log.error("cannot open %s-%d assigned to this broker: %s", name, p, exc)
+                        continue
+                    self._partition_total += 1
+                    changed.append((name, p))
+                elif p not in wanted and plog is not None:
+                    topic.partitions[p] = None
+                    self._partition_total -= 1
+                    self._remove_log(name, p, plog)
+                    changed.append((name, p))
+        for name in [n for n, t in self.topics.items() if not t.local_partitions() and n in image.topics
+                     and not any(node_id in a.replicas for a in image.topics[n].partitions)]:
+            del self.topics[name]  # (held nothing here any more)
+        if changed:
+            self._persist()
+        return changed
+
+    def _remove_log(self, name: str, p: int, plog: PartitionLog) -> None:
+        try:
+            plog.delete()
+        except (LogError, OSError) as exc:
+            log.error("deleting %s-%d: %s (the directory is removed on next start)", name, p, exc)
+
     def alter_configs(self, name: str, set_: dict[str, Any], delete: tuple[str, ...]) -> Topic:
         topic = self.get(name)
         merged = {k: v for k, v in topic.configs.items() if k not in delete}
@@ -256,7 +350,8 @@ class TopicManager:
         config = LogConfig.from_mapping(merged, self.defaults)
         topic.configs, topic.config = _canonical(merged, config), config
         for plog in topic.partitions:
-            plog.reconfigure(config)
+            if plog is not None:
+                plog.reconfigure(config)
         self._persist()
         return topic
 
