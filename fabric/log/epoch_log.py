@@ -40,9 +40,10 @@ class EpochLog:
         epochs.truncate_from_start(log.start_offset)
 
     @classmethod
-    def open(cls, directory: Path, config: LogConfig, now_ms: int) -> "EpochLog":
-        """A ``PartitionLog`` with its table in ``<directory>/leader-epoch-checkpoint``."""
-        log = PartitionLog.open(directory, config, now_ms)
+    def open(cls, directory: Path, config: LogConfig, now_ms: int, files: Any = None) -> "EpochLog":
+        """A ``PartitionLog`` with its table in ``<directory>/leader-epoch-checkpoint``
+        (``files``: the ``FilePool`` lending it descriptors, as ``PartitionLog.open`` takes)."""
+        log = PartitionLog.open(directory, config, now_ms, files)
         return cls(log, LeaderEpochFile(directory))
 
     def __getattr__(self, name: str) -> Any:  # everything not intercepted below
