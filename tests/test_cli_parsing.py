@@ -31,6 +31,7 @@ def leaf_commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[s
 
 # The smallest valid invocation of each command that talks to a broker.
 CLIENT_COMMANDS = {
+    ("cluster", "status"): [],
     ("topic", "create"): ["orders"],
     ("topic", "list"): [],
     ("topic", "describe"): ["orders"],
@@ -50,7 +51,7 @@ CLIENT_COMMANDS = {
 }
 # Commands that talk to no broker (a Connect worker reads its brokers from its YAML; the control
 # commands talk to a worker's REST port)
-LOCAL_COMMANDS = {("broker",): [], ("log", "verify"): ["."], ("connect", "run"): ["w.yaml"],
+LOCAL_COMMANDS = {("broker",): [], ("cluster", "up"): [], ("cluster", "down"): [], ("log", "verify"): ["."], ("connect", "run"): ["w.yaml"],
                   ("connect", "validate"): ["w.yaml"], ("connect", "status"): [], ("connect", "pause"): ["c"],
                   ("connect", "resume"): ["c"], ("connect", "restart"): ["c"], ("connect", "plugins"): []}
 

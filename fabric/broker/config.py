@@ -49,8 +49,23 @@ class BrokerConfig:
     log_level: str = "INFO"
     # Prometheus text format on http://host:metrics_port/metrics; 0 = off (the default).
     metrics_port: int = 0
+    # ---- cluster (SPEC "Cluster"; configs/cluster/ shows a commented 3-node setup).  With no
+    # ``controller_voters`` the broker is today's single node: its own controller, every
+    # partition local.  With them, it registers with the Raft controller quorum those voters form
+    # (running a voter itself when its node_id is one of them) and replicates partitions.
+    controller_voters: dict = field(default_factory=dict)  # node id -> "host:port" of its controller
+    pub_port: int = 0  # where this broker publishes appended batches to followers (PUB)
+    rack: str | None = None  # replicas of a partition go to different racks when racks suffice
+    broker_heartbeat_ms: int = 250  # how often a broker tells the controller it is alive
+    broker_session_timeout_ms: int = 1500  # silent this long: fenced, its leaderships move away
+    replica_lag_ms: int = 10_000  # a follower not caught up this long leaves the ISR
+    min_insync_replicas: int = 1  # default for topics: acks=all needs this many in-sync replicas
     topic_defaults: LogConfig = field(default_factory=LogConfig)
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.controller_voters)
 
     @property
     def endpoint(self) -> str:
@@ -115,6 +130,12 @@ def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerC
                 changes[key] = LogConfig.from_mapping(value, cfg.topic_defaults)
             except Exception as exc:
                 raise ConfigError(f"{source}: topic_defaults: {exc}") from None
+        elif key == "controller_voters":
+            changes[key] = _voters(value, source)
+        elif key == "rack":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{source}: rack must be a non-empty string, got {value!r}")
+            changes[key] = value
         elif key == "limits":
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: limits must be a mapping")
@@ -140,6 +161,38 @@ def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerC
         raise ConfigError(f"{source}: metrics_port {out.metrics_port} out of range (0 turns it off)")
     if not 1 <= out.default_partitions <= out.limits.partitions_per_topic_max:
         raise ConfigError(f"{source}: default_partitions {out.default_partitions} out of range")
+    if out.clustered:
+        if out.node_id < 1:
+            raise ConfigError(f"{source}: a cluster member needs node_id >= 1 (got {out.node_id})")
+        if not 0 < out.pub_port < 65536:
+            raise ConfigError(f"{source}: a cluster member needs pub_port (1-65535) for replication")
+        if not 1 <= out.broker_heartbeat_ms < out.broker_session_timeout_ms:
+            raise ConfigError(f"{source}: broker_heartbeat_ms ({out.broker_heartbeat_ms}) must be below "
+                              f"broker_session_timeout_ms ({out.broker_session_timeout_ms})")
+    for key in ("default_replication_factor", "min_insync_replicas", "replica_lag_ms"):
+        if getattr(out, key) < 1:
+            raise ConfigError(f"{source}: {key} must be >= 1, not {getattr(out, key)}")
+    return out
+
+
+def _voters(value: Any, source: str) -> dict[int, str]:
+    """``controller_voters``: node id -> "host:port" of that voter's controller (1, 3 or 5)."""
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"{source}: controller_voters must map node ids to host:port, got {value!r}")
+    out: dict[int, str] = {}
+    for k, v in value.items():
+        try:
+            node = int(k)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: controller_voters: {k!r} is not a node id") from None
+        if node < 1 or not isinstance(v, str) or ":" not in v:
+            raise ConfigError(f"{source}: controller_voters: {k}: {v!r} must be host:port, node id >= 1")
+        port = v.rsplit(":", 1)[1]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{source}: controller_voters: {k}: port {port!r} out of range")
+        out[node] = v
+    if len(out) not in (1, 3, 5):
+        raise ConfigError(f"{source}: controller_voters: {len(out)} voters; use 1, 3 or 5 (a majority must survive)")
     return out
 
 

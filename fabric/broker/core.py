@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 from .. import __version__
 from ..clock import Now, as_now
+from ..log.epoch_log import EpochLog
 from ..log.errors import LogError
 from ..log.handles import FilePool, nofile_limit
 from ..log.partition_log import PartitionLog
@@ -112,7 +113,11 @@ class BrokerCore:
         nofile = nofile_limit()[0]
         self.files = FilePool(segment_file_budget(config.limits, nofile))
         log.info("segment files: at most %d open at once (open-files limit %d)", self.files.capacity, nofile)
-        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now.wall_ms, self.files)
+        self.clustered = bool(getattr(config, "clustered", False))
+        # A cluster's replicas keep a leader-epoch table beside each log (truncation by epoch)
+        self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now.wall_ms, self.files,
+                                   **({"open_log": EpochLog.open} if self.clustered else {}))
+        self.cluster: Any = None  # the ClusterNode (cluster_node.py), set by the shell when clustered
         self.metrics = Metrics(started_ms=now.wall_ms)
         self.storage_faults = StorageFaults()  # storage errors told to clients, logged (rate-limited)
         self._advertised_port = config.port  # the shell sets the real one when it bound port 0
@@ -191,6 +196,12 @@ class BrokerCore:
             # Header first, so that even frame-limit errors carry the request's cid.
             header = codec.decode_map(frames[0], self.limits.header_frame_bytes_max)
             codec.check_frames(frames, self.limits)
+            if self.cluster is not None and header.get("op") in ("replica_fetch", "replica_ack"):
+                return self.cluster.handle_replica(peer, header, as_now(now))  # brokers only (SPEC: Cluster)
+            if header.get("op") == "cluster_status":
+                if self.cluster is None:
+                    raise FabricError("POLICY_VIOLATION", "this broker is a single node, not part of a cluster")
+                return self.cluster.status(peer, header, as_now(now))
             env, req = parse_request(header)
             op, cid = env.op, env.cid
             handler = self.handlers.get(op)
@@ -255,6 +266,22 @@ class BrokerCore:
             pass
         self.metrics.errors[err.name] += 1
         return [(peer, Reply(error_reply(op, cid, err)))]
+
+    def apply_image(self, image: Any, now: Now) -> Outbox:
+        """A cluster's new metadata image: local logs first (``sync_to_image``), then leadership
+        and the replica objects; produce replies whose leadership ended fail with NOT_LEADER, and
+        parked fetches of every local partition are re-checked (a lost leadership answers them)."""
+        self.topics.sync_to_image(image, self.config.node_id, now.wall_ms)
+        self.leadership.apply(image, now.mono_ms)
+        out: Outbox = []
+        replicas = self.cluster.replicas
+        if replicas.closing:
+            tokens, replicas.closing = replicas.closing, []
+            out.extend(self.cluster.acks.failed(tokens, FabricError(
+                "NOT_LEADER", "leadership moved before the in-sync replicas confirmed the batch: retry")))
+        if len(self.waiters):
+            out.extend(self.fetcher.wake([(n, p) for n, p, _ in self.topics.all_logs()], now.mono_ms))
+        return out
 
     def synced(self, logs: Iterable[tuple[str, int, PartitionLog, int]], now: int | Now) -> Outbox:
         """The logs a held reply waited for are fsynced up to the given ends: the high watermark

@@ -40,12 +40,18 @@ class Leadership:
         self._node = node  # this broker as clients reach it (the port is known once bound)
         self.node_id = node().node_id
         self.image = MetadataImage.empty()
+        # In a cluster: the replica objects that own each partition's leader/follower role
+        # (``replicas.py``); the image then comes from the controller, never from local topics.
+        self.replicas: Any = None
         self._states: dict[Key, tuple[str, PartitionState]] = {}  # key -> (topic id, state) (rule 2)
         self.refresh(now_ms)
 
     # ------------------------------------------------------------------ the image
     def refresh(self, now_ms: int) -> None:
-        """The topics changed (or this broker's address): rebuild the image from them."""
+        """The topics changed (or this broker's address): rebuild the image from them (a single
+        node only: a cluster's image comes from the controller)."""
+        if self.replicas is not None:
+            return
         self.apply(MetadataImage.from_local_topics(self.topics.topics.values(), self._node(),
                                                    self.image.version + 1), now_ms)
 
@@ -60,10 +66,15 @@ class Leadership:
         me = self.node_id
         for name, p in image.partitions_on(me):
             topic = image.topic(name)
-            plog = self.topics.partition(name, p)
+            plog = self.topics.local(name, p) if self.replicas is not None else self.topics.partition(name, p)
             held = self._states.get((name, p))
             state = held[1] if held is not None and held[0] == topic.topic_id else PartitionState(me)
             a = topic.partitions[p]
+            if self.replicas is not None:
+                if plog is not None:
+                    self.replicas.assign(name, p, topic, a, plog, state, now_ms)
+                states[(name, p)] = (topic.topic_id, state)
+                continue
             if a.leader == me:
                 if state.role is not Role.LEADER or state.leader_epoch != a.leader_epoch:
                     state.become_leader(a.leader_epoch, a.replicas, set(a.isr), plog.end_offset, now_ms)
@@ -74,6 +85,8 @@ class Leadership:
                 state.role, state.leader = Role.OFFLINE, None
             states[(name, p)] = (topic.topic_id, state)
         self.image, self._states = image, states
+        if self.replicas is not None:
+            self.replicas.retain(set(states))
 
     # ------------------------------------------------------------------ reads
     def check_leader(self, topic: str, p: int) -> PartitionAssignment:

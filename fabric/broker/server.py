@@ -66,6 +66,7 @@ log = logging.getLogger("fabric.broker.server")
 
 TICK_MS = 100
 RECV_BURST = 256
+CLUSTER_TICK_MS = 20  # heartbeats, follower idle fetches, ISR checks, acks=all deadlines
 GROUP_TICK_MS = 10  # how often a busy loop runs the full ``core.tick`` (group timeouts)
 IDLE_CHECK_MS = 1000  # how often connections are checked against ``connection_idle_ms_max``
 TRIM_AFTER_BYTES = 32 << 20  # queued reply bytes gone (sent or dropped) before the heap is trimmed
@@ -143,6 +144,14 @@ class BrokerServer:
         endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.port = int(endpoint.rsplit(":", 1)[1])
         self.core.advertised_port = self.port
+        self.cluster = None  # a cluster member's controller link and replication (cluster_node.py)
+        if getattr(config, "clustered", False):
+            from .cluster_handlers import install
+            from .cluster_node import ClusterNode
+            self.cluster = ClusterNode(self.core, self.ctx, read(self.clock))
+            self.core.cluster = self.cluster
+            self.cluster.on_image = self.core.apply_image
+            install(self.core)
         self.stats_exchange: StatsExchange | None = None
         self.metrics_endpoint: MetricsEndpoint | None = None
         if config.metrics_port:
@@ -312,11 +321,16 @@ class BrokerServer:
         poller.register(self.monitor, zmq.POLLIN)
         wake_fd = self._wake_r.fileno()
         poller.register(wake_fd, zmq.POLLIN)
+        cluster = self.cluster
+        polled: set = set()
+        if cluster is not None:
+            cluster.start(self.port)
         monitor = self.monitor
         clock = self.clock
         mono = clock.monotonic_ms
         next_housekeeping = mono() + self.config.retention_check_interval_ms
         next_tick = 0
+        next_cluster_tick = 0
         next_idle_check = 0
         core = self.core
         router = self.router
@@ -327,6 +341,16 @@ class BrokerServer:
                 now = mono()
                 deadline = core.next_deadline_ms()
                 timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
+                if cluster is not None:
+                    current = cluster.sockets()  # (DEALERs to leaders come and go with images)
+                    for sock in polled.difference(current):
+                        poller.unregister(sock)
+                        polled.discard(sock)
+                    for sock in current:
+                        if sock not in polled:
+                            poller.register(sock, zmq.POLLIN)
+                            polled.add(sock)
+                    timeout = min(timeout, CLUSTER_TICK_MS)
                 events = poller.poll(timeout)
                 flow.settle(_tracker_done)  # credit what ZeroMQ let go of since the last turn
                 if events:
@@ -336,6 +360,10 @@ class BrokerServer:
                             self._connection_events(now)
                         if any([sock == wake_fd for sock, _ in events]):
                             self._synced()
+                        if cluster is not None:
+                            for sock, _ in events:
+                                if sock in polled:
+                                    self._send(cluster.on_readable(sock, read(clock)))
                     for _ in range(RECV_BURST):
                         got = recv_routed(router, core.peer_hosts)
                         if got is None:
@@ -376,6 +404,11 @@ class BrokerServer:
                 if now >= next_housekeeping:
                     core.housekeeping(turn)
                     next_housekeeping = now + self.config.retention_check_interval_ms
+                if cluster is not None:
+                    if now >= next_cluster_tick:
+                        self._send(cluster.tick(turn))
+                        next_cluster_tick = now + CLUSTER_TICK_MS
+                    cluster.flush()  # this turn's pushes to followers, fetches and acks to leaders
                 self._handoff()  # (a tick may have held a reply too)
         finally:
             self.shutdown()
@@ -391,6 +424,12 @@ class BrokerServer:
             log.exception("answering parked fetches")
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()
+        if self.cluster is not None:
+            try:
+                self._transmit(self.cluster.acks.drain(FabricError("BROKER_SHUTTING_DOWN", "the broker is stopping")))
+            except Exception:
+                log.exception("answering acks=all produce requests")
+            self.cluster.close()
         self.compactor.stop()
         self.flusher.stop()
         self.core.close()

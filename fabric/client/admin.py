@@ -94,6 +94,11 @@ class Admin:
         independent brokers, each topic as its leader describes it."""
         return self.cluster.refresh(topics, allow_auto_create)
 
+    def cluster_status(self) -> dict[str, Any]:
+        """A cluster's health (SPEC "Cluster"): the controller's Raft view, brokers, partitions
+        under-replicated, under min ISR, offline.  A single node answers POLICY_VIOLATION."""
+        return self._call("cluster_status", {})
+
     def broker_stats(self) -> dict[str, Any]:
         return self._call("broker_stats")
 

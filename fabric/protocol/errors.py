@@ -80,6 +80,16 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(50, "INVALID_SESSION_TIMEOUT", False, "The session timeout is outside the broker's range."),
     ErrorCode(51, "MEMBER_ID_REQUIRED", False, "First join: rejoin with the member id the reply carries."),
     ErrorCode(52, "OFFSET_METADATA_TOO_LARGE", False, "Commit metadata exceeds the limit."),
+    # Cluster (SPEC.md "Cluster").
+    ErrorCode(60, "FENCED_LEADER_EPOCH", True, "The request's leader epoch is older than the partition's: refresh metadata, retry."),
+    ErrorCode(61, "UNKNOWN_LEADER_EPOCH", True, "The request's leader epoch is newer than this broker knows: its metadata lags; retry."),
+    ErrorCode(62, "LEADER_NOT_AVAILABLE", True, "The partition has no leader right now (election or topic creation under way): refresh metadata, retry."),
+    ErrorCode(63, "NOT_CONTROLLER", True, "This controller voter does not lead the quorum; the reply's `leader_id` names the one that does."),
+    ErrorCode(64, "BROKER_FENCED", True, "The controller has fenced this broker (missed heartbeats): it serves no leadership until it heartbeats again."),
+    ErrorCode(65, "STALE_BROKER_EPOCH", False, "A request from an older incarnation of a broker: register again."),
+    ErrorCode(66, "REPLICA_NOT_AVAILABLE", True, "The replica is not (yet) assigned or in sync where the request expects it; retry."),
+    ErrorCode(67, "UNKNOWN_BROKER", False, "The controller has no registration for this broker id: register first."),
+    ErrorCode(68, "INVALID_UPDATE_VERSION", False, "A partition change names an old partition epoch: refresh the partition's state and decide again."),
 )
 
 BY_CODE: dict[int, ErrorCode] = {e.code: e for e in _TABLE}
@@ -364,6 +374,51 @@ class OffsetMetadataTooLargeError(FabricError):
     error_name = "OFFSET_METADATA_TOO_LARGE"
 
 
+class FencedLeaderEpochError(FabricError):
+    """The request's leader epoch is older than the partition's: refresh metadata, retry."""
+    error_name = "FENCED_LEADER_EPOCH"
+
+
+class UnknownLeaderEpochError(FabricError):
+    """The request's leader epoch is newer than this broker knows: its metadata lags; retry."""
+    error_name = "UNKNOWN_LEADER_EPOCH"
+
+
+class LeaderNotAvailableError(FabricError):
+    """The partition has no leader right now (election or topic creation under way): refresh metadata, retry."""
+    error_name = "LEADER_NOT_AVAILABLE"
+
+
+class NotControllerError(FabricError):
+    """This controller voter does not lead the quorum; the reply's `leader_id` names the one that does."""
+    error_name = "NOT_CONTROLLER"
+
+
+class BrokerFencedError(FabricError):
+    """The controller has fenced this broker (missed heartbeats): it serves no leadership until it heartbeats again."""
+    error_name = "BROKER_FENCED"
+
+
+class StaleBrokerEpochError(FabricError):
+    """A request from an older incarnation of a broker: register again."""
+    error_name = "STALE_BROKER_EPOCH"
+
+
+class ReplicaNotAvailableError(FabricError):
+    """The replica is not (yet) assigned or in sync where the request expects it; retry."""
+    error_name = "REPLICA_NOT_AVAILABLE"
+
+
+class UnknownBrokerError(FabricError):
+    """The controller has no registration for this broker id: register first."""
+    error_name = "UNKNOWN_BROKER"
+
+
+class InvalidUpdateVersionError(FabricError):
+    """A partition change names an old partition epoch: refresh the partition's state and decide again."""
+    error_name = "INVALID_UPDATE_VERSION"
+
+
 _CLASSES: tuple[type[FabricError], ...] = (
     UnknownErrorError, MalformedRequestError, UnknownOperationError, UnsupportedVersionError,
     InvalidFieldError, FrameTooLargeError, TooManyFramesError, CorruptBatchError,
@@ -377,6 +432,8 @@ _CLASSES: tuple[type[FabricError], ...] = (
     RebalanceInProgressError, InconsistentGroupProtocolError, InvalidGroupIdError, GroupNotEmptyError,
     GroupIdNotFoundError, FencedInstanceIdError, InvalidSessionTimeoutError, MemberIdRequiredError,
     OffsetMetadataTooLargeError,
+    FencedLeaderEpochError, UnknownLeaderEpochError, LeaderNotAvailableError, NotControllerError,
+    BrokerFencedError, StaleBrokerEpochError, ReplicaNotAvailableError, UnknownBrokerError, InvalidUpdateVersionError,
 )
 
 EXCEPTIONS: dict[str, type[FabricError]] = {cls.error_name: cls for cls in _CLASSES}

@@ -1,0 +1,401 @@
+"""A broker's cluster membership and replication I/O: the sockets and timers around
+``ControllerLink`` (registration, heartbeats, metadata), ``ReplicaManager`` (leaders and
+followers) and ``AcksAllReplies`` (produce replies waiting for the high watermark).
+
+Why apart from ``server.py``: a single node has none of this, and the broker loop only needs to
+poll a few more sockets and call ``on_readable``/``tick``/``flush``; everything that decides is in
+the pure classes.  The controller itself (for a voter) runs in its own thread
+(``fabric.controller.server``), reached over ZeroMQ like any other voter.
+
+Sockets:
+- a DEALER per controller voter (``controller_link``'s requests; one in flight);
+- a PUB bound on ``pub_port``: leaders publish each appended batch as
+  ``[prefix, header, batch]`` with ``prefix = b"r" + topic_id + b"/" + partition (4 bytes BE)``;
+- a SUB connected to every other broker's PUB, subscribed to the prefixes this broker follows;
+- a DEALER per leader broker (its client port) for ``replica_fetch`` (answered) and
+  ``replica_ack`` (one-way).
+
+Rules:
+1. Images are applied in one step (``_apply_image``): local logs first (``sync_to_image``), then
+   leadership and the replica objects, then subscriptions; produce replies whose leadership ended
+   fail with NOT_LEADER.
+2. A leader acknowledges (``acks=all`` and ``acks=1``) only while its lease is valid (a heartbeat
+   answered within the session timeout): a paused or cut-off leader stops acknowledging before the
+   controller can have moved its partitions away.
+3. Nothing here trusts PUB/SUB: a lost push is found by the follower's offsets and fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import zmq
+
+from ..clock import Now
+from ..controller.server import ControllerServer
+from ..protocol import codec
+from ..protocol.errors import FabricError
+from ..protocol.messages import ok_reply
+from ..replication.config import ReplicationConfig
+from ..replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchReply
+from .acks_all import AcksAllReplies
+from .controller_link import ControllerLink, LinkConfig
+from .replicas import ReplicaManager
+from .replies import Outbox, Reply
+
+log = logging.getLogger("fabric.broker.cluster")
+
+HEADER_BYTES_MAX = 64 << 20
+FORWARD_TIMEOUT_MS = 10_000
+PART = struct.Struct(">I")
+
+
+def push_prefix(topic_id: str, partition: int) -> bytes:
+    return b"r" + topic_id.encode() + b"/" + PART.pack(partition)
+
+
+def _addr(host_port: str) -> str:
+    return host_port if host_port.startswith("tcp://") else f"tcp://{host_port}"
+
+
+class ClusterNode:
+    def __init__(self, core: Any, ctx: zmq.Context, now: Now) -> None:
+        self.core = core
+        config = core.config
+        self.config = config
+        self.node_id = config.node_id
+        self.ctx = ctx
+        voters = {int(k): v for k, v in config.controller_voters.items()}
+        self.controller: ControllerServer | None = None
+        if self.node_id in voters:
+            from ..controller.logic import LogicConfig
+            logic = LogicConfig(session_timeout_ms=config.broker_session_timeout_ms,
+                                heartbeat_ms=config.broker_heartbeat_ms,
+                                default_replication_factor=config.default_replication_factor,
+                                min_insync_replicas=config.min_insync_replicas)
+            host_port = voters[self.node_id]
+            port = host_port.rsplit(":", 1)[1]
+            self.controller = ControllerServer(self.node_id, voters, Path(config.data_dir) / "controller",
+                                               f"tcp://{config.host}:{port}", logic_config=logic, context=ctx)
+        self.link = ControllerLink(self.node_id, list(voters), {"host": config.advertised, "port": 0,
+                                                                "pub_port": config.pub_port, "rack": config.rack},
+                                   incarnation=time.time_ns() // 1_000_000 ^ os.getpid(),
+                                   config=LinkConfig(heartbeat_ms=config.broker_heartbeat_ms,
+                                                     session_timeout_ms=config.broker_session_timeout_ms))
+        self.replicas = ReplicaManager(self.node_id, ReplicationConfig(replica_lag_ms=config.replica_lag_ms),
+                                       config.min_insync_replicas)
+        self.acks = AcksAllReplies(config.limits.inflight_requests_max)
+        self.voter_socks: dict[int, zmq.Socket] = {}
+        for vid, address in voters.items():
+            s = self._dealer(_addr(address))
+            self.voter_socks[vid] = s
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        self.pub.bind(f"tcp://{config.host}:{config.pub_port}")
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 100_000)
+        self._sub_connected: dict[int, str] = {}
+        self._subscribed: set[bytes] = set()
+        self.peer_socks: dict[int, tuple[str, zmq.Socket]] = {}  # leader broker id -> (address, DEALER)
+        self._fetch_cid = 0
+        self._waiting_offset: list[tuple[int, dict[str, Any], Callable[[dict[str, Any]], Outbox]]] = []
+        self._forwards: dict[int, tuple[Callable[[dict[str, Any]], Outbox] | None, int]] = {}
+        self._fwd_cid = 0
+        self.pending_admin: list[tuple[int, dict[str, Any]]] = []
+        self.on_image: Callable[[Any, Now], Outbox] | None = None
+
+    def _dealer(self, address: str) -> zmq.Socket:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 10_000)
+        s.setsockopt(zmq.MAXMSGSIZE, -1)
+        s.connect(address)
+        return s
+
+    def start(self, advertised_port: int) -> None:
+        self.link.endpoint["port"] = advertised_port
+        if self.controller is not None:
+            self.controller.start()
+
+    def sockets(self) -> list[zmq.Socket]:
+        return [self.sub, *self.voter_socks.values(), *(s for _, s in self.peer_socks.values())]
+
+    # ------------------------------------------------------------------ controller link
+    def controller_request(self, now: Now) -> None:
+        """Send the link's due request and any queued admin forward."""
+        req = self.link.poll(now.mono_ms)
+        if req is not None:
+            vid, header = req
+            self._send(self.voter_socks[vid], [codec.encode(header)])
+        while self.pending_admin:
+            cid, header = self.pending_admin.pop(0)
+            target = self.link.target
+            self._send(self.voter_socks[target], [codec.encode({**header, "cid": cid})])
+
+    def forward(self, header: dict[str, Any], done: Callable[[dict[str, Any]], Outbox] | None = None,
+                now_ms: int = 0) -> None:
+        """A request for the controller (create/delete topic, an ISR proposal): sent on at the next
+        poll; the controller's answer goes to ``done`` once this broker's metadata has caught up
+        with it (so a client's next metadata request already sees the change).  A request the
+        controller does not answer within ``FORWARD_TIMEOUT_MS`` is answered REQUEST_TIMED_OUT."""
+        self._fwd_cid += 1
+        fcid = -self._fwd_cid  # (negative: never a link request's cid)
+        self._forwards[fcid] = (done, now_ms + FORWARD_TIMEOUT_MS)
+        self.pending_admin.append((fcid, header))
+
+    def _on_controller_reply(self, header: dict[str, Any], now: Now) -> Outbox:
+        cid = header.get("cid")
+        if isinstance(cid, int) and cid < 0:
+            fwd = self._forwards.pop(cid, None)
+            if fwd is None:
+                return []
+            done = fwd[0]
+            need = header.get("metadata_offset")
+            if isinstance(need, int):
+                self.link.note_committed(need)
+            err = header.get("error")
+            if isinstance(err, dict) and err.get("name") == "NOT_CONTROLLER":
+                self.link.redirect(header.get("leader_id"))
+            if done is None:
+                return []
+            if isinstance(need, int) and need > self.link.offset and not err:
+                self._waiting_offset.append((need, header, done))
+                return []
+            return done(header)
+        self.link.on_reply(header, now.mono_ms)
+        return self._maybe_apply(now)
+
+    def _expire_forwards(self, now_ms: int) -> Outbox:
+        out: Outbox = []
+        for fcid, (done, deadline) in list(self._forwards.items()):
+            if deadline <= now_ms:
+                del self._forwards[fcid]
+                if done is not None:
+                    err = FabricError("REQUEST_TIMED_OUT", "the controller did not answer in time; retry")
+                    out.extend(done({"error": err.to_wire()}))
+        return out
+
+    def _maybe_apply(self, now: Now) -> Outbox:
+        if not self.link.image_changed:
+            return []
+        self.link.image_changed = False
+        image = self.link.state.image()
+        out = self.on_image(image, now) if self.on_image is not None else []
+        self._reconcile_sockets(image)
+        ready = [w for w in self._waiting_offset if w[0] <= self.link.offset]
+        if ready:
+            self._waiting_offset = [w for w in self._waiting_offset if w[0] > self.link.offset]
+            for _, header, done in ready:
+                out.extend(done(header))
+        return out
+
+    # ------------------------------------------------------------------ sockets for replication
+    def _reconcile_sockets(self, image: Any) -> None:
+        for bid, b in image.brokers.items():
+            if bid == self.node_id or not getattr(b, "pub_port", 0):
+                continue
+            pub = f"tcp://{b.host}:{b.pub_port}"
+            if self._sub_connected.get(bid) != pub:
+                if bid in self._sub_connected:
+                    try:
+                        self.sub.disconnect(self._sub_connected[bid])
+                    except zmq.ZMQError:
+                        pass
+                self.sub.connect(pub)
+                self._sub_connected[bid] = pub
+        wanted = {push_prefix(t, p) for subs in self.replicas.subscriptions().values() for t, p in subs}
+        for prefix in wanted - self._subscribed:
+            self.sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        for prefix in self._subscribed - wanted:
+            self.sub.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        self._subscribed = wanted
+        for leader in self.replicas.subscriptions():
+            b = image.brokers.get(leader)
+            if b is None:
+                continue
+            address = b.address
+            held = self.peer_socks.get(leader)
+            if held is None or held[0] != address:
+                if held is not None:
+                    held[1].close(linger=0)
+                self.peer_socks[leader] = (address, self._dealer(address))
+                for f in self.replicas.followers.values():
+                    if f.leader == leader:
+                        f.restart_fetch()
+
+    @staticmethod
+    def _send(sock: zmq.Socket, frames: list) -> None:
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # backed up or gone: timers resend (replication) or retry (controller)
+
+    def flush(self) -> None:
+        """End of a loop turn: publish the leaders' pushes, send the followers' fetches/acks."""
+        reps = self.replicas
+        if reps.pushes:
+            for push in reps.pushes:
+                header = {"topic_id": push.topic_id, "partition": push.partition, "leader_epoch": push.leader_epoch,
+                          "base_offset": push.base_offset, "high_watermark": push.high_watermark}
+                self._send(self.pub, [push_prefix(push.topic_id, push.partition), codec.encode(header), push.batch])
+            reps.pushes.clear()
+        if reps.outgoing:
+            for leader, messages in reps.outgoing.items():
+                held = self.peer_socks.get(leader)
+                if held is None:
+                    continue
+                for m in messages:
+                    if isinstance(m, ReplicaFetch):
+                        self._fetch_cid += 1
+                        self._send(held[1], [codec.encode({"op": "replica_fetch", "v": 1, "cid": self._fetch_cid,
+                                                           **m.to_wire()})])
+                    else:
+                        self._send(held[1], [codec.encode({"op": "replica_ack", "v": 1, "cid": 0, **m.to_wire()})])
+            reps.outgoing.clear()
+
+    # ------------------------------------------------------------------ events
+    def on_readable(self, sock: zmq.Socket, now: Now) -> Outbox:
+        out: Outbox = []
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            try:
+                if sock is self.sub:
+                    self._on_push(frames, now)
+                elif sock in self.voter_socks.values():
+                    out.extend(self._on_controller_reply(codec.decode_map(frames[0], HEADER_BYTES_MAX), now))
+                else:
+                    self._on_fetch_reply(frames, now)
+            except (FabricError, ValueError, KeyError, TypeError) as exc:
+                log.warning("malformed cluster message dropped: %s", exc)
+        return out
+
+    def _on_push(self, frames: list, now: Now) -> None:
+        if len(frames) != 3:
+            raise ValueError(f"a push has 3 frames, not {len(frames)}")
+        h = codec.decode_map(frames[1], 4096)
+        push = Push.from_wire({"type": "push", **h, "batch": frames[2]})
+        self.replicas.on_push(push, now.mono_ms)
+
+    def _on_fetch_reply(self, frames: list, now: Now) -> None:
+        h = codec.decode_map(frames[0], HEADER_BYTES_MAX)
+        if h.get("op") != "replica_fetch":
+            return
+        if "error" in h and isinstance(h["error"], dict) and "topic_id" not in h:
+            log.info("replica_fetch refused: %s", h["error"])
+            return
+        body = {k: v for k, v in h.items() if k not in ("op", "v", "cid")}
+        body["batches"] = frames[1] if len(frames) > 1 else b""
+        reply = ReplicaFetchReply.from_wire({"type": "replica_fetch_reply", **body})
+        f = self.replicas.follower_by_id(reply.topic_id, reply.partition)
+        if f is not None:
+            self.replicas.send(f.leader, f.on_fetch_reply(reply, now.mono_ms))
+
+    # ------------------------------------------------------------------ leader side (broker port)
+    def handle_replica(self, peer: bytes, header: dict[str, Any], now: Now) -> Outbox:
+        """``replica_fetch`` (answered) and ``replica_ack`` (one-way) from followers."""
+        op = header.get("op")
+        body = {k: v for k, v in header.items() if k not in ("op", "v", "cid")}
+        if op == "replica_ack":
+            ack = ReplicaAck.from_wire({**body, "type": "replica_ack"})
+            leader = self.replicas.leader_by_id(ack.topic_id, ack.partition)
+            if leader is not None:
+                leader.on_ack(ack, now.mono_ms)
+                return self.committed(leader, now)
+            return []
+        fetch = ReplicaFetch.from_wire({**body, "type": "replica_fetch"})
+        leader = self.replicas.leader_by_id(fetch.topic_id, fetch.partition)
+        if leader is None:
+            reply = ReplicaFetchReply(fetch.topic_id, fetch.partition, fetch.leader_epoch, fetch.fetch_offset,
+                                      "NOT_LEADER", 0, 0, 0, b"", None)
+            out: Outbox = []
+        else:
+            reply = leader.on_fetch(fetch, now.mono_ms)
+            out = self.committed(leader, now)
+        wire = reply.to_wire()
+        wire.pop("type", None)
+        batches = wire.pop("batches", b"")
+        out.insert(0, (peer, Reply({"op": "replica_fetch", "v": 1, "cid": header.get("cid", 0), **wire},
+                                   [batches])))
+        return out
+
+    def committed(self, leader: Any, now: Now) -> Outbox:
+        """After anything that may move ``leader``'s high watermark: release the ``acks=all``
+        replies it completes and wake the consumers waiting for it."""
+        out = self.acks.committed(leader.hw_moved())
+        key = self.replicas.key_of(leader.topic_id, leader.partition)
+        if key is not None and len(self.core.waiters):
+            out.extend(self.core.fetcher.wake([key], now.mono_ms))
+        return out
+
+    def status(self, peer: bytes, header: dict[str, Any], now: Now) -> Outbox:
+        """``cluster_status``: the controller's view (Raft role, term, commit index, followers' lag,
+        brokers' liveness), asked of the controller leader, with the partition health this broker's
+        image shows (under-replicated, under min ISR, offline)."""
+        cid = header.get("cid", 0)
+
+        def done(answer: dict[str, Any]) -> Outbox:
+            if answer.get("error"):
+                return [(peer, Reply({"op": "cluster_status", "cid": cid, "error": answer["error"]}))]
+            controller = {k: v for k, v in answer.items() if k not in ("op", "cid")}
+            body = {"broker_id": self.node_id, "metadata_offset": self.link.offset, "controller": controller,
+                    **self.partition_health()}
+            return [(peer, Reply(ok_reply("cluster_status", cid, **body)))]
+
+        self.forward({"op": "cluster_status"}, done, now.mono_ms)
+        return []
+
+    def partition_health(self) -> dict[str, Any]:
+        image = self.core.leadership.image
+        under, under_min, offline = [], [], []
+        total = 0
+        for t in image.topics.values():
+            min_isr = int(t.configs.get("min_insync_replicas", self.config.min_insync_replicas))
+            for p, a in enumerate(t.partitions):
+                total += 1
+                row = {"topic": t.name, "partition": p, "leader": a.leader, "replicas": list(a.replicas),
+                       "isr": list(a.isr)}
+                if a.leader < 0:
+                    offline.append(row)
+                if len(a.isr) < len(a.replicas):
+                    under.append(row)
+                if len(a.isr) < min(min_isr, len(a.replicas)):
+                    under_min.append(row)
+        brokers = [{"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack,
+                    "fenced": bool(getattr(b, "fenced", False))} for b in sorted(image.brokers.values(),
+                                                                                 key=lambda b: b.node_id)]
+        return {"brokers": brokers, "partitions_total": total, "under_replicated": under,
+                "under_min_isr": under_min, "offline": offline}
+
+    def lease_valid(self, now: Now) -> bool:
+        """Rule 2."""
+        return self.link.lease_valid(now.mono_ms)
+
+    # ------------------------------------------------------------------ timers
+    def tick(self, now: Now) -> Outbox:
+        out: Outbox = self.acks.expire(now.mono_ms)
+        out.extend(self._expire_forwards(now.mono_ms))
+        for change in self.replicas.tick(now.mono_ms):
+            self.forward({"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
+                          "partition": change.partition, "leader_epoch": change.leader_epoch,
+                          "partition_epoch": change.partition_epoch, "isr": sorted(change.isr)}, None, now.mono_ms)
+        self.controller_request(now)
+        return out
+
+    def next_deadline_ms(self) -> int | None:
+        return self.acks.next_deadline_ms()
+
+    def close(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+        for s in [self.pub, self.sub, *self.voter_socks.values(), *(s for _, s in self.peer_socks.values())]:
+            s.close(linger=0)
