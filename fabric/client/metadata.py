@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 WILDCARD_HOSTS = frozenset({None, "", "0.0.0.0", "*", "::"})
-REFRESH_ERRORS = frozenset({"NOT_LEADER", "UNKNOWN_TOPIC_OR_PARTITION"})  # the route may be wrong
+# the route may be wrong: refresh metadata before retrying
+REFRESH_ERRORS = frozenset({"NOT_LEADER", "UNKNOWN_TOPIC_OR_PARTITION", "LEADER_NOT_AVAILABLE",
+                            "FENCED_LEADER_EPOCH", "UNKNOWN_LEADER_EPOCH", "BROKER_FENCED", "BROKER_SHUTTING_DOWN"})
 
 
 @dataclass(frozen=True, slots=True)

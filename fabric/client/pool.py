@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import zmq
 
-from ..protocol.errors import FabricError
+from ..protocol.errors import exception_for
 from ..protocol.messages import MetadataRequest
 from .connection import ClientError, Connection, RequestTimeoutError, monotonic_ms
 from .metadata import MetadataCache
@@ -114,6 +114,10 @@ class Cluster:
     def close(self) -> None:
         self.pool.close()
 
+    def _ask_all(self, conns: list[tuple[Connection, str]], req: MetadataRequest,
+                 timeout_ms: int) -> tuple[list[dict[str, Any]], Exception | None]:
+        return _ask(self, conns, req, timeout_ms)
+
     # ------------------------------------------------------------------ metadata
     def refresh(self, topics: Iterable[str] | None = None, allow_auto_create: bool = False,
                 timeout_ms: int | None = None) -> dict[str, Any]:
@@ -124,20 +128,17 @@ class Cluster:
         names = None if topics is None else list(topics)
         timeout = timeout_ms or self.timeout_ms
         cache = self.cache
-        replies: list[dict[str, Any]] = []
-        error: Exception | None = None
         single = len(self.endpoints) == 1
-        for i, endpoint in enumerate(self.endpoints):
-            req = MetadataRequest(topics=None if names is None else tuple(names),
-                                  allow_auto_create=allow_auto_create and single)
-            try:
-                header, _ = self.bootstrap(i).request("metadata", req, timeout_ms=timeout)
-            except (RequestTimeoutError, FabricError) as exc:
-                log.info("metadata from %s: %s", endpoint, exc)
-                error = exc
-                continue
-            cache.update(header, endpoint, monotonic_ms())
-            replies.append(header)
+        req = MetadataRequest(topics=None if names is None else tuple(names),
+                              allow_auto_create=allow_auto_create and single)
+        replies, error = self._ask_all([(self.bootstrap(i), e) for i, e in enumerate(self.endpoints)], req, timeout)
+        if not replies:
+            # Every bootstrap broker is silent (dead, or cut off): any other broker the metadata
+            # named may answer (a cluster outlives the brokers a client was started with).
+            others = [(self.pool.find(e) or self.pool.get(n, e), e) for n, e in sorted(cache.brokers.items())
+                      if e not in self.endpoints]
+            if others:
+                replies, error = self._ask_all(others, req, timeout)
         if not replies:
             assert error is not None
             raise error
@@ -156,6 +157,57 @@ class Cluster:
                 missing = [n for n in missing if n not in made]
         cache.refreshed(monotonic_ms())
         return _merged(replies, names)
+
+
+SETTLE_MS = 50  # after the first answer, how long the others may take before a refresh goes on without them
+
+
+def _ask(cluster: "Cluster", conns: list[tuple[Connection, str]], req: MetadataRequest,
+         timeout_ms: int) -> tuple[list[dict[str, Any]], Exception | None]:
+    """``metadata`` to every connection at once; the answers that came within ``timeout_ms``
+    (and at most ``SETTLE_MS`` after the first one), merged into the cache in arrival order.
+
+    Why at once: asked one after another, a dead broker cost every refresh its whole timeout, and
+    a refresh is what a client does first after a failover."""
+    replies: list[dict[str, Any]] = []
+    error: Exception | None = None
+    pending: dict[Connection, tuple[str, int]] = {}
+    for conn, endpoint in conns:
+        try:
+            pending[conn] = (endpoint, conn.send("metadata", req))
+        except (ClientError, zmq.ZMQError) as exc:
+            error = exc
+    start = monotonic_ms()
+    deadline = start + timeout_ms
+    poller = zmq.Poller()
+    for conn in pending:
+        poller.register(conn.socket, zmq.POLLIN)
+    while pending:
+        now = monotonic_ms()
+        if now >= deadline:
+            break
+        ready = dict(poller.poll(max(1, deadline - now)))
+        for conn in [c for c in pending if c.socket in ready]:
+            got = conn.recv(0)
+            if got is None:
+                continue
+            header, _ = got
+            endpoint, cid = pending[conn]
+            if header.get("cid") != cid:
+                continue  # a stale reply to an older request
+            poller.unregister(conn.socket)
+            del pending[conn]
+            if "error" in header:
+                error = exception_for(header["error"])
+                continue
+            cluster.cache.update(header, endpoint, monotonic_ms())
+            replies.append(header)
+            deadline = min(deadline, monotonic_ms() + SETTLE_MS)
+    for conn, (endpoint, _) in pending.items():
+        log.info("metadata from %s: no answer within the refresh", endpoint)
+        if error is None:
+            error = RequestTimeoutError(f"no reply to metadata from {endpoint} within {timeout_ms} ms")
+    return replies, error
 
 
 def _merged(replies: list[dict[str, Any]], names: list[str] | None) -> dict[str, Any]:
