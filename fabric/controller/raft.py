@@ -92,7 +92,6 @@ class RaftNode(Replication):
         self._leader_heard_ms: int | None = None         # last time a current leader spoke to us
         self._votes: dict[int, bool] = {}
         self._progress: dict[int, Progress] = {}
-        self._quorum_check_due = 0
         self._out = RaftOutput()
 
     # ------------------------------------------------------------------ properties
@@ -126,8 +125,7 @@ class RaftNode(Replication):
         quorum check."""
         self._start_timers(now_ms)
         if self._role is Role.LEADER:
-            if now_ms >= self._quorum_check_due:
-                self._check_quorum(now_ms)
+            self._check_quorum(now_ms)
             if self._role is Role.LEADER and now_ms >= self._heartbeat_due:
                 self._heartbeat_due = now_ms + self.config.heartbeat_ms
                 for peer in self.peers:
@@ -285,7 +283,6 @@ class RaftNode(Replication):
         self._role, self._leader = Role.LEADER, self.id
         last = self.storage.last_index()
         self._progress = {p: Progress(next_index=last + 1, last_heard_ms=now_ms) for p in self.peers}
-        self._quorum_check_due = now_ms + self.config.election_timeout_min_ms
         self._heartbeat_due = now_ms + self.config.heartbeat_ms
         # An entry of the new term: committing it commits every older entry (§5.4.2, Figure 8).
         self._append_local(b"")
@@ -295,15 +292,14 @@ class RaftNode(Replication):
 
     def _check_quorum(self, now_ms: int) -> None:
         """Step down when fewer than a quorum (self included) answered within an election timeout:
-        a leader cut off from the majority must stop acting as one (its clients go elsewhere)."""
+        a leader cut off from the majority must stop acting as one (its clients go elsewhere, and
+        the majority, which elects a new leader after the same timeout, is not disturbed)."""
         window = self.config.election_timeout_min_ms
         active = 1 + sum(1 for p in self._progress.values() if now_ms - p.last_heard_ms < window)
         if active < self.quorum:
             log.warning("raft %d: leader hears only %d of %d voters; stepping down", self.id, active,
                         len(self.voters))
             self._become_follower(self._term, None, now_ms)
-        else:
-            self._quorum_check_due = now_ms + window
 
     # ------------------------------------------------------------------ output
     def _send(self, dst: int, message: RaftMessage) -> None:

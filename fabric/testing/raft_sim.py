@@ -248,6 +248,7 @@ class ManualCluster:
         self.nodes[node_id] = RaftNode(node_id, self.ids, self.storages[node_id], self.config,
                                        random.Random(self.seed * 100 + node_id))
         self.sms[node_id] = StateMachine()
+        self._handle(node_id, self.nodes[node_id].tick(self.now))  # starts its election timer
 
     def crash(self, node_id: int) -> None:
         del self.nodes[node_id]
@@ -256,7 +257,7 @@ class ManualCluster:
 
     def _handle(self, node_id: int, out: RaftOutput) -> None:
         self.check.on_output(node_id, out, self.sms[node_id])
-        self.outbox.extend((node_id, dst, m) for dst, m in out.messages)
+        self.outbox.extend((node_id, dst, m) for dst, m in out.messages if dst in self.nodes)
         self.check.check_node(self.nodes[node_id])
 
     def elapse(self, ms: int) -> None:
@@ -277,18 +278,31 @@ class ManualCluster:
         self._handle(node_id, out)
         return index
 
-    def deliver(self, among: Iterable[int], rounds: int = 100) -> None:
-        """Deliver messages between the nodes in ``among`` (and what they answer) until none is
-        left; messages to or from any other node are dropped."""
+    def deliver(self, among: Iterable[int], only: tuple[type, ...] = (object,), rounds: int = 100) -> None:
+        """Deliver messages between the nodes in ``among`` (of the types in ``only``), and what
+        they answer, until none is left; other messages keep waiting (``drop`` loses them)."""
         group = set(among)
         for _ in range(rounds):
-            batch, self.outbox = self.outbox, []
-            todo = [(s, d, m) for s, d, m in batch if s in group and d in group and d in self.nodes]
+            todo = [x for x in self.outbox if x[0] in group and x[1] in group and isinstance(x[2], only)]
             if not todo:
                 return
+            self.outbox = [x for x in self.outbox if x not in todo]
             for src, dst, message in todo:
                 self._handle(dst, self.nodes[dst].receive(src, message, self.now))
         raise AssertionError("messages never stopped")
+
+    def deliver_one(self, src: int, dst: int) -> RaftMessage:
+        """Deliver only the oldest waiting message from ``src`` to ``dst``; what it answers waits."""
+        for k, (s, d, message) in enumerate(self.outbox):
+            if (s, d) == (src, dst):
+                del self.outbox[k]
+                self._handle(dst, self.nodes[dst].receive(src, message, self.now))
+                return message
+        raise AssertionError(f"no message waits from {src} to {dst}")
+
+    def drop(self) -> None:
+        """Lose every waiting message."""
+        self.outbox.clear()
 
     def log_terms(self, node_id: int) -> list[int]:
         s = self.storages[node_id]
