@@ -43,6 +43,10 @@ def test_random_clusters_stay_balanced_and_deterministic(seed):
     placed = place_replicas(brokers, parts, rf)
     assert placed == place_replicas(list(brokers), parts, rf), f"seed {seed}"
     assert all(len(r) == rf and len(set(r)) == rf for r in placed), f"seed {seed}"
+    rack_of = {b: (rack if rack is not None else f"own-{b}") for b, rack in brokers}
+    racks = len(set(rack_of.values()))
+    for r in placed:  # no two replicas share a rack while there are racks enough
+        assert len({rack_of[b] for b in r}) == min(rf, racks), f"seed {seed}: {r} over racks {rack_of}"
     leaders = Counter(r[0] for r in placed)
     counts = [leaders.get(b, 0) for b, _ in brokers]
     assert max(counts) - min(counts) <= 1, f"seed {seed}: leaders {leaders}"

@@ -9,9 +9,11 @@ Rules:
 1. Soft state, kept here and lost with leadership: broker sessions (last heartbeat), brokers in
    controlled shutdown, and *pending* records (proposed, not yet applied).  Decisions read the
    committed state overlaid with the pending records, so a tick never decides the same change twice
-   before it commits.  A pending entry is dropped once the state has caught up with it, or after
-   ``session_timeout_ms`` (a record refused at apply must not blind the controller for ever).
-   ``on_became_leader`` starts every session afresh at ``now_ms`` and forgets the rest.
+   before it commits.  A pending entry is dropped once the state has caught up with it (not after a
+   time: a record committed late must not be decided again, with the same epochs).
+   ``on_became_leader`` starts every session afresh at ``now_ms`` and forgets the rest: the caller
+   must call it (and decide anything) only once the state has applied every entry committed before
+   this leader's term began, so no decision rests on a state the old leader's records will change.
 2. Registration: a new incarnation replaces the old one (whose leaderships move first: a restarted
    broker may have lost its unflushed tail) and is unfenced; an older incarnation is
    STALE_BROKER_EPOCH.  A heartbeat from a fenced broker unfences it once it has applied the
@@ -87,9 +89,9 @@ class ControllerLogic:
         self._new_topic_id = new_topic_id or (lambda: uuid.uuid4().hex)
         self._sessions: dict[int, int] = {}  # broker -> last heartbeat (or registration) ms
         self._shutting_down: set[int] = set()
-        self._brokers: dict[int, tuple[BrokerRecord, int]] = {}  # pending broker views, with expiry
-        self._parts: dict[tuple[str, int], tuple[PartitionRecord, int]] = {}  # pending partitions
-        self._topics: dict[str, tuple[bool, int]] = {}  # name -> (exists once applied, expiry)
+        self._brokers: dict[int, BrokerRecord] = {}  # pending broker views
+        self._parts: dict[tuple[str, int], PartitionRecord] = {}  # pending partitions
+        self._topics: dict[str, TopicRecord | None] = {}  # pending create (None: a pending delete)
         self._scanned = -1  # state offset of the last full reconcile (redone on a change, or every heartbeat_ms)
         self._scanned_ms = 0
 
@@ -106,9 +108,8 @@ class ControllerLogic:
         pending = self._brokers.get(b)
         cur = self.state.brokers.get(b)
         if pending is not None:
-            view, expiry = pending
-            caught_up = cur is not None and (cur.incarnation, cur.fenced) == (view.incarnation, view.fenced)
-            if not caught_up and now_ms < expiry:
+            view = pending
+            if cur is None or (cur.incarnation, cur.fenced) != (view.incarnation, view.fenced):
                 return view
             del self._brokers[b]
         return cur
@@ -117,20 +118,26 @@ class ControllerLogic:
         cur = topic.partitions[p]
         pending = self._parts.get((topic.topic_id, p))
         if pending is not None:
-            view, expiry = pending
-            if view.partition_epoch > cur.partition_epoch and now_ms < expiry:
-                return view
+            if pending.partition_epoch > cur.partition_epoch:
+                return pending
             del self._parts[(topic.topic_id, p)]
         return cur
 
     def _topic_exists(self, name: str, now_ms: int) -> bool:
-        pending = self._topics.get(name)
-        if pending is not None:
-            exists, expiry = pending
-            if exists != (name in self.state.topics) and now_ms < expiry:
-                return exists
+        return self._topic(name, now_ms) is not None
+
+    def _topic(self, name: str, now_ms: int) -> TopicRecord | None:
+        """The topic as it will be once the pending creates and deletes apply."""
+        if name in self._topics:
+            created = self._topics[name]
+            if (created is not None) != (name in self.state.topics):
+                return created
             del self._topics[name]
-        return name in self.state.topics
+        return self.state.topics.get(name)
+
+    def _topic_views(self, now_ms: int) -> list[TopicRecord]:
+        names = sorted(set(self.state.topics) | set(self._topics))
+        return [t for t in (self._topic(n, now_ms) for n in names) if t is not None]
 
     def _broker_ids(self) -> list[int]:
         return sorted(set(self.state.brokers) | set(self._brokers))
@@ -143,13 +150,10 @@ class ControllerLogic:
         views = (self._broker(b, now_ms) for b in self._broker_ids() if self._electable(b, now_ms))
         return [v for v in views if v is not None]
 
-    def _expiry(self, now_ms: int) -> int:
-        return now_ms + self.config.session_timeout_ms
-
     def _broker_record(self, kind: str, view: BrokerRecord, now_ms: int) -> dict[str, Any]:
         pending = copy.copy(view)
         pending.fenced = kind == "fence_broker"
-        self._brokers[view.id] = (pending, self._expiry(now_ms))
+        self._brokers[view.id] = pending
         return {"type": kind, "id": view.id, "incarnation": view.incarnation}
 
     # ================================================================== elections (rules 3-5)
@@ -157,7 +161,7 @@ class ControllerLogic:
                 now_ms: int) -> dict[str, Any]:
         epoch = cur.leader_epoch + (1 if leader != cur.leader else 0)
         new = PartitionRecord(list(cur.replicas), leader, epoch, cur.partition_epoch + 1, list(isr))
-        self._parts[(topic.topic_id, p)] = (new, self._expiry(now_ms))
+        self._parts[(topic.topic_id, p)] = new
         return {"type": "partition_change", "topic_id": topic.topic_id, "partition": p, "leader": leader,
                 "leader_epoch": epoch, "partition_epoch": new.partition_epoch, "isr": list(isr)}
 
@@ -189,10 +193,7 @@ class ControllerLogic:
         def gone(b: int) -> bool:
             return b in out or not self._electable(b, now_ms)
         records = []
-        for name in sorted(self.state.topics):
-            if not self._topic_exists(name, now_ms):
-                continue
-            topic = self.state.topics[name]
+        for topic in self._topic_views(now_ms):
             for p in range(len(topic.partitions)):
                 rec = self._decide(topic, p, gone, now_ms)
                 if rec is not None:
@@ -245,7 +246,7 @@ class ControllerLogic:
                      old.incarnation)
             records += self._reconcile(now_ms, [broker_id])
         view = BrokerRecord(broker_id, host, port, pub_port, rack, incarnation, 0, False, controller_port)
-        self._brokers[broker_id] = (view, self._expiry(now_ms))
+        self._brokers[broker_id] = view
         records.append({"type": "register_broker", "id": broker_id, "host": host, "port": port, "pub_port": pub_port,
                         "rack": rack, "incarnation": incarnation, "controller_port": controller_port})
         records += self._reconcile(now_ms)
@@ -284,8 +285,7 @@ class ControllerLogic:
             log.info("broker %d asks for a controlled shutdown: moving its leaderships", view.id)
         self._shutting_down.add(view.id)
         records = self._reconcile(now_ms)
-        leads = [(t.name, p) for t in self.state.topics.values() if self._topic_exists(t.name, now_ms)
-                 for p in range(len(t.partitions)) if self._part(t, p, now_ms).leader == view.id]
+        leads = [(t.name, p) for t in self._topic_views(now_ms) for p in range(len(t.partitions)) if self._part(t, p, now_ms).leader == view.id]
         ready = not leads
         if ready and not view.fenced:
             records.append(self._broker_record("fence_broker", view, now_ms))
@@ -320,9 +320,9 @@ class ControllerLogic:
         """``__consumer_offsets`` with RF min(3, live brokers), created once."""
         if name != OFFSETS_TOPIC:
             raise FabricError("INVALID_TOPIC_NAME", f"{name!r} is not an internal topic")
-        if self._topic_exists(name, now_ms):
-            topic = self.state.topics.get(name)
-            return [], None, {"topic_id": topic.topic_id if topic else None}
+        topic = self._topic(name, now_ms)
+        if topic is not None:
+            return [], None, {"topic_id": topic.topic_id}
         rf = min(3, len(self._live(now_ms)))
         configs = {**self.config.offsets_topic_configs,
                    "min_insync_replicas": max(1, min(self.config.offsets_topic_min_insync_replicas, rf))}
@@ -330,7 +330,7 @@ class ControllerLogic:
 
     def _create(self, name: str, partitions: int | None, rf: int | None, configs: dict[str, Any], internal: bool,
                 now_ms: int, validate_only: bool) -> Decision:
-        if self._topic_exists(name, now_ms):
+        if self._topic_exists(name, now_ms) or name in self.state.topics:  # (a delete not yet applied too)
             return [], "TOPIC_ALREADY_EXISTS", {}
         if len(self.state.topics) >= DEFAULT_LIMITS.topics_max:
             raise FabricError("LIMIT_EXCEEDED", f"the cluster already holds {len(self.state.topics)} topics (limit)")
@@ -344,7 +344,7 @@ class ControllerLogic:
             return [], "INVALID_REPLICATION_FACTOR", {"live_brokers": len(live)}
         configs = self._check_configs(configs, rf)
         loads: dict[str, dict[int, int]] = {"replicas": {}, "leaders": {}}
-        for t in self.state.topics.values():
+        for t in self._topic_views(now_ms):
             for p in range(len(t.partitions)):
                 cur = self._part(t, p, now_ms)
                 for r in cur.replicas:
@@ -355,9 +355,10 @@ class ControllerLogic:
         reply = {"topic_id": topic_id, "partitions": partitions, "replication_factor": rf, "configs": configs}
         if validate_only:
             return [], None, reply
-        self._topics[name] = (True, self._expiry(now_ms))
         parts = [{"replicas": r, "leader": r[0], "leader_epoch": 0, "partition_epoch": 0, "isr": list(r)}
                  for r in placed]
+        self._topics[name] = (TopicRecord(name, topic_id, dict(configs), internal,
+                                          [PartitionRecord(list(r), r[0], 0, 0, list(r)) for r in placed])
         log.info("creating topic %s: %d partitions, replication factor %d", name, partitions, rf)
         return [{"type": "create_topic", "name": name, "topic_id": topic_id, "configs": configs, "internal": internal,
                  "partitions": parts}], None, reply
@@ -381,11 +382,12 @@ class ControllerLogic:
         return out
 
     def delete_topic(self, name: str, now_ms: int) -> Decision:
-        if not isinstance(name, str) or not self._topic_exists(name, now_ms) or name not in self.state.topics:
+        topic = self._topic(name, now_ms) if isinstance(name, str) else None
+        if topic is None:
             return [], "UNKNOWN_TOPIC_OR_PARTITION", {}
-        if self.state.topics[name].internal:
+        if topic.internal:
             return [], "POLICY_VIOLATION", {}
-        self._topics[name] = (False, self._expiry(now_ms))
+        self._topics[name] = None
         log.info("deleting topic %s", name)
         return [{"type": "delete_topic", "name": name}], None, {}
 
@@ -397,9 +399,13 @@ class ControllerLogic:
         if not isinstance(isr, list) or not isr:
             raise FabricError("INVALID_FIELD", f"isr must be a non-empty list of broker ids, not {isr!r:.60}")
         isr = [_int("isr[]", r) for r in isr]
-        name = self.state.by_id.get(topic_id) if topic_id is not None else topic
-        t = self.state.topics.get(name) if isinstance(name, str) else None
-        if t is None or not self._topic_exists(t.name, now_ms) or not 0 <= partition < len(t.partitions):
+        if topic_id is not None:
+            name = self.state.by_id.get(topic_id)
+            t = self._topic(name, now_ms) if name is not None else next(
+                (v for v in self._topics.values() if v is not None and v.topic_id == topic_id), None)
+        else:
+            t = self._topic(topic, now_ms) if isinstance(topic, str) else None
+        if t is None or not 0 <= partition < len(t.partitions):
             return [], "UNKNOWN_TOPIC_OR_PARTITION", {}
         cur = self._part(t, partition, now_ms)
         current = {"leader": cur.leader, "leader_epoch": cur.leader_epoch, "partition_epoch": cur.partition_epoch,
