@@ -357,8 +357,8 @@ class ControllerLogic:
             return [], None, reply
         parts = [{"replicas": r, "leader": r[0], "leader_epoch": 0, "partition_epoch": 0, "isr": list(r)}
                  for r in placed]
-        self._topics[name] = (TopicRecord(name, topic_id, dict(configs), internal,
-                                          [PartitionRecord(list(r), r[0], 0, 0, list(r)) for r in placed])
+        self._topics[name] = TopicRecord(name, topic_id, dict(configs), internal,
+                                         [PartitionRecord(list(r), r[0], 0, 0, list(r)) for r in placed])
         log.info("creating topic %s: %d partitions, replication factor %d", name, partitions, rf)
         return [{"type": "create_topic", "name": name, "topic_id": topic_id, "configs": configs, "internal": internal,
                  "partitions": parts}], None, reply
