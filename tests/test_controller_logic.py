@@ -1,251 +1,263 @@
-"""ControllerLogic (fabric/controller/logic.py): sessions and fencing, leader election from the
-ISR, offline partitions, unclean election, topic creation and deletion, alter_partition's epoch
-checks, controlled shutdown, and a controller failover re-deriving its soft state.
-
-Every test drives the logic the way the controller shell does: a decision's records are applied
-to the ``MetadataState`` (as if Raft committed them) before the next call."""
+"""ControllerLogic (fabric/controller/logic.py): decisions as records, applied to the state as if
+committed; sessions and elections on a manual clock (``now`` is a plain int)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import Any
 
 import pytest
 
-from fabric.controller.codes import FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, STALE_BROKER_EPOCH, UNKNOWN_BROKER
 from fabric.controller.logic import OFFSETS_TOPIC, ControllerLogic, LogicConfig
-from fabric.controller.metadata import MetadataState, encode_record, decode_record
+from fabric.controller.metadata import MetadataState
 from fabric.protocol.errors import FabricError
 
+TIMEOUT = LogicConfig().session_timeout_ms
 
-class Cluster:
-    """A state, the logic over it, and a commit step that applies every returned record."""
 
-    def __init__(self, brokers: int = 3, racks: dict[int, str] | None = None) -> None:
+class Harness:
+    """A controller whose records commit at once, in order."""
+
+    def __init__(self, brokers: int = 3, racks: bool = False) -> None:
         self.state = MetadataState()
-        ids = iter(f"topic-{i}" for i in range(1000))
-        self.logic = ControllerLogic(self.state, LogicConfig(), new_topic_id=lambda: next(ids))
+        ids = itertools.count(1)
+        self.logic = ControllerLogic(self.state, LogicConfig(), new_topic_id=lambda: f"id{next(ids)}")
         self.now = 0
+        self.incarnation = {}
         for b in range(1, brokers + 1):
-            self.do(self.logic.register(b, 1, "127.0.0.1", 9000 + b, self.now, pub_port=9100 + b,
-                                        rack=(racks or {}).get(b)))
+            self.register(b, rack=f"r{b % 2}" if racks else None)
 
-    def do(self, decision: tuple[list[dict[str, Any]], str | None, dict[str, Any]]) -> tuple[str | None, dict]:
+    def do(self, decision):
         records, error, reply = decision
         for r in records:
-            self.state.apply(decode_record(encode_record(r)))  # through the bytes, as Raft carries them
-        return error, reply
+            self.state.apply(r)
+        return records, error, reply
 
-    def beat(self, *brokers: int) -> None:
-        for b in brokers:
-            self.do(self.logic.heartbeat(b, self.state.brokers[b].incarnation, self.now, self.state.offset))
+    def register(self, b, incarnation=None, **kw):
+        self.incarnation[b] = incarnation if incarnation is not None else self.incarnation.get(b, 0) + 1
+        return self.do(self.logic.register(broker_id=b, incarnation=self.incarnation[b], host="127.0.0.1",
+                                           port=9000 + b, pub_port=9100 + b, now_ms=self.now, **kw))
 
-    def advance(self, ms: int, alive: tuple[int, ...]) -> None:
-        """Move time in heartbeat steps; only ``alive`` brokers heartbeat; tick after each step."""
-        end = self.now + ms
-        while self.now < end:
-            self.now = min(end, self.now + 250)
-            self.beat(*alive)
-            self.do(self.logic.tick(self.now))
+    def beat(self, *brokers, **kw):
+        return [self.do(self.logic.heartbeat(broker_id=b, incarnation=self.incarnation[b],
+                                             metadata_offset=self.state.offset, now_ms=self.now, **kw))
+                for b in brokers]
 
-    def part(self, name: str = "orders", p: int = 0):
+    def tick(self, advance=0):
+        self.now += advance
+        return self.do(self.logic.tick(self.now))
+
+    def part(self, name="orders", p=0):
         return self.state.topics[name].partitions[p]
 
 
 @pytest.fixture
-def c() -> Cluster:
-    return Cluster()
+def h() -> Harness:
+    h = Harness()
+    _, error, reply = h.do(h.logic.create_topic(name="orders", partitions=3, replication_factor=3,
+                                                configs={"min_insync_replicas": 2}, now_ms=0))
+    assert error is None and reply["topic_id"] == "id1"
+    return h
 
 
-def test_registration_and_topic_placement_spread_leaders(c: Cluster) -> None:
-    assert c.state.live_brokers() == [1, 2, 3]
-    err, reply = c.do(c.logic.create_topic("orders", c.now, partitions=6, replication_factor=3))
-    assert err is None and reply["replication_factor"] == 3
-    leaders = [p.leader for p in c.state.topics["orders"].partitions]
-    assert sorted(leaders) == [1, 1, 2, 2, 3, 3]
-    for p in c.state.topics["orders"].partitions:
-        assert sorted(p.replicas) == [1, 2, 3] and p.isr == p.replicas and p.leader == p.replicas[0]
-    assert c.state.topics["orders"].configs["min_insync_replicas"] == 1
+def test_create_topic_spreads_leaders(h):
+    assert sorted(h.part(p=p).leader for p in range(3)) == [1, 2, 3]
+    assert all(h.part(p=p).isr == h.part(p=p).replicas for p in range(3))
+    assert h.state.topics["orders"].configs == {"min_insync_replicas": 2}
+    assert h.logic.create_topic(name="orders", now_ms=0)[1] == "TOPIC_ALREADY_EXISTS"
+    assert h.logic.create_topic(name="big", replication_factor=4, now_ms=0)[1] == "INVALID_REPLICATION_FACTOR"
+    with pytest.raises(FabricError, match="INVALID_CONFIG"):
+        h.logic.create_topic(name="x", replication_factor=2, configs={"min_insync_replicas": 3}, now_ms=0)
+    with pytest.raises(FabricError, match="INVALID_CONFIG"):
+        h.logic.create_topic(name="x", configs={"retention_ms": "soon"}, now_ms=0)
+    with pytest.raises(FabricError, match="INVALID_TOPIC_NAME"):
+        h.logic.create_topic(name="__mine", now_ms=0)
 
 
-def test_create_topic_errors(c: Cluster) -> None:
-    assert c.do(c.logic.create_topic("orders", c.now, partitions=1, replication_factor=4))[0] \
-        == "INVALID_REPLICATION_FACTOR"
-    assert c.do(c.logic.create_topic("orders", c.now, partitions=1))[0] is None
-    assert c.do(c.logic.create_topic("orders", c.now, partitions=1))[0] == "TOPIC_ALREADY_EXISTS"
-    with pytest.raises(FabricError) as e:
-        c.logic.create_topic("bad name!", c.now)
-    assert e.value.name == "INVALID_TOPIC_NAME"
-    with pytest.raises(FabricError) as e:
-        c.logic.create_topic("zero", c.now, partitions=0)
-    assert "partitions" in str(e.value)
-    with pytest.raises(FabricError) as e:
-        c.logic.create_topic("minisr", c.now, replication_factor=2, configs={"min_insync_replicas": 3})
-    assert e.value.name == "INVALID_CONFIG"
+def test_a_pending_create_is_not_decided_twice():
+    h = Harness()
+    records, error, _ = h.logic.create_topic(name="t", now_ms=0)  # not applied yet
+    assert records and error is None
+    assert h.logic.create_topic(name="t", now_ms=0)[1] == "TOPIC_ALREADY_EXISTS"
 
 
-def test_default_rf_is_capped_at_live_brokers() -> None:
-    c = Cluster(brokers=2)
-    err, reply = c.do(c.logic.create_topic("orders", c.now, partitions=2))
-    assert err is None and reply["replication_factor"] == 2
+def test_default_replication_factor_is_capped_at_live_brokers():
+    h = Harness(brokers=2)
+    _, error, reply = h.do(h.logic.create_topic(name="t", now_ms=0))
+    assert error is None and reply["replication_factor"] == 2
+    assert h.state.topics["t"].configs["min_insync_replicas"] == 1
 
 
-def test_rf_counts_only_live_brokers(c: Cluster) -> None:
-    c.advance(2000, alive=(1, 2))
-    assert c.state.brokers[3].fenced
-    assert c.do(c.logic.create_topic("orders", c.now, replication_factor=3))[0] == "INVALID_REPLICATION_FACTOR"
+def test_session_expiry_fences_and_moves_leadership(h):
+    led = [p for p in range(3) if h.part(p=p).leader == 1]
+    h.tick(TIMEOUT)
+    h.beat(2, 3)
+    records, _, _ = h.tick(1)
+    assert [r["type"] for r in records][-1] == "fence_broker" and records[-1]["id"] == 1
+    assert h.state.brokers[1].fenced
+    for p in range(3):
+        part = h.part(p=p)
+        assert part.leader in (2, 3) and 1 not in part.isr  # it also left the ISRs it followed in
+    for p in led:
+        assert h.part(p=p).leader_epoch == 1 and h.part(p=p).partition_epoch == 1
+        assert h.part(p=p).leader == [r for r in h.part(p=p).replicas if r != 1][0]  # first live, replica order
+    assert h.tick(1)[0] == []  # decided once
 
 
-def test_expired_session_fences_and_moves_leadership(c: Cluster) -> None:
-    c.do(c.logic.create_topic("orders", c.now, partitions=3, replication_factor=3))
-    led_by_1 = [i for i, p in enumerate(c.state.topics["orders"].partitions) if p.leader == 1]
-    before = {i: c.part(p=i).leader_epoch for i in range(3)}
-    c.advance(1500, alive=(1, 2, 3))
-    assert not c.state.brokers[1].fenced  # heartbeats keep the session
-    c.advance(1750, alive=(2, 3))
-    assert c.state.brokers[1].fenced
-    for i in range(3):
-        p = c.part(p=i)
-        assert 1 not in p.isr and p.leader in (2, 3)
-        if i in led_by_1:
-            assert p.leader_epoch == before[i] + 1
-            assert p.leader == [r for r in p.replicas if r != 1][0]  # first live ISR member in replica order
-        else:
-            assert p.leader_epoch == before[i]  # only the ISR shrank
+def test_the_last_isr_member_dying_takes_the_partition_offline_until_it_returns(h):
+    h.tick(TIMEOUT)
+    h.beat(3)
+    h.tick(1)  # 1 and 2 fenced
+    part = h.part()
+    assert part.leader == 3 and part.isr == [3]
+    h.tick(TIMEOUT + 1)  # 3 fenced too
+    part = h.part()
+    assert part.leader == -1 and part.isr == [3]
+    epoch = part.leader_epoch
+    _, error, reply = h.beat(2)[0]  # 2 comes back: not in the ISR, so not elected (clean)
+    assert error is None and reply["fenced"] is False and h.part().leader == -1
+    h.beat(3)  # 3 comes back: leads again
+    assert h.part().leader == 3 and h.part().leader_epoch == epoch + 1 and h.part().isr == [3]
 
 
-def test_last_isr_member_dying_takes_partition_offline_and_back(c: Cluster) -> None:
-    c.do(c.logic.create_topic("orders", c.now, partitions=1, replication_factor=2))
-    leader, other = c.part().replicas
-    alive = tuple(b for b in (1, 2, 3) if b != other)
-    c.advance(2000, alive=alive)  # the follower dies: ISR shrinks to the leader
-    assert c.part().isr == [leader]
-    alive = tuple(b for b in alive if b != leader)
-    epoch = c.part().leader_epoch
-    c.advance(2000, alive=alive)  # the last ISR member dies: offline, ISR kept
-    assert c.part().leader == -1 and c.part().isr == [leader] and c.part().leader_epoch == epoch + 1
-    # the follower comes back: it is not in the ISR, so no clean election
-    c.beat(other)
-    c.advance(500, alive=alive + (other,))
-    assert c.part().leader == -1
-    # the last ISR member comes back and catches up: it leads again, one epoch later
-    c.beat(leader)
-    c.advance(500, alive=alive + (other, leader))
-    assert not c.state.brokers[leader].fenced
-    assert c.part().leader == leader and c.part().leader_epoch == epoch + 2
-
-
-def test_unclean_election_only_when_configured(c: Cluster, caplog: pytest.LogCaptureFixture) -> None:
-    c.do(c.logic.create_topic("orders", c.now, partitions=1, replication_factor=2,
-                              configs={"unclean_leader_election": True}))
-    leader, other = c.part().replicas
-    rest = tuple(b for b in (1, 2, 3) if b not in (leader, other))
-    c.advance(2000, alive=rest + (leader,))
-    c.advance(2000, alive=rest)
-    assert c.part().leader == -1
+def test_unclean_election_only_when_configured(caplog):
+    h = Harness(brokers=2)
+    h.do(h.logic.create_topic(name="u", replication_factor=2, configs={"unclean_leader_election": True},
+                              now_ms=0))
+    h.do(h.logic.create_topic(name="c", replication_factor=2, now_ms=0))
+    for name in ("u", "c"):  # both ISRs shrink to broker 1 by the leader's own choice
+        part = h.part(name)
+        if part.leader != 1:
+            h.beat(part.leader, wants_shutdown=False)
+        part = h.part(name)
+        h.do(h.logic.alter_partition(broker_id=part.leader, topic=name, partition=0, leader_epoch=part.leader_epoch,
+                                     partition_epoch=part.partition_epoch, isr=[part.leader], now_ms=h.now))
+    lone = {name: h.part(name).isr[0] for name in ("u", "c")}
     with caplog.at_level(logging.WARNING, logger="fabric.controller.logic"):
-        c.beat(other)
-        c.advance(500, alive=rest + (other,))
-    assert c.part().leader == other and c.part().isr == [other]
-    assert any("UNCLEAN" in r.getMessage() for r in caplog.records)
+        h.tick(TIMEOUT)
+        for b in (1, 2):
+            if b != lone["u"]:
+                h.beat(b)
+        h.tick(1)
+    assert h.part("u").leader not in (-1, lone["u"]) and h.part("u").isr == [h.part("u").leader]
+    assert "UNCLEAN" in caplog.text
+    if lone["c"] == lone["u"]:
+        assert h.part("c").leader == -1 and h.part("c").isr == [lone["c"]]
 
 
-def test_unfence_waits_for_metadata_catch_up(c: Cluster) -> None:
-    c.advance(2000, alive=(1, 2))
-    assert c.state.brokers[3].fenced
-    epoch = c.state.brokers[3].epoch
-    c.do(c.logic.heartbeat(3, 1, c.now, metadata_offset=epoch - 1))
-    assert c.state.brokers[3].fenced
-    err, reply = c.do(c.logic.heartbeat(3, 1, c.now, metadata_offset=epoch))
-    assert err is None and not c.state.brokers[3].fenced
+def test_heartbeat_errors_and_reregistration(h):
+    assert h.logic.heartbeat(broker_id=9, incarnation=1, now_ms=0)[1] == "UNKNOWN_BROKER"
+    led = [p for p in range(3) if h.part(p=p).leader == 2]
+    old = h.incarnation[2]
+    h.register(2)  # restarted: a new incarnation
+    assert h.logic.heartbeat(broker_id=2, incarnation=old, now_ms=0)[1] == "STALE_BROKER_EPOCH"
+    assert h.logic.register(broker_id=2, incarnation=old, host="h", port=1, now_ms=0)[1] == "STALE_BROKER_EPOCH"
+    for p in led:  # its old leaderships moved (its unflushed tail may be gone)
+        assert h.part(p=p).leader != 2 and h.part(p=p).leader_epoch == 1
+    assert h.beat(2)[0][2] == {"fenced": False, "metadata_offset": h.state.offset, "shutdown_ready": False}
+    assert h.register(2, incarnation=h.incarnation[2])[0] == []  # a retry: nothing to do
 
 
-def test_new_incarnation_replaces_old_and_moves_its_leaderships(c: Cluster) -> None:
-    c.do(c.logic.create_topic("orders", c.now, partitions=3, replication_factor=3))
-    led = [i for i in range(3) if c.part(p=i).leader == 2]
-    assert led
-    err, _ = c.do(c.logic.register(2, 2, "127.0.0.1", 9002, c.now, pub_port=9102))
-    assert err is None and c.state.brokers[2].incarnation == 2 and not c.state.brokers[2].fenced
-    for i in led:
-        assert c.part(p=i).leader != 2 and 2 not in c.part(p=i).isr
-    assert c.do(c.logic.register(2, 1, "127.0.0.1", 9002, c.now))[0] == STALE_BROKER_EPOCH
-    assert c.do(c.logic.heartbeat(2, 1, c.now))[0] == STALE_BROKER_EPOCH
-    assert c.do(c.logic.heartbeat(9, 1, c.now))[0] == UNKNOWN_BROKER
+def test_fenced_broker_is_unfenced_by_a_caught_up_heartbeat(h):
+    h.tick(TIMEOUT)
+    h.beat(1, 3)
+    h.tick(1)
+    assert h.state.brokers[2].fenced
+    _, _, reply = h.do(h.logic.heartbeat(broker_id=2, incarnation=h.incarnation[2], metadata_offset=0,
+                                         now_ms=h.now))
+    assert reply["fenced"] is True  # not caught up with its own registration yet
+    _, _, reply = h.beat(2)[0]
+    assert reply["fenced"] is False and not h.state.brokers[2].fenced
 
 
-def test_alter_partition_checks_epochs_and_membership(c: Cluster) -> None:
-    c.do(c.logic.create_topic("orders", c.now, partitions=1, replication_factor=3))
-    p = c.part()
-    tid = c.state.topics["orders"].topic_id
-    leader, f1, f2 = p.replicas
-    err, reply = c.do(c.logic.alter_partition(leader, 0, p.leader_epoch, p.partition_epoch, [leader, f1], c.now,
-                                              topic_id=tid))
-    assert err is None and reply["partition_epoch"] == 1 and c.part().isr == [leader, f1]
-    # a stale partition epoch and a stale leader epoch / not the leader are refused, state untouched
-    assert c.do(c.logic.alter_partition(leader, 0, 0, 0, [leader], c.now, topic_id=tid))[0] == INVALID_UPDATE_VERSION
-    assert c.do(c.logic.alter_partition(f1, 0, 0, 1, [f1], c.now, topic_id=tid))[0] == FENCED_LEADER_EPOCH
-    assert c.do(c.logic.alter_partition(leader, 0, 5, 1, [leader], c.now, topic_id=tid))[0] == FENCED_LEADER_EPOCH
-    assert c.part().isr == [leader, f1]
-    with pytest.raises(FabricError):  # the ISR must hold the leader
-        c.logic.alter_partition(leader, 0, 0, 1, [f1], c.now, topic_id=tid)
-    with pytest.raises(FabricError):  # and only replicas
-        c.logic.alter_partition(leader, 0, 0, 1, [leader, 7], c.now, topic_id=tid)
-    assert c.do(c.logic.alter_partition(leader, 0, 0, 1, [leader], c.now, topic="nope"))[0] \
-        == "UNKNOWN_TOPIC_OR_PARTITION"
-    # expansion back; a fenced broker is not added
-    c.advance(2000, alive=(leader, f1))
-    p = c.part()
-    err, reply = c.do(c.logic.alter_partition(leader, 0, p.leader_epoch, p.partition_epoch, [leader, f1, f2], c.now,
-                                              topic_id=tid))
-    assert err is None and sorted(c.part().isr) == sorted([leader, f1])
+def test_alter_partition_checks_epochs_and_isr(h):
+    part = h.part()
+    leader = part.leader
+    follower = [r for r in part.replicas if r != leader][0]
+    ask = dict(broker_id=leader, topic_id="id1", partition=0, leader_epoch=part.leader_epoch,
+               partition_epoch=part.partition_epoch, now_ms=0)
+    shrunk = [r for r in part.isr if r != follower]
+    records, error, reply = h.do(h.logic.alter_partition(isr=shrunk, **ask))
+    assert error is None and reply["partition_epoch"] == 1 and reply["isr"] == shrunk and h.part().isr == shrunk
+    assert h.logic.alter_partition(isr=part.isr, **ask)[1] == "INVALID_UPDATE_VERSION"
+    assert h.logic.alter_partition(isr=part.isr, **{**ask, "leader_epoch": 7})[1] == "FENCED_LEADER_EPOCH"
+    assert h.logic.alter_partition(isr=part.isr, **{**ask, "broker_id": follower})[1] == "FENCED_LEADER_EPOCH"
+    ask["partition_epoch"] = 1
+    with pytest.raises(FabricError, match="INVALID_FIELD"):
+        h.logic.alter_partition(isr=[follower], **ask)  # without the leader
+    with pytest.raises(FabricError, match="INVALID_FIELD"):
+        h.logic.alter_partition(isr=[leader, 42], **ask)
+    _, error, reply = h.do(h.logic.alter_partition(isr=part.isr, **ask))  # the follower caught up
+    assert error is None and sorted(h.part().isr) == sorted(part.isr) and h.part().leader_epoch == 0
 
 
-def test_controlled_shutdown_moves_leaderships_then_is_ready(c: Cluster) -> None:
-    c.do(c.logic.create_topic("orders", c.now, partitions=3, replication_factor=2))
-    assert any(c.part(p=i).leader == 1 for i in range(3))
-    err, reply = c.do(c.logic.controlled_shutdown(1, 1, c.now, c.state.offset))
-    assert err is None
-    assert all(c.part(p=i).leader != 1 for i in range(3))
-    err, reply = c.do(c.logic.controlled_shutdown(1, 1, c.now, c.state.offset))
-    assert reply["shutdown_ready"] and c.state.brokers[1].fenced
-    assert all(1 not in c.part(p=i).isr or c.part(p=i).isr == [1] for i in range(3))
+def test_a_fenced_broker_does_not_rejoin_an_isr(h):
+    part = h.part()
+    follower = [r for r in part.replicas if r != part.leader][0]
+    others = [b for b in (1, 2, 3) if b != follower]
+    h.tick(TIMEOUT)
+    h.beat(*others)
+    h.tick(1)
+    part = h.part()
+    _, error, reply = h.do(h.logic.alter_partition(broker_id=part.leader, topic="orders", partition=0,
+                                                   leader_epoch=part.leader_epoch, partition_epoch=part.partition_epoch,
+                                                   isr=part.isr + [follower], now_ms=h.now))
+    assert error is None and follower not in reply["isr"] and follower not in h.part().isr
 
 
-def test_delete_topic_and_internal_topic(c: Cluster) -> None:
-    c.do(c.logic.create_topic("orders", c.now))
-    assert c.do(c.logic.delete_topic("orders", c.now))[0] is None and "orders" not in c.state.topics
-    assert c.do(c.logic.delete_topic("orders", c.now))[0] == "UNKNOWN_TOPIC_OR_PARTITION"
-    err, reply = c.do(c.logic.ensure_internal_topic(c.now))
-    t = c.state.topics[OFFSETS_TOPIC]
-    assert err is None and t.internal and len(t.partitions[0].replicas) == 3
-    assert t.configs["min_insync_replicas"] == 2
-    assert c.do(c.logic.ensure_internal_topic(c.now)) == (None, {"topic_id": t.topic_id})  # once
-    assert c.do(c.logic.delete_topic(OFFSETS_TOPIC, c.now))[0] == "POLICY_VIOLATION"
+def test_controlled_shutdown_moves_leaderships_then_fences(h):
+    records, error, reply = h.beat(1, wants_shutdown=True)[0]
+    assert error is None and reply["shutdown_ready"] is True and h.state.brokers[1].fenced
+    assert records[-1]["type"] == "fence_broker"
+    for p in range(3):
+        assert h.part(p=p).leader in (2, 3) and 1 not in h.part(p=p).isr
+    assert h.logic.create_topic(name="more", replication_factor=3, now_ms=0)[1] == "INVALID_REPLICATION_FACTOR"
+    h.register(1)  # back after a restart: unfenced, and offline partitions (none here) led again
+    assert not h.state.brokers[1].fenced
 
 
-def test_internal_topic_rf_is_capped_by_live_brokers() -> None:
-    c = Cluster(brokers=1)
-    c.do(c.logic.ensure_internal_topic(c.now))
-    assert c.state.topics[OFFSETS_TOPIC].partitions[0].replicas == [1]
+def test_controlled_shutdown_of_the_only_replica_takes_it_offline():
+    h = Harness(brokers=1)
+    h.do(h.logic.create_topic(name="one", now_ms=0))
+    _, _, reply = h.do(h.logic.controlled_shutdown(broker_id=1, incarnation=1, now_ms=0))
+    assert reply["shutdown_ready"] and h.part("one").leader == -1 and h.part("one").isr == [1]
+    h.register(1)
+    assert h.part("one").leader == 1 and h.part("one").leader_epoch == 2
 
 
-def test_pending_changes_are_not_decided_twice(c: Cluster) -> None:
-    """Before the records of a tick commit, the next tick must not propose them again."""
-    c.do(c.logic.create_topic("orders", c.now, partitions=3, replication_factor=3))
-    c.now += 2000
-    c.beat(2, 3)
-    records, _, _ = c.logic.tick(c.now)
-    assert records
-    again, _, _ = c.logic.tick(c.now + 300)  # nothing applied yet
-    assert again == []
+def test_new_leader_starts_sessions_afresh(h):
+    h.now = 10_000
+    h.logic.on_became_leader(h.now)
+    assert h.tick(TIMEOUT)[0] == []  # nobody is fenced for the previous controller's silence
+    status = {s["id"]: s for s in h.logic.broker_status(h.now)}
+    assert status[1]["since_heartbeat_ms"] == TIMEOUT and status[1]["fenced"] is False
 
 
-def test_failover_starts_sessions_fresh(c: Cluster) -> None:
-    """A new controller leader knows no heartbeats: every broker gets a full session from now."""
-    c.do(c.logic.create_topic("orders", c.now, partitions=1))
-    c.now = 10_000  # the old controller died long ago; nobody heartbeated the new one yet
-    logic = ControllerLogic(c.state, LogicConfig())
-    logic.on_became_leader(c.now)
-    assert logic.tick(c.now + 1000)[0] == []
-    records, _, _ = logic.tick(c.now + 1600)
-    assert {r["id"] for r in records if r["type"] == "fence_broker"} == {1, 2, 3}
+def test_internal_offsets_topic():
+    h = Harness(brokers=2)
+    _, error, reply = h.do(h.logic.ensure_internal_topic(now_ms=0))
+    t = h.state.topics[OFFSETS_TOPIC]
+    assert error is None and t.internal and len(t.partitions) == 16 and len(t.partitions[0].replicas) == 2
+    assert t.configs["min_insync_replicas"] == 2 and t.configs["cleanup_policy"] == "compact"
+    assert h.do(h.logic.ensure_internal_topic(now_ms=0))[0] == []
+    assert h.logic.delete_topic(name=OFFSETS_TOPIC, now_ms=0)[1] == "POLICY_VIOLATION"
+
+
+def test_delete_topic(h):
+    records, error, _ = h.do(h.logic.delete_topic(name="orders", now_ms=0))
+    assert error is None and "orders" not in h.state.topics
+    assert h.logic.delete_topic(name="orders", now_ms=0)[1] == "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+def test_rack_aware_creation():
+    h = Harness(brokers=4, racks=True)
+    h.do(h.logic.create_topic(name="r", partitions=4, replication_factor=2, now_ms=0))
+    for part in h.state.topics["r"].partitions:
+        assert len({h.state.brokers[b].rack for b in part.replicas}) == 2
+
+
+def test_malformed_fields_raise_invalid_field(h):
+    with pytest.raises(FabricError, match="INVALID_FIELD"):
+        h.logic.heartbeat(broker_id="1", incarnation=1, now_ms=0)
+    with pytest.raises(FabricError, match="INVALID_FIELD"):
+        h.logic.register(broker_id=1, incarnation=1, host="", port=1, now_ms=0)
