@@ -104,7 +104,7 @@ class ControllerLogic:
         self._topics.clear()
         self._scanned = -1
 
-    def _broker(self, b: int, now_ms: int) -> BrokerRecord | None:
+    def _broker(self, b: int) -> BrokerRecord | None:
         pending = self._brokers.get(b)
         cur = self.state.brokers.get(b)
         if pending is not None:
@@ -114,7 +114,7 @@ class ControllerLogic:
             del self._brokers[b]
         return cur
 
-    def _part(self, topic: TopicRecord, p: int, now_ms: int) -> PartitionRecord:
+    def _part(self, topic: TopicRecord, p: int) -> PartitionRecord:
         cur = topic.partitions[p]
         pending = self._parts.get((topic.topic_id, p))
         if pending is not None:
@@ -123,10 +123,10 @@ class ControllerLogic:
             del self._parts[(topic.topic_id, p)]
         return cur
 
-    def _topic_exists(self, name: str, now_ms: int) -> bool:
-        return self._topic(name, now_ms) is not None
+    def _topic_exists(self, name: str) -> bool:
+        return self._topic(name) is not None
 
-    def _topic(self, name: str, now_ms: int) -> TopicRecord | None:
+    def _topic(self, name: str) -> TopicRecord | None:
         """The topic as it will be once the pending creates and deletes apply."""
         if name in self._topics:
             created = self._topics[name]
@@ -135,67 +135,66 @@ class ControllerLogic:
             del self._topics[name]
         return self.state.topics.get(name)
 
-    def _topic_views(self, now_ms: int) -> list[TopicRecord]:
+    def _topic_views(self) -> list[TopicRecord]:
         names = sorted(set(self.state.topics) | set(self._topics))
-        return [t for t in (self._topic(n, now_ms) for n in names) if t is not None]
+        return [t for t in (self._topic(n) for n in names) if t is not None]
 
     def _broker_ids(self) -> list[int]:
         return sorted(set(self.state.brokers) | set(self._brokers))
 
-    def _electable(self, b: int, now_ms: int) -> bool:
-        view = self._broker(b, now_ms)
+    def _electable(self, b: int) -> bool:
+        view = self._broker(b)
         return view is not None and not view.fenced and b not in self._shutting_down
 
-    def _live(self, now_ms: int) -> list[BrokerRecord]:
-        views = (self._broker(b, now_ms) for b in self._broker_ids() if self._electable(b, now_ms))
+    def _live(self) -> list[BrokerRecord]:
+        views = (self._broker(b) for b in self._broker_ids() if self._electable(b))
         return [v for v in views if v is not None]
 
-    def _broker_record(self, kind: str, view: BrokerRecord, now_ms: int) -> dict[str, Any]:
+    def _broker_record(self, kind: str, view: BrokerRecord) -> dict[str, Any]:
         pending = copy.copy(view)
         pending.fenced = kind == "fence_broker"
         self._brokers[view.id] = pending
         return {"type": kind, "id": view.id, "incarnation": view.incarnation}
 
     # ================================================================== elections (rules 3-5)
-    def _change(self, topic: TopicRecord, p: int, cur: PartitionRecord, leader: int, isr: list[int],
-                now_ms: int) -> dict[str, Any]:
+    def _change(self, topic: TopicRecord, p: int, cur: PartitionRecord, leader: int, isr: list[int]) -> dict[str, Any]:
         epoch = cur.leader_epoch + (1 if leader != cur.leader else 0)
         new = PartitionRecord(list(cur.replicas), leader, epoch, cur.partition_epoch + 1, list(isr))
         self._parts[(topic.topic_id, p)] = new
         return {"type": "partition_change", "topic_id": topic.topic_id, "partition": p, "leader": leader,
                 "leader_epoch": epoch, "partition_epoch": new.partition_epoch, "isr": list(isr)}
 
-    def _decide(self, topic: TopicRecord, p: int, gone: Callable[[int], bool], now_ms: int) -> dict[str, Any] | None:
+    def _decide(self, topic: TopicRecord, p: int, gone: Callable[[int], bool]) -> dict[str, Any] | None:
         """The change partition ``p`` needs when the brokers ``gone`` says are unavailable, if any."""
-        cur = self._part(topic, p, now_ms)
+        cur = self._part(topic, p)
         isr = [r for r in cur.isr if not gone(r)]
         if cur.leader != -1 and not gone(cur.leader):
-            return None if isr == cur.isr else self._change(topic, p, cur, cur.leader, isr, now_ms)
+            return None if isr == cur.isr else self._change(topic, p, cur, cur.leader, isr)
         candidates = [r for r in cur.replicas if r in isr]
         if candidates:
-            return self._change(topic, p, cur, candidates[0], isr, now_ms)
+            return self._change(topic, p, cur, candidates[0], isr)
         outside = [r for r in cur.replicas if not gone(r)]
         if outside and topic.configs.get("unclean_leader_election") is True:
             log.warning("UNCLEAN leader election: %s-%d had no live in-sync replica (ISR %s); broker %d leads it "
                         "at epoch %d and records it did not hold may be lost", topic.name, p, cur.isr, outside[0],
                         cur.leader_epoch + 1)
-            return self._change(topic, p, cur, outside[0], [outside[0]], now_ms)
+            return self._change(topic, p, cur, outside[0], [outside[0]])
         if cur.leader == -1:
             return None
         log.warning("%s-%d is offline: no live in-sync replica (ISR %s)", topic.name, p, cur.isr)
-        return self._change(topic, p, cur, -1, isr or list(cur.isr), now_ms)
+        return self._change(topic, p, cur, -1, isr or list(cur.isr))
 
-    def _reconcile(self, now_ms: int, excluded: Iterable[int] = ()) -> list[dict[str, Any]]:
+    def _reconcile(self, excluded: Iterable[int] = ()) -> list[dict[str, Any]]:
         """Changes for every partition whose leader or ISR names an unavailable broker, and for
         every offline partition that can be led again."""
         out = set(excluded)
 
         def gone(b: int) -> bool:
-            return b in out or not self._electable(b, now_ms)
+            return b in out or not self._electable(b)
         records = []
-        for topic in self._topic_views(now_ms):
+        for topic in self._topic_views():
             for p in range(len(topic.partitions)):
-                rec = self._decide(topic, p, gone, now_ms)
+                rec = self._decide(topic, p, gone)
                 if rec is not None:
                     records.append(rec)
         return records
@@ -204,7 +203,7 @@ class ControllerLogic:
         """Session expiry (rule 3) and re-election of what can be led again (rule 4)."""
         expired = []
         for b in self._broker_ids():
-            view = self._broker(b, now_ms)
+            view = self._broker(b)
             if view is None or view.fenced:
                 continue
             last = self._sessions.setdefault(b, now_ms)
@@ -214,8 +213,8 @@ class ControllerLogic:
         if not expired and self._scanned == self.state.offset and now_ms - self._scanned_ms < self.config.heartbeat_ms:
             return [], None, {}
         self._scanned, self._scanned_ms = self.state.offset, now_ms
-        records = self._reconcile(now_ms, [v.id for v in expired])
-        records += [self._broker_record("fence_broker", v, now_ms) for v in expired]
+        records = self._reconcile([v.id for v in expired])
+        records += [self._broker_record("fence_broker", v) for v in expired]
         return records, None, {}
 
     # ================================================================== brokers
@@ -231,7 +230,7 @@ class ControllerLogic:
             raise FabricError("INVALID_FIELD", f"host must be a string of 1-255 characters, not {host!r:.60}")
         if rack is not None and (not isinstance(rack, str) or not 0 < len(rack) <= 255):
             raise FabricError("INVALID_FIELD", f"rack must be null or a string of 1-255 characters, not {rack!r:.60}")
-        old = self._broker(broker_id, now_ms)
+        old = self._broker(broker_id)
         if old is not None and incarnation < old.incarnation:
             return [], STALE_BROKER_EPOCH, {"incarnation": old.incarnation}
         self._sessions[broker_id] = now_ms
@@ -244,12 +243,12 @@ class ControllerLogic:
         if old is not None and old.incarnation != incarnation and not old.fenced:
             log.info("broker %d registers incarnation %d: its incarnation %d is gone", broker_id, incarnation,
                      old.incarnation)
-            records += self._reconcile(now_ms, [broker_id])
+            records += self._reconcile([broker_id])
         view = BrokerRecord(broker_id, host, port, pub_port, rack, incarnation, 0, False, controller_port)
         self._brokers[broker_id] = view
         records.append({"type": "register_broker", "id": broker_id, "host": host, "port": port, "pub_port": pub_port,
                         "rack": rack, "incarnation": incarnation, "controller_port": controller_port})
-        records += self._reconcile(now_ms)
+        records += self._reconcile()
         return records, None, {"metadata_offset": self.state.offset}
 
     def heartbeat(self, broker_id: int, incarnation: int, now_ms: int, metadata_offset: int = 0,
@@ -259,20 +258,20 @@ class ControllerLogic:
         metadata_offset = _int("metadata_offset", metadata_offset)
         if not isinstance(wants_shutdown, bool):
             raise FabricError("INVALID_FIELD", f"wants_shutdown must be true or false, not {wants_shutdown!r:.60}")
-        view = self._broker(broker_id, now_ms)
+        view = self._broker(broker_id)
         if view is None or incarnation > view.incarnation:
             return [], UNKNOWN_BROKER, {}
         if incarnation < view.incarnation:
             return [], STALE_BROKER_EPOCH, {"incarnation": view.incarnation}
         self._sessions[broker_id] = now_ms
         if wants_shutdown:
-            return self._shutdown(view, now_ms)
+            return self._shutdown(view)
         self._shutting_down.discard(broker_id)
         records: list[dict[str, Any]] = []
         if view.fenced and metadata_offset >= view.epoch:
             log.info("broker %d is back (metadata offset %d): unfencing it", broker_id, metadata_offset)
-            records.append(self._broker_record("unfence_broker", view, now_ms))
-            records += self._reconcile(now_ms)
+            records.append(self._broker_record("unfence_broker", view))
+            records += self._reconcile()
         fenced = view.fenced and not records
         return records, None, {"fenced": fenced, "metadata_offset": self.state.offset, "shutdown_ready": False}
 
@@ -280,15 +279,15 @@ class ControllerLogic:
         """The same as a heartbeat with ``wants_shutdown``."""
         return self.heartbeat(broker_id, incarnation, now_ms, metadata_offset, wants_shutdown=True)
 
-    def _shutdown(self, view: BrokerRecord, now_ms: int) -> Decision:
+    def _shutdown(self, view: BrokerRecord) -> Decision:
         if view.id not in self._shutting_down:
             log.info("broker %d asks for a controlled shutdown: moving its leaderships", view.id)
         self._shutting_down.add(view.id)
-        records = self._reconcile(now_ms)
-        leads = [(t.name, p) for t in self._topic_views(now_ms) for p in range(len(t.partitions)) if self._part(t, p, now_ms).leader == view.id]
+        records = self._reconcile()
+        leads = [(t.name, p) for t in self._topic_views() for p in range(len(t.partitions)) if self._part(t, p).leader == view.id]
         ready = not leads
         if ready and not view.fenced:
-            records.append(self._broker_record("fence_broker", view, now_ms))
+            records.append(self._broker_record("fence_broker", view))
         return records, None, {"fenced": ready or view.fenced, "metadata_offset": self.state.offset,
                                "shutdown_ready": ready}
 
@@ -297,7 +296,7 @@ class ControllerLogic:
         none since this controller took over), and whether it is shutting down."""
         out = []
         for b in self._broker_ids():
-            view = self._broker(b, now_ms)
+            view = self._broker(b)
             if view is None:
                 continue
             last = self._sessions.get(b)
@@ -314,29 +313,29 @@ class ControllerLogic:
         if not isinstance(name, str):
             raise FabricError("INVALID_FIELD", f"name must be a string, not {name!r:.60}")
         check_topic_name(name)
-        return self._create(name, partitions, replication_factor, configs or {}, False, now_ms, validate_only)
+        return self._create(name, partitions, replication_factor, configs or {}, False, validate_only)
 
     def ensure_internal_topic(self, now_ms: int, name: str = OFFSETS_TOPIC) -> Decision:
         """``__consumer_offsets`` with RF min(3, live brokers), created once."""
         if name != OFFSETS_TOPIC:
             raise FabricError("INVALID_TOPIC_NAME", f"{name!r} is not an internal topic")
-        topic = self._topic(name, now_ms)
+        topic = self._topic(name)
         if topic is not None:
             return [], None, {"topic_id": topic.topic_id}
-        rf = min(3, len(self._live(now_ms)))
+        rf = min(3, len(self._live()))
         configs = {**self.config.offsets_topic_configs,
                    "min_insync_replicas": max(1, min(self.config.offsets_topic_min_insync_replicas, rf))}
-        return self._create(name, self.config.offsets_topic_partitions, rf, configs, True, now_ms, False)
+        return self._create(name, self.config.offsets_topic_partitions, rf, configs, True, False)
 
     def _create(self, name: str, partitions: int | None, rf: int | None, configs: dict[str, Any], internal: bool,
-                now_ms: int, validate_only: bool) -> Decision:
-        if self._topic_exists(name, now_ms) or name in self.state.topics:  # (a delete not yet applied too)
+                validate_only: bool) -> Decision:
+        if self._topic_exists(name) or name in self.state.topics:  # (a delete not yet applied too)
             return [], "TOPIC_ALREADY_EXISTS", {}
         if len(self.state.topics) >= DEFAULT_LIMITS.topics_max:
             raise FabricError("LIMIT_EXCEEDED", f"the cluster already holds {len(self.state.topics)} topics (limit)")
         partitions = self.config.default_partitions if partitions is None else partitions
         partitions = _int("partitions", partitions, 1, DEFAULT_LIMITS.partitions_per_topic_max)
-        live = self._live(now_ms)
+        live = self._live()
         if rf is None:
             rf = min(self.config.default_replication_factor, len(live))
         rf = _int("replication_factor", rf, 0, REPLICATION_FACTOR_MAX)
@@ -344,9 +343,9 @@ class ControllerLogic:
             return [], "INVALID_REPLICATION_FACTOR", {"live_brokers": len(live)}
         configs = self._check_configs(configs, rf)
         loads: dict[str, dict[int, int]] = {"replicas": {}, "leaders": {}}
-        for t in self._topic_views(now_ms):
+        for t in self._topic_views():
             for p in range(len(t.partitions)):
-                cur = self._part(t, p, now_ms)
+                cur = self._part(t, p)
                 for r in cur.replicas:
                     loads["replicas"][r] = loads["replicas"].get(r, 0) + 1
                 loads["leaders"][cur.leader] = loads["leaders"].get(cur.leader, 0) + 1
@@ -382,7 +381,7 @@ class ControllerLogic:
         return out
 
     def delete_topic(self, name: str, now_ms: int) -> Decision:
-        topic = self._topic(name, now_ms) if isinstance(name, str) else None
+        topic = self._topic(name) if isinstance(name, str) else None
         if topic is None:
             return [], "UNKNOWN_TOPIC_OR_PARTITION", {}
         if topic.internal:
@@ -401,13 +400,13 @@ class ControllerLogic:
         isr = [_int("isr[]", r) for r in isr]
         if topic_id is not None:
             name = self.state.by_id.get(topic_id)
-            t = self._topic(name, now_ms) if name is not None else next(
+            t = self._topic(name) if name is not None else next(
                 (v for v in self._topics.values() if v is not None and v.topic_id == topic_id), None)
         else:
-            t = self._topic(topic, now_ms) if isinstance(topic, str) else None
+            t = self._topic(topic) if isinstance(topic, str) else None
         if t is None or not 0 <= partition < len(t.partitions):
             return [], "UNKNOWN_TOPIC_OR_PARTITION", {}
-        cur = self._part(t, partition, now_ms)
+        cur = self._part(t, partition)
         current = {"leader": cur.leader, "leader_epoch": cur.leader_epoch, "partition_epoch": cur.partition_epoch,
                    "isr": list(cur.isr)}
         if leader_epoch != cur.leader_epoch or broker_id != cur.leader:
@@ -417,9 +416,9 @@ class ControllerLogic:
         if len(set(isr)) != len(isr) or not set(isr) <= set(cur.replicas) or cur.leader not in isr:
             raise FabricError("INVALID_FIELD", f"isr {isr} must be distinct replicas of {cur.replicas} "
                                                f"holding the leader {cur.leader}")
-        new = [r for r in isr if r in cur.isr or self._electable(r, now_ms)]  # no fenced newcomers
+        new = [r for r in isr if r in cur.isr or self._electable(r)]  # no fenced newcomers
         if sorted(new) == sorted(cur.isr):
             return [], None, current
-        record = self._change(t, partition, cur, cur.leader, new, now_ms)
+        record = self._change(t, partition, cur, cur.leader, new)
         return [record], None, {"leader": cur.leader, "leader_epoch": record["leader_epoch"],
                                 "partition_epoch": record["partition_epoch"], "isr": new}
