@@ -43,13 +43,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from ..log.config import LogConfig
 from ..protocol.errors import FabricError
 from ..protocol.limits import DEFAULT_LIMITS
 from ..protocol.messages import check_topic_name
 from .codes import FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, STALE_BROKER_EPOCH, UNKNOWN_BROKER
-from .metadata import BrokerRecord, MetadataState, PartitionRecord, TopicRecord, split_configs
+from .metadata import BrokerRecord, MetadataState, PartitionRecord, TopicRecord
 from .placement import place_replicas
+from .topic_configs import check_topic_configs
 
 log = logging.getLogger("fabric.controller.logic")
 
@@ -341,7 +341,7 @@ class ControllerLogic:
         rf = _int("replication_factor", rf, 0, REPLICATION_FACTOR_MAX)
         if not 1 <= rf <= len(live):
             return [], "INVALID_REPLICATION_FACTOR", {"live_brokers": len(live)}
-        configs = self._check_configs(configs, rf)
+        configs = check_topic_configs(configs, rf, self.config.min_insync_replicas)
         loads: dict[str, dict[int, int]] = {"replicas": {}, "leaders": {}}
         for t in self._topic_views():
             for p in range(len(t.partitions)):
@@ -361,24 +361,6 @@ class ControllerLogic:
         log.info("creating topic %s: %d partitions, replication factor %d", name, partitions, rf)
         return [{"type": "create_topic", "name": name, "topic_id": topic_id, "configs": configs, "internal": internal,
                  "partitions": parts}], None, reply
-
-    def _check_configs(self, configs: Any, rf: int) -> dict[str, Any]:
-        """The validated overrides, canonical, with ``min_insync_replicas`` always present."""
-        if not isinstance(configs, dict):
-            raise FabricError("INVALID_CONFIG", f"configs must be a map, not {type(configs).__name__}")
-        log_part, repl = split_configs(configs)
-        effective = LogConfig.from_mapping(log_part).to_mapping()
-        out = {k: effective[k] for k in log_part}
-        min_isr = repl.get("min_insync_replicas", min(self.config.min_insync_replicas, rf))
-        if isinstance(min_isr, bool) or not isinstance(min_isr, int) or not 1 <= min_isr <= rf:
-            raise FabricError("INVALID_CONFIG", f"min_insync_replicas must be an integer in [1, {rf}] "
-                                                f"(the replication factor), not {min_isr!r}")
-        out["min_insync_replicas"] = min_isr
-        if "unclean_leader_election" in repl:
-            if not isinstance(repl["unclean_leader_election"], bool):
-                raise FabricError("INVALID_CONFIG", "unclean_leader_election must be true or false")
-            out["unclean_leader_election"] = repl["unclean_leader_election"]
-        return out
 
     def delete_topic(self, name: str, now_ms: int) -> Decision:
         topic = self._topic(name) if isinstance(name, str) else None

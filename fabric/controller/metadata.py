@@ -33,6 +33,7 @@ import cbor2
 
 from ..replication.image import BrokerInfo, MetadataImage, PartitionAssignment, TopicImage
 from .records import RecordError, check_partition, check_record, decode_record, encode_record
+from .topic_configs import REPLICATION_CONFIG_KEYS, split_configs
 
 log = logging.getLogger("fabric.controller.metadata")
 
@@ -40,15 +41,6 @@ __all__ = ["BrokerRecord", "MetadataState", "PartitionRecord", "RecordError", "T
            "encode_record", "REPLICATION_CONFIG_KEYS", "split_configs"]
 
 SNAPSHOT_VERSION = 1
-# Topic configs the controller and the replication layer read; every other key is a LogConfig field.
-REPLICATION_CONFIG_KEYS = ("min_insync_replicas", "unclean_leader_election")
-
-
-def split_configs(configs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(log configs for ``LogConfig.from_mapping``, replication configs) of a topic's overrides."""
-    log_part = {k: v for k, v in configs.items() if k not in REPLICATION_CONFIG_KEYS}
-    repl_part = {k: v for k, v in configs.items() if k in REPLICATION_CONFIG_KEYS}
-    return log_part, repl_part
 
 
 @dataclass
