@@ -261,3 +261,51 @@ def test_malformed_fields_raise_invalid_field(h):
         h.logic.heartbeat(broker_id="1", incarnation=1, now_ms=0)
     with pytest.raises(FabricError, match="INVALID_FIELD"):
         h.logic.register(broker_id=1, incarnation=1, host="", port=1, now_ms=0)
+
+
+def test_uncommitted_decisions_are_not_taken_twice(h):
+    h.tick(TIMEOUT)
+    h.beat(2, 3)
+    records, _, _ = h.logic.tick(h.now + 1)  # proposed, not committed yet
+    assert records and records[-1] == {"type": "fence_broker", "id": 1, "incarnation": 1}
+    assert h.logic.tick(h.now + 300)[0] == []  # the next ticks see them as pending
+    status = {s["id"]: s for s in h.logic.broker_status(h.now)}
+    assert status[1]["fenced"] is True and not h.state.brokers[1].fenced
+    for r in records:
+        h.state.apply(r)
+    assert h.logic.tick(h.now + 600)[0] == []  # and once applied, nothing is left to do
+    assert h.state.brokers[1].fenced
+
+
+def test_controlled_shutdown_without_incarnation_and_unknown_broker(h):
+    assert h.logic.controlled_shutdown(broker_id=9, now_ms=0)[1] == "UNKNOWN_BROKER"
+    _, error, reply = h.do(h.logic.controlled_shutdown(broker_id=3, now_ms=0))
+    assert error is None and reply["shutdown_ready"]
+
+
+def test_a_late_commit_is_not_decided_again(h):
+    """Regression (sim seed 12): pending records used to expire after a session timeout, and a
+    commit later than that got decided a second time with the same epochs (refused at apply)."""
+    h.tick(TIMEOUT)
+    h.beat(2, 3)
+    first, _, _ = h.logic.tick(h.now + 1)
+    h.now += 3 * TIMEOUT
+    h.beat(2, 3)
+    assert h.logic.tick(h.now)[0] == []
+    for r in first:
+        h.state.apply(r)  # no RecordError: every change applies
+
+
+def test_shutdown_moves_the_leaderships_of_a_topic_not_yet_committed():
+    """Regression (sim seed 14): a create still pending was not seen by the shutdown, which fenced
+    the broker that the create then made a leader."""
+    h = Harness()
+    created, _, _ = h.logic.create_topic(name="late", partitions=3, replication_factor=2, now_ms=0)
+    leaders = {p["leader"] for p in created[0]["partitions"]}
+    b = sorted(leaders)[0]
+    moved, _, reply = h.logic.heartbeat(broker_id=b, incarnation=1, wants_shutdown=True, now_ms=0)
+    assert reply["shutdown_ready"]
+    for r in created + moved:
+        h.state.apply(r)
+    assert h.state.brokers[b].fenced
+    assert all(p.leader != b for p in h.state.topics["late"].partitions)

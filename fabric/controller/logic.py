@@ -275,8 +275,14 @@ class ControllerLogic:
         fenced = view.fenced and not records
         return records, None, {"fenced": fenced, "metadata_offset": self.state.offset, "shutdown_ready": False}
 
-    def controlled_shutdown(self, broker_id: int, incarnation: int, now_ms: int, metadata_offset: int = 0) -> Decision:
-        """The same as a heartbeat with ``wants_shutdown``."""
+    def controlled_shutdown(self, broker_id: int, now_ms: int, incarnation: int | None = None,
+                            metadata_offset: int = 0) -> Decision:
+        """The same as a heartbeat with ``wants_shutdown`` (``incarnation`` None: the registered one)."""
+        if incarnation is None:
+            view = self._broker(_int("broker_id", broker_id))
+            if view is None:
+                return [], UNKNOWN_BROKER, {}
+            incarnation = view.incarnation
         return self.heartbeat(broker_id, incarnation, now_ms, metadata_offset, wants_shutdown=True)
 
     def _shutdown(self, view: BrokerRecord) -> Decision:
