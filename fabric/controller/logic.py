@@ -290,8 +290,8 @@ class ControllerLogic:
             log.info("broker %d asks for a controlled shutdown: moving its leaderships", view.id)
         self._shutting_down.add(view.id)
         records = self._reconcile()
-        leads = [(t.name, p) for t in self._topic_views() for p in range(len(t.partitions)) if self._part(t, p).leader == view.id]
-        ready = not leads
+        ready = not any(self._part(t, p).leader == view.id
+                        for t in self._topic_views() for p in range(len(t.partitions)))
         if ready and not view.fenced:
             records.append(self._broker_record("fence_broker", view))
         return records, None, {"fenced": ready or view.fenced, "metadata_offset": self.state.offset,

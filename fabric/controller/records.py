@@ -13,10 +13,12 @@ same record is always the same bytes.  Optional fields may be absent or null.
 |---|---|
 | ``register_broker`` | id, host, port, pub_port, rack (str or null), incarnation, controller_port? |
 | ``fence_broker`` / ``unfence_broker`` | id, incarnation? (applies only to that incarnation) |
-| ``create_topic`` | name, topic_id, configs (map), internal, partitions: [{replicas, leader, leader_epoch, partition_epoch, isr}] |
+| ``create_topic`` | name, topic_id, configs (map), internal, partitions (a list of *partition*) |
 | ``delete_topic`` | name |
 | ``partition_change`` | topic_id, partition, leader?, leader_epoch, partition_epoch, isr?, replicas? |
 | ``topic_config`` | name, configs (the topic's whole override map) |
+
+A *partition* is ``{replicas, leader, leader_epoch, partition_epoch, isr}`` (leader -1: offline).
 """
 
 from __future__ import annotations
