@@ -152,3 +152,10 @@ def test_from_snapshot_refuses_garbage(data, message):
 def test_split_configs():
     assert split_configs({"retention_ms": 5, "min_insync_replicas": 2, "unclean_leader_election": False}) == (
         {"retention_ms": 5}, {"min_insync_replicas": 2, "unclean_leader_election": False})
+
+
+def test_a_record_at_or_below_the_offset_is_refused(state):
+    before = state.to_snapshot()
+    with pytest.raises(RecordError, match="applied already"):
+        state.apply({"type": "fence_broker", "id": 1}, 4)
+    assert state.to_snapshot() == before and state.offset == 4

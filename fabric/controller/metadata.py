@@ -7,7 +7,8 @@ records (``fabric.controller.records``) in log order, so they all reach the same
 Rules:
 1. ``apply(record, index)`` changes the state only if the whole record applies; otherwise it raises
    ``RecordError`` and changes nothing but ``offset`` (the record is consumed either way, so every
-   holder skips the same records and stays identical).
+   holder skips the same records and stays identical).  An index at or below ``offset`` (applied
+   already) is refused and changes nothing.
 2. Changes are conditional on epochs, so a decision made on stale information cannot overwrite a
    newer one: a ``partition_change`` must carry a partition epoch above the current one, a leader
    epoch not below it, and a higher leader epoch whenever the leader changes; a registration with an
@@ -89,6 +90,8 @@ class MetadataState:
     def apply(self, record: dict[str, Any], index: int | None = None) -> None:
         """Apply one committed record (rule 1); ``index`` is its log index (None: offset + 1)."""
         index = self.offset + 1 if index is None else index
+        if index <= self.offset:
+            raise RecordError(f"record {index} is at or below the applied offset {self.offset}: applied already")
         try:
             check_record(record)
             getattr(self, "_" + record["type"])(record, index)
