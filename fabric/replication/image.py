@@ -32,6 +32,8 @@ class BrokerInfo:
     host: str
     port: int
     rack: str | None = None
+    pub_port: int = 0  # where it publishes the batches it leads (0: not known, a single node)
+    fenced: bool = False  # the controller fenced it: it leads nothing and clients should not use it
 
     @property
     def address(self) -> str:
@@ -47,6 +49,7 @@ class PartitionAssignment:
     leader_epoch: int
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
+    partition_epoch: int = 0  # bumped by every controller change of this partition (leader, ISR, replicas)
 
     def __post_init__(self) -> None:
         if self.leader != NO_LEADER and self.leader not in self.isr:
@@ -57,6 +60,8 @@ class PartitionAssignment:
             raise ValueError(f"replicas {self.replicas} must be distinct and not empty")
         if self.leader_epoch < 0:
             raise ValueError(f"leader epoch {self.leader_epoch} < 0")
+        if self.partition_epoch < 0:
+            raise ValueError(f"partition epoch {self.partition_epoch} < 0")
 
 
 @dataclass(frozen=True, slots=True)
