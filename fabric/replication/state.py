@@ -35,7 +35,9 @@ Rules
    go down after a truncation (the follower's log is cut to agree with the new leader).
 
 The ISR changes here are local decisions.  With a controller, the shell proposes them
-(Kafka's AlterPartition) and applies the controller's answer with ``set_isr``.
+(Kafka's AlterPartition) and applies the controller's answer with ``set_isr``: with
+``isr_by_controller`` set (``LeaderReplica`` sets it), rules 5 and 6 only *answer*
+(``isr_expand_candidates``, ``isr_shrink_candidates``) and never change the ISR themselves.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class PartitionState:
         self.log_end = 0  # this broker's log end
         self.epoch_start_offset = 0  # the leader's log end when its epoch began (rule 5)
         self.followers: dict[int, FollowerProgress] = {}
+        self.isr_by_controller = False  # True: rules 5 and 6 propose, only ``set_isr`` changes the ISR
 
     # ================================================================== role changes
     def become_leader(self, epoch: int, replicas: tuple[int, ...] | list[int], isr: frozenset[int] | set[int],
@@ -143,26 +146,34 @@ class PartitionState:
         progress.log_end = log_end
         progress.last_fetch_ms = now_ms
         progress.leader_log_end_at_last_fetch = self.log_end
-        self.maybe_expand_isr(replica)
+        if not self.isr_by_controller:
+            self.maybe_expand_isr(replica)
         self._advance_hw()
         return self.high_watermark
 
     def maybe_expand_isr(self, replica: int) -> bool:
         """Rule 5; True if ``replica`` joined the ISR."""
         self._require_leader()
-        progress = self.followers.get(replica)
-        if progress is None or replica in self.isr:
+        if replica in self.isr or replica not in self.isr_expand_candidates():
             return False
-        if progress.log_end >= self.high_watermark and progress.log_end >= self.epoch_start_offset:
-            self.isr = self.isr | {replica}
-            return True
-        return False
+        self.isr = self.isr | {replica}
+        return True
+
+    def isr_expand_candidates(self) -> frozenset[int]:
+        """Rule 5 as a question: the followers outside the ISR that may join it now."""
+        self._require_leader()
+        return frozenset(r for r, p in self.followers.items() if r not in self.isr and p.log_end >= 0
+                         and p.log_end >= self.high_watermark and p.log_end >= self.epoch_start_offset)
+
+    def isr_shrink_candidates(self, now_ms: int, replica_lag_ms: int) -> frozenset[int]:
+        """Rule 6 as a question: the ISR followers not caught up for more than ``replica_lag_ms``."""
+        self._require_leader()
+        return frozenset(r for r in self.isr if r != self.local
+                         and now_ms - self.followers[r].last_caught_up_ms > replica_lag_ms)
 
     def maybe_shrink_isr(self, now_ms: int, replica_lag_ms: int) -> frozenset[int]:
         """Rule 6; returns the followers removed (HW may rise, rule 3)."""
-        self._require_leader()
-        out = frozenset(r for r in self.isr if r != self.local
-                        and now_ms - self.followers[r].last_caught_up_ms > replica_lag_ms)
+        out = self.isr_shrink_candidates(now_ms, replica_lag_ms)
         if out:
             self.isr = self.isr - out
             self._advance_hw()
