@@ -30,7 +30,10 @@ Rules (the partition's ISR/HW rules are ``state.py``'s; these are the leader's):
    UNKNOWN_LEADER_EPOCH when newer) or ignored (ack).
 5. The ISR proposal in ``tick`` is the ISR minus followers lagging more than ``replica_lag_ms``
    plus followers caught up to the HW and the epoch start (``state.py`` rules 5, 6); one
-   proposal is outstanding at a time, made again after ``isr_retry_ms`` if unanswered.
+   proposal is outstanding at a time, made again after ``isr_retry_ms`` if unanswered.  From the
+   proposal on, the HW also waits for the proposed additions (Kafka's "maximal ISR"): a lone
+   leader would otherwise commit alone while the answer travels, and the joiner it then counts
+   would not hold those records.
 6. ``visible_high_watermark`` (what consumers may read below) is None until the high watermark
    reaches the offset where this epoch began: before that a new leader's HW may be below the one
    its predecessor showed consumers (KRaft's rule), and a consumer-visible HW must not go back.
@@ -217,6 +220,7 @@ class LeaderReplica:
                 and now_ms - self._proposed_ms < self.config.isr_retry_ms):
             return None
         self._proposal = IsrChange(self.topic_id, self.partition, st.leader_epoch, self.partition_epoch, proposed)
+        st.expect_isr_additions(proposed - isr)  # the HW waits for them from now on (state.py rule 3)
         self._proposed_ms = now_ms
         log.info("%s/%d: proposing ISR %s (now %s, HW %d)", self.topic_id, self.partition, sorted(proposed),
                  sorted(isr), st.high_watermark)

@@ -16,7 +16,8 @@ Rules
    change comes with a leader epoch; an epoch older than the current one is refused
    (``StaleEpoch``): it is a delayed message from a deposed controller.
 2. While leader, the leader is always in the ISR and the ISR is a subset of ``replicas``.
-3. While leader, HW = min(log end of each ISR member), the leader's own included; it never
+3. While leader, HW = min(log end of each ISR member), the leader's own included, and of each
+   replica proposed to join the ISR until the controller answers (``expect_isr_additions``); it never
    decreases (a recomputation that gives less keeps the old value: right after an election the
    followers' log ends are not yet known).  HW <= the leader's log end, always.
 4. A follower's fetch at offset ``log_end`` means it holds everything below it.  It is *caught
@@ -85,6 +86,7 @@ class PartitionState:
         self.epoch_start_offset = 0  # the leader's log end when its epoch began (rule 5)
         self.followers: dict[int, FollowerProgress] = {}
         self.isr_by_controller = False  # True: rules 5 and 6 propose, only ``set_isr`` changes the ISR
+        self.pending_isr: frozenset[int] = frozenset()  # proposed additions, counted for the HW (rule 3)
 
     # ================================================================== role changes
     def become_leader(self, epoch: int, replicas: tuple[int, ...] | list[int], isr: frozenset[int] | set[int],
@@ -102,6 +104,7 @@ class PartitionState:
         self.high_watermark = min(self.high_watermark, log_end)
         self.followers = {r: FollowerProgress(last_caught_up_ms=now_ms if r in isr else -1)
                           for r in replicas if r != self.local}
+        self.pending_isr = frozenset()
         self._advance_hw()
 
     def become_follower(self, epoch: int, leader: int, replicas: tuple[int, ...] | list[int], log_end: int) -> None:
@@ -186,14 +189,23 @@ class PartitionState:
         if self.local not in isr or not isr <= set(self.replicas):
             raise ValueError(f"ISR {sorted(isr)} must hold the leader {self.local} and only replicas {self.replicas}")
         self.isr = isr
+        self.pending_isr = frozenset()
         self._advance_hw()
 
+    def expect_isr_additions(self, replicas: frozenset[int]) -> None:
+        """Replicas proposed to join the ISR: they count for the HW from now until ``set_isr``
+        answers (Kafka's "maximal ISR"), so that when the answer comes back they still hold
+        everything below the HW, however far a lone leader appended meanwhile."""
+        self._require_leader()
+        self.pending_isr = (self.pending_isr | frozenset(replicas)) - self.isr  # (an older proposal may still win)
+
     def _advance_hw(self) -> None:
-        if len(self.isr) == 1:  # the leader alone (rule 2): its log end (the hot path of a single node)
+        members = self.isr | self.pending_isr if self.pending_isr else self.isr
+        if len(members) == 1:  # the leader alone (rule 2): its log end (the hot path of a single node)
             if self.log_end > self.high_watermark:
                 self.high_watermark = self.log_end
             return
-        ends = [self.log_end] + [self.followers[r].log_end for r in self.isr if r != self.local]
+        ends = [self.log_end] + [self.followers[r].log_end for r in members if r != self.local]
         if UNKNOWN_LOG_END in ends:
             return  # an ISR member has not fetched since the election: HW waits (rule 7)
         self.high_watermark = max(self.high_watermark, min(ends))
