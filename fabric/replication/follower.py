@@ -13,7 +13,8 @@ Rules:
    wrote in (``truncate_to(log end)``).
 2. A push is appended only if it is of this leader epoch and starts exactly at the log end; the
    follower then acks its new log end.  A push below the log end is a repeat (only its HW is
-   used); above it, a gap: fetch from the log end.
+   used); above it, a gap: fetch from the log end.  A push whose batch is not stamped with its
+   own base offset and epoch is the leader's bug: dropped (logged), and fetched instead.
 3. At most one fetch is outstanding; it is sent again after ``replica_fetch_timeout_ms`` without a
    reply.  A reply whose echoed epoch or offset is not the outstanding fetch's is dropped.
 4. A reply with ``diverging_epoch = (E, O)``: truncate to min(O, where E ends in this log); when
@@ -33,8 +34,10 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
+from ..log.errors import InvalidBatchError, MalformedBatchError
 from ..log.store import ReplicaLogStore
-from ..records.batch import iter_headers
+from ..protocol.errors import FabricError
+from ..records.batch import iter_headers, parse_header
 from .config import ReplicationConfig
 from .messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchReply
 from .state import PartitionState
@@ -91,7 +94,15 @@ class FollowerReplica:
         if push.base_offset < end:
             self._set_hw(push.high_watermark)
             return []
-        self.log.append_replicated(bytearray(push.batch), now_ms)
+        try:
+            h = parse_header(push.batch)
+            if h.base_offset != push.base_offset or h.leader_epoch != push.leader_epoch:
+                raise InvalidBatchError(f"stamped at {h.base_offset} in epoch {h.leader_epoch}")
+            self.log.append_replicated(bytearray(push.batch), now_ms)
+        except (FabricError, MalformedBatchError, InvalidBatchError) as exc:
+            log.warning("%s/%d: the push at %d in epoch %d is unusable (%s): fetching instead",
+                        self.topic_id, self.partition, push.base_offset, push.leader_epoch, exc)
+            return self._fetch(now_ms)
         self._set_hw(push.high_watermark)
         return [self._ack()]
 
