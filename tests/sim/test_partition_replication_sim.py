@@ -3,7 +3,7 @@ replicas on ``MemoryLog``s, over a seeded fake network and a manual clock.
 
 Faults, all from ``random.Random(seed)``: pushes (the PUB path) dropped, reordered and duplicated;
 fetches, replies, acks and ISR proposals dropped and delayed (the DEALER/ROUTER path, FIFO per
-link); followers and leaders crash, losing the unflushed tail of their log, and restart; leader
+link); network partitions between the leader and a follower; followers and leaders crash, losing the unflushed tail of their log, and restart; leader
 changes decided by a small stand-in controller (clean election from the live ISR, epoch + 1; a
 crashed broker is fenced out of the ISR at once, as its session expiry would do).  Producers
 append with ``acks=all`` (``min_insync_replicas`` 2) and ``acks=1`` at random.
@@ -78,7 +78,7 @@ class Sim:
         self.committed = b""  # the leader's log below the highest HW seen
         self.visible_hw = 0
         self.leader_hw = 0
-        self.elections = self.crashes = self.refused = 0
+        self.elections = self.crashes = self.refused = self.cuts = self.shrinks = 0
         self.elect(1)
 
     def ctx(self, step: object) -> str:
@@ -120,6 +120,7 @@ class Sim:
         if change.leader_epoch != self.epoch or change.partition_epoch != self.partition_epoch:
             return  # a stale proposal: refused
         assert self.leader in change.isr, (self.ctx("isr"), change)
+        self.shrinks += len(self.isr - change.isr) > 0
         self.set_isr(set(change.isr) & {n for n in NODES if self.nodes[n].alive})
 
     def set_isr(self, isr: set[int]) -> None:
@@ -149,6 +150,17 @@ class Sim:
         node.alive = True
         node.incarnation += 1
         self.start_replica(node, self.clock.monotonic_ms())
+
+    def cut(self, a: int, b: int) -> None:
+        for network in (self.net, self.pub):
+            network.cut(a, b)
+        self.cuts += 1
+
+    def heal(self) -> None:
+        for a in NODES:
+            for b in NODES:
+                for network in (self.net, self.pub):
+                    network.heal(a, b)
 
     # ------------------------------------------------------------------ traffic
     def send(self, src: int, dst: object, message: object, net: FakeNetwork | None = None) -> None:
@@ -275,6 +287,7 @@ def run(seed: int) -> Sim:
     sim = Sim(seed)
     rng = sim.rng
     down: dict[int, int] = {}  # crashed node -> step to restart it
+    cut: dict[int, int] = {}  # follower cut off from the leader -> step to heal the link
     for step in range(STEPS):
         if rng.random() < 0.35:
             sim.produce(step)
@@ -289,16 +302,25 @@ def run(seed: int) -> Sim:
             sim.crash(victim)
             if sim.crashes > before:
                 down[victim] = step + rng.randint(5, 120)
+        elif op < 0.022 and not cut:  # a network partition between the leader and one follower
+            victim = rng.choice([n for n in NODES if n != sim.leader])
+            sim.cut(sim.leader, victim)
+            cut[victim] = step + rng.randint(20, 250)
         for node_id, when in list(down.items()):
             if step >= when:
                 sim.restart(node_id)
                 del down[node_id]
+        for node_id, when in list(cut.items()):
+            if step >= when:
+                sim.heal()
+                del cut[node_id]
         sim.tick()
         sim.clock.advance(rng.randint(0, 12))
         sim.check(step)
     # Healing: no more faults, the crashed come back, every message arrives.
     for node_id in down:
         sim.restart(node_id)
+    sim.heal()
     sim.net.drop = sim.pub.drop = 0.0
     for quiet in range(400):
         sim.tick()
@@ -330,7 +352,8 @@ def test_partition_replication_keeps_acknowledged_records(seed):
 
 def test_the_simulation_exercises_every_fault():
     """Over a handful of seeds, every fault happened (so a green run means something)."""
-    totals = {"elections": 0, "crashes": 0, "refused": 0, "acked": 0, "pub_dropped": 0, "dropped": 0}
+    totals = {"elections": 0, "crashes": 0, "refused": 0, "acked": 0, "pub_dropped": 0, "dropped": 0, "cuts": 0,
+              "shrinks": 0}
     for seed in range(10):
         sim = run(seed)
         totals["elections"] += sim.elections - 1
@@ -339,4 +362,6 @@ def test_the_simulation_exercises_every_fault():
         totals["acked"] += len(sim.acked)
         totals["pub_dropped"] += sim.pub.dropped
         totals["dropped"] += sim.net.dropped
+        totals["cuts"] += sim.cuts
+        totals["shrinks"] += sim.shrinks
     assert all(v > 0 for v in totals.values()), totals
