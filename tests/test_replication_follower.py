@@ -141,6 +141,15 @@ def test_becoming_follower_drops_an_epoch_it_assigned_as_leader_and_never_used()
     assert fetch.last_fetched_epoch == 1
 
 
+def test_a_refused_fetch_is_retried_after_the_idle_interval_not_at_once():
+    f = make_follower(epoch=4)
+    [fetch] = f.tick(0)
+    assert f.on_fetch_reply(reply_to(fetch, error="UNKNOWN_LEADER_EPOCH"), 10) == []
+    assert f.tick(11) == [] and f.tick(109) == []
+    [again] = f.tick(110)
+    assert again.leader_epoch == 4
+
+
 def test_the_idle_fetch_repairs_a_lost_last_push():
     f = make_follower()
     validated(f)

@@ -24,7 +24,9 @@ Rules:
    got there first); if the leader has more, fetch again at once, else ack the new log end.
 6. ``tick``: with no fetch outstanding and nothing heard (push or reply) for
    ``replica_fetch_idle_ms``, fetch anyway: a lost last push is repaired without a later one, and
-   the leader keeps seeing this follower caught up.
+   the leader keeps seeing this follower caught up.  A fetch the leader refused (an epoch it does
+   not agree with: one of the two has not heard the news yet) is retried only after
+   ``replica_fetch_idle_ms``, not on every tick.
 7. HW = min(leader's HW, own log end), and it never goes back (only a truncation below it could
    lower it, and rule 4 never cuts below it).
 """
@@ -64,6 +66,7 @@ class FollowerReplica:
         self._outstanding: ReplicaFetch | None = None
         self._sent_ms = 0
         self._heard_ms = now_ms
+        self._backoff_until_ms = 0  # after a refused fetch, no new one before this
 
     @property
     def leader(self) -> int:
@@ -123,7 +126,8 @@ class FollowerReplica:
                 return self._fetch(now_ms)
             log.info("%s/%d: fetch from leader %d refused: %s", self.topic_id, self.partition, self.leader,
                      reply.error)
-            return []  # (fenced/unknown epoch: the new metadata will come; idle fetch retries)
+            self._backoff_until_ms = now_ms + self.config.replica_fetch_idle_ms  # (new metadata will come)
+            return []
         if reply.diverging_epoch is not None:
             self._truncate(*reply.diverging_epoch)
             return self._fetch(now_ms)
@@ -141,6 +145,8 @@ class FollowerReplica:
             if now_ms - self._sent_ms >= self.config.replica_fetch_timeout_ms:
                 self._outstanding = None
                 return self._fetch(now_ms)
+            return []
+        if now_ms < self._backoff_until_ms:
             return []
         if not self.validated or now_ms - self._heard_ms >= self.config.replica_fetch_idle_ms:
             return self._fetch(now_ms)

@@ -133,7 +133,7 @@ class LeaderReplica:
         self._waiters[token] = last_offset
 
     def hw_moved(self) -> list[Hashable]:
-        """The tokens now answerable (removed from the waiters), in no particular order.  Call it
+        """The tokens now answerable (removed from the waiters), in append order.  Call it
         after anything that may move the HW or the ISR: append, on_fetch, on_ack, set_isr."""
         if not self._waiters or len(self.state.isr) < self.min_insync_replicas:
             return []

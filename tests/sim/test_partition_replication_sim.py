@@ -168,10 +168,6 @@ class Sim:
         dst_inc = self.nodes[dst].incarnation if dst in self.nodes else 0
         (net or self.net).send(src, dst, (src_inc, dst_inc, message))
 
-    def send_all(self, src: int, messages: list) -> None:
-        for m in messages:
-            self.send(src, self.leader if not isinstance(m, ReplicaFetchReply) else None, m)
-
     def deliver(self, envelope) -> None:
         src_inc, dst_inc, message = envelope.message
         src, dst = envelope.src, envelope.dst
