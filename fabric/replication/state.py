@@ -16,7 +16,8 @@ Rules
    change comes with a leader epoch; an epoch older than the current one is refused
    (``StaleEpoch``): it is a delayed message from a deposed controller.
 2. While leader, the leader is always in the ISR and the ISR is a subset of ``replicas``.
-3. While leader, HW = min(log end of each ISR member), the leader's own included; it never
+3. While leader, HW = min(log end of each ISR member), the leader's own included, and of each
+   replica proposed to join the ISR until the controller answers (``expect_isr_additions``); it never
    decreases (a recomputation that gives less keeps the old value: right after an election the
    followers' log ends are not yet known).  HW <= the leader's log end, always.
 4. A follower's fetch at offset ``log_end`` means it holds everything below it.  It is *caught
@@ -35,7 +36,9 @@ Rules
    go down after a truncation (the follower's log is cut to agree with the new leader).
 
 The ISR changes here are local decisions.  With a controller, the shell proposes them
-(Kafka's AlterPartition) and applies the controller's answer with ``set_isr``.
+(Kafka's AlterPartition) and applies the controller's answer with ``set_isr``: with
+``isr_by_controller`` set (``LeaderReplica`` sets it), rules 5 and 6 only *answer*
+(``isr_expand_candidates``, ``isr_shrink_candidates``) and never change the ISR themselves.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ class PartitionState:
         self.log_end = 0  # this broker's log end
         self.epoch_start_offset = 0  # the leader's log end when its epoch began (rule 5)
         self.followers: dict[int, FollowerProgress] = {}
+        self.isr_by_controller = False  # True: rules 5 and 6 propose, only ``set_isr`` changes the ISR
+        self.pending_isr: frozenset[int] = frozenset()  # proposed additions, counted for the HW (rule 3)
 
     # ================================================================== role changes
     def become_leader(self, epoch: int, replicas: tuple[int, ...] | list[int], isr: frozenset[int] | set[int],
@@ -99,6 +104,7 @@ class PartitionState:
         self.high_watermark = min(self.high_watermark, log_end)
         self.followers = {r: FollowerProgress(last_caught_up_ms=now_ms if r in isr else -1)
                           for r in replicas if r != self.local}
+        self.pending_isr = frozenset()
         self._advance_hw()
 
     def become_follower(self, epoch: int, leader: int, replicas: tuple[int, ...] | list[int], log_end: int) -> None:
@@ -143,26 +149,34 @@ class PartitionState:
         progress.log_end = log_end
         progress.last_fetch_ms = now_ms
         progress.leader_log_end_at_last_fetch = self.log_end
-        self.maybe_expand_isr(replica)
+        if not self.isr_by_controller:
+            self.maybe_expand_isr(replica)
         self._advance_hw()
         return self.high_watermark
 
     def maybe_expand_isr(self, replica: int) -> bool:
         """Rule 5; True if ``replica`` joined the ISR."""
         self._require_leader()
-        progress = self.followers.get(replica)
-        if progress is None or replica in self.isr:
+        if replica in self.isr or replica not in self.isr_expand_candidates():
             return False
-        if progress.log_end >= self.high_watermark and progress.log_end >= self.epoch_start_offset:
-            self.isr = self.isr | {replica}
-            return True
-        return False
+        self.isr = self.isr | {replica}
+        return True
+
+    def isr_expand_candidates(self) -> frozenset[int]:
+        """Rule 5 as a question: the followers outside the ISR that may join it now."""
+        self._require_leader()
+        return frozenset(r for r, p in self.followers.items() if r not in self.isr and p.log_end >= 0
+                         and p.log_end >= self.high_watermark and p.log_end >= self.epoch_start_offset)
+
+    def isr_shrink_candidates(self, now_ms: int, replica_lag_ms: int) -> frozenset[int]:
+        """Rule 6 as a question: the ISR followers not caught up for more than ``replica_lag_ms``."""
+        self._require_leader()
+        return frozenset(r for r in self.isr if r != self.local
+                         and now_ms - self.followers[r].last_caught_up_ms > replica_lag_ms)
 
     def maybe_shrink_isr(self, now_ms: int, replica_lag_ms: int) -> frozenset[int]:
         """Rule 6; returns the followers removed (HW may rise, rule 3)."""
-        self._require_leader()
-        out = frozenset(r for r in self.isr if r != self.local
-                        and now_ms - self.followers[r].last_caught_up_ms > replica_lag_ms)
+        out = self.isr_shrink_candidates(now_ms, replica_lag_ms)
         if out:
             self.isr = self.isr - out
             self._advance_hw()
@@ -175,14 +189,23 @@ class PartitionState:
         if self.local not in isr or not isr <= set(self.replicas):
             raise ValueError(f"ISR {sorted(isr)} must hold the leader {self.local} and only replicas {self.replicas}")
         self.isr = isr
+        self.pending_isr = frozenset()
         self._advance_hw()
 
+    def expect_isr_additions(self, replicas: frozenset[int]) -> None:
+        """Replicas proposed to join the ISR: they count for the HW from now until ``set_isr``
+        answers (Kafka's "maximal ISR"), so that when the answer comes back they still hold
+        everything below the HW, however far a lone leader appended meanwhile."""
+        self._require_leader()
+        self.pending_isr = (self.pending_isr | frozenset(replicas)) - self.isr  # (an older proposal may still win)
+
     def _advance_hw(self) -> None:
-        if len(self.isr) == 1:  # the leader alone (rule 2): its log end (the hot path of a single node)
+        members = self.isr | self.pending_isr if self.pending_isr else self.isr
+        if len(members) == 1:  # the leader alone (rule 2): its log end (the hot path of a single node)
             if self.log_end > self.high_watermark:
                 self.high_watermark = self.log_end
             return
-        ends = [self.log_end] + [self.followers[r].log_end for r in self.isr if r != self.local]
+        ends = [self.log_end] + [self.followers[r].log_end for r in members if r != self.local]
         if UNKNOWN_LOG_END in ends:
             return  # an ISR member has not fetched since the election: HW waits (rule 7)
         self.high_watermark = max(self.high_watermark, min(ends))
