@@ -27,7 +27,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..controller.metadata import MetadataState, decode_record
+from ..controller.metadata import MetadataState
+from ..controller.records import RecordError, decode_record
 from ..protocol.errors import FabricError
 
 log = logging.getLogger("fabric.broker.controller_link")
@@ -140,10 +141,12 @@ class ControllerLink:
             leader = header.get("leader_id")
             if name == "NOT_CONTROLLER":
                 if isinstance(leader, int) and leader in self.voters and leader != self._target:
-                    self._target = leader
-                else:
-                    self._next_target()
-                self._next_heartbeat = now_ms + (0 if isinstance(leader, int) and leader >= 0 else self.config.retry_ms)
+                    self._target = leader  # redirected: at once
+                    self._next_heartbeat = now_ms
+                else:  # no leader known, or it is this one still catching up: wait, then try
+                    if leader != self._target:
+                        self._next_target()
+                    self._next_heartbeat = now_ms + self.config.retry_ms
                 return
             if op == "heartbeat" and name in ("STALE_BROKER_EPOCH", "UNKNOWN_BROKER", "BROKER_FENCED"):
                 if name != "BROKER_FENCED":
@@ -179,9 +182,12 @@ class ControllerLink:
         for index, data in reply.get("records", ()):
             if index <= self.state.offset:
                 continue
+            if not data:  # a new Raft leader's no-op entry
+                self.state.offset = index
+                continue
             try:
                 self.state.apply(decode_record(data), index)
-            except (FabricError, ValueError, KeyError) as exc:
+            except (RecordError, FabricError, ValueError, KeyError) as exc:
                 log.error("metadata record %d could not be applied: %s", index, exc)
                 self.state.offset = index
             self.image_changed = True

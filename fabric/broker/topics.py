@@ -41,6 +41,12 @@ log = logging.getLogger("fabric.broker.topics")
 META_DIR = "meta"
 TOPICS_FILE = "topics.cbor"
 META_VERSION = 1
+# Topic settings a cluster's controller keeps for replication, not for the log itself
+REPLICATION_CONFIGS = frozenset({"min_insync_replicas", "unclean_leader_election"})
+
+
+def _log_configs(configs: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(configs).items() if k not in REPLICATION_CONFIGS}
 
 
 @dataclass
@@ -108,7 +114,7 @@ class TopicManager:
             stored = raw["topics"]
         wanted: set[str] = set()
         for name, meta in sorted(stored.items()):
-            config = LogConfig.from_mapping(meta["configs"], self.defaults)
+            config = LogConfig.from_mapping(_log_configs(meta["configs"]), self.defaults)
             topic = Topic(name, meta["topic_id"], dict(meta["configs"]), config, meta["internal"], meta["created_ms"])
             local = set(meta.get("local", range(meta["partitions"])))
             for p in range(meta["partitions"]):
@@ -304,12 +310,17 @@ class TopicManager:
             if topic is None:
                 if not wanted:
                     continue  # nothing of it lives here
-                config = LogConfig.from_mapping(dict(timage.configs), self.defaults)
+                try:
+                    config = LogConfig.from_mapping(_log_configs(timage.configs), self.defaults)
+                except (ValueError, FabricError) as exc:
+                    log.error("topic %s: its configs %s are invalid here: %s; not opened", name, dict(timage.configs),
+                              exc)
+                    continue
                 topic = Topic(name, timage.topic_id, dict(timage.configs), config, timage.internal, now_ms)
                 self.topics[name] = topic
             elif dict(timage.configs) != topic.configs:
                 topic.configs = dict(timage.configs)
-                topic.config = LogConfig.from_mapping(topic.configs, self.defaults)
+                topic.config = LogConfig.from_mapping(_log_configs(topic.configs), self.defaults)
                 for plog in topic.partitions:
                     if plog is not None:
                         plog.reconfigure(topic.config)

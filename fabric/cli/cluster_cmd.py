@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,12 @@ def register(sub: Any) -> None:
     st.set_defaults(func=run_status)
 
 
-def broker_configs(brokers: int, data_dir: Path, host: str, base_port: int) -> dict[int, dict[str, Any]]:
+def broker_configs(brokers: int, data_dir: Path, host: str, base_port: int,
+                   cluster_id: str | None = None) -> dict[int, dict[str, Any]]:
     """The config of each broker of a local cluster: the first min(brokers, 3) are voters."""
+    cluster_id = cluster_id or uuid.uuid4().hex
     voters = {i: f"{host}:{base_port + 200 + i - 1}" for i in range(1, min(brokers, 3) + 1)}
-    return {i: {"node_id": i, "host": host, "port": base_port + i - 1, "pub_port": base_port + 100 + i - 1,
+    return {i: {"node_id": i, "cluster_id": cluster_id, "host": host, "port": base_port + i - 1, "pub_port": base_port + 100 + i - 1,
                 "data_dir": str(data_dir / f"broker-{i}"), "controller_voters": voters,
                 "default_replication_factor": min(brokers, 3), "min_insync_replicas": 2 if brokers >= 3 else 1}
             for i in range(1, brokers + 1)}
