@@ -130,6 +130,21 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _brokers_using(data_dir: Path) -> list[int]:
+    """Broker processes started with one of this cluster's configs (Linux: /proc), e.g. a broker
+    an operator restarted by hand after `up`."""
+    found = []
+    marker = str(data_dir / "broker-").encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"fabric\0broker" in cmd and marker in cmd:
+            found.append(int(entry.name))
+    return found
+
+
 def run_down(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     state_path = data_dir / STATE_FILE
@@ -137,6 +152,7 @@ def run_down(args: argparse.Namespace) -> int:
         fail(f"no cluster was started from {data_dir} (no {STATE_FILE})")
     state = json.loads(state_path.read_text())
     pids = [b["pid"] for b in state["brokers"] if _alive(b["pid"])]
+    pids += [p for p in _brokers_using(data_dir) if p not in pids]  # (restarted by hand since `up`)
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
