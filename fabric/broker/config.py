@@ -51,6 +51,22 @@ class BrokerConfig:
     metrics_port: int = 0
     topic_defaults: LogConfig = field(default_factory=LogConfig)
     limits: Limits = field(default_factory=Limits)
+    # ---- cluster (issue 15; SPEC.md section 13).  With ``controller_voters`` unset the broker is
+    # the single node of today and every key below is ignored.
+    controller_voters: dict[int, str] | None = None  # voter node id -> "host:port" of its controller port
+    controller_port: int = 0  # this node's controller ROUTER (required when node_id is a voter)
+    pub_port: int = 0  # this node's replication PUB socket (required when clustered)
+    rack: str | None = None  # placement spreads a partition's replicas over racks
+    broker_heartbeat_ms: int = 250  # how often a broker heartbeats the active controller
+    broker_session_timeout_ms: int = 1500  # a broker silent this long is fenced
+    replica_lag_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
+    min_insync_replicas: int = 1  # default for topics: acks=all needs this many in the ISR
+    unclean_leader_election: bool = False  # default for topics: elect an out-of-sync replica (loses data)
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this broker is configured as a member of a replicated cluster."""
+        return self.controller_voters is not None
 
     @property
     def endpoint(self) -> str:
@@ -115,6 +131,12 @@ def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerC
                 changes[key] = LogConfig.from_mapping(value, cfg.topic_defaults)
             except Exception as exc:
                 raise ConfigError(f"{source}: topic_defaults: {exc}") from None
+        elif key == "controller_voters":
+            changes[key] = _voters(value, source)
+        elif key == "rack":
+            if not isinstance(value, str) or not value or len(value) > 64:
+                raise ConfigError(f"{source}: rack must be a non-empty string of at most 64 characters, got {value!r}")
+            changes[key] = value
         elif key == "limits":
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: limits must be a mapping")
@@ -140,7 +162,56 @@ def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerC
         raise ConfigError(f"{source}: metrics_port {out.metrics_port} out of range (0 turns it off)")
     if not 1 <= out.default_partitions <= out.limits.partitions_per_topic_max:
         raise ConfigError(f"{source}: default_partitions {out.default_partitions} out of range")
+    _check_cluster(out, source)
     return out
+
+
+def _voters(value: Any, source: str) -> dict[int, str]:
+    """``controller_voters``: a mapping node id -> "host:port" (YAML may give the ids as text)."""
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"{source}: controller_voters must be a non-empty mapping node id -> \"host:port\"")
+    out: dict[int, str] = {}
+    for k, v in value.items():
+        try:
+            node = int(k) if not isinstance(k, bool) else -1
+        except (TypeError, ValueError):
+            node = -1
+        if node < 0 or node > 2**31 - 1:
+            raise ConfigError(f"{source}: controller_voters: {k!r} is not a node id (an integer 0..2147483647)")
+        host, sep, port = str(v).rpartition(":") if isinstance(v, str) else ("", "", "")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{source}: controller_voters[{node}]: expected \"host:port\", got {v!r}")
+        out[node] = v
+    if len(out) > 9:
+        raise ConfigError(f"{source}: controller_voters: {len(out)} voters; at most 9 (use 3 or 5)")
+    return out
+
+
+def _check_cluster(cfg: BrokerConfig, source: str) -> None:
+    """The cluster keys' ranges and how they fit together (only enforced when clustered)."""
+    for key in ("controller_port", "pub_port"):
+        if not 0 <= getattr(cfg, key) < 65536:
+            raise ConfigError(f"{source}: {key} {getattr(cfg, key)} out of range (0..65535)")
+    if not 10 <= cfg.broker_heartbeat_ms <= 60_000:
+        raise ConfigError(f"{source}: broker_heartbeat_ms {cfg.broker_heartbeat_ms} out of range (10..60000)")
+    if not 2 * cfg.broker_heartbeat_ms <= cfg.broker_session_timeout_ms <= 600_000:
+        raise ConfigError(f"{source}: broker_session_timeout_ms {cfg.broker_session_timeout_ms} must be at least "
+                          f"twice broker_heartbeat_ms ({cfg.broker_heartbeat_ms}) and at most 600000")
+    if not 100 <= cfg.replica_lag_ms <= 600_000:
+        raise ConfigError(f"{source}: replica_lag_ms {cfg.replica_lag_ms} out of range (100..600000)")
+    if not 1 <= cfg.default_replication_factor <= 16:
+        raise ConfigError(f"{source}: default_replication_factor {cfg.default_replication_factor} out of range (1..16)")
+    if not 1 <= cfg.min_insync_replicas <= 16:
+        raise ConfigError(f"{source}: min_insync_replicas {cfg.min_insync_replicas} out of range (1..16)")
+    if cfg.controller_voters is None:
+        return
+    if cfg.pub_port == 0:
+        raise ConfigError(f"{source}: a clustered broker (controller_voters set) needs pub_port")
+    if cfg.node_id in cfg.controller_voters and cfg.controller_port == 0:
+        raise ConfigError(f"{source}: node {cfg.node_id} is a controller voter and needs controller_port")
+    ports = [p for p in (cfg.port, cfg.pub_port, cfg.controller_port) if p]
+    if len(set(ports)) != len(ports):
+        raise ConfigError(f"{source}: port, pub_port and controller_port must differ, got {ports}")
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> BrokerConfig:

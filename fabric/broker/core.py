@@ -154,6 +154,9 @@ class BrokerCore:
         warning = exposure_warning(config)
         if warning:
             log.warning("%s", warning)
+        if config.clustered:  # (issue 15: the lead replaces this with the cluster wiring)
+            log.warning("cluster settings given (node %d, voters %s) but clustering is not yet active: "
+                        "serving as a single node", config.node_id, sorted(config.controller_voters or {}))
 
     @property
     def advertised_port(self) -> int:

@@ -80,6 +80,21 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(50, "INVALID_SESSION_TIMEOUT", False, "The session timeout is outside the broker's range."),
     ErrorCode(51, "MEMBER_ID_REQUIRED", False, "First join: rejoin with the member id the reply carries."),
     ErrorCode(52, "OFFSET_METADATA_TOO_LARGE", False, "Commit metadata exceeds the limit."),
+    # Cluster (issue 15; SPEC.md "Cluster").
+    ErrorCode(60, "FENCED_LEADER_EPOCH", True,
+              "The request's leader epoch is older than the broker's: refresh metadata, then retry."),
+    ErrorCode(61, "UNKNOWN_LEADER_EPOCH", True,
+              "The request's leader epoch is newer than the broker knows: it is catching up; retry after a back-off."),
+    ErrorCode(62, "LEADER_NOT_AVAILABLE", True,
+              "The partition has no leader right now (an election is under way): refresh metadata after a back-off."),
+    ErrorCode(63, "NOT_CONTROLLER", True,
+              "This node is not the active controller; the reply names the one it knows, if any."),
+    ErrorCode(64, "BROKER_FENCED", True,
+              "The controller has fenced this broker (missed heartbeats): it must heartbeat again before serving."),
+    ErrorCode(65, "STALE_BROKER_EPOCH", False,
+              "The broker's registration epoch is older than the controller's: the broker must register again."),
+    ErrorCode(66, "REPLICA_NOT_AVAILABLE", True,
+              "The replica asked for is not on this broker or not ready yet."),
 )
 
 BY_CODE: dict[int, ErrorCode] = {e.code: e for e in _TABLE}
@@ -364,6 +379,41 @@ class OffsetMetadataTooLargeError(FabricError):
     error_name = "OFFSET_METADATA_TOO_LARGE"
 
 
+class FencedLeaderEpochError(FabricError):
+    """The request's leader epoch is older than the broker's: refresh metadata, then retry."""
+    error_name = "FENCED_LEADER_EPOCH"
+
+
+class UnknownLeaderEpochError(FabricError):
+    """The request's leader epoch is newer than the broker knows: it is catching up; retry after a back-off."""
+    error_name = "UNKNOWN_LEADER_EPOCH"
+
+
+class LeaderNotAvailableError(FabricError):
+    """The partition has no leader right now (an election is under way): refresh metadata after a back-off."""
+    error_name = "LEADER_NOT_AVAILABLE"
+
+
+class NotControllerError(FabricError):
+    """This node is not the active controller; the reply names the one it knows, if any."""
+    error_name = "NOT_CONTROLLER"
+
+
+class BrokerFencedError(FabricError):
+    """The controller has fenced this broker (missed heartbeats): it must heartbeat again before serving."""
+    error_name = "BROKER_FENCED"
+
+
+class StaleBrokerEpochError(FabricError):
+    """The broker's registration epoch is older than the controller's: the broker must register again."""
+    error_name = "STALE_BROKER_EPOCH"
+
+
+class ReplicaNotAvailableError(FabricError):
+    """The replica asked for is not on this broker or not ready yet."""
+    error_name = "REPLICA_NOT_AVAILABLE"
+
+
 _CLASSES: tuple[type[FabricError], ...] = (
     UnknownErrorError, MalformedRequestError, UnknownOperationError, UnsupportedVersionError,
     InvalidFieldError, FrameTooLargeError, TooManyFramesError, CorruptBatchError,
@@ -377,6 +427,8 @@ _CLASSES: tuple[type[FabricError], ...] = (
     RebalanceInProgressError, InconsistentGroupProtocolError, InvalidGroupIdError, GroupNotEmptyError,
     GroupIdNotFoundError, FencedInstanceIdError, InvalidSessionTimeoutError, MemberIdRequiredError,
     OffsetMetadataTooLargeError,
+    FencedLeaderEpochError, UnknownLeaderEpochError, LeaderNotAvailableError, NotControllerError,
+    BrokerFencedError, StaleBrokerEpochError, ReplicaNotAvailableError,
 )
 
 EXCEPTIONS: dict[str, type[FabricError]] = {cls.error_name: cls for cls in _CLASSES}
