@@ -60,3 +60,15 @@ def test_a_clustered_broker_starts_and_warns_clustering_is_not_active(tmp_path, 
         core = BrokerCore(cfg, 1000)
     core.close()
     assert "clustering is not yet active" in caplog.text
+
+
+def test_shipped_cluster_configs_load_and_agree():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfgs = [load_config(root / "cluster" / f"broker-{n}.yaml") for n in (1, 2, 3)]
+    assert [c.node_id for c in cfgs] == [1, 2, 3] and [c.port for c in cfgs] == [9092, 9093, 9094]
+    assert all(c.controller_voters == cfgs[0].controller_voters for c in cfgs)
+    for c in cfgs:  # each voter's own controller port is the one the others dial
+        assert c.controller_voters[c.node_id] == f"127.0.0.1:{c.controller_port}"
+    assert len({c.data_dir for c in cfgs}) == 3
+    assert not load_config(root / "broker.yaml").clustered  # the single-node file stays single-node
