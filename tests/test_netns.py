@@ -86,25 +86,21 @@ def test_a_broker_in_a_namespace_is_cut_off_and_back(lab, tmp_path):
         broker.kill()
 
 
-def test_a_failed_setup_leaves_nothing_behind(monkeypatch):
+def test_a_failed_setup_leaves_nothing_behind():
     assert netns.unavailable_reason() is None
     lab = NetworkLab(2)
-    real = netns._ip
-    calls = {"n": 0}
-
-    def failing(*args, **kw):
-        if args[:2] == ("link", "add") and "veth" in args:
-            calls["n"] += 1
-            if calls["n"] == 2:  # the second node's link: one namespace pair already made
-                raise RuntimeError("injected failure")
-        return real(*args, **kw)
-
-    monkeypatch.setattr(netns, "_ip", failing)
-    with pytest.raises(RuntimeError, match="injected failure"):
-        lab.setup()
-    monkeypatch.setattr(netns, "_ip", real)
-    assert lab.names() == [] and lab.created_ns == []
-    assert f"{lab.prefix}" not in real("link", "show", check=False).stdout
+    # a real failure half-way: the name of node 2's veth is taken, so `ip link add` refuses it
+    # after the hub and two namespaces exist
+    squatter = f"{lab.prefix}a2"
+    netns._ip("link", "add", squatter, "type", "veth", "peer", "name", f"{lab.prefix}z2")
+    try:
+        with pytest.raises(RuntimeError, match="File exists"):
+            lab.setup()
+        assert lab.names() == [] and lab.created_ns == []
+        links = netns._ip("link", "show", check=False).stdout
+        assert [ln for ln in links.splitlines() if lab.prefix in ln and squatter not in ln and "z2" not in ln] == []
+    finally:
+        netns._ip("link", "del", squatter, check=False)
 
 
 def test_unavailable_reason_names_the_missing_privilege(monkeypatch):
