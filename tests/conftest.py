@@ -26,7 +26,7 @@ TIERS = {
     "process": "real broker processes on free loopback ports (killed and reaped by the fixtures)",
     "sim": "seeded deterministic simulation; replay one run with --seed N",
 }
-PROCESS_FIXTURES = {"broker", "brokers"}
+PROCESS_FIXTURES = {"broker", "brokers", "cluster"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,3 +74,22 @@ def brokers(tmp_path):
 @pytest.fixture
 def broker(brokers) -> BrokerProcess:
     return brokers()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A factory: ``cluster(nodes=3, **kwargs)`` configures a ``ClusterProcesses`` (not started);
+    every process of every cluster made is SIGKILLed and reaped at teardown, pass or fail."""
+    from fabric.testing.cluster import ClusterProcesses
+    made: list[ClusterProcesses] = []
+
+    def make(nodes: int = 3, **kwargs) -> ClusterProcesses:
+        c = ClusterProcesses(tmp_path / f"cluster{len(made)}", nodes, **kwargs)
+        made.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            c.close()

@@ -34,6 +34,7 @@ import pytest
 
 import fabric.groups  # noqa: F401  (registers the group operations with fabric.protocol.messages)
 from fabric.groups.messages import GROUP_OPERATIONS
+from fabric.protocol.cluster import BROKER_OPERATIONS, CONTROLLER_OPERATIONS, RAFT_KINDS, parse_controller_request
 from fabric.protocol import codec
 from fabric.protocol.errors import ALL_ERRORS
 from fabric.protocol.limits import Limits
@@ -84,6 +85,7 @@ def _region(begin: str, end: str) -> range:
 
 CORE_VECTORS = _region("<!-- BEGIN GENERATED VECTORS ", "<!-- END GENERATED VECTORS -->")  # section 10
 GROUP_VECTORS = _region("<!-- BEGIN GENERATED GROUP VECTORS ", "<!-- END GENERATED GROUP VECTORS -->")  # 12.5
+CLUSTER_VECTORS = _region("<!-- BEGIN GENERATED CLUSTER VECTORS ", "<!-- END GENERATED CLUSTER VECTORS -->")  # 13.6
 
 
 BLOCKS = _blocks()
@@ -303,7 +305,8 @@ def test_request_vectors_are_what_the_python_client_sends_and_parse():
         if name.startswith("error-"):
             continue  # these exist to be refused (10.3.12-15)
         header = codec.decode_map(raw, Limits().header_frame_bytes_max)
-        env, req = parse_request(header)
+        controller_only = header["op"] in CONTROLLER_OPERATIONS and header["op"] not in OPERATIONS
+        env, req = (parse_controller_request if controller_only else parse_request)(header)
         assert env.op == header["op"] and env.cid == header["cid"]
         # The Python client builds exactly this map: envelope first, then every field of the request.
         assert codec.encode(request_header(env.op, env.cid, req, env.v)) == raw, name
@@ -320,7 +323,30 @@ def _ops_with_vectors(region: range) -> set[str]:
 def test_every_operation_has_a_request_and_a_reply_vector():
     assert _ops_with_vectors(CORE_VECTORS) == {code(r[0]) for r in table("operations")}
     assert _ops_with_vectors(GROUP_VECTORS) == set(GROUP_OPERATIONS)  # section 12.5
-    assert set(OPERATIONS) == set(_core_operations()) | set(GROUP_OPERATIONS)
+    assert set(OPERATIONS) == set(_core_operations()) | set(GROUP_OPERATIONS) | set(BROKER_OPERATIONS)
+    # section 13.6: every cluster operation of either port (the forwarded topic operations are section 5's)
+    assert _ops_with_vectors(CLUSTER_VECTORS) == (set(BROKER_OPERATIONS) | set(CONTROLLER_OPERATIONS)) - set(
+        _core_operations())
+
+
+def test_cluster_operation_tables_are_the_registries():
+    broker = {code(op): (code(cls), int(lo), int(hi)) for op, lo, hi, cls, _ in table("cluster-operations: broker")}
+    assert broker == {op: (cls.__name__, 1, 1) for op, cls in BROKER_OPERATIONS.items()}
+    controller = {code(op): code(cls) for op, _, _, cls, _ in table("cluster-operations: controller") if "," not in op}
+    forwarded = {code(op.strip()) for row in table("cluster-operations: controller") if "," in row[0]
+                 for op in row[0].split(",")}
+    assert controller == {op: cls.__name__ for op, cls in CONTROLLER_OPERATIONS.items() if op not in forwarded}
+    assert forwarded == set(CONTROLLER_OPERATIONS) & set(_core_operations())
+
+
+def test_not_clustered_broker_refuses_cluster_operations_clearly(spec_core):
+    for name in scenario_names(CLUSTER_VECTORS):
+        header = codec.decode_map(HEX[f"{name}-request"].data, 1 << 20)
+        if header["op"] not in BROKER_OPERATIONS:
+            continue
+        out = spec_core.handle(b"peer", [HEX[f"{name}-request"].data], SETUP["now_ms"])
+        err = out[0][1].header["error"]
+        assert err["name"] == "UNKNOWN_OPERATION" and "not clustered" in err["message"], (name, err)
 
 
 # ================================================================== vectors: replies from a real broker
@@ -556,7 +582,7 @@ def test_murmur2_table():
 
 
 # ------------------------------------------------------------------ request and reply field tables
-_KIND_WORD = {"int": "int", "text": "text", "bool": "bool", "list": "array", "map": "map", "record": "map", "any": ""}
+_KIND_WORD = {"int": "int", "text": "text", "bytes": "bytes", "bool": "bool", "list": "array", "map": "map", "record": "map", "any": ""}
 
 
 def _wire(f: dataclasses.Field) -> Wire | None:
@@ -574,6 +600,7 @@ def _request_classes() -> dict[str, type]:
     from fabric.protocol.messages import Envelope
     out: dict[str, type] = {"Envelope": Envelope}
     todo = [cls for cls, _, _ in OPERATIONS.values()]  # section 5's and section 12's
+    todo += [*CONTROLLER_OPERATIONS.values(), *RAFT_KINDS.values()]  # section 13's
     while todo:
         cls = todo.pop()
         out[cls.__name__] = cls
@@ -648,4 +675,5 @@ def test_reply_table_documents_every_field_of_the_reply_vector(vector):
 def test_every_operation_has_a_reply_table():
     documented_ops = {codec.decode_map(HEX[v.replace("-reply", "-request")].data, 1 << 20)["op"]
                       for v in markers("reply:")}
-    assert documented_ops == set(OPERATIONS)
+    cluster = (set(CONTROLLER_OPERATIONS) - {"raft"}) | set(BROKER_OPERATIONS)  # raft: an empty acknowledgement
+    assert documented_ops == set(OPERATIONS) | cluster

@@ -7,7 +7,8 @@ that SPEC.md states (fixed ``cluster_id``, fixed clock, sequential topic ids).  
 replays the vectors from SPEC.md against the implementation, so SPEC.md and the code cannot drift
 apart silently: when a reply changes on purpose, run ``--write`` and review the diff.
 
-Two generated regions: section 10 (the core operations) and section 12.5 (the consumer-group
+Three generated regions: section 10 (the core operations), section 13.6 (the cluster operations,
+from ``spec_vectors_cluster.py``) and section 12.5 (the consumer-group
 operations, on a second broker with the setup of 10.1 plus ``group-vector-setup``: a topic to
 subscribe to, sequential member ids and a clock that moves past the initial rebalance delay).
 
@@ -33,6 +34,7 @@ from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))  # spec_vectors_cluster, also when imported from elsewhere
 
 import cbor2  # noqa: E402
 
@@ -47,6 +49,7 @@ from fabric.groups.messages import (CommitOffset, DeleteGroupsRequest, DescribeG
                                     LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
                                     OffsetFetchRequest, SyncGroupRequest)
 from fabric.records.batch import HEADER, HEADER_SIZE, encode_batch, parse_header  # noqa: E402
+from spec_vectors_cluster import BEGIN as CLUSTER_BEGIN, END as CLUSTER_END, render_cluster  # noqa: E402
 
 SPEC = ROOT / "fabric" / "protocol" / "SPEC.md"
 BEGIN = "<!-- BEGIN GENERATED VECTORS (tools/spec_vectors.py --write) -->"
@@ -606,12 +609,15 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="replace the generated sections of SPEC.md")
     args = ap.parse_args()
     text, groups = render(), render_groups()
+    cluster = render_cluster(block, hex_lines, diag)
     if not args.write:
         print(text)
         print(groups)
+        print(cluster)
         return
     spec = _replace(SPEC.read_text(), BEGIN, END, text)
     spec = _replace(spec, GROUP_BEGIN, GROUP_END, groups)
+    spec = _replace(spec, CLUSTER_BEGIN, CLUSTER_END, cluster)
     SPEC.write_text(spec)
     print(f"rewrote the generated vectors in {SPEC}")
 

@@ -59,6 +59,26 @@ def push_prefix(topic_id: str, partition: int) -> bytes:
     return b"r" + topic_id.encode() + b"/" + PART.pack(partition)
 
 
+def next_incarnation(data_dir: Path) -> int:
+    """This broker process's incarnation: larger than any earlier one of this data directory (a
+    counter kept in ``meta/incarnation``, at least the wall-clock ms), so the controller can tell a
+    restarted broker (which may have lost its unflushed tail) from the one it knew."""
+    path = data_dir / "meta" / "incarnation"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        last = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        last = 0
+    value = max(last + 1, time.time_ns() // 1_000_000)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(f"{value}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return value
+
+
 def _addr(host_port: str) -> str:
     return host_port if host_port.startswith("tcp://") else f"tcp://{host_port}"
 
@@ -78,13 +98,12 @@ class ClusterNode:
                                 heartbeat_ms=config.broker_heartbeat_ms,
                                 default_replication_factor=config.default_replication_factor,
                                 min_insync_replicas=config.min_insync_replicas)
-            host_port = voters[self.node_id]
-            port = host_port.rsplit(":", 1)[1]
+            port = config.controller_port or int(voters[self.node_id].rsplit(":", 1)[1])
             self.controller = ControllerServer(self.node_id, voters, Path(config.data_dir) / "controller",
                                                f"tcp://{config.host}:{port}", logic_config=logic, context=ctx)
         self.link = ControllerLink(self.node_id, list(voters), {"host": config.advertised, "port": 0,
                                                                 "pub_port": config.pub_port, "rack": config.rack},
-                                   incarnation=time.time_ns() // 1_000_000 ^ os.getpid(),
+                                   incarnation=next_incarnation(Path(config.data_dir)),
                                    config=LinkConfig(heartbeat_ms=config.broker_heartbeat_ms,
                                                      session_timeout_ms=config.broker_session_timeout_ms))
         self.replicas = ReplicaManager(self.node_id, ReplicationConfig(replica_lag_ms=config.replica_lag_ms),

@@ -49,23 +49,24 @@ class BrokerConfig:
     log_level: str = "INFO"
     # Prometheus text format on http://host:metrics_port/metrics; 0 = off (the default).
     metrics_port: int = 0
-    # ---- cluster (SPEC "Cluster"; configs/cluster/ shows a commented 3-node setup).  With no
-    # ``controller_voters`` the broker is today's single node: its own controller, every
-    # partition local.  With them, it registers with the Raft controller quorum those voters form
-    # (running a voter itself when its node_id is one of them) and replicates partitions.
-    controller_voters: dict = field(default_factory=dict)  # node id -> "host:port" of its controller
-    pub_port: int = 0  # where this broker publishes appended batches to followers (PUB)
-    rack: str | None = None  # replicas of a partition go to different racks when racks suffice
-    broker_heartbeat_ms: int = 250  # how often a broker tells the controller it is alive
-    broker_session_timeout_ms: int = 1500  # silent this long: fenced, its leaderships move away
-    replica_lag_ms: int = 10_000  # a follower not caught up this long leaves the ISR
-    min_insync_replicas: int = 1  # default for topics: acks=all needs this many in-sync replicas
     topic_defaults: LogConfig = field(default_factory=LogConfig)
     limits: Limits = field(default_factory=Limits)
+    # ---- cluster (issue 15; SPEC.md section 13).  With ``controller_voters`` unset the broker is
+    # the single node of today and every key below is ignored.
+    controller_voters: dict[int, str] | None = None  # voter node id -> "host:port" of its controller port
+    controller_port: int = 0  # this node's controller ROUTER (required when node_id is a voter)
+    pub_port: int = 0  # this node's replication PUB socket (required when clustered)
+    rack: str | None = None  # placement spreads a partition's replicas over racks
+    broker_heartbeat_ms: int = 250  # how often a broker heartbeats the active controller
+    broker_session_timeout_ms: int = 1500  # a broker silent this long is fenced
+    replica_lag_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
+    min_insync_replicas: int = 1  # default for topics: acks=all needs this many in the ISR
+    unclean_leader_election: bool = False  # default for topics: elect an out-of-sync replica (loses data)
 
     @property
     def clustered(self) -> bool:
-        return bool(self.controller_voters)
+        """Whether this broker is configured as a member of a replicated cluster."""
+        return self.controller_voters is not None
 
     @property
     def endpoint(self) -> str:
@@ -133,8 +134,8 @@ def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerC
         elif key == "controller_voters":
             changes[key] = _voters(value, source)
         elif key == "rack":
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{source}: rack must be a non-empty string, got {value!r}")
+            if not isinstance(value, str) or not value or len(value) > 64:
+                raise ConfigError(f"{source}: rack must be a non-empty string of at most 64 characters, got {value!r}")
             changes[key] = value
         elif key == "limits":
             if not isinstance(value, Mapping):
@@ -161,39 +162,56 @@ def _apply(cfg: BrokerConfig, values: Mapping[str, Any], source: str) -> BrokerC
         raise ConfigError(f"{source}: metrics_port {out.metrics_port} out of range (0 turns it off)")
     if not 1 <= out.default_partitions <= out.limits.partitions_per_topic_max:
         raise ConfigError(f"{source}: default_partitions {out.default_partitions} out of range")
-    if out.clustered:
-        if out.node_id < 1:
-            raise ConfigError(f"{source}: a cluster member needs node_id >= 1 (got {out.node_id})")
-        if not 0 < out.pub_port < 65536:
-            raise ConfigError(f"{source}: a cluster member needs pub_port (1-65535) for replication")
-        if not 1 <= out.broker_heartbeat_ms < out.broker_session_timeout_ms:
-            raise ConfigError(f"{source}: broker_heartbeat_ms ({out.broker_heartbeat_ms}) must be below "
-                              f"broker_session_timeout_ms ({out.broker_session_timeout_ms})")
-    for key in ("default_replication_factor", "min_insync_replicas", "replica_lag_ms"):
-        if getattr(out, key) < 1:
-            raise ConfigError(f"{source}: {key} must be >= 1, not {getattr(out, key)}")
+    _check_cluster(out, source)
     return out
 
 
 def _voters(value: Any, source: str) -> dict[int, str]:
-    """``controller_voters``: node id -> "host:port" of that voter's controller (1, 3 or 5)."""
+    """``controller_voters``: a mapping node id -> "host:port" (YAML may give the ids as text)."""
     if not isinstance(value, Mapping) or not value:
-        raise ConfigError(f"{source}: controller_voters must map node ids to host:port, got {value!r}")
+        raise ConfigError(f"{source}: controller_voters must be a non-empty mapping node id -> \"host:port\"")
     out: dict[int, str] = {}
     for k, v in value.items():
         try:
-            node = int(k)
+            node = int(k) if not isinstance(k, bool) else -1
         except (TypeError, ValueError):
-            raise ConfigError(f"{source}: controller_voters: {k!r} is not a node id") from None
-        if node < 1 or not isinstance(v, str) or ":" not in v:
-            raise ConfigError(f"{source}: controller_voters: {k}: {v!r} must be host:port, node id >= 1")
-        port = v.rsplit(":", 1)[1]
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{source}: controller_voters: {k}: port {port!r} out of range")
+            node = -1
+        if node < 0 or node > 2**31 - 1:
+            raise ConfigError(f"{source}: controller_voters: {k!r} is not a node id (an integer 0..2147483647)")
+        host, sep, port = str(v).rpartition(":") if isinstance(v, str) else ("", "", "")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{source}: controller_voters[{node}]: expected \"host:port\", got {v!r}")
         out[node] = v
-    if len(out) not in (1, 3, 5):
-        raise ConfigError(f"{source}: controller_voters: {len(out)} voters; use 1, 3 or 5 (a majority must survive)")
+    if len(out) > 9:
+        raise ConfigError(f"{source}: controller_voters: {len(out)} voters; at most 9 (use 3 or 5)")
     return out
+
+
+def _check_cluster(cfg: BrokerConfig, source: str) -> None:
+    """The cluster keys' ranges and how they fit together (only enforced when clustered)."""
+    for key in ("controller_port", "pub_port"):
+        if not 0 <= getattr(cfg, key) < 65536:
+            raise ConfigError(f"{source}: {key} {getattr(cfg, key)} out of range (0..65535)")
+    if not 10 <= cfg.broker_heartbeat_ms <= 60_000:
+        raise ConfigError(f"{source}: broker_heartbeat_ms {cfg.broker_heartbeat_ms} out of range (10..60000)")
+    if not 2 * cfg.broker_heartbeat_ms <= cfg.broker_session_timeout_ms <= 600_000:
+        raise ConfigError(f"{source}: broker_session_timeout_ms {cfg.broker_session_timeout_ms} must be at least "
+                          f"twice broker_heartbeat_ms ({cfg.broker_heartbeat_ms}) and at most 600000")
+    if not 100 <= cfg.replica_lag_ms <= 600_000:
+        raise ConfigError(f"{source}: replica_lag_ms {cfg.replica_lag_ms} out of range (100..600000)")
+    if not 1 <= cfg.default_replication_factor <= 16:
+        raise ConfigError(f"{source}: default_replication_factor {cfg.default_replication_factor} out of range (1..16)")
+    if not 1 <= cfg.min_insync_replicas <= 16:
+        raise ConfigError(f"{source}: min_insync_replicas {cfg.min_insync_replicas} out of range (1..16)")
+    if cfg.controller_voters is None:
+        return
+    if cfg.pub_port == 0:
+        raise ConfigError(f"{source}: a clustered broker (controller_voters set) needs pub_port")
+    if cfg.node_id in cfg.controller_voters and cfg.controller_port == 0:
+        raise ConfigError(f"{source}: node {cfg.node_id} is a controller voter and needs controller_port")
+    ports = [p for p in (cfg.port, cfg.pub_port, cfg.controller_port) if p]
+    if len(set(ports)) != len(ports):
+        raise ConfigError(f"{source}: port, pub_port and controller_port must differ, got {ports}")
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> BrokerConfig:

@@ -154,6 +154,12 @@ class ControllerLink:
                     self.incarnation += 1
                 self._next_heartbeat = now_ms
                 return
+            if op == "register" and name == "STALE_BROKER_EPOCH":
+                known = header.get("incarnation")
+                if isinstance(known, int) and known >= self.incarnation:
+                    self.incarnation = known + 1  # (a clock stepped back since that registration)
+                    self._next_heartbeat = now_ms
+                    return
             log.warning("controller answered %s with %s", op, error)
             self._next_heartbeat = now_ms + self.config.retry_ms
             return

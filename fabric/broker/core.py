@@ -42,6 +42,7 @@ from ..log.errors import LogError
 from ..log.handles import FilePool, nofile_limit
 from ..log.partition_log import PartitionLog
 from ..protocol import codec
+from ..protocol.cluster import BROKER_OPERATIONS
 from ..protocol.errors import FabricError
 from ..protocol.schema import as_int
 from ..replication.image import BrokerInfo
@@ -206,6 +207,9 @@ class BrokerCore:
             op, cid = env.op, env.cid
             handler = self.handlers.get(op)
             if handler is None:
+                if op in BROKER_OPERATIONS:  # (issue 15: the lead wires these once clustered)
+                    raise FabricError("UNKNOWN_OPERATION", f"{op} is a broker-to-broker operation of a replicated "
+                                                           "cluster; this broker is not clustered")
                 raise FabricError("UNKNOWN_OPERATION", f"operation {op!r} is not served by this broker")
             if op not in ("produce",) and len(frames) > 1:
                 raise FabricError("MALFORMED_REQUEST", f"{op} takes no payload frames, got {len(frames) - 1}")

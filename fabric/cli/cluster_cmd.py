@@ -64,6 +64,7 @@ def broker_configs(brokers: int, data_dir: Path, host: str, base_port: int,
     cluster_id = cluster_id or uuid.uuid4().hex
     voters = {i: f"{host}:{base_port + 200 + i - 1}" for i in range(1, min(brokers, 3) + 1)}
     return {i: {"node_id": i, "cluster_id": cluster_id, "host": host, "port": base_port + i - 1, "pub_port": base_port + 100 + i - 1,
+                **({"controller_port": base_port + 200 + i - 1} if i in voters else {}),
                 "data_dir": str(data_dir / f"broker-{i}"), "controller_voters": voters,
                 "default_replication_factor": min(brokers, 3), "min_insync_replicas": 2 if brokers >= 3 else 1}
             for i in range(1, brokers + 1)}

@@ -53,6 +53,12 @@ class Limits:
     connection_replies_queued_max: int = 1_000  # replies queued toward one connection (ROUTER SNDHWM)
     connection_idle_ms_max: int = 600_000  # a connection without a request this long is closed
     connection_replace_idle_ms: int = 500  # at connections_max, a new connection replaces one idle this long
+    # cluster (issue 15; SPEC.md section 13): the controller port and replication
+    controller_header_bytes_max: int = 20 << 20  # frame 0 on the controller port (Raft entries, snapshots inline)
+    raft_entry_bytes_max: int = 1 << 20  # one metadata record (one Raft entry's data)
+    raft_append_entries_max: int = 1_000  # entries in one AppendRequest
+    metadata_snapshot_bytes_max: int = 16 << 20  # a metadata snapshot sent in one SnapshotRequest / metadata_fetch
+    metadata_fetch_records_max: int = 10_000  # records one metadata_fetch reply may carry
 
     def to_wire(self) -> dict[str, int]:
         return asdict(self)

@@ -80,6 +80,8 @@ class NewTopic:
     name: str = wire("text", max_len=256)
     partitions: int | None = wire("int", None, nullable=True, min=1, max=_L.partitions_per_topic_max)
     replication_factor: int | None = wire("int", None, nullable=True, min=1, max=16)
+    # acks=all needs this many in-sync replicas (cluster, SPEC 13.1); null: the broker's default
+    min_insync_replicas: int | None = wire("int", None, nullable=True, min=1, max=16)
     configs: dict[str, Any] = wire("map", {}, max_len=_L.config_entries_max)
 
 

@@ -93,6 +93,13 @@ def templates() -> dict[str, tuple[dict[str, Any], list[bytes]]]:
         "list_groups": ({"op": "list_groups", "v": 1}, []),
         "describe_groups": ({"op": "describe_groups", "v": 1, "group_ids": ["g"]}, []),
         "delete_groups": ({"op": "delete_groups", "v": 1, "group_ids": ["nobody"]}, []),
+        # cluster, brokers only (SPEC 13.3): a broker that is not clustered refuses them
+        "replica_fetch": ({"op": "replica_fetch", "v": 1, "replica_id": 2, "broker_epoch": 1,
+                           "partitions": [{"topic_id": "0" * 32, "partition": 0, "leader_epoch": 0,
+                                           "fetch_offset": 0}]}, []),
+        "replica_ack": ({"op": "replica_ack", "v": 1, "replica_id": 2, "broker_epoch": 1,
+                         "partitions": [{"topic_id": "0" * 32, "partition": 0, "leader_epoch": 0, "log_end": 1}]}, []),
+        "metadata_fetch": ({"op": "metadata_fetch", "v": 1, "broker_id": 2, "offset": 1}, []),
     }
 
 

@@ -31,23 +31,28 @@ def free_port() -> int:
 
 class BrokerProcess:
     def __init__(self, data_dir: str | Path, port: int | None = None, extra_args: Sequence[str] = (),
-                 log_path: str | Path | None = None, nofile: int | None = None) -> None:
+                 log_path: str | Path | None = None, nofile: int | None = None, host: str = "127.0.0.1",
+                 command_prefix: Sequence[str] = ()) -> None:
         """``nofile``: run the broker under this ``RLIMIT_NOFILE`` (soft and hard), as
-        ``ulimit -n`` would."""
+        ``ulimit -n`` would.  ``host``: the address it binds and is polled at (another than
+        127.0.0.1 only inside a network namespace, ``fabric.testing.netns``); ``command_prefix``:
+        what runs the broker command (``ip netns exec NS``, which execs it: signals reach the broker)."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.extra_args = list(extra_args)
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / f"broker-{self.port}.log"
         self.proc: subprocess.Popen | None = None
         self.nofile = nofile
+        self.host = host
+        self.command_prefix = list(command_prefix)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, wait: bool = True, timeout: float = 20.0) -> "BrokerProcess":
-        cmd = [sys.executable, "-m", "fabric", "broker", "--data-dir", str(self.data_dir), "--port", str(self.port),
-               *self.extra_args]
+        cmd = [*self.command_prefix, sys.executable, "-m", "fabric", "broker", "--data-dir", str(self.data_dir),
+               "--port", str(self.port), *(["--host", self.host] if self.host != "127.0.0.1" else []), *self.extra_args]
         self._log = open(self.log_path, "ab")
         nofile = self.nofile
 

@@ -1,0 +1,203 @@
+"""N real broker processes configured as one cluster, for process-tier tests and fault drills.
+
+Why a harness of its own: every cluster test needs the same chores (three free ports per node, a
+data directory and a YAML config per node naming the same voters, SIGKILL / SIGSTOP / restart of
+one node) and every one of them must leave no process behind, pass or fail.  ``ClusterProcesses``
+does the chores on top of ``BrokerProcess`` (readiness polled with a real request, never a sleep)
+and reaps every process it started in ``close`` -- use it as a context manager or through the
+``cluster`` pytest fixture (``tests/conftest.py``), which calls ``close`` in its finally block.
+
+The configs use the cluster keys of ``fabric/broker/config.py`` (``node_id``, ``controller_voters``,
+``controller_port``, ``pub_port``, ``rack``); until the broker is wired to the cluster it logs that
+clustering is not yet active and serves as a single node, which is enough to drill the harness.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import yaml
+
+from .processes import BrokerProcess, free_port
+
+log = logging.getLogger(__name__)
+
+VOTERS_DEFAULT_MAX = 3  # with more nodes, the first three are the voters (KRaft's usual quorum)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Where one node of the cluster lives: its ports, rack and files."""
+
+    node_id: int
+    port: int
+    pub_port: int
+    controller_port: int  # 0 when the node is not a voter
+    rack: str | None
+    data_dir: Path
+    config_path: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago (free_port may repeat one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class ClusterProcesses:
+    """Start, kill, pause, restart and stop the broker processes of one cluster on loopback.
+
+    ``voters``: node ids that run a controller (default: the first ``min(3, nodes)``).
+    ``racks``: one rack name per node (default none).  ``config``: extra broker settings written
+    into every node's YAML (e.g. ``{"broker_session_timeout_ms": 1000}``).  Node ids are 1..N.
+    """
+
+    def __init__(self, base_dir: str | Path, nodes: int = 3, *, voters: Sequence[int] | None = None,
+                 racks: Sequence[str] | None = None, config: Mapping[str, Any] | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
+        if nodes < 1:
+            raise ValueError(f"a cluster needs at least one node, not {nodes}")
+        if racks is not None and len(racks) != nodes:
+            raise ValueError(f"racks names {len(racks)} racks for {nodes} nodes")
+        self.base_dir = Path(base_dir)
+        ids = list(range(1, nodes + 1))
+        self.voters = list(voters) if voters is not None else ids[:VOTERS_DEFAULT_MAX]
+        if not set(self.voters) <= set(ids) or not self.voters:
+            raise ValueError(f"voters {self.voters} must be a non-empty subset of the node ids {ids}")
+        ports = iter(_free_ports(3 * nodes))
+        self.specs: dict[int, NodeSpec] = {}
+        for i, node in enumerate(ids):
+            port, pub, ctl = next(ports), next(ports), next(ports)
+            self.specs[node] = NodeSpec(node, port, pub, ctl if node in self.voters else 0,
+                                        racks[i] if racks is not None else None,
+                                        self.base_dir / f"node{node}" / "data", self.base_dir / f"node{node}" / "broker.yaml")
+        self.extra_config = dict(config or {})
+        self.extra_args = list(extra_args)
+        self.processes: dict[int, BrokerProcess] = {}
+        self.paused: set[int] = set()
+        for spec in self.specs.values():
+            spec.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            spec.config_path.write_text(yaml.safe_dump(self.config_for(spec.node_id), sort_keys=False))
+
+    # ------------------------------------------------------------------ configuration
+    def config_for(self, node_id: int) -> dict[str, Any]:
+        """The broker settings of one node (what its YAML file holds)."""
+        spec = self.specs[node_id]
+        out: dict[str, Any] = {
+            "node_id": node_id, "host": "127.0.0.1", "port": spec.port, "pub_port": spec.pub_port,
+            "data_dir": str(spec.data_dir),
+            "controller_voters": {v: f"127.0.0.1:{self.specs[v].controller_port}" for v in self.voters},
+        }
+        if spec.controller_port:
+            out["controller_port"] = spec.controller_port
+        if spec.rack is not None:
+            out["rack"] = spec.rack
+        out.update(self.extra_config)
+        return out
+
+    @property
+    def node_ids(self) -> list[int]:
+        return sorted(self.specs)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated (what clients take as bootstrap)."""
+        return ",".join(self.specs[n].bootstrap for n in self.node_ids)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, nodes: Sequence[int] | None = None, wait: bool = True, timeout: float = 30.0) -> "ClusterProcesses":
+        """Start the given nodes (default all) and, with ``wait``, poll each until it answers."""
+        chosen = list(nodes) if nodes is not None else self.node_ids
+        for node in chosen:
+            self._start_one(node)
+        if wait:
+            for node in chosen:
+                self.processes[node].wait_ready(timeout)
+        return self
+
+    def _start_one(self, node: int) -> BrokerProcess:
+        spec = self.specs[node]
+        proc = self.processes.get(node)
+        if proc is None:
+            proc = BrokerProcess(spec.data_dir, port=spec.port,
+                                 extra_args=["--config", str(spec.config_path), *self.extra_args],
+                                 log_path=spec.data_dir.parent / "broker.log")
+            self.processes[node] = proc
+        elif proc.proc is not None and proc.proc.poll() is None:
+            raise RuntimeError(f"node {node} is already running (pid {proc.pid})")
+        proc.start(wait=False)
+        log.info("started node %d (pid %s, port %d)", node, proc.pid, spec.port)
+        return proc
+
+    def process(self, node: int) -> BrokerProcess:
+        return self.processes[node]
+
+    def running(self, node: int) -> bool:
+        proc = self.processes.get(node)
+        return proc is not None and proc.proc is not None and proc.proc.poll() is None
+
+    def kill(self, node: int) -> None:
+        """SIGKILL one node and reap it (a crash: no flush, no controlled shutdown)."""
+        self.paused.discard(node)
+        self.processes[node].kill()
+
+    def stop(self, node: int, timeout: float = 15.0) -> int | None:
+        """SIGTERM (graceful), SIGKILL after ``timeout``; returns the exit code."""
+        if node in self.paused:
+            self.resume(node)
+        return self.processes[node].stop(timeout)
+
+    def pause(self, node: int) -> None:
+        """SIGSTOP: the node keeps its sockets but answers nothing (a GC pause, a hung disk)."""
+        pid = self.processes[node].pid
+        if pid is None:
+            raise RuntimeError(f"node {node} is not running")
+        os.kill(pid, signal.SIGSTOP)
+        self.paused.add(node)
+
+    def resume(self, node: int) -> None:
+        """SIGCONT a paused node."""
+        pid = self.processes[node].pid
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+        self.paused.discard(node)
+
+    def restart(self, node: int, kill: bool = False, wait: bool = True, timeout: float = 30.0) -> BrokerProcess:
+        """Stop (or SIGKILL) one node and start it again on the same ports and data directory."""
+        self.kill(node) if kill else self.stop(node)
+        proc = self._start_one(node)
+        if wait:
+            proc.wait_ready(timeout)
+        return proc
+
+    def close(self) -> None:
+        """SIGKILL and reap every process this harness started (paused ones included: SIGKILL
+        ends a stopped process too).  Safe to call twice; never raises for a node already gone."""
+        for node, proc in self.processes.items():
+            try:
+                proc.kill()
+            except Exception:  # noqa: BLE001 - teardown must reach every node
+                log.exception("could not kill node %d", node)
+        self.paused.clear()
+
+    def __enter__(self) -> "ClusterProcesses":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[NodeSpec]:
+        return iter(self.specs[n] for n in self.node_ids)

@@ -1,0 +1,206 @@
+"""Fault drills on a real 3-broker cluster: RF 3, ``min_insync_replicas`` 2, ``acks=all``, keyed
+records, and a fault in the middle of the stream.  Afterwards every replica's data directory is
+read from disk and ``fabric.testing.cluster_check`` must find no acknowledged record lost, none
+reordered, and no offset holding two different records across replicas.  Duplicates (retries
+without idempotence) are counted, not failed.
+
+Why these faults (issue 15): SIGKILL is a machine dying; SIGSTOP longer than the session timeout
+is a paused leader (GC, VM steal) that must not acknowledge writes the new leader never had; two
+brokers down out of three must make ``acks=all`` fail rather than acknowledge what one copy holds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fabric.client.admin import Admin
+from fabric.client.producer import Producer
+from fabric.testing.cluster import ClusterProcesses
+from fabric.testing.cluster_check import ack_line, check, read_acks, read_data_dir
+
+pytestmark = pytest.mark.process
+
+TOPIC = "orders"
+SETTINGS = {"broker_session_timeout_ms": 1500, "broker_heartbeat_ms": 250, "default_replication_factor": 3,
+            "min_insync_replicas": 2}
+
+
+def poll(condition, timeout: float, what: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def status(cluster: ClusterProcesses) -> dict | None:
+    for node in cluster.node_ids:
+        if not cluster.running(node) or node in cluster.paused:
+            continue
+        try:
+            with Admin(cluster.specs[node].bootstrap, timeout_ms=1500) as admin:
+                return admin.cluster_status()
+        except Exception:
+            continue
+    return None
+
+
+def all_in_sync(cluster: ClusterProcesses, brokers: int = 3) -> bool:
+    st = status(cluster)
+    return bool(st) and sum(not b.get("fenced") for b in st["brokers"]) == brokers \
+        and not st["under_replicated"] and not st["offline"] and st["partitions_total"] > 0
+
+
+def leader_of(cluster: ClusterProcesses, partition: int) -> int:
+    with Admin(cluster.bootstrap, timeout_ms=3000) as admin:
+        meta = admin.metadata([TOPIC])
+    return meta["topics"][0]["partitions"][partition]["leader"]
+
+
+class KeyedLoad:
+    """One producer thread: keyed ``acks=all`` records, every acknowledgement logged in order."""
+
+    def __init__(self, bootstrap: str, ack_log: Path, delivery_timeout_ms: int = 60_000) -> None:
+        self.producer = Producer(bootstrap, acks="all", linger_ms=2, request_timeout_ms=3000,
+                                 delivery_timeout_ms=delivery_timeout_ms)
+        self.lines: list[str] = []
+        self.failed = 0
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ack_log = ack_log
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def acked(self) -> int:
+        with self.lock:
+            return len(self.lines)
+
+    def _done(self, key: bytes, value: bytes):
+        def done(fut) -> None:
+            try:
+                md = fut.result()
+            except Exception:
+                with self.lock:
+                    self.failed += 1
+                return
+            with self.lock:
+                self.lines.append(ack_line(TOPIC, md.partition, md.offset, key, value))
+        return done
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            key = f"k{i % 40}".encode()
+            value = f"{key.decode()}:{i}".encode()
+            self.producer.send(TOPIC, value, key=key).add_done_callback(self._done(key, value))
+            self.sent = i = i + 1
+            time.sleep(0.002)
+
+    def __enter__(self) -> "KeyedLoad":
+        self.thread.start()
+        return self
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.producer.flush(90)
+        self.producer.close()
+        self.ack_log.write_text("\n".join(self.lines) + "\n")
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.stop.is_set():
+            self.finish()
+
+
+def start_cluster(tmp_path: Path) -> ClusterProcesses:
+    cluster = ClusterProcesses(tmp_path / "cluster", 3, config=SETTINGS)
+    try:
+        _bring_up(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def _bring_up(cluster: ClusterProcesses) -> None:
+    cluster.start()
+    poll(lambda: (st := status(cluster)) and sum(not b["fenced"] for b in st["brokers"]) == 3, 30,
+         "three registered brokers")
+    with Admin(cluster.bootstrap, timeout_ms=10_000) as admin:
+        admin.create_topic(TOPIC, partitions=3, replication_factor=3)
+    poll(lambda: all_in_sync(cluster), 30, "the topic in sync")
+
+
+def verify(cluster: ClusterProcesses, ack_log: Path) -> dict:
+    """Stop every broker and judge what is on disk."""
+    for node in cluster.node_ids:
+        if node in cluster.paused:
+            cluster.resume(node)
+        cluster.stop(node)
+    replicas = {f"broker-{n}": read_data_dir(cluster.specs[n].data_dir) for n in cluster.node_ids}
+    acks = read_acks(ack_log.read_text().splitlines())
+    report = check(acks, replicas)
+    summary = {kind: len(report.of(kind)) for kind in ("lost", "reordered", "divergent", "duplicate")}
+    assert report.ok, f"{summary}: {[f for f in report.findings if f.kind != 'duplicate'][:5]}"
+    assert summary["lost"] == summary["reordered"] == summary["divergent"] == 0
+    return {"acks": len(acks), **summary}
+
+
+def test_sigkill_the_leader_mid_stream_then_restart_it(tmp_path):
+    with start_cluster(tmp_path) as cluster, KeyedLoad(cluster.bootstrap, tmp_path / "acks.jsonl") as load:
+        poll(lambda: load.acked >= 300, 30, "300 acknowledgements before the fault")
+        victim = leader_of(cluster, 0)
+        cluster.kill(victim)
+        killed_at = load.acked
+        poll(lambda: load.acked >= killed_at + 300, 30, "acknowledgements again after the leader died")
+        with Admin(cluster.bootstrap, timeout_ms=3000) as admin:
+            new_leader = admin.metadata([TOPIC])["topics"][0]["partitions"][0]["leader"]
+        assert new_leader not in (victim, -1)
+        cluster.restart(victim, kill=True)
+        poll(lambda: all_in_sync(cluster), 30, "the restarted broker back in every ISR")
+        resumed = load.acked
+        poll(lambda: load.acked >= resumed + 200, 30, "acknowledgements with the old leader back")
+        load.finish()
+        result = verify(cluster, tmp_path / "acks.jsonl")
+    assert result["acks"] >= 800
+
+
+def test_a_paused_leader_acknowledges_nothing_that_is_later_lost(tmp_path):
+    with start_cluster(tmp_path) as cluster, KeyedLoad(cluster.bootstrap, tmp_path / "acks.jsonl") as load:
+        poll(lambda: load.acked >= 300, 30, "300 acknowledgements before the fault")
+        victim = leader_of(cluster, 1)
+        cluster.pause(victim)
+        paused_at = load.acked
+        poll(lambda: leader_of(cluster, 1) not in (victim, -1), 30, "a new leader while the old one is paused")
+        poll(lambda: load.acked >= paused_at + 300, 30, "acknowledgements from the new leader")
+        cluster.resume(victim)  # it wakes up believing it leads: it must not acknowledge anything
+        poll(lambda: all_in_sync(cluster), 30, "the paused broker back in every ISR")
+        resumed = load.acked
+        poll(lambda: load.acked >= resumed + 200, 30, "acknowledgements after the pause")
+        load.finish()
+        verify(cluster, tmp_path / "acks.jsonl")
+
+
+def test_with_two_of_three_replicas_down_acks_all_writes_fail(tmp_path):
+    with start_cluster(tmp_path) as cluster:
+        survivor = leader_of(cluster, 0)
+        for node in cluster.node_ids:
+            if node != survivor:
+                cluster.kill(node)
+        producer = Producer(f"127.0.0.1:{cluster.specs[survivor].port}", acks="all", request_timeout_ms=2000,
+                            delivery_timeout_ms=6000)
+        futures = [producer.send(TOPIC, f"v{i}".encode(), key=b"k", partition=0) for i in range(20)]
+        producer.flush(30)
+        producer.close()
+        errors = [f.exception() for f in futures]
+        assert all(e is not None for e in errors), "an acks=all write was acknowledged by a lone replica"
+        (tmp_path / "acks.jsonl").write_text("")
+        verify(cluster, tmp_path / "acks.jsonl")

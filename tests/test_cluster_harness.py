@@ -1,0 +1,59 @@
+"""The cluster process harness (fabric/testing/cluster.py): per-node configs, kill, pause, restart,
+and every process reaped at teardown."""
+
+import os
+
+import pytest
+import yaml
+
+from fabric.broker.config import load_config
+from fabric.client.admin import Admin
+from fabric.client.connection import RequestTimeoutError
+from fabric.testing.cluster import ClusterProcesses
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.unit
+def test_generated_configs_are_valid_broker_configs(tmp_path):
+    c = ClusterProcesses(tmp_path, 4, racks=["a", "b", "a", "b"], config={"broker_session_timeout_ms": 1000})
+    ports = [p for s in c for p in (s.port, s.pub_port, s.controller_port) if p]
+    assert len(ports) == len(set(ports)) == 3 * 3 + 2  # node 4 is no voter: no controller port
+    for spec in c:
+        cfg = load_config(spec.config_path)
+        assert cfg.clustered and cfg.node_id == spec.node_id and cfg.rack == spec.rack
+        assert sorted(cfg.controller_voters) == [1, 2, 3] and cfg.broker_session_timeout_ms == 1000
+        assert cfg.controller_port == spec.controller_port and cfg.pub_port == spec.pub_port
+    assert yaml.safe_load(c.specs[4].config_path.read_text())["controller_voters"][2].endswith(
+        str(c.specs[2].controller_port))
+    with pytest.raises(ValueError, match="voters"):
+        ClusterProcesses(tmp_path / "x", 2, voters=[3])
+
+
+def test_kill_pause_restart_and_teardown_reaps_everything(cluster):
+    c = cluster(3)
+    c.start()
+    pids = {n: c.process(n).pid for n in c.node_ids}
+    assert "clustering is not yet active" in c.process(1).log_text()
+    c.kill(2)
+    assert _gone(pids[2]) and not c.running(2)
+    c.pause(3)
+    with Admin(c.specs[3].bootstrap, timeout_ms=300) as admin:
+        with pytest.raises(RequestTimeoutError):
+            admin.api_versions()  # stopped: the kernel accepts, the broker answers nothing
+    c.resume(3)
+    with Admin(c.specs[3].bootstrap, timeout_ms=5000) as admin:
+        assert admin.api_versions()["broker"]["node_id"] == 3
+    c.restart(2)
+    with Admin(c.specs[2].bootstrap, timeout_ms=5000) as admin:
+        assert admin.api_versions()["broker"]["node_id"] == 2
+    c.pause(1)  # teardown must reap a stopped process too
+    live = [c.process(n).pid for n in c.node_ids]
+    c.close()
+    assert all(_gone(pid) for pid in live)
