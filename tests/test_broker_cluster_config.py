@@ -53,14 +53,16 @@ def test_yaml_file_with_cluster_keys(tmp_path):
     assert cfg.controller_voters == {1: "127.0.0.1:9292", 2: "127.0.0.1:9293"} and cfg.node_id == 2
 
 
-def test_a_clustered_broker_starts_and_warns_clustering_is_not_active(tmp_path, caplog):
+def test_a_clustered_broker_keeps_leader_epochs_with_its_logs(tmp_path):
+    """A cluster member's partitions carry the leader-epoch table replication truncates by."""
     from fabric.broker.core import BrokerCore
+    from fabric.log.epoch_log import EpochLog
     cfg = BrokerConfig(data_dir=str(tmp_path)).with_overrides(CLUSTER)
-    with caplog.at_level(logging.WARNING):
-        core = BrokerCore(cfg, 1000)
-    core.close()
-    assert "clustering is not yet active" in caplog.text
-
+    core = BrokerCore(cfg, 1000)
+    try:
+        assert core.clustered and core.topics.open_log == EpochLog.open
+    finally:
+        core.close()
 
 def test_shipped_cluster_configs_load_and_agree():
     from pathlib import Path

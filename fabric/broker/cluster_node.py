@@ -149,6 +149,8 @@ class ClusterNode:
     # ------------------------------------------------------------------ controller link
     def controller_request(self, now: Now) -> None:
         """Send the link's due request and any queued admin forward."""
+        for vid, hello in self.link.hellos(now.mono_ms):
+            self._send(self.voter_socks[vid], [codec.encode(hello)])
         req = self.link.poll(now.mono_ms)
         if req is not None:
             vid, header = req

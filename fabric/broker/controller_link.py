@@ -35,6 +35,8 @@ log = logging.getLogger("fabric.broker.controller_link")
 
 __all__ = ["ControllerLink", "LinkConfig"]
 
+HELLO_MS = 2000
+
 
 @dataclass(frozen=True)
 class LinkConfig:
@@ -63,6 +65,7 @@ class ControllerLink:
         self._committed = 0
         self.image_changed = False
         self._shutdown_requested = False
+        self._next_hello = 0
         self.shutdown_done = False
 
     # ------------------------------------------------------------------ reads
@@ -114,6 +117,15 @@ class ControllerLink:
             return self._send("heartbeat", now_ms, broker_id=self.broker_id, incarnation=self.incarnation,
                               metadata_offset=self.state.offset, wants_shutdown=self._shutdown_requested)
         return None
+
+    def hellos(self, now_ms: int) -> list[tuple[int, dict[str, Any]]]:
+        """One-way ``hello`` to every voter, every ``hello_ms``: each controller learns which of
+        its connections is this broker, so this process's death (its connections reset) fences it
+        within a short grace instead of a session timeout, even on a voter that leads only later."""
+        if now_ms < self._next_hello:
+            return []
+        self._next_hello = now_ms + HELLO_MS
+        return [(v, {"op": "hello", "broker_id": self.broker_id}) for v in self.voters]
 
     def next_deadline_ms(self) -> int:
         if self._inflight is not None:

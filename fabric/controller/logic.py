@@ -199,6 +199,17 @@ class ControllerLogic:
                     records.append(rec)
         return records
 
+    def connection_lost(self, broker_id: int, now_ms: int, grace_ms: int) -> None:
+        """A hint from the shell: ``broker_id``'s connection to this controller closed (its process
+        died: the kernel reset its sockets).  Its session now ends ``grace_ms`` from now unless it
+        heartbeats (an alive broker reconnects and heartbeats well within the grace), instead of a
+        full session timeout after its last heartbeat.  Only ever shortens a session; a paused or
+        partitioned broker, whose connections stay open, still gets the whole timeout."""
+        last = self._sessions.get(broker_id)
+        if last is None:
+            return
+        self._sessions[broker_id] = min(last, now_ms - self.config.session_timeout_ms + grace_ms)
+
     def tick(self, now_ms: int) -> Decision:
         """Session expiry (rule 3) and re-election of what can be led again (rule 4)."""
         expired = []

@@ -155,6 +155,20 @@ class RaftNode(Replication):
                 handler(self, src, message, now_ms)
         return self._finish()
 
+    def peer_lost(self, peer: int, now_ms: int) -> RaftOutput:
+        """A hint from the shell: the connection to ``peer`` closed (its process died and the
+        kernel reset its sockets).  If ``peer`` is the leader this node follows, its lease is no
+        longer trusted and a (pre-)election starts after a short random delay instead of a whole
+        election timeout.  Safety does not depend on the hint: a pre-vote still needs a majority,
+        which grants it only if it lost the leader too; a wrong hint costs one pre-vote round."""
+        self._start_timers(now_ms)
+        if self._role is not Role.LEADER and self._leader == peer:
+            self._leader_heard_ms = None
+            deadline = now_ms + self.rng.randrange(0, max(1, self.config.heartbeat_ms))
+            if self._election_deadline is None or deadline < self._election_deadline:
+                self._election_deadline = deadline
+        return self._finish()
+
     def entries(self, start: int, max_count: int) -> list[Entry] | None:
         """Committed entries from ``start`` on, for observers fetching the metadata log; None when
         ``start`` is compacted (fetch the snapshot instead)."""

@@ -56,6 +56,11 @@ class ControllerServer:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.router.bind(bind)
+        # Closed connections: a broker process that died (SIGKILL, a crash) resets its sockets at
+        # once, which lets the controller fence it in ``lost_grace_ms`` instead of a session timeout.
+        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._fd_broker: dict[int, int] = {}  # connection fd -> broker id (from its requests)
+        self._fd_voter: dict[int, int] = {}  # connection fd -> voter id (from its Raft messages)
         self.peers: dict[int, zmq.Socket] = {}
         for vid, address in voters.items():
             if vid == node_id:
@@ -94,7 +99,7 @@ class ControllerServer:
             except zmq.ZMQError as exc:
                 log.debug("dropping controller reply: %s", exc)
 
-    def _handle(self, peer: bytes, frames: list[bytes], now_ms: int) -> None:
+    def _handle(self, peer: bytes, frames: list[bytes], now_ms: int, fd: int | None = None) -> None:
         try:
             header = codec.decode_map(frames[0], HEADER_BYTES_MAX)
         except FabricError as err:
@@ -111,10 +116,18 @@ class ControllerServer:
             if src not in self.voters:
                 log.warning("raft message from %d, not a voter", src)
                 return
+            if fd is not None and fd >= 0:
+                self._fd_voter[fd] = src
             self._do(self.service.receive(src, msg, now_ms))
             return
         cid = header.get("cid")
         fields = {k: v for k, v in header.items() if k not in ("op", "cid", "v")}
+        broker = fields.get("broker_id")
+        if fd is not None and fd >= 0 and isinstance(broker, int) and op in ("register", "heartbeat", "hello"):
+            self._fd_broker[fd] = broker
+            self.service.heard_from(broker)
+        if op == "hello":
+            return  # (one-way: a broker names its connection, so its death is noticed: _disconnects)
         target: Hashable = (peer, cid, op)
         if not isinstance(op, str):
             err = FabricError("MALFORMED_REQUEST", "op must be a string")
@@ -122,9 +135,27 @@ class ControllerServer:
             return
         self._do(self.service.request(target, op, fields, now_ms))
 
+    def _disconnects(self, now_ms: int) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            fd = int(event["value"])
+            voter = self._fd_voter.pop(fd, None)
+            if voter is not None:
+                log.info("voter %d's connection to controller %d closed", voter, self.node_id)
+                self._do(self.service.voter_lost(voter, now_ms))
+            broker = self._fd_broker.pop(fd, None)
+            if broker is not None:
+                log.info("broker %d's connection to controller %d closed", broker, self.node_id)
+                self.service.connection_lost(broker, now_ms, self.service.lost_grace_ms)
+
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
         for s in self.peers.values():
             poller.register(s, zmq.POLLIN)  # (nothing is sent back on these; drained if so)
         log.info("controller %d on %s, voters %s", self.node_id,
@@ -137,14 +168,21 @@ class ControllerServer:
                 if self.router in events:
                     for _ in range(1000):
                         try:
-                            msg = self.router.recv_multipart(zmq.NOBLOCK)
+                            frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
+                        try:
+                            fd = int(frames[-1].get(zmq.SRCFD))
+                        except (zmq.ZMQError, AttributeError, ValueError):
+                            fd = -1
+                        msg = [f.bytes for f in frames]
                         if len(msg) >= 2:
                             try:
-                                self._handle(msg[0], msg[1:], now_ms)
+                                self._handle(msg[0], msg[1:], now_ms, fd)
                             except Exception:
                                 log.exception("controller request failed")
+                if self.monitor in events:
+                    self._disconnects(now_ms)
                 for s in self.peers.values():
                     if s in events:
                         try:
@@ -156,4 +194,6 @@ class ControllerServer:
         finally:
             for s in self.peers.values():
                 s.close(linger=0)
+            self.router.disable_monitor()
+            self.monitor.close(linger=0)
             self.router.close(linger=0)

@@ -65,6 +65,8 @@ class ControllerService:
         self._was_leader = False
         self._ready_at: int | None = None  # the index a new leader's state must reach (rule 3)
         self._logic_started = False
+        self._lost: dict[int, int] = {}  # broker id -> when its connection closed (not heard since)
+        self.lost_grace_ms = 500
         self._since_snapshot = 0
 
     # ------------------------------------------------------------------ Raft plumbing
@@ -86,6 +88,21 @@ class ControllerService:
             if records:
                 fx.add(self._propose(records, None, {}, now_ms))
         return fx
+
+    def connection_lost(self, broker_id: int, now_ms: int, grace_ms: int) -> None:
+        """The shell saw ``broker_id``'s connection close (see ``ControllerLogic.connection_lost``);
+        remembered while this voter follows too, so a leader elected because that same process
+        died does not give its broker a whole fresh session."""
+        self._lost[broker_id] = now_ms
+        if self.is_leader:
+            self.logic.connection_lost(broker_id, now_ms, grace_ms)
+
+    def voter_lost(self, voter: int, now_ms: int) -> Effects:
+        """The connection from voter ``voter`` closed: Raft's hint (``RaftNode.peer_lost``)."""
+        return self._absorb(self.raft.peer_lost(voter, now_ms), now_ms)
+
+    def heard_from(self, broker_id: int) -> None:
+        self._lost.pop(broker_id, None)
 
     def receive(self, src: int, message: Any, now_ms: int) -> Effects:
         return self._absorb(self.raft.receive(src, message, now_ms), now_ms)
@@ -128,6 +145,8 @@ class ControllerService:
             fx.replies.extend(self._abandon())
         if leading and self._ready_at is not None and not self._logic_started and self.state.offset >= self._ready_at:
             self.logic.on_became_leader(now_ms)
+            for broker_id, at in self._lost.items():
+                self.logic.connection_lost(broker_id, at, self.lost_grace_ms)
             self._logic_started = True
         if not leading:
             self._logic_started = False
