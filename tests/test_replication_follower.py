@@ -107,6 +107,14 @@ def test_a_fetch_without_reply_is_sent_again_and_a_stale_reply_is_dropped():
     assert f.on_fetch_reply(reply_to(first), 303) == []  # nothing outstanding: a late duplicate
 
 
+def test_fetched_garbage_is_not_appended():
+    _, (b0,) = leader_log((2, 1))
+    f = make_follower()
+    [fetch] = f.tick(0)
+    assert f.on_fetch_reply(reply_to(fetch, b0[:20], hw=0, log_end=2), 1) == []  # a torn batch
+    assert f.log.end_offset == 0 and f.validated
+
+
 def test_a_reply_with_more_fetches_again_at_once():
     _, (b0, b1) = leader_log((2, 1), (2, 1))
     f = make_follower()
