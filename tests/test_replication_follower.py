@@ -1,10 +1,13 @@
 """FollowerReplica (fabric/replication/follower.py): each rule of its header, then a leader and a
-follower back to back in memory (h11's ConnectionPair idea) with a lost push repaired by the idle
-fetch."""
+follower back to back (h11's ConnectionPair idea), on memory logs and on the broker's EpochLog,
+with lost pushes repaired by fetches."""
 
 from __future__ import annotations
 
+import pytest
+
 from fabric.log import LogConfig
+from fabric.log.epoch_log import EpochLog
 from fabric.log.memory import MemoryLog
 from fabric.records.batch import encode_batch, stamp
 from fabric.replication import PartitionState
@@ -104,6 +107,14 @@ def test_a_fetch_without_reply_is_sent_again_and_a_stale_reply_is_dropped():
     assert f.on_fetch_reply(reply_to(first), 303) == []  # nothing outstanding: a late duplicate
 
 
+def test_fetched_garbage_is_not_appended():
+    _, (b0,) = leader_log((2, 1))
+    f = make_follower()
+    [fetch] = f.tick(0)
+    assert f.on_fetch_reply(reply_to(fetch, b0[:20], hw=0, log_end=2), 1) == []  # a torn batch
+    assert f.log.end_offset == 0 and f.validated
+
+
 def test_a_reply_with_more_fetches_again_at_once():
     _, (b0, b1) = leader_log((2, 1), (2, 1))
     f = make_follower()
@@ -177,12 +188,19 @@ def test_leader_start_offset_past_the_follower_log():
     assert f.log.start_offset == f.log.end_offset == again.fetch_offset == 7
 
 
-def test_leader_and_follower_back_to_back_with_lost_pushes():
-    """The real pair in memory: every other push is lost; acks and fetches carry everything, and
-    acks=all is answered once the follower holds the batch."""
-    lead = LeaderReplica(MemoryLog(LogConfig()), PartitionState(1), "t", 0, leader_epoch=1, replicas=(1, 2),
+@pytest.mark.parametrize("backend", ["memory", "files"])
+def test_leader_and_follower_back_to_back_with_lost_pushes(backend, tmp_path):
+    """The real pair: every other push is lost; acks and fetches carry everything, and acks=all is
+    answered once the follower holds the batch.  On memory logs and on the broker's ``EpochLog``
+    over segment files."""
+    def open_log(name: str):
+        if backend == "memory":
+            return MemoryLog(LogConfig())
+        return EpochLog.open(tmp_path / name, LogConfig(), 0)
+
+    lead = LeaderReplica(open_log("leader"), PartitionState(1), "t", 0, leader_epoch=1, replicas=(1, 2),
                          isr=(1, 2), now_ms=0, min_insync_replicas=2, config=CONFIG)
-    f = make_follower()
+    f = make_follower(log=open_log("follower"))
 
     def to_leader(messages, now):
         for m in messages:
@@ -207,3 +225,6 @@ def test_leader_and_follower_back_to_back_with_lost_pushes():
     assert sorted(answered) == list(range(10))
     assert f.log.read(0, 1 << 20) == lead.log.read(0, 1 << 20)
     assert lead.high_watermark == f.high_watermark == lead.log.end_offset
+    assert f.log.leader_epochs() == lead.log.leader_epochs() == [(1, 0)]
+    lead.log.close()
+    f.log.close()

@@ -175,17 +175,23 @@ class FollowerReplica:
 
     def _append_from(self, batches: bytes, now_ms: int) -> tuple[int, bool]:
         """Append the batches that continue this log; (how many, False if one did not fit)."""
-        count = 0
-        for pos, h in iter_headers(batches):
-            end = self.log.end_offset
-            if h.base_offset + h.record_count <= end:
-                continue  # already here (a push came first)
-            if h.base_offset != end:
-                log.warning("%s/%d: fetched batch at %d does not continue the log end %d", self.topic_id,
-                            self.partition, h.base_offset, end)
-                return count, False
-            self.log.append_replicated(bytearray(batches[pos:pos + h.size]), now_ms)
-            count += 1
+        count = consumed = 0
+        try:
+            for pos, h in iter_headers(batches):
+                consumed = pos + h.size
+                end = self.log.end_offset
+                if h.base_offset + h.record_count <= end:
+                    continue  # already here (a push came first)
+                if h.base_offset != end:
+                    raise InvalidBatchError(f"fetched batch at {h.base_offset} does not continue the log end {end}")
+                self.log.append_replicated(bytearray(batches[pos:pos + h.size]), now_ms)
+                count += 1
+            if consumed != len(batches):  # (the leader sends whole batches only)
+                raise MalformedBatchError(f"{len(batches) - consumed} bytes of a torn batch at the end")
+        except (FabricError, MalformedBatchError, InvalidBatchError) as exc:
+            log.warning("%s/%d: fetched data from leader %d unusable: %s", self.topic_id, self.partition,
+                        self.leader, exc)
+            return count, False
         return count, True
 
     def _truncate(self, epoch: int, end_offset: int) -> None:
