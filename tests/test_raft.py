@@ -248,6 +248,16 @@ def test_a_malformed_or_unknown_message_is_a_value_error():
         message_from_wire({"kind": "nope"})
     with pytest.raises(ValueError):
         message_from_wire({"kind": "vote", "term": 1})
+    good = SnapshotRequest(3, 1, 10, 2, b"snap").to_wire()
+    for field, bad in [("data", 10**9), ("term", "3"), ("last_index", 1.5)]:
+        with pytest.raises(ValueError):  # never converted: bytes(10**9) would allocate a gigabyte
+            message_from_wire({**good, field: bad})
+    append = AppendRequest(3, 1, 9, 2, (), 8).to_wire()
+    for entries in ([[3, 10]], [[3, 10, "text"]], 7):
+        with pytest.raises(ValueError):
+            message_from_wire({**append, "entries": entries})
+    with pytest.raises(ValueError):
+        message_from_wire({**VoteResponse(1, True, False).to_wire(), "granted": 1})
 
 
 def test_memory_storage_crash_forgets_what_was_not_synced():
