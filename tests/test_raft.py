@@ -60,7 +60,8 @@ def test_pre_vote_keeps_a_partitioned_node_from_disrupting_the_cluster_when_it_r
     assert leader is not None
     term, outcast = leader.term, next(i for i in sim.ids if i != leader.id)
     sim.isolate(outcast)
-    sim.run(10_000, propose_every_ms=100 if writes_meanwhile else 0)  # several election timeouts: only pre-votes, all lost
+    # Several election timeouts: the outcast only sends pre-votes, and all are lost.
+    sim.run(10_000, propose_every_ms=100 if writes_meanwhile else 0)
     assert sim.nodes[outcast].term == term and sim.nodes[outcast].role is Role.PRE_CANDIDATE
     # Heal just before the outcast's timer fires, so its pre-vote reaches the others at once.
     sim.run(max(0, sim.nodes[outcast]._election_deadline - sim.now - sim.step_ms))

@@ -28,7 +28,7 @@ import cbor2
 
 from ..clock import ManualClock
 from ..controller.raft import RaftConfig, RaftNode, RaftOutput, Role
-from ..controller.raft_messages import Entry, RaftMessage, Snapshot
+from ..controller.raft_messages import Entry, RaftMessage
 from ..controller.raft_storage import MemoryRaftStorage
 from .network import FakeNetwork
 
