@@ -60,7 +60,8 @@ def test_pre_vote_keeps_a_partitioned_node_from_disrupting_the_cluster_when_it_r
     assert leader is not None
     term, outcast = leader.term, next(i for i in sim.ids if i != leader.id)
     sim.isolate(outcast)
-    sim.run(10_000, propose_every_ms=100 if writes_meanwhile else 0)  # several election timeouts: only pre-votes, all lost
+    # Several election timeouts: the outcast only sends pre-votes, and all are lost.
+    sim.run(10_000, propose_every_ms=100 if writes_meanwhile else 0)
     assert sim.nodes[outcast].term == term and sim.nodes[outcast].role is Role.PRE_CANDIDATE
     # Heal just before the outcast's timer fires, so its pre-vote reaches the others at once.
     sim.run(max(0, sim.nodes[outcast]._election_deadline - sim.now - sim.step_ms))
@@ -248,6 +249,16 @@ def test_a_malformed_or_unknown_message_is_a_value_error():
         message_from_wire({"kind": "nope"})
     with pytest.raises(ValueError):
         message_from_wire({"kind": "vote", "term": 1})
+    good = SnapshotRequest(3, 1, 10, 2, b"snap").to_wire()
+    for field, bad in [("data", 10**9), ("term", "3"), ("last_index", 1.5)]:
+        with pytest.raises(ValueError):  # never converted: bytes(10**9) would allocate a gigabyte
+            message_from_wire({**good, field: bad})
+    append = AppendRequest(3, 1, 9, 2, (), 8).to_wire()
+    for entries in ([[3, 10]], [[3, 10, "text"]], 7):
+        with pytest.raises(ValueError):
+            message_from_wire({**append, "entries": entries})
+    with pytest.raises(ValueError):
+        message_from_wire({**VoteResponse(1, True, False).to_wire(), "granted": 1})
 
 
 def test_memory_storage_crash_forgets_what_was_not_synced():

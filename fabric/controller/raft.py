@@ -181,7 +181,9 @@ class RaftNode(Replication):
         return self.storage.snapshot()
 
     def compact(self, upto_index: int, snapshot: bytes) -> None:
-        """Replace the log up to ``upto_index`` (applied by the state machine) by ``snapshot``."""
+        """Replace the log up to ``upto_index`` by ``snapshot``, the state machine as of that
+        index; it must already have been handed out as committed (so the shell has applied it).
+        The shell decides when (e.g. every N entries): Raft cannot judge a snapshot's cost."""
         if not self.storage.first_index() <= upto_index <= self._applied:
             raise ValueError(f"compact to {upto_index}: must be in {self.storage.first_index()}..{self._applied}")
         term = self.storage.term_at(upto_index)
@@ -287,8 +289,8 @@ class RaftNode(Replication):
 
     def _on_vote_response(self, src: int, m: VoteResponse, now_ms: int) -> None:
         wanted = Role.PRE_CANDIDATE if m.pre_vote else Role.CANDIDATE
-        if self._role is not wanted:
-            return
+        if self._role is not wanted or (m.pre_vote and m.granted and m.term != self._term + 1):
+            return  # an answer to an earlier round
         self._votes.setdefault(src, m.granted)
         self._tally(now_ms)
 

@@ -28,7 +28,21 @@ class Entry:
     @classmethod
     def from_wire(cls, wire: list) -> "Entry":
         term, index, data = wire
-        return cls(int(term), int(index), bytes(data))
+        return cls(_int(term), _int(index), _bytes(data))
+
+
+def _int(value: Any) -> int:
+    """Strict: a peer's str or float is an error, not something to convert."""
+    if type(value) is not int:
+        raise ValueError(f"expected an int, not {type(value).__name__}")
+    return value
+
+
+def _bytes(value: Any) -> bytes:
+    # Never bytes(value): bytes(10**9) from a hostile peer would allocate a gigabyte.
+    if not isinstance(value, (bytes, bytearray)):
+        raise ValueError(f"expected bytes, not {type(value).__name__}")
+    return bytes(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +75,16 @@ class _Wire:
                 raise ValueError(f"{cls.kind} lacks {f.name}")
             value = wire[f.name]
             if f.name == "entries":
+                if not isinstance(value, (list, tuple)):
+                    raise ValueError("entries must be a list")
                 value = tuple(Entry.from_wire(e) for e in value)
             elif f.name == "data":
-                value = bytes(value)
-            elif f.type in ("bool",):
-                value = bool(value)
+                value = _bytes(value)
+            elif f.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{f.name} must be a bool")
             else:
-                value = int(value)
+                value = _int(value)
             kwargs[f.name] = value
         return cls(**kwargs)
 
@@ -147,5 +164,5 @@ def message_from_wire(wire: dict[str, Any]) -> RaftMessage:
         raise ValueError(f"not a Raft message: {wire!r:.80}")
     try:
         return cls.from_wire(wire)
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, AttributeError) as e:
         raise ValueError(f"malformed {cls.kind}: {e}") from e

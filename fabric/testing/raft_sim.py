@@ -28,7 +28,7 @@ import cbor2
 
 from ..clock import ManualClock
 from ..controller.raft import RaftConfig, RaftNode, RaftOutput, Role
-from ..controller.raft_messages import Entry, RaftMessage, Snapshot
+from ..controller.raft_messages import Entry, RaftMessage
 from ..controller.raft_storage import MemoryRaftStorage
 from .network import FakeNetwork
 
@@ -321,7 +321,9 @@ def run_chaos(seed: int, *, phases: int = 6, log: Callable[[str], None] | None =
     sim.run(3000, propose_every_ms=100)
     for _ in range(phases):
         fault = pick.choice(["isolate", "cut", "crash", "crash_mid", "restart", "heal", "none"])
-        victim = pick.choice(sim.ids)
+        leader = sim.leader()
+        # Half the time the fault hits the leader: that is where elections race (Figure 8).
+        victim = leader.id if leader is not None and pick.random() < 0.5 else pick.choice(sim.ids)
         if fault == "isolate":
             sim.isolate(victim)
         elif fault == "cut":

@@ -46,3 +46,20 @@ def test_a_five_node_quorum_survives_losing_two_voters_and_commits_with_three(se
         sim.restart(i)
     sim.run(6000, propose_every_ms=50)
     assert max(sim.check.committed) > stuck + 20, f"seed {seed}: {sim!r}"
+
+
+def test_the_simulator_catches_a_node_that_speaks_before_it_syncs(monkeypatch):
+    """The invariants have teeth: with ``sync`` a no-op, a crash forgets votes already sent and
+    some seed elects two leaders in one term (or loses a committed entry)."""
+    from fabric.controller.raft_storage import MemoryRaftStorage
+    from fabric.testing.raft_sim import Violation
+
+    monkeypatch.setattr(MemoryRaftStorage, "sync", lambda self: None)
+    caught = []
+    for seed in range(40):
+        try:
+            run_chaos(seed)
+        except Violation as e:
+            if "no progress" not in str(e):  # a safety invariant, not only liveness
+                caught.append(str(e))
+    assert caught, "no seed of 40 noticed that nothing is ever synced"
