@@ -160,7 +160,10 @@ class SourceAttempt(_Attempt):
             pending[offset_key(self.name, b.source_partition)] = b.source_offset
             return True
         try:
-            values = self.value_conv.to_bytes_many(b.values)
+            if b.columns is None:
+                values = self.value_conv.to_bytes_many(b.values)
+            else:
+                values = self.value_conv.to_bytes_rows(b.columns, b.values)
             keys = None if b.keys is None else self.key_conv.to_bytes_many(b.keys)
         except Exception:  # noqa: BLE001 - handled record by record
             return False
