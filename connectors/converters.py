@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import cbor2
 
-from .json_columns import decode_one, encode_many, encode_rows
+from .json_columns import decode_many, decode_one, encode_many, encode_rows
 
 
 class ConversionError(ValueError):
@@ -83,8 +83,10 @@ class JsonConverter(Converter):
 
     def from_bytes_many(self, data: list[bytes | None]) -> list[Any]:
         try:
+            if None not in data:
+                return decode_many(data)  # json_columns.py
             return [None if d is None else decode_one(d.decode()) for d in data]
-        except (ValueError, UnicodeDecodeError, AttributeError):
+        except (ValueError, UnicodeDecodeError, TypeError):
             return super().from_bytes_many(data)  # raises the first ConversionError
 
     def to_bytes(self, value: Any) -> bytes | None:

@@ -14,9 +14,10 @@ past that, the worker's restart backoff.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..api import ConnectError, Field, RetriableError, SinkConnector, SourceConnector
+from .pg_copy import encode_copy_text
 from .sql import SINK_CONFIG, SOURCE_CONFIG, Dialect, source_task_configs, validate_sink, validate_source
 from .sql_sink import SqlSinkTask
 from .sql_source import SqlSourceTask
@@ -101,18 +102,37 @@ class PostgresDialect(Dialect):
             for row in rows:
                 copy.write_row(row)
 
+    def _copy_columns(self, cur: Any, table: str, columns: list[str], data: list[list[Any]]) -> None:
+        text = encode_copy_text(data, self.conn.info.encoding)
+        if text is None:  # a type the column formatter leaves to psycopg
+            self._copy(cur, table, columns, list(zip(*data)))
+            return
+        cols = ", ".join(map(self.quote, columns))
+        with cur.copy(f"COPY {self.quote(table)} ({cols}) FROM STDIN") as copy:
+            copy.write(text)
+
     def write_rows(self, table: str, columns: list[str], rows: list[tuple], upsert_pk: list[str] | None) -> None:
+        self._write(table, columns, upsert_pk, lambda cur, t: self._copy(cur, t, columns, rows))
+
+    def write_columns(self, table: str, columns: list[str], data: list[list[Any]],
+                      upsert_pk: list[str] | None) -> None:
+        self._write(table, columns, upsert_pk, lambda cur, t: self._copy_columns(cur, t, columns, data))
+
+    def _write(self, table: str, columns: list[str], upsert_pk: list[str] | None,
+               copy: Callable[[Any, str], None]) -> None:
+        """COPY straight into ``table``, or (upsert) into a session-private staging table and from
+        there one ``INSERT ... ON CONFLICT DO UPDATE``: a whole batch in two statements."""
         conn = self._ensure()
         q = self.quote
         with conn.cursor() as cur:
             if not upsert_pk:
-                self._copy(cur, table, columns, rows)
+                copy(cur, table)
                 return
             tmp = f"fabric_stage_{table}"[:63]
             if tmp not in self.temp_tables:
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {q(tmp)} (LIKE {q(table)}) ON COMMIT DELETE ROWS")
                 self.temp_tables.add(tmp)
-            self._copy(cur, tmp, columns, rows)
+            copy(cur, tmp)
             cols = ", ".join(map(q, columns))
             rest = [c for c in columns if c not in upsert_pk]
             action = ("DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in rest)) if rest else "DO NOTHING"

@@ -119,6 +119,12 @@ class Dialect:
         """Insert (or upsert on ``upsert_pk``) ``rows``; not committed yet."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def write_columns(self, table: str, columns: list[str], data: list[list[Any]],
+                      upsert_pk: list[str] | None) -> None:
+        """As ``write_rows``, with the rows given as columns (``data[i]`` is column ``i``): the
+        sink builds them so, and a dialect may write them faster that way (PostgreSQL does)."""
+        self.write_rows(table, columns, list(zip(*data)), upsert_pk)
+
     def delete_keys(self, table: str, pk: list[str], keys: list[tuple]) -> None:  # pragma: no cover
         raise NotImplementedError
 
