@@ -6,6 +6,7 @@ its own data directory by ``connectors.testing.PostgresServer`` and destroyed af
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import signal
@@ -246,3 +247,35 @@ connectors:
         recs = read_topic(broker.bootstrap, "events", 800)
         wait_until(lambda: w.connector_status("ev")["tasks"][0]["state"] == "RUNNING", 30, "RUNNING again")
     assert sorted(json.loads(r.value)["id"] for r in recs) == list(range(1, 801))
+
+
+def test_postgres_copy_from_columns_equals_psycopg_write_row(pg):
+    """The column-at-a-time COPY text (pg_copy.py) stores exactly what psycopg's ``write_row``
+    stores, escapes and NULLs included, in insert and upsert mode; types it does not format
+    (a Decimal here) go through psycopg."""
+    from connectors.builtin.postgres import PostgresDialect
+    texts = ["plain", "", "tab\there", "new\nline\r", "back\\slash", "\\N", "é 中 \u2028", "\b\f\v"]
+    rows = [(i, texts[i % len(texts)] if i % 7 else None, i * 0.5 if i % 3 else i, i % 2 == 0, (i % 5) * 1.25)
+            for i in range(1, 2001)]
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        for t in ("cols_fast", "cols_plain"):
+            c.execute(f"CREATE TABLE {t} (id BIGINT PRIMARY KEY, t TEXT, x NUMERIC, b BOOLEAN, f FLOAT8)")
+    cols = ["id", "t", "x", "b", "f"]
+    db = PostgresDialect()
+    db.connect({"dsn": pg.dsn})
+    try:
+        db.write_columns("cols_fast", cols, [list(c) for c in zip(*rows)], None)
+        db.write_rows("cols_plain", cols, rows, None)
+        changed = [(i, "v2", 1, False, 0.0) for i in range(1, 2001, 2)]
+        db.write_columns("cols_fast", cols, [list(c) for c in zip(*changed)], ["id"])
+        db.write_rows("cols_plain", cols, changed, ["id"])
+        with_decimal = [(5000, "d", decimal.Decimal("1.10"), True, 1.0)]
+        db.write_columns("cols_fast", cols, [list(c) for c in zip(*with_decimal)], ["id"])
+        db.write_rows("cols_plain", cols, with_decimal, ["id"])
+        db.commit()
+    finally:
+        db.close()
+    with psycopg.connect(pg.dsn) as c:
+        fast = c.execute("SELECT * FROM cols_fast ORDER BY id").fetchall()
+        assert fast == c.execute("SELECT * FROM cols_plain ORDER BY id").fetchall()
+    assert len(fast) == 2001 and fast[1][1] == "tab\there" and fast[0][1:] == ("v2", 1, False, 0.0)

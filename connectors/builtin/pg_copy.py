@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import re
 from itertools import compress
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 NULL = "\\N"
+CHUNK_ROWS = 5000  # rows per piece handed to the server: about 1 MB of a typical table
 # The escapes psycopg applies in COPY text format (psycopg/_copy_base.py), the same set.
 _ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r", "\\": "\\\\"}
 _SPECIAL = re.compile("[\b\t\n\v\f\r\\\\]")
@@ -66,8 +67,11 @@ def encode_column(values: Sequence[Any]) -> list[str] | None:
     return out
 
 
-def encode_copy_text(columns: Sequence[Sequence[Any]], encoding: str) -> bytes | None:
-    """The rows (given as columns of equal length) as COPY text data, or None (see the module)."""
+def encode_copy_text(columns: Sequence[Sequence[Any]], encoding: str,
+                     chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes] | None:
+    """The rows (given as columns of equal length) as COPY text data, in pieces of
+    ``chunk_rows`` rows, or None (see the module).  Pieces, because the server parses one piece
+    while the next is formatted: the two overlap on two cores."""
     encoded = []
     for col in columns:
         enc = encode_column(col)
@@ -76,4 +80,6 @@ def encode_copy_text(columns: Sequence[Sequence[Any]], encoding: str) -> bytes |
         encoded.append(enc)
     if not encoded or not encoded[0]:
         return None
-    return ("\n".join(map("\t".join, zip(*encoded))) + "\n").encode(encoding)
+    n = len(encoded[0])
+    return (("\n".join(map("\t".join, zip(*(col[i:i + chunk_rows] for col in encoded)))) + "\n").encode(encoding)
+            for i in range(0, n, chunk_rows))

@@ -103,13 +103,14 @@ class PostgresDialect(Dialect):
                 copy.write_row(row)
 
     def _copy_columns(self, cur: Any, table: str, columns: list[str], data: list[list[Any]]) -> None:
-        text = encode_copy_text(data, self.conn.info.encoding)
-        if text is None:  # a type the column formatter leaves to psycopg
+        pieces = encode_copy_text(data, self.conn.info.encoding)
+        if pieces is None:  # a type the column formatter leaves to psycopg
             self._copy(cur, table, columns, list(zip(*data)))
             return
         cols = ", ".join(map(self.quote, columns))
         with cur.copy(f"COPY {self.quote(table)} ({cols}) FROM STDIN") as copy:
-            copy.write(text)
+            for piece in pieces:
+                copy.write(piece)
 
     def write_rows(self, table: str, columns: list[str], rows: list[tuple], upsert_pk: list[str] | None) -> None:
         self._write(table, columns, upsert_pk, lambda cur, t: self._copy(cur, t, columns, rows))
