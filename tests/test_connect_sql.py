@@ -279,3 +279,32 @@ def test_postgres_copy_from_columns_equals_psycopg_write_row(pg):
         fast = c.execute("SELECT * FROM cols_fast ORDER BY id").fetchall()
         assert fast == c.execute("SELECT * FROM cols_plain ORDER BY id").fetchall()
     assert len(fast) == 2001 and fast[1][1] == "tab\there" and fast[0][1:] == ("v2", 1, False, 0.0)
+
+
+def test_postgres_sink_background_commit_failure_loses_nothing(pg):
+    """The upsert's commit runs in the background while the next batch is prepared: when it fails,
+    the next put or flush raises, no row of the failed write is committed, and its records are
+    written again by the next write (here after the cause is removed): none is lost."""
+    from connectors.api import SinkRecord, TaskContext
+    from connectors.builtin.postgres import PostgresSinkTask
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE guarded (id BIGINT PRIMARY KEY, v TEXT CONSTRAINT not_bad CHECK (v <> 'bad'))")
+    task = PostgresSinkTask()
+    task.initialize(TaskContext("g", 0, lambda p: None, lambda: False))
+    task.start({"dsn": pg.dsn, "table": "guarded", "insert_mode": "upsert", "pk_mode": "record_key",
+                "pk_fields": ["id"], "auto_create": False, "delete_enabled": False, "batch_size": 2})
+    recs = [SinkRecord("t", 0, i, 0, i, {"v": "bad" if i == 2 else f"v{i}"}) for i in range(1, 5)]
+    try:
+        task.put(recs[:2])  # written; its commit (which will fail) runs in the background
+        with pytest.raises(Exception, match="not_bad"):
+            task.put(recs[2:])  # waits for that commit first
+        assert pg_count(pg.dsn, "guarded") == 0
+        with psycopg.connect(pg.dsn, autocommit=True) as c:
+            c.execute("ALTER TABLE guarded DROP CONSTRAINT not_bad")
+        task.put(recs[2:])  # the worker retries the put that failed
+        task.flush({})
+    finally:
+        task.close()
+    with psycopg.connect(pg.dsn) as c:
+        assert c.execute("SELECT id, v FROM guarded ORDER BY id").fetchall() == [
+            (1, "v1"), (2, "bad"), (3, "v3"), (4, "v4")]

@@ -131,6 +131,14 @@ class Dialect:
     def commit(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def commit_async(self) -> None:
+        """Start the commit; ``wait`` returns once it is done, raising its error.  A dialect that
+        can overlap the commit with the caller's next batch does so (PostgreSQL); default: now."""
+        self.commit()
+
+    def wait(self) -> None:
+        """Block until the last ``commit_async`` is done; raise its error if it failed."""
+
     def classify(self, exc: BaseException) -> Exception:
         """A database exception as ``RetriableError`` (connection, lock, server gone) or
         ``ConnectError`` (the data or the schema is wrong: retrying will not help)."""

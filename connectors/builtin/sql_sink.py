@@ -4,7 +4,10 @@
 (which the worker calls before committing offsets), each write in one transaction.  Records are
 written in order as runs of the same (table, operation): an upsert run keeps the last row of each
 key (a later record of a key wins, as it would row by row, and PostgreSQL's ``ON CONFLICT`` refuses
-two rows of one key in one statement), then a delete run, and so on.
+two rows of one key in one statement), then a delete run, and so on.  A write's commit may run in
+the background (``Dialect.commit_async``: PostgreSQL's server finishes the upsert while the worker
+decodes the next batch); the next write and ``flush`` wait for it, and if it failed its records go
+back into the buffer, so ``flush`` returns only when everything put so far is committed.
 
 Rows: a record's value must be an object (dict), its fields are the columns.  With
 ``pk_mode: record_key`` the key fills ``pk_fields`` (a scalar key the first one, an object key by
@@ -45,6 +48,7 @@ class SqlSinkTask(SinkTask):
         self.upsert = config["insert_mode"] == "upsert"
         self.batch = config["batch_size"]
         self.buffer: list[SinkRecord] = []
+        self.unconfirmed: list[SinkRecord] = []  # written, commit not yet confirmed (commit_async)
         self.known: dict[str, list[str]] = {}
         self.db = self.dialect_class()
         self.db.connect(config)
@@ -67,10 +71,29 @@ class SqlSinkTask(SinkTask):
                 self._key_fields(r)
         self.buffer.extend(records)
         if len(self.buffer) >= self.batch:
-            self._write()
+            try:
+                self._write()
+            except Exception:
+                del self.buffer[len(self.buffer) - len(records):]  # a retried put adds them again, once
+                raise
 
     def flush(self, offsets: Mapping[tuple[str, int], int]) -> None:
         self._write()
+        self._confirm()
+
+    def _confirm(self) -> None:
+        """Wait for the last write's commit; if it failed, its records go back to the front of the
+        buffer (written again by the next write), so none is ever lost or committed past."""
+        if not self.unconfirmed:
+            return
+        try:
+            self.db.wait()
+        except Exception as exc:
+            self.buffer[:0] = self.unconfirmed
+            self.unconfirmed = []
+            self._rollback_quietly()
+            raise self.db.classify(exc) from exc
+        self.unconfirmed = []
 
     def _key_fields(self, r: SinkRecord) -> dict[str, Any]:
         k = r.key
@@ -86,6 +109,7 @@ class SqlSinkTask(SinkTask):
     def _write(self) -> None:
         if not self.buffer:
             return
+        self._confirm()
         runs: list[tuple[str, str, list[SinkRecord]]] = []
         deletes = self.config["delete_enabled"]
         for (topic, tombstone), group in groupby(self.buffer, lambda r: (r.topic, r.value is None)):
@@ -105,14 +129,14 @@ class SqlSinkTask(SinkTask):
                         self.db.delete_keys(table, self.pk, list(keys))
                 else:
                     self._write_run(table, recs)
-            self.db.commit()
+            self.db.commit_async()  # confirmed by the next write or by flush (_confirm)
         except ConnectError:
             self.db.rollback()
             raise
         except Exception as exc:
             self._rollback_quietly()
             raise self.db.classify(exc) from exc
-        self.buffer = []
+        self.unconfirmed, self.buffer = self.buffer, []
 
     def _rollback_quietly(self) -> None:
         try:
