@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 import traceback
+from itertools import repeat
 from typing import Any
 
 from fabric.client import Admin, Consumer, Producer
@@ -160,7 +161,10 @@ class SourceAttempt(_Attempt):
             pending[offset_key(self.name, b.source_partition)] = b.source_offset
             return True
         try:
-            values = self.value_conv.to_bytes_many(b.values)
+            if b.columns is None:
+                values = self.value_conv.to_bytes_many(b.values)
+            else:
+                values = self.value_conv.to_bytes_rows(b.columns, b.values)
             keys = None if b.keys is None else self.key_conv.to_bytes_many(b.keys)
         except Exception:  # noqa: BLE001 - handled record by record
             return False
@@ -255,6 +259,9 @@ class SinkAttempt(_Attempt):
         for cols in batches:
             topic, part = cols.topic, cols.partition
             hdrs = cols.headers
+            if not chain and self._convert_columns(cols, out, raw):
+                self.pending[(topic, part)] = cols.offsets[-1] + 1
+                continue
             for i, (off, ts, kb, vb) in enumerate(zip(cols.offsets, cols.timestamps, cols.keys, cols.values)):
                 h = list(hdrs[i]) if hdrs is not None else []
                 try:
@@ -287,6 +294,20 @@ class SinkAttempt(_Attempt):
                 except Exception as one_exc:  # noqa: BLE001
                     errors.bad_record("put", one_exc, kb, vb, (rec.topic, rec.partition, rec.offset), rec.headers)
         self.progressed = True
+
+    def _convert_columns(self, cols: Any, out: list[SinkRecord], raw: list) -> bool:
+        """The columnar fast path: convert whole key and value columns.  False (nothing added)
+        when a value does not convert: the caller goes record by record, for the error policy."""
+        try:
+            keys = self.key_conv.from_bytes_many(cols.keys)
+            values = self.value_conv.from_bytes_many(cols.values)
+        except Exception:  # noqa: BLE001 - handled record by record
+            return False
+        heads = [list(h) for h in cols.headers] if cols.headers is not None else [[] for _ in values]
+        out.extend(map(SinkRecord, repeat(cols.topic), repeat(cols.partition), cols.offsets, cols.timestamps,
+                       keys, values, heads))
+        raw.extend(zip(cols.keys, cols.values))
+        return True
 
     def _commit(self, task: Any) -> None:
         if not self.pending:

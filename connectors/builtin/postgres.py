@@ -14,9 +14,11 @@ past that, the worker's restart backoff.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 from ..api import ConnectError, Field, RetriableError, SinkConnector, SourceConnector
+from .pg_copy import encode_copy_text
 from .sql import SINK_CONFIG, SOURCE_CONFIG, Dialect, source_task_configs, validate_sink, validate_source
 from .sql_sink import SqlSinkTask
 from .sql_source import SqlSourceTask
@@ -41,9 +43,27 @@ class PostgresDialect(Dialect):
         self.dsn = config["dsn"]
         self.conn: Any = None
         self.temp_tables: set[str] = set()
+        self.deferred: list[str] = []  # an upsert's last statements, run before anything else
+        self.job: Future | None = None  # the commit running in the background (commit_async)
+        self.pool: ThreadPoolExecutor | None = None
         self._ensure()
 
+    def _run_deferred(self) -> None:
+        statements, self.deferred = self.deferred, []
+        with self.conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+
+    def _settle(self) -> None:
+        """Wait for the background commit (raising its error); then run what was deferred."""
+        job, self.job = self.job, None
+        if job is not None:
+            job.result()
+        if self.deferred:
+            self._run_deferred()
+
     def _ensure(self) -> Any:
+        self._settle()
         if self.conn is None or self.conn.closed or self.conn.broken:
             try:
                 self.conn = self.pg.connect(self.dsn, connect_timeout=10)
@@ -53,8 +73,21 @@ class PostgresDialect(Dialect):
         return self.conn
 
     def close(self) -> None:
+        self._abandon()
+        if self.pool is not None:
+            self.pool.shutdown()
         if getattr(self, "conn", None) is not None:
             self.conn.close()
+
+    def _abandon(self) -> None:
+        """Forget deferred statements and wait out a background commit, whatever its outcome."""
+        self.deferred = []
+        job, self.job = getattr(self, "job", None), None
+        if job is not None:
+            try:
+                job.result()
+            except Exception:  # noqa: BLE001 - the caller is already handling a failure, or closing
+                pass
 
     def classify(self, exc: BaseException) -> Exception:
         if isinstance(exc, ConnectError):
@@ -101,24 +134,45 @@ class PostgresDialect(Dialect):
             for row in rows:
                 copy.write_row(row)
 
+    def _copy_columns(self, cur: Any, table: str, columns: list[str], data: list[list[Any]]) -> None:
+        pieces = encode_copy_text(data, self.conn.info.encoding)
+        if pieces is None:  # a type the column formatter leaves to psycopg
+            self._copy(cur, table, columns, list(zip(*data)))
+            return
+        cols = ", ".join(map(self.quote, columns))
+        with cur.copy(f"COPY {self.quote(table)} ({cols}) FROM STDIN") as copy:
+            for piece in pieces:
+                copy.write(piece)
+
     def write_rows(self, table: str, columns: list[str], rows: list[tuple], upsert_pk: list[str] | None) -> None:
+        self._write(table, columns, upsert_pk, lambda cur, t: self._copy(cur, t, columns, rows))
+
+    def write_columns(self, table: str, columns: list[str], data: list[list[Any]],
+                      upsert_pk: list[str] | None) -> None:
+        self._write(table, columns, upsert_pk, lambda cur, t: self._copy_columns(cur, t, columns, data))
+
+    def _write(self, table: str, columns: list[str], upsert_pk: list[str] | None,
+               copy: Callable[[Any, str], None]) -> None:
+        """COPY straight into ``table``, or (upsert) into a session-private staging table and from
+        there one ``INSERT ... ON CONFLICT DO UPDATE``: a whole batch in two statements."""
         conn = self._ensure()
         q = self.quote
         with conn.cursor() as cur:
             if not upsert_pk:
-                self._copy(cur, table, columns, rows)
+                copy(cur, table)
                 return
             tmp = f"fabric_stage_{table}"[:63]
             if tmp not in self.temp_tables:
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {q(tmp)} (LIKE {q(table)}) ON COMMIT DELETE ROWS")
                 self.temp_tables.add(tmp)
-            self._copy(cur, tmp, columns, rows)
+            copy(cur, tmp)
             cols = ", ".join(map(q, columns))
             rest = [c for c in columns if c not in upsert_pk]
             action = ("DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in rest)) if rest else "DO NOTHING"
-            cur.execute(f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM {q(tmp)} "
-                        f"ON CONFLICT ({', '.join(map(q, upsert_pk))}) {action}")
-            cur.execute(f"TRUNCATE {q(tmp)}")
+            # Deferred: run by the next statement, or by commit_async in the background while the
+            # worker decodes the next batch (the server's share of an upsert, overlapped).
+            self.deferred += [f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM {q(tmp)} "
+                              f"ON CONFLICT ({', '.join(map(q, upsert_pk))}) {action}", f"TRUNCATE {q(tmp)}"]
 
     def delete_keys(self, table: str, pk: list[str], keys: list[tuple]) -> None:
         where = " AND ".join(f"{self.quote(c)} = %s" for c in pk)
@@ -128,7 +182,29 @@ class PostgresDialect(Dialect):
     def commit(self) -> None:
         self._ensure().commit()
 
+    def commit_async(self) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            job.result()
+        statements, self.deferred = self.deferred, []
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="fabric-pg-commit")
+        self.job = self.pool.submit(self._commit_in_background, self.conn, statements)
+
+    def _commit_in_background(self, conn: Any, statements: list[str]) -> None:
+        """Runs in the pool's thread; the task's thread touches the connection again only after
+        ``_settle`` has waited for this (psycopg releases the GIL while the server works)."""
+        with conn.cursor() as cur:
+            for sql in statements:
+                cur.execute(sql)
+        conn.commit()
+
+    def wait(self) -> None:
+        self._settle()
+
     def rollback(self) -> None:
+        self._abandon()
+        self.temp_tables = set()  # a staging table created in the rolled-back transaction is gone
         if self.conn is not None and not self.conn.closed:
             self.conn.rollback()
 
