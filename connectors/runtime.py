@@ -168,7 +168,10 @@ class SourceAttempt(_Attempt):
             keys = None if b.keys is None else self.key_conv.to_bytes_many(b.keys)
         except Exception:  # noqa: BLE001 - handled record by record
             return False
-        batches.append(producer.send_batch(b.topic, values, keys))
+        # One partition (a topic's default): every key lands in partition 0, so say so and spare
+        # the producer its per-key murmur2 (pure Python, ~3 us a key: a third of this path).
+        one = 0 if keys is not None and producer.partitions_for(b.topic) == 1 else None
+        batches.append(producer.send_batch(b.topic, values, keys, partition=one))
         pending[offset_key(self.name, b.source_partition)] = b.source_offset
         self.progressed = True
         return True

@@ -308,3 +308,37 @@ def test_postgres_sink_background_commit_failure_loses_nothing(pg):
     with psycopg.connect(pg.dsn) as c:
         assert c.execute("SELECT id, v FROM guarded ORDER BY id").fetchall() == [
             (1, "v1"), (2, "bad"), (3, "v3"), (4, "v4")]
+
+
+def test_postgres_upsert_copies_straight_in_and_falls_back_on_existing_keys(pg):
+    """An upsert first COPYs straight into the table (inside a savepoint); a batch holding a key
+    that exists already rolls back to the savepoint and goes through the staging table, and the
+    next write skips the straight attempt.  Whatever the path, the table ends as upserts row by
+    row would leave it, and nothing is lost in a transaction that mixes both paths."""
+    from connectors.builtin.postgres import PostgresDialect
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE up (id BIGINT PRIMARY KEY, v TEXT)")
+    db = PostgresDialect()
+    db.connect({"dsn": pg.dsn})
+
+    def write(ids: range, v: str) -> None:
+        db.write_columns("up", ["id", "v"], [list(ids), [f"{v}{i}" for i in ids]], ["id"])
+
+    try:
+        write(range(0, 100), "a")  # new keys: straight in
+        db.commit()
+        assert db.direct_backoff.get("up", 0) == 0
+        write(range(50, 150), "b")  # 50..99 exist: staged upsert
+        write(range(150, 200), "c")  # skipped straight attempt (backoff 1), staged, same transaction
+        db.commit_async()
+        db.wait()
+        assert db.direct_backoff["up"] == 1 and db.direct_skip["up"] == 0
+        write(range(200, 250), "d")  # straight in again, succeeds: backoff reset
+        db.commit()
+        assert db.direct_backoff["up"] == 0
+    finally:
+        db.close()
+    want = [(i, f"a{i}") for i in range(50)] + [(i, f"b{i}") for i in range(50, 150)] + \
+        [(i, f"c{i}") for i in range(150, 200)] + [(i, f"d{i}") for i in range(200, 250)]
+    with psycopg.connect(pg.dsn) as c:
+        assert c.execute("SELECT id, v FROM up ORDER BY id").fetchall() == want

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..api import ConnectError, Field, RetriableError, SinkConnector, SourceConnector
 from .pg_copy import encode_copy_text
@@ -43,16 +43,18 @@ class PostgresDialect(Dialect):
         self.dsn = config["dsn"]
         self.conn: Any = None
         self.temp_tables: set[str] = set()
-        self.deferred: list[str] = []  # an upsert's last statements, run before anything else
+        self.deferred: list[Callable[[Any], None]] = []  # queued writes (cursor -> None), run before anything else
+        self.direct_skip: dict[str, int] = {}  # per table: upserts left before COPY straight in is tried again
+        self.direct_backoff: dict[str, int] = {}
         self.job: Future | None = None  # the commit running in the background (commit_async)
         self.pool: ThreadPoolExecutor | None = None
         self._ensure()
 
     def _run_deferred(self) -> None:
-        statements, self.deferred = self.deferred, []
+        jobs, self.deferred = self.deferred, []
         with self.conn.cursor() as cur:
-            for sql in statements:
-                cur.execute(sql)
+            for job in jobs:
+                job(cur)
 
     def _settle(self) -> None:
         """Wait for the background commit (raising its error); then run what was deferred."""
@@ -134,11 +136,7 @@ class PostgresDialect(Dialect):
             for row in rows:
                 copy.write_row(row)
 
-    def _copy_columns(self, cur: Any, table: str, columns: list[str], data: list[list[Any]]) -> None:
-        pieces = encode_copy_text(data, self.conn.info.encoding)
-        if pieces is None:  # a type the column formatter leaves to psycopg
-            self._copy(cur, table, columns, list(zip(*data)))
-            return
+    def _copy_pieces(self, cur: Any, table: str, columns: list[str], pieces: "_Pieces") -> None:
         cols = ", ".join(map(self.quote, columns))
         with cur.copy(f"COPY {self.quote(table)} ({cols}) FROM STDIN") as copy:
             for piece in pieces:
@@ -149,30 +147,57 @@ class PostgresDialect(Dialect):
 
     def write_columns(self, table: str, columns: list[str], data: list[list[Any]],
                       upsert_pk: list[str] | None) -> None:
-        self._write(table, columns, upsert_pk, lambda cur, t: self._copy_columns(cur, t, columns, data))
+        pieces = encode_copy_text(data, self._ensure().info.encoding)
+        if pieces is None:  # a type the column formatter leaves to psycopg
+            self.write_rows(table, columns, list(zip(*data)), upsert_pk)
+            return
+        replay = _Pieces(pieces)
+        self._write(table, columns, upsert_pk, lambda cur, t: self._copy_pieces(cur, t, columns, replay))
 
     def _write(self, table: str, columns: list[str], upsert_pk: list[str] | None,
                copy: Callable[[Any, str], None]) -> None:
-        """COPY straight into ``table``, or (upsert) into a session-private staging table and from
-        there one ``INSERT ... ON CONFLICT DO UPDATE``: a whole batch in two statements."""
-        conn = self._ensure()
-        q = self.quote
-        with conn.cursor() as cur:
-            if not upsert_pk:
+        """Queue the write; it runs with the next statement or in ``commit_async``'s background
+        thread, so the server ingests one batch while the worker decodes the next."""
+        self._ensure()
+        self.deferred.append(lambda cur: self._write_now(cur, table, columns, upsert_pk, copy))
+
+    def _write_now(self, cur: Any, table: str, columns: list[str], upsert_pk: list[str] | None,
+                   copy: Callable[[Any, str], None]) -> None:
+        """COPY straight into ``table``; an upsert first tries that too (inside a savepoint: no
+        key of the batch exists yet, the common case, costs half of the staged path), and when a
+        key exists already, rolls back to the savepoint and goes through a session-private staging
+        table and one ``INSERT ... ON CONFLICT DO UPDATE``.  After a conflict the direct attempt is
+        skipped for 1, 2, 4 ... 64 writes of that table (a stream of updates pays little for it)."""
+        if not upsert_pk:
+            copy(cur, table)
+            return
+        skip = self.direct_skip.get(table, 0)
+        if skip <= 0:
+            cur.execute("SAVEPOINT fabric_direct")
+            try:
                 copy(cur, table)
+            except self.pg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT fabric_direct")
+                self.direct_backoff[table] = min(64, 2 * self.direct_backoff.get(table, 0) or 1)
+                self.direct_skip[table] = self.direct_backoff[table]
+            else:
+                cur.execute("RELEASE SAVEPOINT fabric_direct")
+                self.direct_backoff[table] = 0
                 return
-            tmp = f"fabric_stage_{table}"[:63]
-            if tmp not in self.temp_tables:
-                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {q(tmp)} (LIKE {q(table)}) ON COMMIT DELETE ROWS")
-                self.temp_tables.add(tmp)
-            copy(cur, tmp)
-            cols = ", ".join(map(q, columns))
-            rest = [c for c in columns if c not in upsert_pk]
-            action = ("DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in rest)) if rest else "DO NOTHING"
-            # Deferred: run by the next statement, or by commit_async in the background while the
-            # worker decodes the next batch (the server's share of an upsert, overlapped).
-            self.deferred += [f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM {q(tmp)} "
-                              f"ON CONFLICT ({', '.join(map(q, upsert_pk))}) {action}", f"TRUNCATE {q(tmp)}"]
+        else:
+            self.direct_skip[table] = skip - 1
+        q = self.quote
+        tmp = f"fabric_stage_{table}"[:63]
+        if tmp not in self.temp_tables:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {q(tmp)} (LIKE {q(table)}) ON COMMIT DELETE ROWS")
+            self.temp_tables.add(tmp)
+        copy(cur, tmp)
+        cols = ", ".join(map(q, columns))
+        rest = [c for c in columns if c not in upsert_pk]
+        action = ("DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in rest)) if rest else "DO NOTHING"
+        cur.execute(f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM {q(tmp)} "
+                    f"ON CONFLICT ({', '.join(map(q, upsert_pk))}) {action}")
+        cur.execute(f"TRUNCATE {q(tmp)}")
 
     def delete_keys(self, table: str, pk: list[str], keys: list[tuple]) -> None:
         where = " AND ".join(f"{self.quote(c)} = %s" for c in pk)
@@ -186,17 +211,17 @@ class PostgresDialect(Dialect):
         job, self.job = self.job, None
         if job is not None:
             job.result()
-        statements, self.deferred = self.deferred, []
+        jobs, self.deferred = self.deferred, []
         if self.pool is None:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="fabric-pg-commit")
-        self.job = self.pool.submit(self._commit_in_background, self.conn, statements)
+        self.job = self.pool.submit(self._commit_in_background, self.conn, jobs)
 
-    def _commit_in_background(self, conn: Any, statements: list[str]) -> None:
+    def _commit_in_background(self, conn: Any, jobs: list[Callable[[Any], None]]) -> None:
         """Runs in the pool's thread; the task's thread touches the connection again only after
         ``_settle`` has waited for this (psycopg releases the GIL while the server works)."""
         with conn.cursor() as cur:
-            for sql in statements:
-                cur.execute(sql)
+            for job in jobs:
+                job(cur)
         conn.commit()
 
     def wait(self) -> None:
@@ -207,6 +232,21 @@ class PostgresDialect(Dialect):
         self.temp_tables = set()  # a staging table created in the rolled-back transaction is gone
         if self.conn is not None and not self.conn.closed:
             self.conn.rollback()
+
+
+class _Pieces:
+    """COPY data pieces made on demand and kept, so that a write rolled back to its savepoint
+    can send them again (``encode_copy_text`` yields each piece once)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._rest = pieces
+        self._made: list[bytes] = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from list(self._made)
+        for piece in self._rest:
+            self._made.append(piece)
+            yield piece
 
 
 class _Cursor:
