@@ -10,7 +10,11 @@ timestamptz, a nullable note).  Two figures per copy:
   is in the destination, so it includes start-up (for the sink: joining its consumer group, which
   waits out the broker's ``group_initial_rebalance_delay_ms``, 3 s by default);
 * ``steady``: the rows that arrived between the first and the last progress seen, divided by that
-  time (progress is polled every 0.1 s): the copy's own rate, without start-up.
+  time (progress is polled every 0.1 s): the copy's own rate, without start-up;
+* ``cpu_us_per_row``: CPU microseconds per row spent by the worker (this process), the broker and
+  PostgreSQL (postmaster and backends) during the copy, and ``cpu_bound_rows_per_s``: the rate
+  those would allow on this machine's cores if nothing else ran.  On a machine shared with other
+  work the wall-clock rates move with the load; these CPU figures hardly do.
 
 The sink copies with ``insert_mode: upsert`` on the primary key (COPY into a staging table, then one
 ``INSERT ... ON CONFLICT``): the mode that absorbs replays after a crash, so the realistic one.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -67,6 +72,43 @@ def measure(progress: Callable[[], int], n: int, what: str) -> tuple[float, floa
     assert first is not None
     steady = (n - first[1]) / (now - first[0]) if now > first[0] and first[1] < n else None
     return n / (now - t0), steady
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) of these processes, their children included (PostgreSQL's
+    backends: running ones are counted directly, ended ones are in the postmaster's children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(d), int(f[1])
+        if pid in pids or ppid in pids:
+            total += (int(f[11]) + int(f[12])) / tick
+        if pid in pids:
+            total += (int(f[13]) + int(f[14])) / tick
+    return total
+
+
+class CpuMeter:
+    """CPU used by the worker (this process), the broker and PostgreSQL between start and stop."""
+
+    def __init__(self, broker_pid: int, pg_pid: int) -> None:
+        self.broker_pid, self.pg_pid = broker_pid, pg_pid
+
+    def start(self) -> None:
+        self.t0 = (time.process_time(), cpu_seconds([self.broker_pid]), cpu_seconds([self.pg_pid]))
+
+    def stop(self, n: int, prefix: str, results: dict) -> None:
+        t1 = (time.process_time(), cpu_seconds([self.broker_pid]), cpu_seconds([self.pg_pid]))
+        used = [b - a for a, b in zip(self.t0, t1)]
+        for name, sec in zip(("worker", "broker", "postgres"), used):
+            results[f"{prefix}_cpu_us_per_row_{name}"] = sec / n * 1e6
+        results[f"{prefix}_cpu_bound_rows_per_s"] = n * (os.cpu_count() or 1) / max(sum(used), 1e-9)
 
 
 def topic_size(bootstrap: str, topic: str) -> int:
@@ -116,7 +158,9 @@ def main() -> int:
         out_s, in_s = psql_copy(pg, n, tmp)
         results["psql_copy_out_rows_per_s"] = n / out_s
         results["psql_copy_in_rows_per_s"] = n / in_s
+        cpu = CpuMeter(broker.proc.pid, int((pg.data / "postmaster.pid").read_text().split()[0]))
         head = f'worker: {{bootstrap: "{broker.bootstrap}", rest_port: 0}}\nconnectors:\n'
+        cpu.start()
         with running_worker(head + f"""
   - {{name: pg-in, class: postgres-source, key_converter: json, value_converter: json,
       config: {{dsn: "{pg.dsn}", tables: [orders], mode: incrementing, incrementing_column: id, key_column: id,
@@ -124,6 +168,8 @@ def main() -> int:
 """):
             total, steady = measure(lambda: topic_size(broker.bootstrap, "pg.orders"), n, "PostgreSQL -> topic")
             results["postgres_to_topic_rows_per_s"], results["postgres_to_topic_steady_rows_per_s"] = total, steady
+        cpu.stop(n, "postgres_to_topic", results)
+        cpu.start()
         with running_worker(head + f"""
   - {{name: pg-out, class: postgres-sink, topics: [pg.orders], key_converter: json, value_converter: json,
       config: {{dsn: "{pg.dsn}", table: orders_copy, insert_mode: upsert, pk_mode: record_key, pk_fields: [id],
@@ -131,6 +177,7 @@ def main() -> int:
 """):
             total, steady = measure(lambda: pg_count(pg.dsn, "orders_copy"), n, "topic -> PostgreSQL")
             results["topic_to_postgres_rows_per_s"], results["topic_to_postgres_steady_rows_per_s"] = total, steady
+        cpu.stop(n, "topic_to_postgres", results)
         with psycopg.connect(pg.dsn) as c:  # the copy is exact: same rows, same values
             diff = c.execute("SELECT count(*) FROM (SELECT * FROM orders EXCEPT SELECT * FROM orders_copy) d")
             assert diff.fetchone()[0] == 0, "orders_copy differs from orders"
@@ -148,9 +195,9 @@ def main() -> int:
         broker.kill()
     print(f"{n:,} rows / lines")
     for k, v in results.items():
-        print(f"  {k:38} {'too fast to see' if v is None else format(v, '>12,.0f')}")
+        print(f"  {k:44} {'too fast to see' if v is None else format(v, '>12,.0f' if v >= 100 else '>12.2f')}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": n, **{k: v if v is None else round(v) for k, v in results.items()}},
+        Path(args.json).write_text(json.dumps({"rows": n, **{k: v if v is None else round(v, 2) for k, v in results.items()}},
                                               indent=2))
     return 0
 
