@@ -132,13 +132,15 @@ class SourceAttempt(_Attempt):
                 last_sp = r.source_partition
                 pkey = offset_key(name, last_sp)
             if chain:
+                done = r.source_offset
                 try:
                     r = apply_chain(chain, r)
                 except Exception as exc:  # noqa: BLE001 - any transform bug is a bad record
                     errors.bad_record("transform", exc, None, _best_effort(r.value))
-                    pending[pkey] = r.source_offset
+                    pending[pkey] = done
                     continue
-                if r is None:  # filtered out: its offset still counts as done
+                if r is None:  # filtered out: its offset still counts as done (and is committed)
+                    pending[pkey] = done
                     continue
             try:
                 k = kc.to_bytes(r.key)
