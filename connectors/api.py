@@ -94,18 +94,31 @@ class SourceBatch:
     When the connector has no transforms and no record needs its own partition, timestamp or
     headers, the worker converts the columns and hands them to the producer in one call; else it
     expands the batch into ``SourceRecord``s.  ``source_offset`` is the offset after the *last*
-    value (a batch is committed whole)."""
+    value (a batch is committed whole).
+
+    With ``columns`` (a query's rows), each of ``values`` is a row tuple and its record's value
+    is the object ``dict(zip(columns, row))``: the value converter then encodes the rows without
+    building a dict per row (the JSON converter's column-wise encoder, ``json_columns.py``)."""
 
     source_partition: dict[str, Any]
     source_offset: dict[str, Any]
     topic: str
     values: list[Any]
     keys: list[Any] | None = None
+    columns: list[str] | None = None
+
+    def objects(self) -> list[Any]:
+        """The record values (the rows as dicts when ``columns`` is given)."""
+        if self.columns is None:
+            return self.values
+        cols = self.columns
+        return [dict(zip(cols, row)) for row in self.values]
 
     def records(self) -> list[SourceRecord]:
-        keys = self.keys if self.keys is not None else [None] * len(self.values)
+        values = self.objects()
+        keys = self.keys if self.keys is not None else [None] * len(values)
         sp, so, topic = self.source_partition, self.source_offset, self.topic
-        return [SourceRecord(sp, so, topic, v, key=k) for k, v in zip(keys, self.values)]
+        return [SourceRecord(sp, so, topic, v, key=k) for k, v in zip(keys, values)]
 
 
 @dataclass(slots=True)

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import cbor2
 
+from .json_columns import decode_many, decode_one, encode_many, encode_rows
+
 
 class ConversionError(ValueError):
     """A value cannot be converted (the ``convert`` stage of the error policy)."""
@@ -38,7 +40,6 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
-_loads = json.JSONDecoder().decode
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default).encode
 
 
@@ -55,9 +56,38 @@ class Converter:
         f = self.to_bytes
         return [f(v) for v in values]
 
+    def to_bytes_rows(self, columns: list[str], rows: list[tuple]) -> list[bytes | None]:
+        """Each row as the object ``dict(zip(columns, row))`` (a ``SourceBatch`` with columns)."""
+        return self.to_bytes_many([dict(zip(columns, row)) for row in rows])
+
+    def from_bytes_many(self, data: list[bytes | None]) -> list[Any]:
+        """Every value, or the first ``ConversionError`` (callers then go one by one)."""
+        f = self.from_bytes
+        return [f(d) for d in data]
+
 
 class JsonConverter(Converter):
     name = "json"
+
+    def to_bytes_many(self, values: list[Any]) -> list[bytes | None]:
+        try:
+            return encode_many(values, _dumps)  # column at a time, byte-identical (json_columns.py)
+        except Exception:  # noqa: BLE001 - value by value, for the proper ConversionError
+            return super().to_bytes_many(values)
+
+    def to_bytes_rows(self, columns: list[str], rows: list[tuple]) -> list[bytes | None]:
+        try:
+            return encode_rows(columns, rows, _dumps)  # no dict per row (json_columns.py)
+        except Exception:  # noqa: BLE001 - row by row, for the proper ConversionError
+            return super().to_bytes_rows(columns, rows)
+
+    def from_bytes_many(self, data: list[bytes | None]) -> list[Any]:
+        try:
+            if None not in data:
+                return decode_many(data)  # json_columns.py
+            return [None if d is None else decode_one(d.decode()) for d in data]
+        except (ValueError, UnicodeDecodeError, TypeError):
+            return super().from_bytes_many(data)  # raises the first ConversionError
 
     def to_bytes(self, value: Any) -> bytes | None:
         if value is None:
@@ -71,7 +101,7 @@ class JsonConverter(Converter):
         if data is None:
             return None
         try:
-            return _loads(data.decode())  # str, not bytes: json.loads would sniff the encoding each time
+            return decode_one(data.decode())  # str, not bytes: json.loads would sniff the encoding each time
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConversionError(f"json: not valid JSON: {exc}") from exc
 

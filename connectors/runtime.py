@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 import traceback
+from itertools import repeat
 from typing import Any
 
 from fabric.client import Admin, Consumer, Producer
@@ -131,13 +132,15 @@ class SourceAttempt(_Attempt):
                 last_sp = r.source_partition
                 pkey = offset_key(name, last_sp)
             if chain:
+                done = r.source_offset
                 try:
                     r = apply_chain(chain, r)
                 except Exception as exc:  # noqa: BLE001 - any transform bug is a bad record
                     errors.bad_record("transform", exc, None, _best_effort(r.value))
-                    pending[pkey] = r.source_offset
+                    pending[pkey] = done
                     continue
-                if r is None:  # filtered out: its offset still counts as done
+                if r is None:  # filtered out: its offset still counts as done (and is committed)
+                    pending[pkey] = done
                     continue
             try:
                 k = kc.to_bytes(r.key)
@@ -160,11 +163,17 @@ class SourceAttempt(_Attempt):
             pending[offset_key(self.name, b.source_partition)] = b.source_offset
             return True
         try:
-            values = self.value_conv.to_bytes_many(b.values)
+            if b.columns is None:
+                values = self.value_conv.to_bytes_many(b.values)
+            else:
+                values = self.value_conv.to_bytes_rows(b.columns, b.values)
             keys = None if b.keys is None else self.key_conv.to_bytes_many(b.keys)
         except Exception:  # noqa: BLE001 - handled record by record
             return False
-        batches.append(producer.send_batch(b.topic, values, keys))
+        # One partition (a topic's default): every key lands in partition 0, so say so and spare
+        # the producer its per-key murmur2 (pure Python, ~3 us a key: a third of this path).
+        one = 0 if keys is not None and producer.partitions_for(b.topic) == 1 else None
+        batches.append(producer.send_batch(b.topic, values, keys, partition=one))
         pending[offset_key(self.name, b.source_partition)] = b.source_offset
         self.progressed = True
         return True
@@ -255,6 +264,9 @@ class SinkAttempt(_Attempt):
         for cols in batches:
             topic, part = cols.topic, cols.partition
             hdrs = cols.headers
+            if not chain and self._convert_columns(cols, out, raw):
+                self.pending[(topic, part)] = cols.offsets[-1] + 1
+                continue
             for i, (off, ts, kb, vb) in enumerate(zip(cols.offsets, cols.timestamps, cols.keys, cols.values)):
                 h = list(hdrs[i]) if hdrs is not None else []
                 try:
@@ -287,6 +299,20 @@ class SinkAttempt(_Attempt):
                 except Exception as one_exc:  # noqa: BLE001
                     errors.bad_record("put", one_exc, kb, vb, (rec.topic, rec.partition, rec.offset), rec.headers)
         self.progressed = True
+
+    def _convert_columns(self, cols: Any, out: list[SinkRecord], raw: list) -> bool:
+        """The columnar fast path: convert whole key and value columns.  False (nothing added)
+        when a value does not convert: the caller goes record by record, for the error policy."""
+        try:
+            keys = self.key_conv.from_bytes_many(cols.keys)
+            values = self.value_conv.from_bytes_many(cols.values)
+        except Exception:  # noqa: BLE001 - handled record by record
+            return False
+        heads = [list(h) for h in cols.headers] if cols.headers is not None else [[] for _ in values]
+        out.extend(map(SinkRecord, repeat(cols.topic), repeat(cols.partition), cols.offsets, cols.timestamps,
+                       keys, values, heads))
+        raw.extend(zip(cols.keys, cols.values))
+        return True
 
     def _commit(self, task: Any) -> None:
         if not self.pending:

@@ -6,6 +6,7 @@ its own data directory by ``connectors.testing.PostgresServer`` and destroyed af
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import signal
@@ -246,3 +247,98 @@ connectors:
         recs = read_topic(broker.bootstrap, "events", 800)
         wait_until(lambda: w.connector_status("ev")["tasks"][0]["state"] == "RUNNING", 30, "RUNNING again")
     assert sorted(json.loads(r.value)["id"] for r in recs) == list(range(1, 801))
+
+
+def test_postgres_copy_from_columns_equals_psycopg_write_row(pg):
+    """The column-at-a-time COPY text (pg_copy.py) stores exactly what psycopg's ``write_row``
+    stores, escapes and NULLs included, in insert and upsert mode; types it does not format
+    (a Decimal here) go through psycopg."""
+    from connectors.builtin.postgres import PostgresDialect
+    texts = ["plain", "", "tab\there", "new\nline\r", "back\\slash", "\\N", "é 中 \u2028", "\b\f\v"]
+    rows = [(i, texts[i % len(texts)] if i % 7 else None, i * 0.5 if i % 3 else i, i % 2 == 0, (i % 5) * 1.25)
+            for i in range(1, 2001)]
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        for t in ("cols_fast", "cols_plain"):
+            c.execute(f"CREATE TABLE {t} (id BIGINT PRIMARY KEY, t TEXT, x NUMERIC, b BOOLEAN, f FLOAT8)")
+    cols = ["id", "t", "x", "b", "f"]
+    db = PostgresDialect()
+    db.connect({"dsn": pg.dsn})
+    try:
+        db.write_columns("cols_fast", cols, [list(c) for c in zip(*rows)], None)
+        db.write_rows("cols_plain", cols, rows, None)
+        changed = [(i, "v2", 1, False, 0.0) for i in range(1, 2001, 2)]
+        db.write_columns("cols_fast", cols, [list(c) for c in zip(*changed)], ["id"])
+        db.write_rows("cols_plain", cols, changed, ["id"])
+        with_decimal = [(5000, "d", decimal.Decimal("1.10"), True, 1.0)]
+        db.write_columns("cols_fast", cols, [list(c) for c in zip(*with_decimal)], ["id"])
+        db.write_rows("cols_plain", cols, with_decimal, ["id"])
+        db.commit()
+    finally:
+        db.close()
+    with psycopg.connect(pg.dsn) as c:
+        fast = c.execute("SELECT * FROM cols_fast ORDER BY id").fetchall()
+        assert fast == c.execute("SELECT * FROM cols_plain ORDER BY id").fetchall()
+    assert len(fast) == 2001 and fast[1][1] == "tab\there" and fast[0][1:] == ("v2", 1, False, 0.0)
+
+
+def test_postgres_sink_background_commit_failure_loses_nothing(pg):
+    """The upsert's commit runs in the background while the next batch is prepared: when it fails,
+    the next put or flush raises, no row of the failed write is committed, and its records are
+    written again by the next write (here after the cause is removed): none is lost."""
+    from connectors.api import SinkRecord, TaskContext
+    from connectors.builtin.postgres import PostgresSinkTask
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE guarded (id BIGINT PRIMARY KEY, v TEXT CONSTRAINT not_bad CHECK (v <> 'bad'))")
+    task = PostgresSinkTask()
+    task.initialize(TaskContext("g", 0, lambda p: None, lambda: False))
+    task.start({"dsn": pg.dsn, "table": "guarded", "insert_mode": "upsert", "pk_mode": "record_key",
+                "pk_fields": ["id"], "auto_create": False, "delete_enabled": False, "batch_size": 2})
+    recs = [SinkRecord("t", 0, i, 0, i, {"v": "bad" if i == 2 else f"v{i}"}) for i in range(1, 5)]
+    try:
+        task.put(recs[:2])  # written; its commit (which will fail) runs in the background
+        with pytest.raises(Exception, match="not_bad"):
+            task.put(recs[2:])  # waits for that commit first
+        assert pg_count(pg.dsn, "guarded") == 0
+        with psycopg.connect(pg.dsn, autocommit=True) as c:
+            c.execute("ALTER TABLE guarded DROP CONSTRAINT not_bad")
+        task.put(recs[2:])  # the worker retries the put that failed
+        task.flush({})
+    finally:
+        task.close()
+    with psycopg.connect(pg.dsn) as c:
+        assert c.execute("SELECT id, v FROM guarded ORDER BY id").fetchall() == [
+            (1, "v1"), (2, "bad"), (3, "v3"), (4, "v4")]
+
+
+def test_postgres_upsert_copies_straight_in_and_falls_back_on_existing_keys(pg):
+    """An upsert first COPYs straight into the table (inside a savepoint); a batch holding a key
+    that exists already rolls back to the savepoint and goes through the staging table, and the
+    next write skips the straight attempt.  Whatever the path, the table ends as upserts row by
+    row would leave it, and nothing is lost in a transaction that mixes both paths."""
+    from connectors.builtin.postgres import PostgresDialect
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE up (id BIGINT PRIMARY KEY, v TEXT)")
+    db = PostgresDialect()
+    db.connect({"dsn": pg.dsn})
+
+    def write(ids: range, v: str) -> None:
+        db.write_columns("up", ["id", "v"], [list(ids), [f"{v}{i}" for i in ids]], ["id"])
+
+    try:
+        write(range(0, 100), "a")  # new keys: straight in
+        db.commit()
+        assert db.direct_backoff.get("up", 0) == 0
+        write(range(50, 150), "b")  # 50..99 exist: staged upsert
+        write(range(150, 200), "c")  # skipped straight attempt (backoff 1), staged, same transaction
+        db.commit_async()
+        db.wait()
+        assert db.direct_backoff["up"] == 1 and db.direct_skip["up"] == 0
+        write(range(200, 250), "d")  # straight in again, succeeds: backoff reset
+        db.commit()
+        assert db.direct_backoff["up"] == 0
+    finally:
+        db.close()
+    want = [(i, f"a{i}") for i in range(50)] + [(i, f"b{i}") for i in range(50, 150)] + \
+        [(i, f"c{i}") for i in range(150, 200)] + [(i, f"d{i}") for i in range(200, 250)]
+    with psycopg.connect(pg.dsn) as c:
+        assert c.execute("SELECT id, v FROM up ORDER BY id").fetchall() == want

@@ -192,7 +192,8 @@ def test_webhook_source_to_http_sink_with_secret_429_and_retries(broker):
 worker: {{bootstrap: "{broker.bootstrap}", rest_port: 0, offset_flush_interval_ms: 100}}
 connectors:
   - {{name: hook, class: webhook-source, key_converter: json,
-      config: {{topic: events, port: {hook}, path: /events, secret: s3cret, key_field: id, buffer_records: 5}}}}
+      config: {{topic: events, port: {hook}, path: /events, secret: s3cret, key_field: id, buffer_records: 5,
+                ack: received}}}}
   - {{name: post, class: http-sink, topics: [events],
       config: {{url: "http://127.0.0.1:{server.server_address[1]}/in", batch_size: 100, retry_backoff_ms: 10}}}}
 """
@@ -223,6 +224,53 @@ connectors:
         server.server_close()
     assert [e["id"] for b in collector.bodies for e in b] == [1, 2, 3, 4, 5, 6, 7]
     assert collector.fail_first == 0  # the two 503s were retried
+
+
+def _post(port: int, doc) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/events", data=json.dumps(doc).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), dict(e.headers)
+
+
+def test_webhook_answers_only_once_the_records_are_in_the_topic(broker):
+    """ack: written (the default): a 200 means the broker has acknowledged the request's records,
+    so they are in the topic the moment the sender sees it (a crash after that loses nothing); a
+    request that cannot be written in time (connector paused) is answered 503, never 2xx; and a
+    request whose records a transform filters out is acknowledged too."""
+    hook = free_port()
+    yaml_text = f"""
+worker: {{bootstrap: "{broker.bootstrap}", rest_port: 0, offset_flush_interval_ms: 100}}
+connectors:
+  - name: hook
+    class: webhook-source
+    transforms: [{{type: filter, predicate: {{type: field_equals, field: drop, value: true}}}}]
+    config: {{topic: events, port: {hook}, path: /events, ack_timeout_ms: 1000}}
+"""
+
+    def in_topic() -> int:
+        with Admin(broker.bootstrap) as a:
+            return sum(o["latest"] for o in a.topic_offsets("events"))
+
+    with running_worker(yaml_text) as w:
+        wait_until(lambda: w.connector_status("hook")["tasks"][0]["state"] == "RUNNING", 20, "webhook up")
+        for n in range(1, 4):
+            status, body, _ = _post(hook, [{"id": 2 * n - 1}, {"id": 2 * n}])
+            assert (status, body) == (200, {"written": 2})
+            assert in_topic() == 2 * n  # already there when the answer came: no polling
+        assert _post(hook, {"id": 99, "drop": True})[:2] == (200, {"written": 1})  # filtered: done too
+        w.control("hook", "pause")
+        wait_until(lambda: w.connector_status("hook")["tasks"][0]["state"] == "PAUSED", 20, "paused")
+        status, body, headers = _post(hook, {"id": 7})
+        assert status == 503 and headers.get("Retry-After") == "1" and "retry" in body["error"]
+        assert in_topic() == 6
+        w.control("hook", "resume")  # the unanswered record is written after all: the sender's
+        wait_until(lambda: in_topic() == 7, 30, "the 503'd record")  # retry would duplicate it
+        assert _post(hook, {"id": 7})[:2] == (200, {"written": 1})
+    got = [json.loads(r.value)["id"] for r in read_topic(broker.bootstrap, "events", 8)]
+    assert got == [1, 2, 3, 4, 5, 6, 7, 7]
 
 
 def test_mirror_keeps_keys_headers_timestamps_partitions(brokers):

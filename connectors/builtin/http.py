@@ -2,12 +2,21 @@
 POSTed in batches to a URL).  Standard library only (``http.server``, ``urllib``).
 
 Webhook source.  The task listens on ``host:port`` (default 127.0.0.1).  ``POST <path>`` with a JSON
-object (one record) or array (one record each) answers ``202`` once the records are in the task's
-buffer, ``401`` without the right ``X-Fabric-Secret`` header (when ``secret`` is set), ``400`` for
-a body that is not JSON, and ``429`` with ``Retry-After: 1`` while the buffer is full, which happens
-when the producer cannot keep up (the worker stops polling while the producer's own buffer is full).
-A 202 means "accepted", not "durable": the webhook's sender has no offset to resume from, so the
-records in the buffer at a crash are lost (at-most-once for the part not yet acknowledged).
+object (one record) or array (one record each) is answered ``401`` without the right
+``X-Fabric-Secret`` header (when ``secret`` is set), ``400`` for a body that is not JSON, and ``429``
+with ``Retry-After: 1`` while the buffer is full, which happens when the producer cannot keep up
+(the worker stops polling while the producer's own buffer is full).  Accepted records are answered
+according to ``ack``:
+
+* ``written`` (the default): ``200 {"written": n}`` only once the broker has acknowledged every
+  record of the request (the task's ``commit``, which the worker calls after the producer's flush:
+  at most ``offset_flush_interval_ms`` later).  So a crash never loses an acknowledged webhook:
+  the sender keeps (and retries) whatever was not answered 200.  A request not written within
+  ``ack_timeout_ms`` (broker down, connector paused) or still waiting when the task stops is
+  answered ``503`` with ``Retry-After: 1``; its records may still be written later, so the
+  sender's retry can duplicate them (at-least-once; a ``key_field`` and an upsert sink absorb it).
+* ``received``: ``202 {"accepted": n}`` as soon as the records are in the task's buffer: lower
+  latency, but the records in the buffer at a crash are lost (at-most-once).
 
 HTTP sink.  ``put`` buffers; ``flush`` (before each offset commit) and a full buffer POST JSON
 arrays of at most ``batch_size`` values (``envelope: true``: objects with topic, partition, offset,
@@ -66,12 +75,31 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         except ValueError as exc:
             return self._answer(400, {"error": f"body is not JSON: {exc}"})
         items = doc if isinstance(doc, list) else [doc]
+        req = _Request(len(items))
         with t.lock:
             if t.buffer.qsize() + len(items) > t.capacity:
                 return self._answer(429, {"error": "buffer full, retry later"}, {"Retry-After": "1"})
+            if t.closed:
+                return self._answer(503, {"error": "stopping, retry later"}, {"Retry-After": "1"})
             for item in items:
-                t.buffer.put_nowait(item)
-        self._answer(202, {"accepted": len(items)})
+                t.buffer.put_nowait((item, req))
+        if t.ack == "received":
+            return self._answer(202, {"accepted": len(items)})
+        if not items or (req.done.wait(t.ack_timeout_s) and req.ok):
+            return self._answer(200, {"written": len(items)})
+        self._answer(503, {"error": "not written yet (broker unavailable, connector paused or stopping); "
+                                    "retry later"}, {"Retry-After": "1"})
+
+
+class _Request:
+    """One POST waiting for its records to be written: ``left`` records not yet committed."""
+
+    __slots__ = ("left", "done", "ok")
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.done = threading.Event()
+        self.ok = False
 
 
 class WebhookSourceTask(SourceTask):
@@ -82,8 +110,12 @@ class WebhookSourceTask(SourceTask):
         self.key_field = config.get("key_field")
         self.capacity = config["buffer_records"]
         self.batch = config["batch_size"]
-        self.buffer: queue.Queue = queue.Queue()
+        self.ack = config["ack"]
+        self.ack_timeout_s = config["ack_timeout_ms"] / 1000
+        self.buffer: queue.Queue = queue.Queue()  # (item, its _Request)
+        self.polled: list[_Request] = []  # one entry per record polled since the last commit
         self.lock = threading.Lock()
+        self.closed = False
         self.received = 0
         handler = type("Handler", (_WebhookHandler,), {"task": self})
         self.httpd = ThreadingHTTPServer((config["host"], config["port"]), handler)
@@ -104,16 +136,33 @@ class WebhookSourceTask(SourceTask):
             except queue.Empty:
                 break
         out = []
-        for item in items:
+        for item, req in items:
             self.received += 1
             key = item.get(self.key_field) if self.key_field and isinstance(item, dict) else None
             out.append(SourceRecord(self.partition, {"received": self.received}, self.topic, item, key=key))
+            self.polled.append(req)
         return out
 
+    def commit(self) -> None:
+        """Every record polled so far is acknowledged by the broker: answer the requests whose
+        records are all written."""
+        polled, self.polled = self.polled, []
+        for req in polled:
+            req.left -= 1
+            if req.left == 0:
+                req.ok = True
+                req.done.set()
+
     def close(self) -> None:
-        if hasattr(self, "httpd"):
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        if not hasattr(self, "httpd"):
+            return
+        with self.lock:
+            self.closed = True
+            waiting = self.polled + [req for _, req in list(self.buffer.queue)]
+        for req in waiting:  # not written (as far as we know): answered 503, the sender retries
+            req.done.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 class WebhookSourceConnector(SourceConnector):
@@ -126,6 +175,9 @@ class WebhookSourceConnector(SourceConnector):
         "key_field": Field("str", doc="the record key is this field of the posted object"),
         "buffer_records": Field("int", default=10_000, min=1, doc="beyond this, 429"),
         "batch_size": Field("int", default=1000, min=1),
+        "ack": Field("str", default="written", choices=("written", "received"),
+                     doc="answer 200 once the records are in the topic (written) or 202 once buffered (received)"),
+        "ack_timeout_ms": Field("int", default=30_000, min=1, doc="ack written: 503 when not written by then"),
     }
     task_class = WebhookSourceTask
 

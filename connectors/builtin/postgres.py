@@ -14,9 +14,11 @@ past that, the worker's restart backoff.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Sequence
 
 from ..api import ConnectError, Field, RetriableError, SinkConnector, SourceConnector
+from .pg_copy import encode_copy_text
 from .sql import SINK_CONFIG, SOURCE_CONFIG, Dialect, source_task_configs, validate_sink, validate_source
 from .sql_sink import SqlSinkTask
 from .sql_source import SqlSourceTask
@@ -41,9 +43,29 @@ class PostgresDialect(Dialect):
         self.dsn = config["dsn"]
         self.conn: Any = None
         self.temp_tables: set[str] = set()
+        self.deferred: list[Callable[[Any], None]] = []  # queued writes (cursor -> None), run before anything else
+        self.direct_skip: dict[str, int] = {}  # per table: upserts left before COPY straight in is tried again
+        self.direct_backoff: dict[str, int] = {}
+        self.job: Future | None = None  # the commit running in the background (commit_async)
+        self.pool: ThreadPoolExecutor | None = None
         self._ensure()
 
+    def _run_deferred(self) -> None:
+        jobs, self.deferred = self.deferred, []
+        with self.conn.cursor() as cur:
+            for job in jobs:
+                job(cur)
+
+    def _settle(self) -> None:
+        """Wait for the background commit (raising its error); then run what was deferred."""
+        job, self.job = self.job, None
+        if job is not None:
+            job.result()
+        if self.deferred:
+            self._run_deferred()
+
     def _ensure(self) -> Any:
+        self._settle()
         if self.conn is None or self.conn.closed or self.conn.broken:
             try:
                 self.conn = self.pg.connect(self.dsn, connect_timeout=10)
@@ -53,8 +75,21 @@ class PostgresDialect(Dialect):
         return self.conn
 
     def close(self) -> None:
+        self._abandon()
+        if self.pool is not None:
+            self.pool.shutdown()
         if getattr(self, "conn", None) is not None:
             self.conn.close()
+
+    def _abandon(self) -> None:
+        """Forget deferred statements and wait out a background commit, whatever its outcome."""
+        self.deferred = []
+        job, self.job = getattr(self, "job", None), None
+        if job is not None:
+            try:
+                job.result()
+            except Exception:  # noqa: BLE001 - the caller is already handling a failure, or closing
+                pass
 
     def classify(self, exc: BaseException) -> Exception:
         if isinstance(exc, ConnectError):
@@ -101,24 +136,68 @@ class PostgresDialect(Dialect):
             for row in rows:
                 copy.write_row(row)
 
+    def _copy_pieces(self, cur: Any, table: str, columns: list[str], pieces: "_Pieces") -> None:
+        cols = ", ".join(map(self.quote, columns))
+        with cur.copy(f"COPY {self.quote(table)} ({cols}) FROM STDIN") as copy:
+            for piece in pieces:
+                copy.write(piece)
+
     def write_rows(self, table: str, columns: list[str], rows: list[tuple], upsert_pk: list[str] | None) -> None:
-        conn = self._ensure()
-        q = self.quote
-        with conn.cursor() as cur:
-            if not upsert_pk:
-                self._copy(cur, table, columns, rows)
+        self._write(table, columns, upsert_pk, lambda cur, t: self._copy(cur, t, columns, rows))
+
+    def write_columns(self, table: str, columns: list[str], data: list[list[Any]],
+                      upsert_pk: list[str] | None) -> None:
+        pieces = encode_copy_text(data, self._ensure().info.encoding)
+        if pieces is None:  # a type the column formatter leaves to psycopg
+            self.write_rows(table, columns, list(zip(*data)), upsert_pk)
+            return
+        replay = _Pieces(pieces)
+        self._write(table, columns, upsert_pk, lambda cur, t: self._copy_pieces(cur, t, columns, replay))
+
+    def _write(self, table: str, columns: list[str], upsert_pk: list[str] | None,
+               copy: Callable[[Any, str], None]) -> None:
+        """Queue the write; it runs with the next statement or in ``commit_async``'s background
+        thread, so the server ingests one batch while the worker decodes the next."""
+        self._ensure()
+        self.deferred.append(lambda cur: self._write_now(cur, table, columns, upsert_pk, copy))
+
+    def _write_now(self, cur: Any, table: str, columns: list[str], upsert_pk: list[str] | None,
+                   copy: Callable[[Any, str], None]) -> None:
+        """COPY straight into ``table``; an upsert first tries that too (inside a savepoint: no
+        key of the batch exists yet, the common case, costs half of the staged path), and when a
+        key exists already, rolls back to the savepoint and goes through a session-private staging
+        table and one ``INSERT ... ON CONFLICT DO UPDATE``.  After a conflict the direct attempt is
+        skipped for 1, 2, 4 ... 64 writes of that table (a stream of updates pays little for it)."""
+        if not upsert_pk:
+            copy(cur, table)
+            return
+        skip = self.direct_skip.get(table, 0)
+        if skip <= 0:
+            cur.execute("SAVEPOINT fabric_direct")
+            try:
+                copy(cur, table)
+            except self.pg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT fabric_direct")
+                self.direct_backoff[table] = min(64, 2 * self.direct_backoff.get(table, 0) or 1)
+                self.direct_skip[table] = self.direct_backoff[table]
+            else:
+                cur.execute("RELEASE SAVEPOINT fabric_direct")
+                self.direct_backoff[table] = 0
                 return
-            tmp = f"fabric_stage_{table}"[:63]
-            if tmp not in self.temp_tables:
-                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {q(tmp)} (LIKE {q(table)}) ON COMMIT DELETE ROWS")
-                self.temp_tables.add(tmp)
-            self._copy(cur, tmp, columns, rows)
-            cols = ", ".join(map(q, columns))
-            rest = [c for c in columns if c not in upsert_pk]
-            action = ("DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in rest)) if rest else "DO NOTHING"
-            cur.execute(f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM {q(tmp)} "
-                        f"ON CONFLICT ({', '.join(map(q, upsert_pk))}) {action}")
-            cur.execute(f"TRUNCATE {q(tmp)}")
+        else:
+            self.direct_skip[table] = skip - 1
+        q = self.quote
+        tmp = f"fabric_stage_{table}"[:63]
+        if tmp not in self.temp_tables:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {q(tmp)} (LIKE {q(table)}) ON COMMIT DELETE ROWS")
+            self.temp_tables.add(tmp)
+        copy(cur, tmp)
+        cols = ", ".join(map(q, columns))
+        rest = [c for c in columns if c not in upsert_pk]
+        action = ("DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in rest)) if rest else "DO NOTHING"
+        cur.execute(f"INSERT INTO {q(table)} ({cols}) SELECT {cols} FROM {q(tmp)} "
+                    f"ON CONFLICT ({', '.join(map(q, upsert_pk))}) {action}")
+        cur.execute(f"TRUNCATE {q(tmp)}")
 
     def delete_keys(self, table: str, pk: list[str], keys: list[tuple]) -> None:
         where = " AND ".join(f"{self.quote(c)} = %s" for c in pk)
@@ -128,9 +207,46 @@ class PostgresDialect(Dialect):
     def commit(self) -> None:
         self._ensure().commit()
 
+    def commit_async(self) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            job.result()
+        jobs, self.deferred = self.deferred, []
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="fabric-pg-commit")
+        self.job = self.pool.submit(self._commit_in_background, self.conn, jobs)
+
+    def _commit_in_background(self, conn: Any, jobs: list[Callable[[Any], None]]) -> None:
+        """Runs in the pool's thread; the task's thread touches the connection again only after
+        ``_settle`` has waited for this (psycopg releases the GIL while the server works)."""
+        with conn.cursor() as cur:
+            for job in jobs:
+                job(cur)
+        conn.commit()
+
+    def wait(self) -> None:
+        self._settle()
+
     def rollback(self) -> None:
+        self._abandon()
+        self.temp_tables = set()  # a staging table created in the rolled-back transaction is gone
         if self.conn is not None and not self.conn.closed:
             self.conn.rollback()
+
+
+class _Pieces:
+    """COPY data pieces made on demand and kept, so that a write rolled back to its savepoint
+    can send them again (``encode_copy_text`` yields each piece once)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._rest = pieces
+        self._made: list[bytes] = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from list(self._made)
+        for piece in self._rest:
+            self._made.append(piece)
+            yield piece
 
 
 class _Cursor:

@@ -119,11 +119,25 @@ class Dialect:
         """Insert (or upsert on ``upsert_pk``) ``rows``; not committed yet."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def write_columns(self, table: str, columns: list[str], data: list[list[Any]],
+                      upsert_pk: list[str] | None) -> None:
+        """As ``write_rows``, with the rows given as columns (``data[i]`` is column ``i``): the
+        sink builds them so, and a dialect may write them faster that way (PostgreSQL does)."""
+        self.write_rows(table, columns, list(zip(*data)), upsert_pk)
+
     def delete_keys(self, table: str, pk: list[str], keys: list[tuple]) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def commit(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def commit_async(self) -> None:
+        """Start the commit; ``wait`` returns once it is done, raising its error.  A dialect that
+        can overlap the commit with the caller's next batch does so (PostgreSQL); default: now."""
+        self.commit()
+
+    def wait(self) -> None:
+        """Block until the last ``commit_async`` is done; raise its error if it failed."""
 
     def classify(self, exc: BaseException) -> Exception:
         """A database exception as ``RetriableError`` (connection, lock, server gone) or

@@ -4,7 +4,10 @@
 (which the worker calls before committing offsets), each write in one transaction.  Records are
 written in order as runs of the same (table, operation): an upsert run keeps the last row of each
 key (a later record of a key wins, as it would row by row, and PostgreSQL's ``ON CONFLICT`` refuses
-two rows of one key in one statement), then a delete run, and so on.
+two rows of one key in one statement), then a delete run, and so on.  A write's commit may run in
+the background (``Dialect.commit_async``: PostgreSQL's server finishes the upsert while the worker
+decodes the next batch); the next write and ``flush`` wait for it, and if it failed its records go
+back into the buffer, so ``flush`` returns only when everything put so far is committed.
 
 Rows: a record's value must be an object (dict), its fields are the columns.  With
 ``pk_mode: record_key`` the key fills ``pk_fields`` (a scalar key the first one, an object key by
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import groupby, repeat
 from typing import Any, Mapping
 
 from ..api import ConnectError, SinkRecord, SinkTask
@@ -26,16 +30,12 @@ from .sql import Dialect, columns_of
 log = logging.getLogger("fabric.connect.sql")
 
 
-def _sample(rows: list[dict[str, Any]], col: str) -> Any:
-    for row in rows:
-        v = row.get(col)
-        if v is not None:
-            return v
-    return None
-
-
 def _json(v: Any) -> Any:
     return json.dumps(v, separators=(",", ":"), default=str) if isinstance(v, (dict, list)) else v
+
+
+def _first_present(column: list[Any]) -> Any:
+    return next((v for v in column if v is not None), None)
 
 
 class SqlSinkTask(SinkTask):
@@ -48,23 +48,52 @@ class SqlSinkTask(SinkTask):
         self.upsert = config["insert_mode"] == "upsert"
         self.batch = config["batch_size"]
         self.buffer: list[SinkRecord] = []
+        self.unconfirmed: list[SinkRecord] = []  # written, commit not yet confirmed (commit_async)
         self.known: dict[str, list[str]] = {}
         self.db = self.dialect_class()
         self.db.connect(config)
 
     def put(self, records: list[SinkRecord]) -> None:
-        for r in records:
-            if r.value is not None and not isinstance(r.value, dict):
-                raise ConnectError(f"{r.topic}/{r.partition}@{r.offset}: value is {type(r.value).__name__}, "
+        need_key = self.pk_mode == "record_key"
+        deletes = self.config["delete_enabled"]
+        for r in records:  # each bad record fails here, alone, not the whole write
+            v = r.value
+            if type(v) is dict:
+                if need_key and (r.key is None or type(r.key) is dict):
+                    self._key_fields(r)  # raises if the key lacks a field
+            elif v is None:
+                if need_key and deletes:
+                    self._key_fields(r)
+            elif not isinstance(v, dict):
+                raise ConnectError(f"{r.topic}/{r.partition}@{r.offset}: value is {type(v).__name__}, "
                                    "not an object (use a JSON converter, or transforms to shape it)")
-            if self.pk_mode == "record_key" and (r.value is not None or self.config["delete_enabled"]):
-                self._key_fields(r)  # a record without its key fails here, alone, not the whole write
+            elif need_key:
+                self._key_fields(r)
         self.buffer.extend(records)
         if len(self.buffer) >= self.batch:
-            self._write()
+            try:
+                self._write()
+            except Exception:
+                del self.buffer[len(self.buffer) - len(records):]  # a retried put adds them again, once
+                raise
 
     def flush(self, offsets: Mapping[tuple[str, int], int]) -> None:
         self._write()
+        self._confirm()
+
+    def _confirm(self) -> None:
+        """Wait for the last write's commit; if it failed, its records go back to the front of the
+        buffer (written again by the next write), so none is ever lost or committed past."""
+        if not self.unconfirmed:
+            return
+        try:
+            self.db.wait()
+        except Exception as exc:
+            self.buffer[:0] = self.unconfirmed
+            self.unconfirmed = []
+            self._rollback_quietly()
+            raise self.db.classify(exc) from exc
+        self.unconfirmed = []
 
     def _key_fields(self, r: SinkRecord) -> dict[str, Any]:
         k = r.key
@@ -80,32 +109,34 @@ class SqlSinkTask(SinkTask):
     def _write(self) -> None:
         if not self.buffer:
             return
+        self._confirm()
         runs: list[tuple[str, str, list[SinkRecord]]] = []
-        for r in self.buffer:
-            table = self.config["table"].replace("${topic}", r.topic)
-            op = "delete" if r.value is None else "write"
-            if op == "delete" and not self.config["delete_enabled"]:
+        deletes = self.config["delete_enabled"]
+        for (topic, tombstone), group in groupby(self.buffer, lambda r: (r.topic, r.value is None)):
+            if tombstone and not deletes:
                 continue
+            table = self.config["table"].replace("${topic}", topic)
+            op = "delete" if tombstone else "write"
             if runs and runs[-1][0] == table and runs[-1][1] == op:
-                runs[-1][2].append(r)
+                runs[-1][2].extend(group)
             else:
-                runs.append((table, op, [r]))
+                runs.append((table, op, list(group)))
         try:
             for table, op, recs in runs:
                 if op == "delete":
                     keys = {tuple(self._key_fields(r)[f] for f in self.pk): None for r in recs}
-                    if self._ensure_table(table, None):
+                    if self._ensure_table(table, None, None):
                         self.db.delete_keys(table, self.pk, list(keys))
                 else:
                     self._write_run(table, recs)
-            self.db.commit()
+            self.db.commit_async()  # confirmed by the next write or by flush (_confirm)
         except ConnectError:
             self.db.rollback()
             raise
         except Exception as exc:
             self._rollback_quietly()
             raise self.db.classify(exc) from exc
-        self.buffer = []
+        self.unconfirmed, self.buffer = self.buffer, []
 
     def _rollback_quietly(self) -> None:
         try:
@@ -114,48 +145,63 @@ class SqlSinkTask(SinkTask):
             log.debug("rollback failed", exc_info=True)
 
     def _write_run(self, table: str, recs: list[SinkRecord]) -> None:
-        if self.pk_mode == "record_key" and len(self.pk) == 1:
-            f = self.pk[0]  # the common case, without a dict per row for the key
-            rows = [{**r.value, f: r.key[f] if isinstance(r.key, dict) else r.key} for r in recs]
-        elif self.pk_mode == "record_key":
-            rows = [{**r.value, **self._key_fields(r)} for r in recs]
-        else:
-            rows = [r.value for r in recs]
-        if self.upsert:
-            last: dict[tuple, dict[str, Any]] = {}
-            for row in rows:
-                last[tuple(row.get(f) for f in self.pk)] = row
-            rows = list(last.values())
+        """The run's rows as columns: one list per column, no dict or tuple per row."""
+        values = [r.value for r in recs]
+        shapes = list(dict.fromkeys(map(tuple, values)))  # each distinct field order, first seen first
+        keys = [r.key for r in recs] if self.pk_mode == "record_key" else None
+        if keys is not None:
+            if any(type(k) is dict for k in keys):  # object keys: merge them row by row
+                return self._write_rows(table, [{**r.value, **self._key_fields(r)} for r in recs])
+            f = self.pk[0]  # a scalar key fills the first primary-key field (after the value's fields)
+            shapes = [s if f in s else (*s, f) for s in shapes]
+        cols = columns_of(shapes)
+        data = {c: list(map(dict.get, values, repeat(c))) for c in cols}
+        if keys is not None:
+            data[self.pk[0]] = keys
+        if self.upsert:  # the last row of each key wins, as it would row by row
+            pk = data[self.pk[0]] if len(self.pk) == 1 else list(zip(*(data[f] for f in self.pk)))
+            last = dict(zip(pk, range(len(pk))))
+            if len(last) < len(pk):
+                keep = sorted(last.values())
+                data = {c: [col[i] for i in keep] for c, col in data.items()}
+        self._write_columns(table, cols, data)
+
+    def _write_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         cols = columns_of(rows)
-        existing = self._ensure_table(table, rows)
+        data = {c: list(map(dict.get, rows, repeat(c))) for c in cols}
+        if self.upsert:
+            last = dict(zip(zip(*(data[f] for f in self.pk)), range(len(rows))))
+            keep = sorted(last.values())
+            data = {c: [col[i] for i in keep] for c, col in data.items()}
+        self._write_columns(table, cols, data)
+
+    def _write_columns(self, table: str, cols: list[str], data: dict[str, list[Any]]) -> None:
+        first = {c: _first_present(data[c]) for c in cols}
+        existing = self._ensure_table(table, cols, first)
         if existing is None:
             raise ConnectError(f"table {table!r} does not exist (set auto_create: true to create it)")
         unknown = [c for c in cols if c not in existing]
         if unknown:
             raise ConnectError(f"table {table!r} has no column {unknown[0]!r}")
-        tuples = [tuple(map(row.get, cols)) for row in rows]
-        nested = [i for i, c in enumerate(cols) if isinstance(_sample(rows, c), (dict, list))]
-        if nested:  # objects and lists are stored as JSON text (a column's type comes from its first value)
-            tuples = [tuple(_json(v) if i in nested else v for i, v in enumerate(t)) for t in tuples]
-        self.db.write_rows(table, cols, tuples, self.pk if self.upsert else None)
+        for c in cols:  # objects and lists are stored as JSON text (a column's type comes from its first value)
+            if isinstance(first[c], (dict, list)):
+                data[c] = list(map(_json, data[c]))
+        self.db.write_columns(table, cols, [data[c] for c in cols], self.pk if self.upsert else None)
 
-    def _ensure_table(self, table: str, rows: list[dict[str, Any]] | None) -> list[str] | None:
-        cols = self.known.get(table)
-        if cols is None:
-            cols = self.db.table_columns(table)
-            if cols is None and rows and self.config["auto_create"]:
-                types: dict[str, str] = {}
-                for row in rows:
-                    for k, v in row.items():
-                        if v is not None and k not in types:
-                            types[k] = self.db.type_for(v)
-                spec = [(c, types.get(c, self.db.type_for(""))) for c in columns_of(rows)]
+    def _ensure_table(self, table: str, cols: list[str] | None, first: dict[str, Any] | None) -> list[str] | None:
+        """The table's columns (None: missing); with ``auto_create``, a missing table is made from
+        ``cols`` typed by ``first`` (each column's first non-null value)."""
+        known = self.known.get(table)
+        if known is None:
+            known = self.db.table_columns(table)
+            if known is None and cols and first is not None and self.config["auto_create"]:
+                spec = [(c, self.db.type_for(first[c] if first[c] is not None else "")) for c in cols]
                 self.db.create_table(table, spec, self.pk)
                 log.info("created table %s (%s)", table, ", ".join(f"{c} {t}" for c, t in spec))
-                cols = [c for c, _ in spec]
-            if cols is not None:
-                self.known[table] = cols
-        return cols
+                known = [c for c, _ in spec]
+            if known is not None:
+                self.known[table] = known
+        return known
 
     def close(self) -> None:
         if hasattr(self, "db"):

@@ -144,9 +144,8 @@ class SqlSourceTask(SourceTask):
         if ti is not None:
             t.ts = jsonable(last[ti])
         off = {"polled": int(time.time() * 1000)} if self.mode == "bulk" else {"incrementing": t.inc, "timestamp": t.ts}
-        values = [dict(zip(cols, row)) for row in rows]
         keys = None if ki is None else [row[ki] for row in rows]
-        return [SourceBatch(t.partition, off, t.topic, values, keys)]
+        return [SourceBatch(t.partition, off, t.topic, rows, keys, columns=cols)]
 
     def close(self) -> None:
         for t in getattr(self, "tables", []):
