@@ -14,12 +14,9 @@ Per follower the leader keeps a ``Progress`` (etcd/raft's "progress" model):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .raft_messages import (AppendRequest, AppendResponse, Entry, Snapshot, SnapshotRequest, SnapshotResponse)
 
-if TYPE_CHECKING:
-    from .raft import RaftNode
 
 __all__ = ["Progress", "Replication"]
 
@@ -34,15 +31,16 @@ class Progress:
 
 
 class Replication:
-    """Mixed into ``RaftNode``; every method runs with the node's state (``self: RaftNode``)."""
+    """Mixed into ``RaftNode``: every method runs with the node's state (``self`` is the node, not
+    imported here so that the two modules do not import each other)."""
 
     # ------------------------------------------------------------------ leader side
-    def _append_local(self: "RaftNode", data: bytes) -> int:
+    def _append_local(self, data: bytes) -> int:
         index = self.storage.last_index() + 1
         self.storage.append([Entry(self._term, index, data)])
         return index
 
-    def _send_append(self: "RaftNode", peer: int, heartbeat: bool = False) -> None:
+    def _send_append(self, peer: int, heartbeat: bool = False) -> None:
         pr = self._progress[peer]
         if pr.paused and not heartbeat:
             return
@@ -64,7 +62,7 @@ class Replication:
         else:
             pr.paused = True
 
-    def _on_append_response(self: "RaftNode", src: int, m: AppendResponse, now_ms: int) -> None:
+    def _on_append_response(self, src: int, m: AppendResponse, now_ms: int) -> None:
         if self._role.value != "leader":
             return
         pr = self._progress[src]
@@ -84,7 +82,7 @@ class Replication:
         if pr.next_index <= self.storage.last_index():
             self._send_append(src)
 
-    def _on_snapshot_response(self: "RaftNode", src: int, m: SnapshotResponse, now_ms: int) -> None:
+    def _on_snapshot_response(self, src: int, m: SnapshotResponse, now_ms: int) -> None:
         if self._role.value != "leader":
             return
         pr = self._progress[src]
@@ -96,7 +94,7 @@ class Replication:
         if pr.next_index <= self.storage.last_index():
             self._send_append(src)
 
-    def _maybe_commit(self: "RaftNode") -> None:
+    def _maybe_commit(self) -> None:
         """Commit the highest index a quorum holds - only if it is of the current term (§5.4.2):
         an older term's entry on a majority can still be overwritten (Figure 8); it commits
         indirectly, with the first entry of this term."""
@@ -107,13 +105,13 @@ class Replication:
             self._commit = n
 
     # ------------------------------------------------------------------ follower side
-    def _follow(self: "RaftNode", leader: int, now_ms: int) -> None:
+    def _follow(self, leader: int, now_ms: int) -> None:
         if self._role.value != "follower" or self._leader != leader:
             self._become_follower(self._term, leader, now_ms)
         self._leader_heard_ms = now_ms
         self._reset_election_timer(now_ms)
 
-    def _on_append_request(self: "RaftNode", src: int, m: AppendRequest, now_ms: int) -> None:
+    def _on_append_request(self, src: int, m: AppendRequest, now_ms: int) -> None:
         self._follow(m.leader, now_ms)
         prev, entries = m.prev_index, m.entries
         last = self.storage.last_index()
@@ -141,7 +139,7 @@ class Replication:
         self._commit = max(self._commit, min(m.commit, match))
         self._send(src, AppendResponse(self._term, True, match, 0))
 
-    def _conflict_hint(self: "RaftNode", prev: int) -> int:
+    def _conflict_hint(self, prev: int) -> int:
         """Fast backtracking: skip the whole conflicting term in one round trip, answering the last
         index before its first entry (never below our commit index, which certainly matches)."""
         conflict_term = self.storage.term_at(prev)
@@ -150,7 +148,7 @@ class Replication:
             i -= 1
         return max(i - 1, self._commit)
 
-    def _on_snapshot_request(self: "RaftNode", src: int, m: SnapshotRequest, now_ms: int) -> None:
+    def _on_snapshot_request(self, src: int, m: SnapshotRequest, now_ms: int) -> None:
         self._follow(m.leader, now_ms)
         if m.last_index <= self._commit:
             pass  # we have all of it already
