@@ -17,11 +17,17 @@ Rules:
    leader's log and may yet be committed, so the producer retries it (a duplicate without
    idempotence, never a loss).
 5. Bounded: ``full()`` tells the caller to refuse the request before appending anything.
+6. Replies leave in request order per connection: a produce reply to a peer that still waits
+   for an earlier one queues behind it (``answer``), as a client's retry and ordering logic
+   expects of one connection.  (Without this a one-partition request committed at once overtook a
+   two-partition request still waiting for its slower partition, and the producer saw the later
+   records of a key acknowledged first.)
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable
 
@@ -41,6 +47,7 @@ class _Pending:
     results: list[dict[str, Any]]
     waiting: dict[int, int] = field(default_factory=dict)  # token number -> index in results
     entry: Delayed | None = None
+    ready: bool = False
 
 
 class AcksAllReplies:
@@ -48,6 +55,7 @@ class AcksAllReplies:
         self.purgatory: Purgatory[_Pending] = Purgatory(capacity)
         self._tokens: dict[int, _Pending] = {}
         self._seq = itertools.count(1)
+        self._queues: dict[bytes, deque[_Pending]] = {}  # rule 6: per peer, in request order
 
     def __len__(self) -> int:
         return len(self.purgatory)
@@ -69,7 +77,17 @@ class AcksAllReplies:
             tokens.append(token)
             keys.append(WaitKey(WaitFor.HIGH_WATERMARK, topic, partition))
         pending.entry = self.purgatory.park(pending, keys, deadline_ms)
+        self._queues.setdefault(peer, deque()).append(pending)
         return tokens
+
+    def answer(self, peer: bytes, op: str, cid: int, results: list[dict[str, Any]]) -> Outbox:
+        """A produce reply that waits for nothing: sent now, or queued behind this peer's earlier
+        replies still waiting (rule 6)."""
+        queue = self._queues.get(peer)
+        if not queue:
+            return [(peer, Reply(ok_reply(op, cid, results=results)))]
+        queue.append(_Pending(peer, op, cid, results, ready=True))
+        return []
 
     def committed(self, tokens: Iterable[Hashable]) -> Outbox:
         """Rule 2."""
@@ -91,13 +109,30 @@ class AcksAllReplies:
                 row["error"] = error.to_wire()
                 row["base_offset"] = -1
             if not pending.waiting:
-                out.append(self._reply(pending))
+                if pending.entry is not None:
+                    self.purgatory.finish(pending.entry)
+                pending.ready = True
+                out.extend(self._release(pending.peer))
         return out
 
-    def _reply(self, pending: _Pending) -> tuple[bytes, Reply]:
-        if pending.entry is not None:
-            self.purgatory.finish(pending.entry)
-        return pending.peer, Reply(ok_reply(pending.op, pending.cid, results=pending.results))
+    def _release(self, peer: bytes) -> Outbox:
+        """Rule 6: the ready replies at the head of ``peer``'s queue."""
+        queue = self._queues.get(peer)
+        out: Outbox = []
+        while queue and queue[0].ready:
+            p = queue.popleft()
+            out.append((peer, Reply(ok_reply(p.op, p.cid, results=p.results))))
+        if queue is not None and not queue:
+            del self._queues[peer]
+        return out
+
+    def forget(self, peer: bytes) -> None:
+        """``peer``'s connection is gone: nothing can be sent to it any more."""
+        for p in self._queues.pop(peer, ()):
+            for token in p.waiting:
+                self._tokens.pop(token, None)
+            if p.entry is not None:
+                self.purgatory.finish(p.entry)
 
     def expire(self, now_ms: int) -> Outbox:
         """Rule 4."""
@@ -111,7 +146,8 @@ class AcksAllReplies:
                 pending.results[index]["base_offset"] = -1
                 self._tokens.pop(token, None)
             pending.waiting.clear()
-            out.append((pending.peer, Reply(ok_reply(pending.op, pending.cid, results=pending.results))))
+            pending.ready = True
+            out.extend(self._release(pending.peer))
         return out
 
     def next_deadline_ms(self) -> int | None:

@@ -242,7 +242,7 @@ class Handlers:
         if req.acks == 0:
             return out
         if not waiting:
-            out.append((peer, Reply(ok_reply(env.op, env.cid, results=results))))
+            out.extend(node.acks.answer(peer, env.op, env.cid, results))  # (behind earlier acks=all replies)
             return out
         tokens = node.acks.hold(peer, env.op, env.cid, results, [(i, t, p) for i, t, p, _, _ in waiting],
                                 now.mono_ms + req.timeout_ms)

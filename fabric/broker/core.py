@@ -257,6 +257,8 @@ class BrokerCore:
         timeout decides, as in Kafka.)"""
         self.peer_hosts.pop(peer, None)
         self.flow.forget(peer)
+        if self.cluster is not None:
+            self.cluster.acks.forget(peer)
         return self.fetcher.release(peer)
 
     def refuse(self, peer: bytes, frames: list, err: FabricError) -> Outbox:
