@@ -40,7 +40,7 @@ def test_kill_pause_restart_and_teardown_reaps_everything(cluster):
     c = cluster(3)
     c.start()
     pids = {n: c.process(n).pid for n in c.node_ids}
-    assert "clustering is not yet active" in c.process(1).log_text()
+    assert f"controller 1 on tcp://127.0.0.1:{c.specs[1].controller_port}" in c.process(1).log_text()
     c.kill(2)
     assert _gone(pids[2]) and not c.running(2)
     c.pause(3)

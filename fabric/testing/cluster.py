@@ -8,8 +8,9 @@ and reaps every process it started in ``close`` -- use it as a context manager o
 ``cluster`` pytest fixture (``tests/conftest.py``), which calls ``close`` in its finally block.
 
 The configs use the cluster keys of ``fabric/broker/config.py`` (``node_id``, ``controller_voters``,
-``controller_port``, ``pub_port``, ``rack``); until the broker is wired to the cluster it logs that
-clustering is not yet active and serves as a single node, which is enough to drill the harness.
+``controller_port``, ``pub_port``, ``rack``).  On loopback by default; with ``network`` (a
+``fabric.testing.netns.NetworkLab``) each broker runs in its own namespace, so a real network
+partition can be cut between one broker and the rest.
 """
 
 from __future__ import annotations
