@@ -67,8 +67,9 @@ def leader_of(cluster: ClusterProcesses, partition: int) -> int:
 class KeyedLoad:
     """One producer thread: keyed ``acks=all`` records, every acknowledgement logged in order."""
 
-    def __init__(self, bootstrap: str, ack_log: Path, delivery_timeout_ms: int = 60_000) -> None:
-        self.producer = Producer(bootstrap, acks="all", linger_ms=2, request_timeout_ms=3000,
+    def __init__(self, bootstrap: str, ack_log: Path, delivery_timeout_ms: int = 60_000,
+                 request_timeout_ms: int = 3000) -> None:
+        self.producer = Producer(bootstrap, acks="all", linger_ms=2, request_timeout_ms=request_timeout_ms,
                                  delivery_timeout_ms=delivery_timeout_ms)
         self.lines: list[str] = []
         self.failed = 0

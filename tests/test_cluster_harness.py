@@ -40,7 +40,7 @@ def test_kill_pause_restart_and_teardown_reaps_everything(cluster):
     c = cluster(3)
     c.start()
     pids = {n: c.process(n).pid for n in c.node_ids}
-    assert "controller 1 on tcp://127.0.0.1:" in c.process(1).log_text()  # a voter runs its controller
+    assert f"controller 1 on tcp://127.0.0.1:{c.specs[1].controller_port}" in c.process(1).log_text()
     c.kill(2)
     assert _gone(pids[2]) and not c.running(2)
     c.pause(3)
@@ -57,3 +57,18 @@ def test_kill_pause_restart_and_teardown_reaps_everything(cluster):
     live = [c.process(n).pid for n in c.node_ids]
     c.close()
     assert all(_gone(pid) for pid in live)
+
+
+@pytest.mark.unit
+def test_with_a_network_lab_each_node_binds_advertises_and_runs_in_its_namespace(tmp_path):
+    from fabric.testing.netns import NetworkLab
+    lab = NetworkLab(3)  # names and addresses only: nothing is created before setup
+    c = ClusterProcesses(tmp_path, 3, network=lab)
+    for spec in c:
+        cfg = load_config(spec.config_path)
+        assert cfg.host == spec.host == lab.address(spec.node_id) and cfg.advertised == lab.address(spec.node_id)
+        assert spec.bootstrap == f"{lab.address(spec.node_id)}:{spec.port}"
+        assert cfg.controller_voters == {v: f"{lab.address(v)}:{c.specs[v].controller_port}" for v in (1, 2, 3)}
+    assert c.bootstrap.split(",") == [f"{lab.address(n)}:{c.specs[n].port}" for n in (1, 2, 3)]
+    with pytest.raises(ValueError, match="namespaces"):
+        ClusterProcesses(tmp_path / "x", 4, network=lab)

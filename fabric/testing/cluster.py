@@ -8,7 +8,9 @@ and reaps every process it started in ``close`` -- use it as a context manager o
 ``cluster`` pytest fixture (``tests/conftest.py``), which calls ``close`` in its finally block.
 
 The configs use the cluster keys of ``fabric/broker/config.py`` (``node_id``, ``controller_voters``,
-``controller_port``, ``pub_port``, ``rack``).
+``controller_port``, ``pub_port``, ``rack``).  On loopback by default; with ``network`` (a
+``fabric.testing.netns.NetworkLab``) each broker runs in its own namespace, so a real network
+partition can be cut between one broker and the rest.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import yaml
 
 from .processes import BrokerProcess, free_port
+
+if TYPE_CHECKING:
+    from .netns import NetworkLab
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +45,11 @@ class NodeSpec:
     rack: str | None
     data_dir: Path
     config_path: Path
+    host: str = "127.0.0.1"  # the address it binds and advertises (its namespace's, with ``network``)
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 def _free_ports(count: int) -> list[int]:
@@ -62,15 +68,22 @@ class ClusterProcesses:
     ``voters``: node ids that run a controller (default: the first ``min(3, nodes)``).
     ``racks``: one rack name per node (default none).  ``config``: extra broker settings written
     into every node's YAML (e.g. ``{"broker_session_timeout_ms": 1000}``).  Node ids are 1..N.
+    ``network``: a set-up ``NetworkLab`` with at least N nodes; node ``n`` then runs in the lab's
+    namespace ``n`` and binds, advertises and names its controller at the lab's address ``n``, so
+    ``network.cut(n)`` is a real partition of that broker (from its peers and from the test process,
+    which reaches the nodes over the lab's host link).  The caller owns (and closes) the lab.
     """
 
     def __init__(self, base_dir: str | Path, nodes: int = 3, *, voters: Sequence[int] | None = None,
                  racks: Sequence[str] | None = None, config: Mapping[str, Any] | None = None,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), network: "NetworkLab | None" = None) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, not {nodes}")
         if racks is not None and len(racks) != nodes:
             raise ValueError(f"racks names {len(racks)} racks for {nodes} nodes")
+        if network is not None and network.nodes < nodes:
+            raise ValueError(f"the network lab has {network.nodes} namespaces for {nodes} nodes")
+        self.network = network
         self.base_dir = Path(base_dir)
         ids = list(range(1, nodes + 1))
         self.voters = list(voters) if voters is not None else ids[:VOTERS_DEFAULT_MAX]
@@ -82,7 +95,8 @@ class ClusterProcesses:
             port, pub, ctl = next(ports), next(ports), next(ports)
             self.specs[node] = NodeSpec(node, port, pub, ctl if node in self.voters else 0,
                                         racks[i] if racks is not None else None,
-                                        self.base_dir / f"node{node}" / "data", self.base_dir / f"node{node}" / "broker.yaml")
+                                        self.base_dir / f"node{node}" / "data", self.base_dir / f"node{node}" / "broker.yaml",
+                                        network.address(node) if network is not None else "127.0.0.1")
         self.extra_config = dict(config or {})
         self.extra_args = list(extra_args)
         self.processes: dict[int, BrokerProcess] = {}
@@ -96,9 +110,9 @@ class ClusterProcesses:
         """The broker settings of one node (what its YAML file holds)."""
         spec = self.specs[node_id]
         out: dict[str, Any] = {
-            "node_id": node_id, "host": "127.0.0.1", "port": spec.port, "pub_port": spec.pub_port,
+            "node_id": node_id, "host": spec.host, "port": spec.port, "pub_port": spec.pub_port,
             "data_dir": str(spec.data_dir),
-            "controller_voters": {v: f"127.0.0.1:{self.specs[v].controller_port}" for v in self.voters},
+            "controller_voters": {v: f"{self.specs[v].host}:{self.specs[v].controller_port}" for v in self.voters},
         }
         if spec.controller_port:
             out["controller_port"] = spec.controller_port
@@ -133,7 +147,8 @@ class ClusterProcesses:
         if proc is None:
             proc = BrokerProcess(spec.data_dir, port=spec.port,
                                  extra_args=["--config", str(spec.config_path), *self.extra_args],
-                                 log_path=spec.data_dir.parent / "broker.log")
+                                 log_path=spec.data_dir.parent / "broker.log", host=spec.host,
+                                 command_prefix=self.network.exec_prefix(node) if self.network is not None else ())
             self.processes[node] = proc
         elif proc.proc is not None and proc.proc.poll() is None:
             raise RuntimeError(f"node {node} is already running (pid {proc.pid})")
