@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -98,6 +99,7 @@ class ClusterProcesses:
                                         self.base_dir / f"node{node}" / "data", self.base_dir / f"node{node}" / "broker.yaml",
                                         network.address(node) if network is not None else "127.0.0.1")
         self.extra_config = dict(config or {})
+        self.cluster_id = uuid.uuid4().hex  # one id for every node, as `fabric cluster up` writes
         self.extra_args = list(extra_args)
         self.processes: dict[int, BrokerProcess] = {}
         self.paused: set[int] = set()
@@ -110,7 +112,8 @@ class ClusterProcesses:
         """The broker settings of one node (what its YAML file holds)."""
         spec = self.specs[node_id]
         out: dict[str, Any] = {
-            "node_id": node_id, "host": spec.host, "port": spec.port, "pub_port": spec.pub_port,
+            "node_id": node_id, "cluster_id": self.cluster_id, "host": spec.host, "port": spec.port,
+            "pub_port": spec.pub_port,
             "data_dir": str(spec.data_dir),
             "controller_voters": {v: f"{self.specs[v].host}:{self.specs[v].controller_port}" for v in self.voters},
         }
