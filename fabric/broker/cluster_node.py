@@ -40,9 +40,9 @@ from ..clock import Now
 from ..controller.server import ControllerServer
 from ..protocol import codec
 from ..protocol.errors import FabricError
-from ..protocol.messages import ok_reply
 from ..replication.config import ReplicationConfig
 from ..replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchReply
+from . import cluster_status
 from .acks_all import AcksAllReplies
 from .controller_link import ControllerLink, LinkConfig
 from .replicas import ReplicaManager
@@ -359,43 +359,8 @@ class ClusterNode:
         return out
 
     def status(self, peer: bytes, header: dict[str, Any], now: Now) -> Outbox:
-        """``cluster_status``: the controller's view (Raft role, term, commit index, followers' lag,
-        brokers' liveness), asked of the controller leader, with the partition health this broker's
-        image shows (under-replicated, under min ISR, offline)."""
-        cid = header.get("cid", 0)
-
-        def done(answer: dict[str, Any]) -> Outbox:
-            if answer.get("error"):
-                return [(peer, Reply({"op": "cluster_status", "cid": cid, "error": answer["error"]}))]
-            controller = {k: v for k, v in answer.items() if k not in ("op", "cid")}
-            body = {"broker_id": self.node_id, "metadata_offset": self.link.offset, "controller": controller,
-                    **self.partition_health()}
-            return [(peer, Reply(ok_reply("cluster_status", cid, **body)))]
-
-        self.forward({"op": "cluster_status"}, done, now.mono_ms)
-        return []
-
-    def partition_health(self) -> dict[str, Any]:
-        image = self.core.leadership.image
-        under, under_min, offline = [], [], []
-        total = 0
-        for t in image.topics.values():
-            min_isr = int(t.configs.get("min_insync_replicas", self.config.min_insync_replicas))
-            for p, a in enumerate(t.partitions):
-                total += 1
-                row = {"topic": t.name, "partition": p, "leader": a.leader, "replicas": list(a.replicas),
-                       "isr": list(a.isr)}
-                if a.leader < 0:
-                    offline.append(row)
-                if len(a.isr) < len(a.replicas):
-                    under.append(row)
-                if len(a.isr) < min(min_isr, len(a.replicas)):
-                    under_min.append(row)
-        brokers = [{"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack,
-                    "fenced": bool(getattr(b, "fenced", False))} for b in sorted(image.brokers.values(),
-                                                                                 key=lambda b: b.node_id)]
-        return {"brokers": brokers, "partitions_total": total, "under_replicated": under,
-                "under_min_isr": under_min, "offline": offline}
+        """``cluster_status`` (``cluster_status.py``)."""
+        return cluster_status.answer(self, peer, header, now)
 
     def lease_valid(self, now: Now) -> bool:
         """Rule 2."""
