@@ -147,8 +147,11 @@ class Handlers:
             return done
 
         for i, nt in enumerate(req.topics):
+            configs = dict(nt.configs)
+            if nt.min_insync_replicas is not None:  # (SPEC 13.1: the field wins over configs)
+                configs["min_insync_replicas"] = nt.min_insync_replicas
             self._create(nt.name, nt.partitions or self.core.config.default_partitions, nt.replication_factor,
-                         nt.configs, now, collector(i, nt))
+                         configs, now, collector(i, nt))
         return []
 
     def delete_topics(self, peer, env, req, frames, now: Now) -> Outbox:

@@ -94,12 +94,11 @@ def templates() -> dict[str, tuple[dict[str, Any], list[bytes]]]:
         "describe_groups": ({"op": "describe_groups", "v": 1, "group_ids": ["g"]}, []),
         "delete_groups": ({"op": "delete_groups", "v": 1, "group_ids": ["nobody"]}, []),
         # cluster, brokers only (SPEC 13.3): a broker that is not clustered refuses them
-        "replica_fetch": ({"op": "replica_fetch", "v": 1, "replica_id": 2, "broker_epoch": 1,
-                           "partitions": [{"topic_id": "0" * 32, "partition": 0, "leader_epoch": 0,
-                                           "fetch_offset": 0}]}, []),
-        "replica_ack": ({"op": "replica_ack", "v": 1, "replica_id": 2, "broker_epoch": 1,
-                         "partitions": [{"topic_id": "0" * 32, "partition": 0, "leader_epoch": 0, "log_end": 1}]}, []),
-        "metadata_fetch": ({"op": "metadata_fetch", "v": 1, "broker_id": 2, "offset": 1}, []),
+        "replica_fetch": ({"op": "replica_fetch", "v": 1, "type": "replica_fetch", "topic_id": "0" * 32,
+                           "partition": 0, "replica": 2, "leader_epoch": 0, "fetch_offset": 0,
+                           "last_fetched_epoch": -1, "max_bytes": 1 << 20}, []),
+        "replica_ack": ({"op": "replica_ack", "v": 1, "type": "replica_ack", "topic_id": "0" * 32, "partition": 0,
+                         "replica": 2, "leader_epoch": 0, "log_end": 1}, []),
     }
 
 
