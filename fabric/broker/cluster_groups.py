@@ -19,7 +19,10 @@ Rules:
 4. An offset commit is appended through the partition's ``LeaderReplica`` (published to the
    followers like a produce) and acknowledged — and applied to the coordinator's memory — once
    the high watermark passes it (acks=all).  A commit whose leadership ends first fails with
-   NOT_COORDINATOR: the new leader may have truncated it.
+   NOT_COORDINATOR: the new leader may have truncated it.  One not replicated within
+   ``COMMIT_TIMEOUT_MS`` (the ISR fell below ``min_insync_replicas``) is answered
+   REQUEST_TIMED_OUT, and still applied to memory if the high watermark passes it later (memory
+   must match what a replay of the log gives).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from .replies import Outbox, Reply
 log = logging.getLogger("fabric.broker.cluster_groups")
 
 ENSURE_RETRY_MS = 1000  # how often a broker re-asks the controller for the missing topic
+COMMIT_TIMEOUT_MS = 5000  # a commit not replicated by then is answered REQUEST_TIMED_OUT (as Kafka's
+# offsets.commit.timeout.ms); it is still applied to memory if it commits later
 
 
 class GroupToken(tuple):
@@ -56,9 +61,10 @@ class ClusterGroups:
         self.service.append_hook = self._append
         self.service.coordinator.partitions_for = self._partitions_for
         self._seq = itertools.count(1)
-        # token -> (partition, records, group reply, leader replica)
-        self._pending: dict[GroupToken, tuple[int, list[OffsetRecord], Any, Any]] = {}
+        # token -> (partition, records, group reply (None once timed out), leader replica, deadline)
+        self._pending: dict[GroupToken, tuple[int, list[OffsetRecord], Any, Any, int]] = {}
         self._asked_ms: int | None = None
+        self._mono_ms = 0  # the latest request's monotonic time (commit deadlines)
 
     @property
     def image(self) -> Any:
@@ -79,6 +85,7 @@ class ClusterGroups:
         return topic
 
     def handle(self, peer: bytes, env: Any, req: Any, frames: list, now: Now) -> Outbox:
+        self._mono_ms = now.mono_ms
         topic = self._offsets_topic(now)
         if env.op != "find_coordinator":
             return self.service.handle(peer, env, req, frames, now)
@@ -119,12 +126,24 @@ class ClusterGroups:
 
     def _fail_pending(self, p: int, stale_only: Any = None) -> Outbox:
         out: Outbox = []
-        for token, (part, _, reply, leader) in list(self._pending.items()):
+        for token, (part, _, reply, leader, _) in list(self._pending.items()):
             if part != p or (stale_only is not None and leader is stale_only):
                 continue
             del self._pending[token]
-            out.extend(self._error(reply, FabricError("NOT_COORDINATOR", "offsets leadership moved before the "
+            if reply is not None:
+                out.extend(self._error(reply, FabricError("NOT_COORDINATOR", "offsets leadership moved before the "
                                                                          "commit was replicated: retry")))
+        return out
+
+    def expire(self, now: Now) -> Outbox:
+        """Rule 4: commits past their deadline are answered REQUEST_TIMED_OUT."""
+        out: Outbox = []
+        for token, (part, recs, reply, leader, deadline) in list(self._pending.items()):
+            if reply is not None and deadline <= now.mono_ms:
+                self._pending[token] = (part, recs, None, leader, deadline)
+                out.extend(self._error(reply, FabricError(
+                    "REQUEST_TIMED_OUT", f"the in-sync replicas of {OFFSETS_TOPIC}-{part} did not confirm the commit "
+                                         f"within {COMMIT_TIMEOUT_MS} ms; it may still be committed: retry")))
         return out
 
     def _error(self, reply: Any, err: FabricError) -> Outbox:
@@ -154,7 +173,7 @@ class ClusterGroups:
             err = wire_error(exc)
             log.warning("cannot store offsets in %s-%d: %s", OFFSETS_TOPIC, p, err)
             return self._error(action.reply, err)
-        self._pending[token] = (p, recs, action.reply, leader)
+        self._pending[token] = (p, recs, action.reply, leader, self._mono_ms + COMMIT_TIMEOUT_MS)
         node.replicas.pushes.append(leader.push(base, batch))
         return self._settle(leader.hw_moved())  # (a lone replica commits at once)
 
@@ -168,9 +187,10 @@ class ClusterGroups:
             pending = self._pending.pop(token, None)
             if pending is None:
                 continue
-            _, recs, reply, _ = pending
+            _, recs, reply, _, _ = pending
             self.service.coordinator.offsets_appended(recs)
-            out.extend(self.service._reply(reply))
+            if reply is not None:
+                out.extend(self.service._reply(reply))
         return out
 
     def pending(self) -> int:

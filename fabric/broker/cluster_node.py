@@ -407,6 +407,8 @@ class ClusterNode:
     def tick(self, now: Now) -> Outbox:
         out: Outbox = self.acks.expire(now.mono_ms)
         out.extend(self._expire_forwards(now.mono_ms))
+        if self.core.cluster_groups is not None:
+            out.extend(self.core.cluster_groups.expire(now))
         for change in self.replicas.tick(now.mono_ms):
             self.forward({"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
                           "partition": change.partition, "leader_epoch": change.leader_epoch,
