@@ -10,8 +10,10 @@ request or from ``tick``), and the translation of coordinator actions into broke
   log; the records are applied to memory and the reply is queued with those logs in its
   ``flush`` list, so the commit is acknowledged once the flusher has synced them (group commit).
 
-Single node: this broker leads every offsets partition, so it coordinates every group.  The
-cluster issue makes leadership follow the metadata log (``load_partition``/``unload_partition``).
+Single node: this broker leads every offsets partition, so it coordinates every group.  In a
+cluster (``clustered=True``) the topic is the controller's and nothing is loaded here at start:
+``cluster_groups.ClusterGroups`` loads and unloads partitions as leadership moves and replaces
+``_append`` (``append_hook``) with an append through the partition's leader replica.
 """
 
 from __future__ import annotations
