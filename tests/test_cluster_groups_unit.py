@@ -97,6 +97,12 @@ def test_without_the_topic_the_controller_is_asked_once_a_second_and_the_answer_
     assert len(forwarded) == 2
 
 
+def test_list_groups_without_the_topic_lists_none_and_creates_nothing():
+    core, cg, forwarded = make(image({}, with_topic=False))
+    [(_, reply)] = call(cg, "list_groups")
+    assert reply.header["groups"] == [] and forwarded == []
+
+
 def test_find_coordinator_names_the_leader_of_the_groups_offsets_partition():
     core, cg, _ = make(image({P: 3}))
     [(peer, reply)] = call(cg, "find_coordinator", group_id=GROUP)

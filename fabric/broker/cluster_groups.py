@@ -7,8 +7,8 @@ the partition's replicas, which this module bridges without touching the single-
 Rules:
 1. The controller creates ``__consumer_offsets`` (``ensure_internal_topic``: RF min(3, live
    brokers)); a broker asks for it on the first group request while its image lacks the topic,
-   and answers COORDINATOR_NOT_AVAILABLE (retriable) until the image has it.  A broker never
-   creates the topic locally.
+   and answers COORDINATOR_NOT_AVAILABLE (retriable) until the image has it (``list_groups``
+   just lists none: admin tools ask every broker).  A broker never creates the topic locally.
 2. ``find_coordinator`` answers, from any broker, the image's leader of partition
    ``partition_for_group(group_id, n)`` of the topic (the coordinator's own hash), with its host
    and port; no leader yet is COORDINATOR_NOT_AVAILABLE.
@@ -86,6 +86,8 @@ class ClusterGroups:
 
     def handle(self, peer: bytes, env: Any, req: Any, frames: list, now: Now) -> Outbox:
         self._mono_ms = now.mono_ms
+        if env.op == "list_groups" and OFFSETS_TOPIC not in self.image.topics:
+            return self.service.handle(peer, env, req, frames, now)  # (no topic: no groups, nothing to create)
         topic = self._offsets_topic(now)
         if env.op != "find_coordinator":
             return self.service.handle(peer, env, req, frames, now)
