@@ -16,8 +16,9 @@ Rules:
 4. Produce: only a leader with a valid lease appends (else NOT_LEADER); ``acks=all`` fails with
    NOT_ENOUGH_REPLICAS before appending when the ISR is below the topic's
    ``min_insync_replicas``; the reply waits in ``AcksAllReplies`` for the high watermark.
-5. Consumer groups need the replicated ``__consumer_offsets`` coordinator (not built yet on a
-   cluster): group operations answer COORDINATOR_NOT_AVAILABLE with that reason.
+5. Group operations go to ``ClusterGroups`` (cluster_groups.py): the controller creates the
+   replicated ``__consumer_offsets``, a broker coordinates the groups whose offsets partition it
+   leads, and commits are replicated and acknowledged at the high watermark.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..log.errors import LogError
 from ..protocol.errors import FabricError
 from ..protocol.messages import error_reply, ok_reply
 from ..records.batch import validate_batch
+from .cluster_groups import ClusterGroups
 from .log_errors import wire_error
 from .replies import Outbox, Reply
 
@@ -40,9 +42,10 @@ def install(core: Any) -> None:
                           "create_topics": h.create_topics, "delete_topics": h.delete_topics,
                           "create_partitions": h.unsupported, "alter_topic_configs": h.unsupported,
                           "produce": h.produce})
+    core.cluster_groups = ClusterGroups(core)
     for op in GROUP_OPERATIONS:
         if op in core.handlers:
-            core.handlers[op] = h.no_groups
+            core.handlers[op] = core.cluster_groups.handle
 
 
 class Handlers:
@@ -180,11 +183,6 @@ class Handlers:
 
     def unsupported(self, peer, env, req, frames, now: Now) -> Outbox:
         raise FabricError("POLICY_VIOLATION", f"{env.op} is not available on a cluster yet (a single node has it)")
-
-    def no_groups(self, peer, env, req, frames, now: Now) -> Outbox:
-        """Rule 5."""
-        raise FabricError("COORDINATOR_NOT_AVAILABLE", "consumer groups are not yet coordinated on a cluster "
-                                                       "(replicated __consumer_offsets): assign partitions instead")
 
     # ------------------------------------------------------------------ produce (rule 4)
     def produce(self, peer, env, req, frames, now: Now) -> Outbox:

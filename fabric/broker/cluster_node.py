@@ -352,7 +352,11 @@ class ClusterNode:
     def committed(self, leader: Any, now: Now) -> Outbox:
         """After anything that may move ``leader``'s high watermark: release the ``acks=all``
         replies it completes and wake the consumers waiting for it."""
-        out = self.acks.committed(leader.hw_moved())
+        tokens = leader.hw_moved()
+        groups = [t for t in tokens if isinstance(t, tuple)]  # offset commits (cluster_groups.py)
+        out = self.acks.committed([t for t in tokens if not isinstance(t, tuple)])
+        if groups and self.core.cluster_groups is not None:
+            out.extend(self.core.cluster_groups.settle(groups))
         key = self.replicas.key_of(leader.topic_id, leader.partition)
         if key is not None and len(self.core.waiters):
             out.extend(self.core.fetcher.wake([key], now.mono_ms))
@@ -370,6 +374,8 @@ class ClusterNode:
     def tick(self, now: Now) -> Outbox:
         out: Outbox = self.acks.expire(now.mono_ms)
         out.extend(self._expire_forwards(now.mono_ms))
+        if self.core.cluster_groups is not None:
+            out.extend(self.core.cluster_groups.expire(now))
         for change in self.replicas.tick(now.mono_ms):
             self.forward({"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
                           "partition": change.partition, "leader_epoch": change.leader_epoch,

@@ -119,6 +119,7 @@ class BrokerCore:
         self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now.wall_ms, self.files,
                                    **({"open_log": EpochLog.open} if self.clustered else {}))
         self.cluster: Any = None  # the ClusterNode (cluster_node.py), set by the shell when clustered
+        self.cluster_groups: Any = None  # ClusterGroups (cluster_groups.py), set with the cluster handlers
         self.metrics = Metrics(started_ms=now.wall_ms)
         self.storage_faults = StorageFaults()  # storage errors told to clients, logged (rate-limited)
         self._advertised_port = config.port  # the shell sets the real one when it bound port 0
@@ -153,7 +154,7 @@ class BrokerCore:
             self.topics, now.wall_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
             advertised=lambda: (config.advertised, self.advertised_port),
-            host_of=lambda peer: self.peer_hosts.get(peer, ""))
+            host_of=lambda peer: self.peer_hosts.get(peer, ""), clustered=self.clustered)
         self.leadership.refresh(now.mono_ms)  # (the group service may have created its offsets topic)
         for op in self.groups.operations():
             self.handlers[op] = self.groups.handle
@@ -287,6 +288,8 @@ class BrokerCore:
                 "NOT_LEADER", "leadership moved before the in-sync replicas confirmed the batch: retry")))
         if len(self.waiters):
             out.extend(self.fetcher.wake([(n, p) for n, p, _ in self.topics.all_logs()], now.mono_ms))
+        if self.cluster_groups is not None:
+            out.extend(self.cluster_groups.image_applied(now))
         return out
 
     def synced(self, logs: Iterable[tuple[str, int, PartitionLog, int]], now: int | Now) -> Outbox:

@@ -10,8 +10,10 @@ request or from ``tick``), and the translation of coordinator actions into broke
   log; the records are applied to memory and the reply is queued with those logs in its
   ``flush`` list, so the commit is acknowledged once the flusher has synced them (group commit).
 
-Single node: this broker leads every offsets partition, so it coordinates every group.  The
-cluster issue makes leadership follow the metadata log (``load_partition``/``unload_partition``).
+Single node: this broker leads every offsets partition, so it coordinates every group.  In a
+cluster (``clustered=True``) the topic is the controller's and nothing is loaded here at start:
+``cluster_groups.ClusterGroups`` loads and unloads partitions as leadership moves and replaces
+``_append`` (``append_hook``) with an append through the partition's leader replica.
 """
 
 from __future__ import annotations
@@ -49,19 +51,28 @@ class GroupService:
 
     def __init__(self, topics: TopicManager, now_ms: int, *, node_id: int, offsets_topic_partitions: int,
                  initial_rebalance_delay_ms: int, advertised: Callable[[], tuple[str, int]],
-                 host_of: Callable[[bytes], str]) -> None:
+                 host_of: Callable[[bytes], str], clustered: bool = False) -> None:
         self.topics = topics
         self.node_id = node_id
         self._advertised = advertised
         self._host_of = host_of
+        self._tokens: dict[Hashable, tuple[bytes, int]] = {}
+        self._seq = itertools.count()
+        # A cluster stores commits through the partition's leader replica instead (cluster_groups).
+        self.append_hook: Callable[[AppendOffsets, int], Outbox] | None = None
+        config = GroupConfig(initial_rebalance_delay_ms=initial_rebalance_delay_ms)
+        if clustered:
+            # The controller creates the replicated topic; ``cluster_groups`` loads the partitions
+            # this broker leads as the metadata image says so (nothing is led yet).
+            self.offsets_topic = None
+            self.coordinator = Coordinator(self._partitions_for, offsets_partitions=offsets_topic_partitions,
+                                           config=config)
+            return
         if OFFSETS_TOPIC not in topics.topics:
             topics.create(OFFSETS_TOPIC, offsets_topic_partitions, OFFSETS_TOPIC_CONFIG, now_ms, internal=True)
         self.offsets_topic = topics.get(OFFSETS_TOPIC)
         n = len(self.offsets_topic.partitions)
-        self.coordinator = Coordinator(self._partitions_for, offsets_partitions=n,
-                                       config=GroupConfig(initial_rebalance_delay_ms=initial_rebalance_delay_ms))
-        self._tokens: dict[Hashable, tuple[bytes, int]] = {}
-        self._seq = itertools.count()
+        self.coordinator = Coordinator(self._partitions_for, offsets_partitions=n, config=config)
         for p, plog in enumerate(self.offsets_topic.partitions):
             self.coordinator.begin_loading(p)
             skipped = self.coordinator.load_partition(p, self._replay(plog))
@@ -141,6 +152,8 @@ class GroupService:
         return self._outbox_reply(peer, reply.header(cid), flush)
 
     def _append(self, action: AppendOffsets, wall_ms: int) -> Outbox:
+        if self.append_hook is not None:
+            return self.append_hook(action, wall_ms)
         by_partition: dict[int, list[OffsetRecord]] = defaultdict(list)
         for rec in action.records:
             by_partition[rec.partition].append(rec)
