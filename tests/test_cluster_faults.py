@@ -19,7 +19,7 @@ import pytest
 
 from fabric.client.admin import Admin
 from fabric.client.producer import Producer
-from fabric.testing.cluster import ClusterProcesses
+from fabric.testing.cluster import ClusterProcesses, wait_until as poll
 from fabric.testing.cluster_check import ack_line, check, read_acks, read_data_dir
 
 pytestmark = pytest.mark.process
@@ -27,35 +27,6 @@ pytestmark = pytest.mark.process
 TOPIC = "orders"
 SETTINGS = {"broker_session_timeout_ms": 1500, "broker_heartbeat_ms": 250, "default_replication_factor": 3,
             "min_insync_replicas": 2}
-
-
-def poll(condition, timeout: float, what: str, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-def status(cluster: ClusterProcesses) -> dict | None:
-    for node in cluster.node_ids:
-        if not cluster.running(node) or node in cluster.paused:
-            continue
-        try:
-            with Admin(cluster.specs[node].bootstrap, timeout_ms=1500) as admin:
-                return admin.cluster_status()
-        except Exception:
-            continue
-    return None
-
-
-def all_in_sync(cluster: ClusterProcesses, brokers: int = 3) -> bool:
-    st = status(cluster)
-    return bool(st) and sum(not b.get("fenced") for b in st["brokers"]) == brokers \
-        and not st["under_replicated"] and not st["offline"] and st["partitions_total"] > 0
 
 
 def leader_of(cluster: ClusterProcesses, partition: int) -> int:
@@ -133,11 +104,11 @@ def start_cluster(tmp_path: Path) -> ClusterProcesses:
 
 def _bring_up(cluster: ClusterProcesses) -> None:
     cluster.start()
-    poll(lambda: (st := status(cluster)) and sum(not b["fenced"] for b in st["brokers"]) == 3, 30,
+    poll(lambda: cluster.registered(3), 30,
          "three registered brokers")
     with Admin(cluster.bootstrap, timeout_ms=10_000) as admin:
         admin.create_topic(TOPIC, partitions=3, replication_factor=3)
-    poll(lambda: all_in_sync(cluster), 30, "the topic in sync")
+    poll(lambda: cluster.in_sync(), 30, "the topic in sync")
 
 
 def verify(cluster: ClusterProcesses, ack_log: Path) -> dict:
@@ -166,7 +137,7 @@ def test_sigkill_the_leader_mid_stream_then_restart_it(tmp_path):
             new_leader = admin.metadata([TOPIC])["topics"][0]["partitions"][0]["leader"]
         assert new_leader not in (victim, -1)
         cluster.restart(victim, kill=True)
-        poll(lambda: all_in_sync(cluster), 30, "the restarted broker back in every ISR")
+        poll(lambda: cluster.in_sync(), 30, "the restarted broker back in every ISR")
         resumed = load.acked
         poll(lambda: load.acked >= resumed + 200, 30, "acknowledgements with the old leader back")
         load.finish()
@@ -183,7 +154,7 @@ def test_a_paused_leader_acknowledges_nothing_that_is_later_lost(tmp_path):
         poll(lambda: leader_of(cluster, 1) not in (victim, -1), 30, "a new leader while the old one is paused")
         poll(lambda: load.acked >= paused_at + 300, 30, "acknowledgements from the new leader")
         cluster.resume(victim)  # it wakes up believing it leads: it must not acknowledge anything
-        poll(lambda: all_in_sync(cluster), 30, "the paused broker back in every ISR")
+        poll(lambda: cluster.in_sync(), 30, "the paused broker back in every ISR")
         resumed = load.acked
         poll(lambda: load.acked >= resumed + 200, 30, "acknowledgements after the pause")
         load.finish()

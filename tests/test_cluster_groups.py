@@ -8,13 +8,12 @@ record is skipped (duplicates are allowed: at-least-once).
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from fabric.client import Admin, Consumer, Producer
 from fabric.groups.offsets import OFFSETS_TOPIC
-from fabric.testing.cluster import ClusterProcesses
+from fabric.testing.cluster import ClusterProcesses, wait_until
 
 pytestmark = pytest.mark.process
 
@@ -29,28 +28,8 @@ MEMBER = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 200, "auto_offset
 
 
 def poll(condition, timeout: float, what: str, members=()):
-    """``condition()`` until truthy; the members poll meanwhile (their group work runs in poll)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        if not members:
-            time.sleep(0.1)
-
-
-def status(cluster: ClusterProcesses) -> dict | None:
-    for node in cluster.node_ids:
-        if not cluster.running(node):
-            continue
-        try:
-            with Admin(cluster.specs[node].bootstrap, timeout_ms=1500) as admin:
-                return admin.cluster_status()
-        except Exception:
-            continue
-    return None
+    """``wait_until``; with ``members`` the condition polls them (their group work runs in poll)."""
+    return wait_until(condition, timeout, what, every=0 if members else 0.1)
 
 
 class Members:
@@ -100,7 +79,7 @@ def committed_from(bootstrap: str) -> dict[int, int] | None:
 def test_the_group_survives_sigkill_of_its_coordinator(tmp_path):
     with ClusterProcesses(tmp_path / "cluster", 3, config=SETTINGS) as cluster:
         cluster.start()
-        poll(lambda: (st := status(cluster)) and sum(not b["fenced"] for b in st["brokers"]) == 3, 30,
+        poll(lambda: cluster.registered(3), 30,
              "three registered brokers")
         with Admin(cluster.bootstrap, timeout_ms=10_000) as admin:
             admin.create_topic(TOPIC, partitions=PARTITIONS, replication_factor=3)

@@ -47,25 +47,6 @@ def lab():
         assert lab.names() == [], "namespaces left behind"
 
 
-def status(cluster: ClusterProcesses, cut: set[int]) -> dict | None:
-    """Cluster status from the first reachable broker (a cut one would only time out)."""
-    for node in cluster.node_ids:
-        if node in cut or not cluster.running(node):
-            continue
-        try:
-            with Admin(cluster.specs[node].bootstrap, timeout_ms=1500) as admin:
-                return admin.cluster_status()
-        except Exception:
-            continue
-    return None
-
-
-def all_in_sync(cluster: ClusterProcesses) -> bool:
-    st = status(cluster, set())
-    return bool(st) and sum(not b.get("fenced") for b in st["brokers"]) == 3 \
-        and not st["under_replicated"] and not st["offline"] and st["partitions_total"] > 0
-
-
 def leader_of(cluster: ClusterProcesses, cut: set[int]) -> int | None:
     bootstrap = ",".join(cluster.specs[n].bootstrap for n in cluster.node_ids if n not in cut)
     try:
@@ -85,11 +66,11 @@ def test_a_partitioned_leader_loses_nothing_and_rejoins_after_heal(lab, tmp_path
     session_s = SETTINGS["broker_session_timeout_ms"] / 1000
     with ClusterProcesses(tmp_path / "cluster", 3, config=SETTINGS, network=lab) as cluster:
         cluster.start()
-        poll(lambda: (st := status(cluster, set())) and sum(not b["fenced"] for b in st["brokers"]) == 3, 30,
+        poll(lambda: cluster.registered(3), 30,
              "three registered brokers")
         with Admin(cluster.bootstrap, timeout_ms=10_000) as admin:
             admin.create_topic(TOPIC, partitions=3, replication_factor=3)
-        poll(lambda: all_in_sync(cluster), 30, "the topic in sync")
+        poll(lambda: cluster.in_sync(), 30, "the topic in sync")
         with KeyedLoad(cluster.bootstrap, tmp_path / "acks.jsonl",
                                                   request_timeout_ms=REQUEST_TIMEOUT_MS) as load:
             poll(lambda: acked_on_partition(load) >= 100, 30, "acknowledgements on the partition before the cut")
@@ -106,7 +87,7 @@ def test_a_partitioned_leader_loses_nothing_and_rejoins_after_heal(lab, tmp_path
             poll(lambda: time.monotonic() - cut_at > 2 * session_s, 10, "the cut outlasting the session")
             assert cluster.running(victim), "the isolated broker must still be running"
             lab.heal(victim)
-            poll(lambda: all_in_sync(cluster), 45, "the healed broker back in every ISR")
+            poll(lambda: cluster.in_sync(), 45, "the healed broker back in every ISR")
             resumed = load.acked
             poll(lambda: load.acked >= resumed + 200, 30, "acknowledgements after the heal")
             load.finish()

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Hashable
 
 import zmq
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import yaml
 
+from ..client.admin import Admin
 from .processes import BrokerProcess, free_port
 
 if TYPE_CHECKING:
@@ -61,6 +63,21 @@ def _free_ports(count: int) -> list[int]:
         if port not in ports:
             ports.append(port)
     return ports
+
+
+def wait_until(condition: Any, timeout: float, what: str, every: float = 0.1) -> Any:
+    """``condition()`` until it is truthy (returned), polling every ``every`` seconds; an
+    AssertionError naming ``what`` after ``timeout`` seconds.  (``every`` 0: the condition does
+    its own waiting, e.g. a consumer's poll.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        if every:
+            time.sleep(every)
 
 
 class ClusterProcesses:
@@ -127,6 +144,32 @@ class ClusterProcesses:
     @property
     def node_ids(self) -> list[int]:
         return sorted(self.specs)
+
+    def status(self, skip: Sequence[int] = ()) -> dict[str, Any] | None:
+        """``cluster_status`` from the first node that answers (running, not paused, not in
+        ``skip``: e.g. nodes cut off by a partition, which would only time out), or None."""
+        for node in self.node_ids:
+            if node in skip or node in self.paused or not self.running(node):
+                continue
+            try:
+                with Admin(self.specs[node].bootstrap, timeout_ms=1500) as admin:
+                    return admin.cluster_status()
+            except Exception:  # noqa: BLE001 - any failure: ask the next node
+                continue
+        return None
+
+    def in_sync(self, brokers: int | None = None) -> bool:
+        """Every broker registered and unfenced, and no partition under-replicated or offline."""
+        st = self.status()
+        want = len(self.node_ids) if brokers is None else brokers
+        return bool(st) and sum(not b.get("fenced") for b in st["brokers"]) == want \
+            and not st["under_replicated"] and not st["offline"] and st["partitions_total"] > 0
+
+    def registered(self, brokers: int | None = None) -> bool:
+        """``brokers`` (default all) registered and unfenced."""
+        st = self.status()
+        want = len(self.node_ids) if brokers is None else brokers
+        return bool(st) and sum(not b.get("fenced") for b in st["brokers"]) == want
 
     @property
     def bootstrap(self) -> str:
