@@ -28,7 +28,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import zmq
 
 from ..clock import Now
 from ..controller.server import ControllerServer
+from ..log.files import write_durably
 from ..protocol import codec
 from ..protocol.errors import FabricError
 from ..replication.config import ReplicationConfig
@@ -70,12 +70,7 @@ def next_incarnation(data_dir: Path) -> int:
     except (OSError, ValueError):
         last = 0
     value = max(last + 1, time.time_ns() // 1_000_000)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{value}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_durably(path, f"{value}\n".encode())
     return value
 
 

@@ -22,6 +22,7 @@ from typing import Protocol, Sequence
 
 import cbor2
 
+from ..log.files import write_durably  # (tmp, fsync, rename, fsync the directory)
 from .raft_messages import Entry, Snapshot
 
 __all__ = ["RaftStorage", "MemoryRaftStorage", "FileRaftStorage"]
@@ -164,22 +165,6 @@ class MemoryRaftStorage(_LogInMemory):
 _HEADER = struct.Struct(">II")  # payload length, CRC32 of the payload
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """tmp file, fsync, rename over, fsync the directory: after a crash the file is old or new,
-    never torn (the rename is atomic; the directory fsync makes the rename itself durable)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FileRaftStorage(_LogInMemory):
     """One directory: ``hardstate`` (atomic replace), ``log`` (append-only, each entry framed as
     length + CRC32 + CBOR [term, index, data]), ``snapshot`` (atomic replace).
@@ -259,7 +244,7 @@ class FileRaftStorage(_LogInMemory):
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Snapshot first, then the shortened log: both atomic, in an order that recovers (above)."""
         self.do_snapshot(snapshot)
-        _write_atomically(self._snap_path, cbor2.dumps(
+        write_durably(self._snap_path, cbor2.dumps(
             {"last_index": snapshot.last_index, "last_term": snapshot.last_term, "data": snapshot.data}))
         self._file.close()
         chunks, self._offsets, pos = [], [], 0
@@ -268,7 +253,7 @@ class FileRaftStorage(_LogInMemory):
             chunks.append(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
             self._offsets.append(pos)
             pos += len(chunks[-1])
-        _write_atomically(self._log_path, b"".join(chunks))
+        write_durably(self._log_path, b"".join(chunks))
         self._file = open(self._log_path, "ab")
 
     def sync(self) -> None:
@@ -278,5 +263,5 @@ class FileRaftStorage(_LogInMemory):
             os.fsync(self._file.fileno())
             self._log_dirty = False
         if self._hard_dirty:
-            _write_atomically(self._hard_path, cbor2.dumps({"term": self.term, "vote": self.vote}))
+            write_durably(self._hard_path, cbor2.dumps({"term": self.term, "vote": self.vote}))
             self._hard_dirty = False
