@@ -118,6 +118,7 @@ class ClusterNode:
         self._sub_connected: dict[int, str] = {}
         self._subscribed: set[bytes] = set()
         self.peer_socks: dict[int, tuple[str, zmq.Socket]] = {}  # leader broker id -> (address, DEALER)
+        self.sockets_changed = True  # the shell re-registers ``sockets()`` with its poller when set
         self._fetch_cid = 0
         self._waiting_offset: list[tuple[int, dict[str, Any], Callable[[dict[str, Any]], Outbox]]] = []
         self._forwards: dict[int, tuple[Callable[[dict[str, Any]], Outbox] | None, int]] = {}
@@ -242,6 +243,7 @@ class ClusterNode:
                 if held is not None:
                     held[1].close(linger=0)
                 self.peer_socks[leader] = (address, self._dealer(address))
+                self.sockets_changed = True
                 for f in self.replicas.followers.values():
                     if f.leader == leader:
                         f.restart_fetch()

@@ -342,8 +342,9 @@ class BrokerServer:
                 now = mono()
                 deadline = core.next_deadline_ms()
                 timeout = TICK_MS if deadline is None else max(0, min(TICK_MS, deadline - now))
-                if cluster is not None:
-                    current = cluster.sockets()  # (DEALERs to leaders come and go with images)
+                if cluster is not None and cluster.sockets_changed:  # (DEALERs to leaders come and go)
+                    cluster.sockets_changed = False
+                    current = cluster.sockets()
                     for sock in polled.difference(current):
                         poller.unregister(sock)
                         polled.discard(sock)
@@ -351,6 +352,7 @@ class BrokerServer:
                         if sock not in polled:
                             poller.register(sock, zmq.POLLIN)
                             polled.add(sock)
+                if cluster is not None:
                     timeout = min(timeout, CLUSTER_TICK_MS)
                 events = poller.poll(timeout)
                 flow.settle(_tracker_done)  # credit what ZeroMQ let go of since the last turn
