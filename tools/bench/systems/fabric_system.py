@@ -101,7 +101,7 @@ class FabricSystem(System):
     def _serves(self) -> bool:
         try:
             done = subprocess.run(fabric_argv("topic", "list", "--bootstrap", self.bootstrap), check=False,
-                                  stdin=subprocess.DEVNULL, capture_output=True,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=PROBE_TIMEOUT_S, env=child_env(), cwd=REPO_ROOT)
         except subprocess.TimeoutExpired:
             return False
