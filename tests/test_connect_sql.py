@@ -342,3 +342,45 @@ def test_postgres_upsert_copies_straight_in_and_falls_back_on_existing_keys(pg):
         [(i, f"c{i}") for i in range(150, 200)] + [(i, f"d{i}") for i in range(200, 250)]
     with psycopg.connect(pg.dsn) as c:
         assert c.execute("SELECT id, v FROM up ORDER BY id").fetchall() == want
+
+
+def test_postgres_sink_pre_commit_returns_only_committed_offsets_without_waiting(pg):
+    """The worker's periodic offset commit asks ``pre_commit``: while a write is held up in the
+    database (here by a lock another session holds) it answers at once, with the offsets of the
+    earlier writes only; once the write committed it answers its offsets and starts writing the
+    buffered rest, whose offsets come with a later call; when nothing is left it answers all."""
+    import threading
+    import time
+    from connectors.api import SinkRecord, TaskContext
+    from connectors.builtin.postgres import PostgresSinkTask
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE gated (id BIGINT PRIMARY KEY, v TEXT)")
+    task = PostgresSinkTask()
+    task.initialize(TaskContext("g", 0, lambda p: None, lambda: False))
+    task.start({"dsn": pg.dsn, "table": "gated", "insert_mode": "upsert", "pk_mode": "record_key",
+                "pk_fields": ["id"], "auto_create": False, "delete_enabled": False, "batch_size": 3})
+    recs = [SinkRecord("t", 0, i, 0, i, {"v": f"v{i}"}) for i in range(5)]
+    tp, everything = ("t", 0), {("t", 0): 5}
+    locker = psycopg.connect(pg.dsn)
+    safety = threading.Timer(10, locker.rollback)  # were pre_commit to wait for the lock: fail, not hang
+    try:
+        task.put(recs[:1])
+        task.flush({tp: 1})
+        locker.execute("LOCK TABLE gated IN ACCESS EXCLUSIVE MODE")
+        safety.start()
+        task.put(recs[1:4])  # a full batch: written in the background, where it waits for the lock
+        task.put(recs[4:])
+        t0 = time.monotonic()
+        for _ in range(3):
+            assert task.pre_commit(everything) == {tp: 1}
+        assert time.monotonic() - t0 < 5
+        locker.rollback()  # the lock goes: the write commits
+        answers: list[dict] = []
+        wait_until(lambda: answers.append(dict(task.pre_commit(everything))) or answers[-1] == everything,
+                   timeout=10, what="pre_commit to report every offset")
+        assert [a for a in answers if a != {tp: 1}][0] == {tp: 4}  # that write's offsets, the last row in flight
+    finally:
+        safety.cancel()
+        locker.close()
+        task.close()
+    assert pg_count(pg.dsn, "gated") == 5
