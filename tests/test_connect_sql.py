@@ -249,6 +249,48 @@ connectors:
     assert sorted(json.loads(r.value)["id"] for r in recs) == list(range(1, 801))
 
 
+def test_sink_task_fails_while_postgres_is_down_and_recovers_by_itself(broker, pg):
+    """Topic -> PostgreSQL while the database goes away: the sink task fails, restarts by itself
+    with backoff, and once the server is back the table ends with every row, each exactly once
+    (what was written before the failure but not committed as offsets is replayed and upserted)."""
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE sunk (id BIGINT PRIMARY KEY, v TEXT)")
+
+    def produce(ids: range) -> None:
+        with Producer(broker.bootstrap) as p:
+            for i in ids:
+                p.send("sunk", json.dumps({"id": i, "v": f"v{i}"}).encode(), key=str(i).encode())
+            p.flush()
+
+    yaml_text = f"""
+worker: {{bootstrap: "{broker.bootstrap}", rest_port: 0, offset_flush_interval_ms: 100}}
+connectors:
+  - name: sunk
+    class: postgres-sink
+    topics: [sunk]
+    key_converter: json
+    errors: {{retry_timeout_ms: 200, retry_backoff_max_ms: 100}}
+    restart: {{max_tries: 100, backoff_initial_ms: 100, backoff_max_ms: 300}}
+    config: {{dsn: "{pg.dsn}", table: sunk, insert_mode: upsert, pk_mode: record_key, pk_fields: [id],
+              batch_size: 500}}
+"""
+    produce(range(1, 2001))
+    with running_worker(yaml_text) as w:
+        wait_until(lambda: pg_count(pg.dsn, "sunk") == 2000, 60, "the first 2,000 rows")
+        pg.stop()
+        try:
+            produce(range(2001, 4001))
+            st = wait_until(lambda: (t := w.connector_status("sunk")["tasks"][0])["restarts"] >= 1 and t, 30,
+                            "the sink task to fail")
+            assert st["state"] in ("FAILED", "RESTARTING") and "postgres" in st["trace"]
+        finally:
+            pg.start()
+        wait_until(lambda: pg_count(pg.dsn, "sunk") == 4000, 60, "every row after the restart")
+        wait_until(lambda: w.connector_status("sunk")["tasks"][0]["state"] == "RUNNING", 30, "RUNNING again")
+    with psycopg.connect(pg.dsn) as c:
+        assert c.execute("SELECT id, v FROM sunk ORDER BY id").fetchall() == [(i, f"v{i}") for i in range(1, 4001)]
+
+
 def test_postgres_copy_from_columns_equals_psycopg_write_row(pg):
     """The column-at-a-time COPY text (pg_copy.py) stores exactly what psycopg's ``write_row``
     stores, escapes and NULLs included, in insert and upsert mode; types it does not format
