@@ -28,16 +28,16 @@ from itertools import groupby, repeat
 from operator import attrgetter
 from typing import Any, Mapping
 
+from ..api import ConnectError, SinkRecord, SinkTask
+from .sql import Dialect, columns_of
+
+log = logging.getLogger("fabric.connect.sql")
+
 _TP = attrgetter("topic", "partition")
 _OFFSET = attrgetter("offset")
 _TOPIC = attrgetter("topic")
 _VALUE = attrgetter("value")
 _KEY = attrgetter("key")
-
-from ..api import ConnectError, SinkRecord, SinkTask
-from .sql import Dialect, columns_of
-
-log = logging.getLogger("fabric.connect.sql")
 
 
 def _json(v: Any) -> Any:
