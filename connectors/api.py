@@ -34,9 +34,14 @@ record up to it; after a crash ``context.offset(partition)`` returns that last c
 and the task resumes there (records after it are sent again: at-least-once).
 
 Sink tasks: ``put(records)`` receives a batch (in order within each topic-partition) and may
-write it at once or buffer it.  ``flush(offsets)`` must make everything handed to ``put`` so far
-durable; the worker calls it right before committing the sink's consumer-group offsets, so a
-record is committed only after ``flush`` returned.  A tombstone has ``value is None``.
+write it at once or buffer it.  Every ``offset_flush_interval_ms`` the worker asks
+``pre_commit(offsets)`` (Kafka's ``preCommit``) which offsets it may commit, and commits only
+those: the default calls ``flush(offsets)``, which must make everything handed to ``put`` so far
+durable, and returns ``offsets``; a task that writes in the background may instead return, at
+once, the offsets its finished writes cover, so that the worker goes on fetching and converting
+while the external system works.  On shutdown and before its partitions are revoked the worker
+calls ``flush`` itself and commits everything.  A record is committed only after it is durable
+either way.  A tombstone has ``value is None``.
 """
 
 from __future__ import annotations
@@ -189,6 +194,14 @@ class SinkTask(Task):
     def flush(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Make every record given to ``put`` durable; ``offsets`` are the next offsets to be
         committed per (topic, partition)."""
+
+    def pre_commit(self, offsets: Mapping[tuple[str, int], int]) -> Mapping[tuple[str, int], int]:
+        """The offsets the worker may commit now, per (topic, partition), each at most the one in
+        ``offsets`` (the next offset after everything given to ``put``); a partition left out is
+        not committed this time.  Default: ``flush`` and all of ``offsets``.  Should not block
+        for long: it is called from the task's thread between two ``put``s."""
+        self.flush(offsets)
+        return offsets
 
 
 class Connector:

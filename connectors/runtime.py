@@ -10,9 +10,10 @@ Delivery is at-least-once on both sides:
 * Source: records are sent, and every ``offset_flush_interval_ms`` the runner waits for the
   producer's acknowledgements (``flush``) and only then writes the newest source offset of each
   source partition to the offsets topic.  A crash replays at most one interval.
-* Sink: records are converted, transformed and ``put``; every interval the runner calls the task's
-  ``flush`` and only then commits the consumer group's offsets.  A crash replays at most one
-  interval, which an upsert sink absorbs.
+* Sink: records are converted, transformed and ``put``; every interval the runner asks the task's
+  ``pre_commit`` which offsets are durable (by default it ``flush``es everything) and commits
+  those; on stop and revocation it ``flush``es and commits all.  A crash replays what was not
+  committed yet (about one interval, or one write in flight), which an upsert sink absorbs.
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ class SinkAttempt(_Attempt):
         dlq = Producer(sup.bootstrap, acks=-1, client_id=f"connect-{self.name}-dlq") \
             if cc.errors.dead_letter_topic else None
         errors = ErrorHandler(cc.errors, self.name, dlq, self.stopping)
-        self.pending: dict[tuple[str, int], int] = {}
+        self.pending: dict[tuple[str, int], int] = {}  # next offset after what was put, not committed yet
+        self.low: dict[tuple[str, int], int] = {}  # first offset put since the last commit of a partition
         consumer = Consumer(sup.bootstrap, group_id=f"connect-{self.name}", enable_auto_commit=False,
                             auto_offset_reset="earliest", client_id=f"connect-{self.name}-{sup.task_id}",
                             max_poll_records=sup.task_config.get("batch_size", 10_000) or 10_000,
@@ -231,7 +233,7 @@ class SinkAttempt(_Attempt):
                 with Admin(sup.bootstrap) as admin:
                     admin.metadata(cc.topics, allow_auto_create=True)
             consumer.subscribe(cc.topics if cc.topics else cc.topics_regex,
-                               on_revoked=lambda tps: self._commit(task), on_lost=lambda tps: self.pending.clear())
+                               on_revoked=lambda tps: self._commit(task), on_lost=lambda tps: self._forget())
             sup.set_state("RUNNING")
             next_commit = time.monotonic() + sup.flush_interval_s
             while not self.stopping():
@@ -248,7 +250,7 @@ class SinkAttempt(_Attempt):
                 if batches:
                     self._put(task, batches, errors)
                 if time.monotonic() >= next_commit:
-                    self._commit(task)
+                    self._commit(task, block=False)
                     next_commit = time.monotonic() + sup.flush_interval_s
             self._commit(task)
         finally:
@@ -260,10 +262,11 @@ class SinkAttempt(_Attempt):
     def _put(self, task: Any, batches: list, errors: ErrorHandler) -> None:
         kc, vc, chain = self.key_conv, self.value_conv, self.chain
         out: list[SinkRecord] = []
-        raw: list[tuple[bytes | None, bytes | None]] = []
+        raw: tuple[list, list] = ([], [])  # each record's key and value bytes (for the dead-letter topic)
         for cols in batches:
             topic, part = cols.topic, cols.partition
             hdrs = cols.headers
+            self.low.setdefault((topic, part), cols.offsets[0])
             if not chain and self._convert_columns(cols, out, raw):
                 self.pending[(topic, part)] = cols.offsets[-1] + 1
                 continue
@@ -283,7 +286,8 @@ class SinkAttempt(_Attempt):
                     if rec is None:
                         continue
                 out.append(rec)
-                raw.append((kb, vb))
+                raw[0].append(kb)
+                raw[1].append(vb)
             self.pending[(topic, part)] = cols.offsets[-1] + 1
         if not out:
             return
@@ -293,14 +297,14 @@ class SinkAttempt(_Attempt):
             if not errors.tolerant:
                 raise
             log.warning("%s: put of %d records failed (%s); retrying one by one", self.name, len(out), exc)
-            for rec, (kb, vb) in zip(out, raw):
+            for rec, kb, vb in zip(out, *raw):
                 try:
                     errors.retry(task.put, [rec])
                 except Exception as one_exc:  # noqa: BLE001
                     errors.bad_record("put", one_exc, kb, vb, (rec.topic, rec.partition, rec.offset), rec.headers)
         self.progressed = True
 
-    def _convert_columns(self, cols: Any, out: list[SinkRecord], raw: list) -> bool:
+    def _convert_columns(self, cols: Any, out: list[SinkRecord], raw: tuple[list, list]) -> bool:
         """The columnar fast path: convert whole key and value columns.  False (nothing added)
         when a value does not convert: the caller goes record by record, for the error policy."""
         try:
@@ -311,18 +315,40 @@ class SinkAttempt(_Attempt):
         heads = [list(h) for h in cols.headers] if cols.headers is not None else [[] for _ in values]
         out.extend(map(SinkRecord, repeat(cols.topic), repeat(cols.partition), cols.offsets, cols.timestamps,
                        keys, values, heads))
-        raw.extend(zip(cols.keys, cols.values))
+        raw[0].extend(cols.keys)  # two list copies, not a tuple per record
+        raw[1].extend(cols.values)
         return True
 
-    def _commit(self, task: Any) -> None:
+    def _commit(self, task: Any, block: bool = True) -> None:
+        """Commit what the task has made durable: everything (``flush``) when ``block``, else what
+        its ``pre_commit`` says is durable already; the rest stays pending for the next time."""
         if not self.pending:
             return
         offsets = dict(self.pending)
-        self.errors.retry(task.flush, offsets)
+        if block:
+            self.errors.retry(task.flush, offsets)
+            ready = offsets
+        else:
+            done = self.errors.retry(task.pre_commit, offsets)
+            # Only offsets past what this worker's own puts started from: a mark a task kept from an
+            # earlier assignment of the partition must not move the group's offset back.
+            ready = {tp: o for tp, o in done.items() if tp in offsets and self.low[tp] < o <= offsets[tp]}
+            if not ready:
+                return
         if self.errors.producer is not None:
             self.errors.producer.flush(FLUSH_TIMEOUT_S)  # dead letters land before their offsets commit
-        self.consumer.commit(offsets)
+        self.consumer.commit(ready)
+        for tp, o in ready.items():
+            if self.pending.get(tp) == o:
+                del self.pending[tp]
+                del self.low[tp]
+            else:
+                self.low[tp] = o
+
+    def _forget(self) -> None:
+        """Partitions lost without a commit (another member has them now): their offsets are not ours."""
         self.pending.clear()
+        self.low.clear()
 
 
 class TaskSupervisor:

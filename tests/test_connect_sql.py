@@ -249,6 +249,48 @@ connectors:
     assert sorted(json.loads(r.value)["id"] for r in recs) == list(range(1, 801))
 
 
+def test_sink_task_fails_while_postgres_is_down_and_recovers_by_itself(broker, pg):
+    """Topic -> PostgreSQL while the database goes away: the sink task fails, restarts by itself
+    with backoff, and once the server is back the table ends with every row, each exactly once
+    (what was written before the failure but not committed as offsets is replayed and upserted)."""
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE sunk (id BIGINT PRIMARY KEY, v TEXT)")
+
+    def produce(ids: range) -> None:
+        with Producer(broker.bootstrap) as p:
+            for i in ids:
+                p.send("sunk", json.dumps({"id": i, "v": f"v{i}"}).encode(), key=str(i).encode())
+            p.flush()
+
+    yaml_text = f"""
+worker: {{bootstrap: "{broker.bootstrap}", rest_port: 0, offset_flush_interval_ms: 100}}
+connectors:
+  - name: sunk
+    class: postgres-sink
+    topics: [sunk]
+    key_converter: json
+    errors: {{retry_timeout_ms: 200, retry_backoff_max_ms: 100}}
+    restart: {{max_tries: 100, backoff_initial_ms: 100, backoff_max_ms: 300}}
+    config: {{dsn: "{pg.dsn}", table: sunk, insert_mode: upsert, pk_mode: record_key, pk_fields: [id],
+              batch_size: 500}}
+"""
+    produce(range(1, 2001))
+    with running_worker(yaml_text) as w:
+        wait_until(lambda: pg_count(pg.dsn, "sunk") == 2000, 60, "the first 2,000 rows")
+        pg.stop()
+        try:
+            produce(range(2001, 4001))
+            st = wait_until(lambda: (t := w.connector_status("sunk")["tasks"][0])["restarts"] >= 1 and t, 30,
+                            "the sink task to fail")
+            assert st["state"] in ("FAILED", "RESTARTING") and "postgres" in st["trace"]
+        finally:
+            pg.start()
+        wait_until(lambda: pg_count(pg.dsn, "sunk") == 4000, 60, "every row after the restart")
+        wait_until(lambda: w.connector_status("sunk")["tasks"][0]["state"] == "RUNNING", 30, "RUNNING again")
+    with psycopg.connect(pg.dsn) as c:
+        assert c.execute("SELECT id, v FROM sunk ORDER BY id").fetchall() == [(i, f"v{i}") for i in range(1, 4001)]
+
+
 def test_postgres_copy_from_columns_equals_psycopg_write_row(pg):
     """The column-at-a-time COPY text (pg_copy.py) stores exactly what psycopg's ``write_row``
     stores, escapes and NULLs included, in insert and upsert mode; types it does not format
@@ -342,3 +384,45 @@ def test_postgres_upsert_copies_straight_in_and_falls_back_on_existing_keys(pg):
         [(i, f"c{i}") for i in range(150, 200)] + [(i, f"d{i}") for i in range(200, 250)]
     with psycopg.connect(pg.dsn) as c:
         assert c.execute("SELECT id, v FROM up ORDER BY id").fetchall() == want
+
+
+def test_postgres_sink_pre_commit_returns_only_committed_offsets_without_waiting(pg):
+    """The worker's periodic offset commit asks ``pre_commit``: while a write is held up in the
+    database (here by a lock another session holds) it answers at once, with the offsets of the
+    earlier writes only; once the write committed it answers its offsets and starts writing the
+    buffered rest, whose offsets come with a later call; when nothing is left it answers all."""
+    import threading
+    import time
+    from connectors.api import SinkRecord, TaskContext
+    from connectors.builtin.postgres import PostgresSinkTask
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE gated (id BIGINT PRIMARY KEY, v TEXT)")
+    task = PostgresSinkTask()
+    task.initialize(TaskContext("g", 0, lambda p: None, lambda: False))
+    task.start({"dsn": pg.dsn, "table": "gated", "insert_mode": "upsert", "pk_mode": "record_key",
+                "pk_fields": ["id"], "auto_create": False, "delete_enabled": False, "batch_size": 3})
+    recs = [SinkRecord("t", 0, i, 0, i, {"v": f"v{i}"}) for i in range(5)]
+    tp, everything = ("t", 0), {("t", 0): 5}
+    locker = psycopg.connect(pg.dsn)
+    safety = threading.Timer(10, locker.rollback)  # were pre_commit to wait for the lock: fail, not hang
+    try:
+        task.put(recs[:1])
+        task.flush({tp: 1})
+        locker.execute("LOCK TABLE gated IN ACCESS EXCLUSIVE MODE")
+        safety.start()
+        task.put(recs[1:4])  # a full batch: written in the background, where it waits for the lock
+        task.put(recs[4:])
+        t0 = time.monotonic()
+        for _ in range(3):
+            assert task.pre_commit(everything) == {tp: 1}
+        assert time.monotonic() - t0 < 5
+        locker.rollback()  # the lock goes: the write commits
+        answers: list[dict] = []
+        wait_until(lambda: answers.append(dict(task.pre_commit(everything))) or answers[-1] == everything,
+                   timeout=10, what="pre_commit to report every offset")
+        assert [a for a in answers if a != {tp: 1}][0] == {tp: 4}  # that write's offsets, the last row in flight
+    finally:
+        safety.cancel()
+        locker.close()
+        task.close()
+    assert pg_count(pg.dsn, "gated") == 5

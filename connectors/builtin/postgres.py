@@ -227,6 +227,9 @@ class PostgresDialect(Dialect):
     def wait(self) -> None:
         self._settle()
 
+    def done(self) -> bool:
+        return self.job is None or self.job.done()
+
     def rollback(self) -> None:
         self._abandon()
         self.temp_tables = set()  # a staging table created in the rolled-back transaction is gone

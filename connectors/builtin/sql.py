@@ -139,6 +139,10 @@ class Dialect:
     def wait(self) -> None:
         """Block until the last ``commit_async`` is done; raise its error if it failed."""
 
+    def done(self) -> bool:
+        """Whether ``wait`` would return at once (the last ``commit_async`` has finished)."""
+        return True
+
     def classify(self, exc: BaseException) -> Exception:
         """A database exception as ``RetriableError`` (connection, lock, server gone) or
         ``ConnectError`` (the data or the schema is wrong: retrying will not help)."""

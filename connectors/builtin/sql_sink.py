@@ -8,6 +8,9 @@ two rows of one key in one statement), then a delete run, and so on.  A write's 
 the background (``Dialect.commit_async``: PostgreSQL's server finishes the upsert while the worker
 decodes the next batch); the next write and ``flush`` wait for it, and if it failed its records go
 back into the buffer, so ``flush`` returns only when everything put so far is committed.
+``pre_commit`` (the worker's periodic offset commit) does not wait: it returns the offsets that
+the confirmed writes cover, and when the database is idle it confirms the last write and starts
+writing what is buffered, so the worker keeps fetching and decoding meanwhile.
 
 Rows: a record's value must be an object (dict), its fields are the columns.  With
 ``pk_mode: record_key`` the key fills ``pk_fields`` (a scalar key the first one, an object key by
@@ -22,12 +25,19 @@ from __future__ import annotations
 import json
 import logging
 from itertools import groupby, repeat
+from operator import attrgetter
 from typing import Any, Mapping
 
 from ..api import ConnectError, SinkRecord, SinkTask
 from .sql import Dialect, columns_of
 
 log = logging.getLogger("fabric.connect.sql")
+
+_TP = attrgetter("topic", "partition")
+_OFFSET = attrgetter("offset")
+_TOPIC = attrgetter("topic")
+_VALUE = attrgetter("value")
+_KEY = attrgetter("key")
 
 
 def _json(v: Any) -> Any:
@@ -49,6 +59,8 @@ class SqlSinkTask(SinkTask):
         self.batch = config["batch_size"]
         self.buffer: list[SinkRecord] = []
         self.unconfirmed: list[SinkRecord] = []  # written, commit not yet confirmed (commit_async)
+        self.unconfirmed_marks: dict[tuple[str, int], int] = {}  # per partition: next offset after them
+        self.durable: dict[tuple[str, int], int] = {}  # per partition: next offset after the confirmed writes
         self.known: dict[str, list[str]] = {}
         self.db = self.dialect_class()
         self.db.connect(config)
@@ -56,7 +68,11 @@ class SqlSinkTask(SinkTask):
     def put(self, records: list[SinkRecord]) -> None:
         need_key = self.pk_mode == "record_key"
         deletes = self.config["delete_enabled"]
-        for r in records:  # each bad record fails here, alone, not the whole write
+        # The common batch, checked at C speed: every value an object, every key a scalar (when
+        # keys are needed).  Any other batch is checked record by record.
+        plain = set(map(type, map(_VALUE, records))) == {dict} and not (
+            need_key and ({type(None), dict} & set(map(type, map(_KEY, records)))))
+        for r in () if plain else records:  # each bad record fails here, alone, not the whole write
             v = r.value
             if type(v) is dict:
                 if need_key and (r.key is None or type(r.key) is dict):
@@ -81,6 +97,15 @@ class SqlSinkTask(SinkTask):
         self._write()
         self._confirm()
 
+    def pre_commit(self, offsets: Mapping[tuple[str, int], int]) -> Mapping[tuple[str, int], int]:
+        """What is committed in the database already, without waiting for it (see the module)."""
+        if not self.unconfirmed or self.db.done():
+            self._confirm()  # finished: returns at once (or raises the write's error, as flush would)
+            if not self.buffer:
+                return offsets  # everything put is committed, records the worker skipped included
+            self._write()  # the rest goes on in the background; its offsets commit next time
+        return {tp: o for tp, o in self.durable.items() if tp in offsets}
+
     def _confirm(self) -> None:
         """Wait for the last write's commit; if it failed, its records go back to the front of the
         buffer (written again by the next write), so none is ever lost or committed past."""
@@ -94,6 +119,7 @@ class SqlSinkTask(SinkTask):
             self._rollback_quietly()
             raise self.db.classify(exc) from exc
         self.unconfirmed = []
+        self.durable.update(self.unconfirmed_marks)
 
     def _key_fields(self, r: SinkRecord) -> dict[str, Any]:
         k = r.key
@@ -112,7 +138,13 @@ class SqlSinkTask(SinkTask):
         self._confirm()
         runs: list[tuple[str, str, list[SinkRecord]]] = []
         deletes = self.config["delete_enabled"]
-        for (topic, tombstone), group in groupby(self.buffer, lambda r: (r.topic, r.value is None)):
+        buf = self.buffer
+        topics = set(map(_TOPIC, buf))
+        if len(topics) == 1 and None not in map(_VALUE, buf):  # the common case, at C speed: one run
+            groups: Any = [((topics.pop(), False), buf)]
+        else:
+            groups = groupby(buf, lambda r: (r.topic, r.value is None))
+        for (topic, tombstone), group in groups:
             if tombstone and not deletes:
                 continue
             table = self.config["table"].replace("${topic}", topic)
@@ -136,6 +168,9 @@ class SqlSinkTask(SinkTask):
         except Exception as exc:
             self._rollback_quietly()
             raise self.db.classify(exc) from exc
+        # Records are in offset order within a partition: the last one of each is its highest.
+        marks = dict(zip(map(_TP, self.buffer), map(_OFFSET, self.buffer)))
+        self.unconfirmed_marks = {tp: o + 1 for tp, o in marks.items()}
         self.unconfirmed, self.buffer = self.buffer, []
 
     def _rollback_quietly(self) -> None:
