@@ -62,3 +62,34 @@ def test_acks_all_appends_and_queues_the_push_when_the_isr_is_large_enough():
     assert reps.append_produced(leader, batch(), 0, acks_all=True) == (0, 1)
     assert reps.append_produced(leader, batch(), 0, acks_all=True) == (2, 3)
     assert log.end_offset == 4 and [p.base_offset for p in reps.pushes] == [0, 2]
+
+
+def test_a_new_leader_answers_fetches_leader_not_available_until_its_hw_reaches_its_epoch_start():
+    """Leadership rule 4 (found by the cluster simulation, seed 0): a follower elected leader
+    starts with the HW it had as a follower, below the one its predecessor showed consumers; a
+    consumer must not see the HW go back, so fetches wait until it reaches the epoch's start."""
+    from fabric.broker.leadership import Leadership
+    from fabric.replication.image import BrokerInfo, MetadataImage
+    from fabric.replication.messages import ReplicaFetch
+
+    log = MemoryLog(LogConfig())
+    log.append(batch(), 0, leader_epoch=0)
+    log.append(batch(), 0, leader_epoch=0)
+
+    class Logs:  # what Leadership reads of a cluster broker's TopicManager
+        topics: dict = {}
+
+        def local(self, name, p):
+            return log
+
+    lead = Leadership(Logs(), lambda: BrokerInfo(1, "h", 1), 0)  # type: ignore[arg-type]
+    lead.replicas = ReplicaManager(1, ReplicationConfig())
+    a = PartitionAssignment(1, 1, (1, 2), (1, 2), 1)
+    brokers = {1: BrokerInfo(1, "h", 1), 2: BrokerInfo(2, "h", 2)}
+    lead.apply(MetadataImage(brokers, {"t": TopicImage("t", "tid", MappingProxyType({}), False, (a,))}), 0)
+    assert lead.leading("t", 0).high_watermark == 0  # (its HW as a follower; its epoch began at 4)
+    with pytest.raises(FabricError) as info:
+        lead.readable("t", 0)
+    assert info.value.name == "LEADER_NOT_AVAILABLE" and info.value.retriable
+    lead.replicas.leaders[("t", 0)].on_fetch(ReplicaFetch("tid", 0, 2, 1, 4, 0, 1 << 20), 10)
+    assert lead.readable("t", 0).high_watermark == 4
