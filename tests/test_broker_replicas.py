@@ -93,3 +93,21 @@ def test_a_new_leader_answers_fetches_leader_not_available_until_its_hw_reaches_
     assert info.value.name == "LEADER_NOT_AVAILABLE" and info.value.retriable
     lead.replicas.leaders[("t", 0)].on_fetch(ReplicaFetch("tid", 0, 2, 1, 4, 0, 1 << 20), 10)
     assert lead.readable("t", 0).high_watermark == 4
+
+
+def test_a_leader_whose_partition_goes_offline_is_offline_not_leader():
+    """Rule 5 (cluster simulation seed 545): the leader was cut off, every ISR member got fenced
+    and the partition went offline; its old leader dropped the replica but its state stayed
+    LEADER, so fetches were still served there with a stale high watermark."""
+    from fabric.replication.state import Role
+
+    reps = ReplicaManager(1, ReplicationConfig(), default_min_isr=1)
+    a = PartitionAssignment(1, 3, (1, 2, 3), (1, 2, 3), 5)
+    topic = TopicImage("orders", "tid", MappingProxyType({}), False, (a,))
+    log, state = MemoryLog(LogConfig()), PartitionState(1)
+    reps.assign("orders", 0, topic, a, log, state, 0)
+    assert state.role is Role.LEADER
+    offline = PartitionAssignment(-1, 4, (1, 2, 3), (1,), 6)
+    reps.assign("orders", 0, topic, offline, log, state, 10)
+    assert state.role is Role.OFFLINE and state.leader is None
+    assert reps.leaders == {} and reps.followers == {}

@@ -21,6 +21,9 @@ Rules:
    an ISR below ``min_insync_replicas`` is refused before anything is appended
    (``append_produced``: NOT_ENOUGH_REPLICAS).  Here, not in the request handler, so the
    simulation (``fabric.testing.cluster_sim``) runs the very decisions the broker makes.
+5. A partition that goes offline (no leader) is OFFLINE here too, whatever this broker was: a
+   dropped leader's state must not stay LEADER, or ``Leadership.leading`` would go on serving
+   fetches (with a stale high watermark) for a partition nobody leads (cluster simulation seed 545).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from ..replication.image import NO_LEADER, MetadataImage, PartitionAssignment, T
 from ..replication.leader import IsrChange, LeaderReplica
 from ..replication.messages import Push, ReplicaAck, ReplicaFetch
 from ..protocol.errors import FabricError
-from ..replication.state import PartitionState
+from ..replication.state import PartitionState, Role
 
 log = logging.getLogger("fabric.broker.replicas")
 
@@ -80,6 +83,7 @@ class ReplicaManager:
         follower = self.followers.get(key)
         if a.leader == NO_LEADER:
             self._drop(key)
+            state.role, state.leader = Role.OFFLINE, None  # rule 5: no fetch is served as its leader any more
             return
         if follower is not None and follower.leader == a.leader and follower.leader_epoch == a.leader_epoch \
                 and follower.log is plog:

@@ -81,3 +81,25 @@ def test_the_simulator_catches_an_unclean_election(monkeypatch):
             if "no convergence" not in str(e):
                 caught.append(str(e))
     assert caught, "no seed of 40 noticed unclean elections"
+
+
+def test_seed_545_an_offline_partition_is_not_served_by_its_last_leader(monkeypatch):
+    """Found by ``tools/sim.py --model cluster`` at seed 545: a link cut and session expiries
+    fenced every ISR member, the partition went offline, and its last leader (replica dropped,
+    state still LEADER) went on answering fetches with a high watermark below one a consumer had
+    seen.  ``ReplicaManager.assign`` now makes the state OFFLINE (its rule 5); without that the
+    seed fails again."""
+    run_cluster_chaos(545)
+    from fabric.broker import replicas
+
+    original = replicas.ReplicaManager.assign
+
+    def old_assign(self, name, p, topic, a, plog, state, now_ms):
+        if a.leader == -1:
+            self._drop((name, p))
+            return None
+        return original(self, name, p, topic, a, plog, state, now_ms)
+
+    monkeypatch.setattr(replicas.ReplicaManager, "assign", old_assign)
+    with pytest.raises(ClusterViolation, match="saw the high watermark go back"):
+        run_cluster_chaos(545)
