@@ -12,8 +12,9 @@ partitions (RF 3, ``min_insync_replicas`` 2) and answer a producer's ``acks=all`
 
 Faults, every choice from ``random.Random(seed)``: drops and delays on every channel, reordering
 and duplication of Raft messages and of pushes (PUB/SUB), network partitions (one node isolated,
-or one link cut), process kills (unsynced Raft writes lost; a partition log keeps what was
-written, as a killed process's page cache does), power losses (every unflushed partition-log
+or one link cut), pauses (SIGSTOP: no timers, messages wait; then SIGCONT), process kills
+(unsynced Raft writes lost; a partition log keeps what was written, as a killed process's page
+cache does), quick restarts, power losses (every unflushed partition-log
 byte lost too) and restarts.  A power loss strikes only a fully replicated cluster (every node up,
 every ISR complete), as acknowledged-but-unflushed data would otherwise be lost by design with
 two losses in a row (replication, not fsync, is what ``acks=all`` promises: Kafka's trade-off).
@@ -69,8 +70,10 @@ class ClusterSim:
         self._log = log
         self._cid = 0
         self._roles: dict[int, Any] = {}
+        self.paused: dict[int, list[tuple[str, Any, Any, Any]]] = {}  # SIGSTOPped node -> what waits for it
         self.produced: dict[int, tuple[tuple[str, int], bytearray]] = {}  # cid -> what it sent
-        self.stats = {"acked": 0, "refused": 0, "kills": 0, "power_losses": 0, "partitions": 0, "timeouts": 0}
+        self.stats = {"acked": 0, "refused": 0, "kills": 0, "power_losses": 0, "partitions": 0, "timeouts": 0,
+                      "pauses": 0, "bounces": 0}
         for i in self.ids:
             self.start(i)
 
@@ -98,6 +101,7 @@ class ClusterSim:
         """Kill ``node_id``'s process (``power``: the machine loses power, unflushed log bytes too)."""
         if self.nodes.pop(node_id, None) is None:
             return
+        self.paused.pop(node_id, None)
         self.storages[node_id].crash()
         disk = self.disks[node_id]
         for key, plog in disk.items():
@@ -111,6 +115,23 @@ class ClusterSim:
             if not self.cut_between(node_id, other.id):
                 other.peer_died(node_id, self.now)
                 self._route(other)
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP: the process neither runs its timers nor reads its sockets (what others send
+        waits in its buffers); its connections stay open, so nobody is told."""
+        if node_id in self.nodes and node_id not in self.paused:
+            self.paused[node_id] = []
+            self.stats["pauses"] += 1
+            self.log(f"pause {node_id}")
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT: the process runs again and reads everything that waited, in order."""
+        backlog = self.paused.pop(node_id, None)
+        if backlog is None:
+            return
+        self.log(f"resume {node_id} ({len(backlog)} messages waited)")
+        for channel, src, dst, envelope in backlog:
+            self._deliver(channel, src, dst, envelope)
 
     def fully_replicated(self) -> bool:
         """Every node up and in the ISR of every partition, by the newest committed metadata."""
@@ -165,6 +186,9 @@ class ClusterSim:
             return  # (the sender died: its connections went with it)
         if dst == CLIENT:
             self._on_reply(message)
+            return
+        if dst in self.paused:
+            self.paused[dst].append((channel, src, dst, envelope))  # (held in its socket buffers)
             return
         node = self.nodes.get(dst)
         if node is None or self.incarnation[dst] != dst_inc:
@@ -226,6 +250,8 @@ class ClusterSim:
             for env in net.deliver():
                 self._deliver(channel, env.src, env.dst, env.message)
         for node in list(self.nodes.values()):
+            if node.id in self.paused:
+                continue
             before = (node.raft.role, node.raft.term)
             node.tick(self.now)
             self._route(node)
@@ -251,7 +277,8 @@ class ClusterSim:
             key = (TOPIC, p)
             self.check.check_partition(key, self.nodes.values())
             for node in self.nodes.values():
-                self.check.consumer_fetch(key, node)
+                if node.id not in self.paused:
+                    self.check.consumer_fetch(key, node)
 
     def run(self, ms: int, produce_every_ms: int = 0) -> None:
         end = self.now + ms
@@ -315,7 +342,7 @@ def run_cluster_chaos(seed: int, *, phases: int = 5, log: Callable[[str], None] 
     sim.create_topic()
     sim.run(2000, produce_every_ms=50)
     for _ in range(phases):
-        fault = pick.choice(["isolate", "cut", "kill", "kill", "power", "restart", "heal", "none"])
+        fault = pick.choice(["isolate", "cut", "kill", "kill", "power", "restart", "heal", "none", "pause", "bounce"])
         victim = pick.choice(sim.ids)
         if pick.random() < 0.5:  # half the time a leader: of the controller, or of a partition
             leaders = [n.id for n in sim.nodes.values() if n.raft.role is Role.LEADER or n.replicas.leaders]
@@ -333,7 +360,16 @@ def run_cluster_chaos(seed: int, *, phases: int = 5, log: Callable[[str], None] 
                 sim.start(i)
         elif fault == "heal":
             sim.heal()
+        elif fault == "pause":
+            sim.pause(victim)
+        elif fault == "bounce":  # killed and started again at once (within the controller's grace, often)
+            sim.crash(victim, power=sim.fully_replicated() and pick.random() < 0.5)
+            sim.run(pick.choice([0, 100, 400, 800]), produce_every_ms=50)
+            sim.start(victim)
+            sim.stats["bounces"] += 1
         sim.run(pick.randrange(300, 4000), produce_every_ms=pick.choice([20, 50, 200]))
+        for paused in list(sim.paused):
+            sim.resume(paused)
     sim.heal()
     for i in sim.ids:
         sim.start(i)

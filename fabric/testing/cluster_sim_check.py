@@ -110,8 +110,11 @@ class ClusterChecker:
     def ack(self, key: tuple[str, int], base: int, batch: bytes, nodes: Iterable["SimNode"]) -> None:
         """A producer got ``acks=all`` for ``batch`` at ``base``: from now on rule 6 holds for it."""
         self.acked.setdefault(key, {})[base] = batch
-        self._newest.pop(key, None)  # (checked against the newest leader at the next step)
         self.check_partition(key, nodes)
+        newest = self._newest.get(key)
+        if newest is not None and not newest.closed and not _log_holds(newest.log, base, batch):
+            self.fail(f"{key}: acknowledged batch at {base} is missing from the leader of epoch "
+                      f"{newest.leader_epoch} (log end {newest.log.end_offset})")
 
     def check_partition(self, key: tuple[str, int], nodes: Iterable["SimNode"]) -> None:
         leaders: dict[int, LeaderReplica] = {}

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import pytest
 
-from fabric.testing.cluster_sim import PARTITIONS, TOPIC, ClusterViolation, run_cluster_chaos
+from fabric.protocol.errors import FabricError
+from fabric.replication.config import ReplicationConfig
+from fabric.testing.cluster_sim import PARTITIONS, TOPIC, ClusterSim, ClusterViolation, run_cluster_chaos
+from fabric.testing.cluster_sim_node import SimConfig
 from fabric.testing.seeds import seeds
 
 pytestmark = pytest.mark.sim
@@ -83,23 +86,45 @@ def test_the_simulator_catches_an_unclean_election(monkeypatch):
     assert caught, "no seed of 40 noticed unclean elections"
 
 
-def test_seed_545_an_offline_partition_is_not_served_by_its_last_leader(monkeypatch):
-    """Found by ``tools/sim.py --model cluster`` at seed 545: a link cut and session expiries
-    fenced every ISR member, the partition went offline, and its last leader (replica dropped,
-    state still LEADER) went on answering fetches with a high watermark below one a consumer had
-    seen.  ``ReplicaManager.assign`` now makes the state OFFLINE (its rule 5); without that the
-    seed fails again."""
-    run_cluster_chaos(545)
-    from fabric.broker import replicas
+def test_seed_545_scenario_an_offline_partition_is_not_served_by_its_last_leader():
+    """Found by ``tools/sim.py --model cluster`` at seed 545 (before pauses and quick restarts
+    joined the faults): every ISR member was fenced, the partition went offline, and its last
+    leader (replica dropped, state still LEADER) went on answering fetches with a high watermark
+    below one a consumer had seen.  The same state reached by hand, deterministically: the
+    leader's followers fall out of its ISR, then the leader, the last in-sync replica, asks for a
+    controlled shutdown, so the controller takes the partition offline; while the leader's own
+    metadata says so, its fetch path must answer NOT_LEADER (``ReplicaManager`` rule 5)."""
+    config = SimConfig(replication=ReplicationConfig(replica_lag_ms=1_000, replica_fetch_idle_ms=100,
+                                                     replica_fetch_timeout_ms=300))
+    sim = ClusterSim(545, config=config)
+    sim.run(3000)
+    sim.create_topic()
+    sim.run(2000, produce_every_ms=50)
+    key = (TOPIC, 0)
+    lead = next(n.id for n in sim.nodes.values() if key in sim.nodes[n.id].replicas.leaders)
 
-    original = replicas.ReplicaManager.assign
+    def committed_partition():
+        state = max((n.service.state for n in sim.nodes.values()), key=lambda s: s.offset)
+        return state.topics[TOPIC].partitions[0]
 
-    def old_assign(self, name, p, topic, a, plog, state, now_ms):
-        if a.leader == -1:
-            self._drop((name, p))
-            return None
-        return original(self, name, p, topic, a, plog, state, now_ms)
-
-    monkeypatch.setattr(replicas.ReplicaManager, "assign", old_assign)
-    with pytest.raises(ClusterViolation, match="saw the high watermark go back"):
-        run_cluster_chaos(545)
+    for other in sim.ids:  # replication from the leader stops: its followers leave its ISR
+        if other != lead:
+            for channel in ("repl", "pub"):
+                sim.nets[channel].cut(lead, other)
+    for _ in range(800):
+        sim.step()
+        if committed_partition().isr == [lead]:
+            break
+    assert committed_partition().isr == [lead], sim
+    sim.nodes[lead].link.request_shutdown()  # no other ISR member can lead: the partition goes offline
+    offline_seen = 0
+    for _ in range(500):
+        sim.step()
+        node = sim.nodes[lead]
+        if node.link.state.topics[TOPIC].partitions[0].leader == -1:
+            offline_seen += 1
+            with pytest.raises(FabricError) as info:
+                node.leadership.readable(*key)
+            assert info.value.name == "NOT_LEADER"
+    assert offline_seen, "the old leader never applied the offline partition"
+    sim.check.check_partition(key, sim.nodes.values())
