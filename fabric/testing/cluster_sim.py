@@ -333,8 +333,12 @@ def run_cluster_chaos(seed: int, *, phases: int = 5, log: Callable[[str], None] 
     invariant or when the healed cluster does not converge within ``CONVERGE_MS``."""
     pick = random.Random(seed)
     lag = pick.choice([1_000, 3_000, ReplicationConfig().replica_lag_ms])
+    more = random.Random(seed + 0xC0FFEE)  # (choices added later draw here, so older seeds replay unchanged)
     config = SimConfig(replication=ReplicationConfig(replica_lag_ms=lag, replica_fetch_idle_ms=pick.choice([100, 500]),
-                                                     replica_fetch_timeout_ms=pick.choice([300, 2_000])))
+                                                     replica_fetch_timeout_ms=pick.choice([300, 2_000])),
+                       # the metadata log compacted rarely and read a few records per fetch, as a restarted
+                       # broker meets it in production (10,000 records between snapshots, 2,000 per fetch)
+                       snapshot_every=more.choice([200, 5_000]), fetch_entries_max=more.choice([3, 2_000]))
     sim = ClusterSim(seed, drop=pick.choice([0.0, 0.01, 0.05]), delay_ms=(1, pick.choice([5, 20, 60])),
                      reorder=pick.random() < 0.5, duplicate=pick.choice([0.0, 0.05]),
                      pub_drop=pick.choice([0.0, 0.1, 0.3]), config=config, log=log)

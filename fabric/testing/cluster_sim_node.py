@@ -58,9 +58,10 @@ class SimConfig:
 
     def __init__(self, raft: RaftConfig = RaftConfig(), logic: LogicConfig = LogicConfig(min_insync_replicas=2),
                  link: LinkConfig = LinkConfig(), replication: ReplicationConfig = ReplicationConfig(),
-                 snapshot_every: int = 200, produce_timeout_ms: int = 5_000) -> None:
+                 snapshot_every: int = 200, produce_timeout_ms: int = 5_000, fetch_entries_max: int = 2_000) -> None:
         self.raft, self.logic, self.link, self.replication = raft, logic, link, replication
         self.snapshot_every, self.produce_timeout_ms = snapshot_every, produce_timeout_ms
+        self.fetch_entries_max = fetch_entries_max  # small: a restarted broker catches up in many steps
 
 
 class _Logs:
@@ -96,6 +97,7 @@ class SimNode:
         state = MetadataState()
         logic = ControllerLogic(state, config.logic, new_topic_id=lambda: f"{rng.getrandbits(64):016x}")
         self.service = ControllerService(raft, state, logic, snapshot_every=config.snapshot_every)
+        self.service.fetch_entries_max = config.fetch_entries_max
         self.link = ControllerLink(node_id, voters, {"host": "127.0.0.1", "port": 9000 + node_id,
                                                      "pub_port": 9100 + node_id, "rack": None},
                                    incarnation, config.link)
