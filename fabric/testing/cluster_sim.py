@@ -134,8 +134,9 @@ class ClusterSim:
             self._deliver(channel, src, dst, envelope)
 
     def fully_replicated(self) -> bool:
-        """Every node up and in the ISR of every partition, by the newest committed metadata."""
-        if len(self.nodes) != len(self.ids):
+        """Every node up, reachable and running, and in the ISR of every partition by the newest
+        committed metadata."""
+        if len(self.nodes) != len(self.ids) or self.paused or any(net._cut for net in self.nets.values()):
             return False
         state = max((n.service.state for n in self.nodes.values()), key=lambda s: s.offset)
         topic = state.topics.get(TOPIC)
