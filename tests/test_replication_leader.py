@@ -222,3 +222,24 @@ def test_malformed_messages_raise_value_error(mutate):
 def test_from_wire_rejects_what_is_not_a_message(bad):
     with pytest.raises(ValueError):
         from_wire(bad)
+
+
+def test_a_follower_dropped_for_lag_is_not_proposed_back_until_it_catches_up_again():
+    """Regression (cluster simulation, the seed 545 scenario): the leader's followers stopped
+    fetching at the HW; each tick the leader removed the one that lagged longest and proposed the
+    other back (its last reported log end still equalled the HW), so the ISR flapped between two
+    silent followers, a partition-epoch bump every retry, and acks=all was accepted but never
+    committed."""
+    lead = make_leader()
+    lead.append(batch(4), 0)
+    lead.on_fetch(fetch(2, 4, last_epoch=1), 100)
+    lead.on_fetch(fetch(3, 4, last_epoch=1), 200)  # both caught up; then both go silent
+    change = lead.tick(1_150)
+    assert change is not None and change.isr == {1, 3}  # 2 lagged more than replica_lag_ms
+    lead.set_isr(change.isr, partition_epoch=1)
+    change = lead.tick(1_250)
+    assert change is not None and change.isr == {1}  # 3 too, and 2 is not proposed back
+    lead.set_isr(change.isr, partition_epoch=2)
+    assert lead.tick(2_000) is None
+    lead.on_fetch(fetch(2, 4, last_epoch=1), 2_100)  # 2 fetches again, caught up: back it comes
+    assert lead.tick(2_100) == IsrChange("t", 0, 1, 2, frozenset({1, 2}))

@@ -198,29 +198,20 @@ class Handlers:
         results: list[dict[str, Any]] = []
         waiting: list[tuple[int, str, int, Any, int]] = []
         touched = []
-        leaders = node.replicas.leaders
         for target, frame in zip(req.batches, payload):
             key = (target.topic, target.partition)
             try:
-                leader = leaders.get(key)
-                if leader is None or leader.closed:
+                leader = node.replicas.produce_leader(key, lease)
+                if leader is None:
                     core.leadership.leading(target.topic, target.partition)  # raises, saying who leads
                     raise FabricError("NOT_LEADER", f"{target.topic}-{target.partition} has no leader here")
-                if not lease:
-                    raise FabricError("NOT_LEADER", "this broker lost contact with the controller: its leaderships "
-                                                    "may have moved; refresh metadata")
                 if core.leadership.image.topics[target.topic].internal:
                     raise FabricError("POLICY_VIOLATION", f"{target.topic!r} is internal: only the broker writes it")
                 plog = leader.log
                 h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
                                    limits.batch_records_max)
-                if req.acks == -1 and len(leader.isr) < leader.min_insync_replicas:
-                    raise FabricError("NOT_ENOUGH_REPLICAS",
-                                      f"{target.topic}-{target.partition}: ISR {sorted(leader.isr)} is below "
-                                      f"min_insync_replicas {leader.min_insync_replicas}; nothing was written")
                 batch = bytearray(frame)
-                base, last = leader.append(batch, now.wall_ms)
-                node.replicas.pushes.append(leader.push(base, batch))
+                base, last = node.replicas.append_produced(leader, batch, now.wall_ms, acks_all=req.acks == -1)
                 c = core.metrics.partition(target.topic, target.partition)
                 c.batches_in += 1
                 c.records_in += h.record_count

@@ -14,11 +14,19 @@ Rules:
    (or unknown broker) registers again with a new incarnation.
 3. When a reply says the committed metadata is ahead of what this broker applied, it fetches
    records from that offset and applies them in order to its own ``MetadataState``; every applied
-   batch yields a new ``MetadataImage`` (``image_changed``).
+   batch yields a new ``MetadataImage`` (``image_changed``; once caught up, rule 5).
 4. ``lease_valid(now_ms)``: true while a heartbeat was answered within the session timeout.  A
    broker whose lease ran out has been (or is about to be) fenced; it stops acknowledging as a
    leader until a heartbeat is answered again (a paused or partitioned leader never acts on a stale
    belief).
+5. No image is reported (``image_changed``) before the applied metadata holds this process's own
+   registration (``caught_up``): everything before it describes the cluster as this broker's
+   previous incarnation left it, leaderships included, and a restarted broker that acted on it
+   (catching up in several fetches of ``FETCH_ENTRIES_MAX`` records) led partitions at epochs
+   already moved on, with a log that lost its unflushed tail: followers of that epoch truncated
+   committed records to match it (found by the cluster simulation).  The controller moves the old
+   incarnation's leaderships before the registration record, so the first image reported is
+   already without them.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class ControllerLink:
         self._last_ok_ms = -(1 << 62)
         self._committed = 0
         self.image_changed = False
+        self._unreported = False  # records applied while not ``caught_up`` (rule 5)
         self._shutdown_requested = False
         self._next_hello = 0
         self.shutdown_done = False
@@ -72,6 +81,12 @@ class ControllerLink:
     @property
     def offset(self) -> int:
         return self.state.offset
+
+    @property
+    def caught_up(self) -> bool:
+        """Rule 5: the applied metadata holds this incarnation's registration."""
+        b = self.state.brokers.get(self.broker_id)
+        return b is not None and b.incarnation >= self.incarnation
 
     def lease_valid(self, now_ms: int) -> bool:
         """Rule 4."""
@@ -196,7 +211,7 @@ class ControllerLink:
         snapshot = reply.get("snapshot")
         if snapshot is not None:
             self.state = MetadataState.from_snapshot(snapshot)
-            self.image_changed = True
+            self._unreported = True
         for index, data in reply.get("records", ()):
             if index <= self.state.offset:
                 continue
@@ -208,4 +223,6 @@ class ControllerLink:
             except (RecordError, FabricError, ValueError, KeyError) as exc:
                 log.error("metadata record %d could not be applied: %s", index, exc)
                 self.state.offset = index
-            self.image_changed = True
+            self._unreported = True
+        if self._unreported and self.caught_up:  # rule 5
+            self.image_changed, self._unreported = True, False

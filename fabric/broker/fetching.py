@@ -321,7 +321,7 @@ class Fetcher:
             data = b""
             try:
                 plog = self.topics.partition(fp.topic, fp.partition)
-                hw = self.leadership.leading(fp.topic, fp.partition).high_watermark
+                hw = self.leadership.readable(fp.topic, fp.partition).high_watermark
                 meta["high_watermark"] = hw
                 meta["log_start_offset"] = plog.start_offset
                 remaining = req.max_bytes - total

@@ -17,6 +17,10 @@ Rules:
 3. On a single node the leader is the whole ISR, so its high watermark is its log end: every
    append reports the new log end (``appended``) and the watermark follows at once
    (``PartitionState.leader_appended``).  A fetch reads up to the watermark, never the log end.
+4. A consumer never sees the high watermark go back: a new cluster leader's watermark starts at
+   the one it had as a follower, which may be below the one its predecessor showed consumers, so
+   until it reaches the offset where its epoch began a fetch is answered LEADER_NOT_AVAILABLE
+   (``readable``; KRaft's rule).  Found by the cluster simulation (``fabric/testing/cluster_sim.py``).
 """
 
 from __future__ import annotations
@@ -103,6 +107,19 @@ class Leadership:
             return held[1]
         self.check_leader(topic, p)  # raises, saying who leads
         raise FabricError("NOT_LEADER", f"{topic}-{p} is not led by broker {self.node_id}")
+
+    def readable(self, topic: str, p: int) -> PartitionState:
+        """The partition's state for a consumer's fetch (rule 4): ``leading``, and in a cluster
+        LEADER_NOT_AVAILABLE (retriable) while this leader's high watermark is still below the
+        offset where its leader epoch began (``LeaderReplica.visible_high_watermark``)."""
+        state = self.leading(topic, p)
+        if self.replicas is not None:
+            leader = self.replicas.leaders.get((topic, p))
+            if leader is not None and leader.visible_high_watermark is None:
+                raise FabricError("LEADER_NOT_AVAILABLE",
+                                  f"{topic}-{p}: the new leader (epoch {state.leader_epoch}) has not yet confirmed "
+                                  f"what its predecessor committed; retry")
+        return state
 
     def state(self, topic: str, p: int) -> PartitionState:
         held = self._states.get((topic, p))

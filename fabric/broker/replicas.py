@@ -16,6 +16,14 @@ Rules:
 3. ``pushes`` collects what leaders appended this turn; the shell publishes and clears it.
    ``outgoing`` collects follower messages per leader broker id.  Both are bounded by what one
    loop turn produces.
+4. A produce is appended only by an open leader replica of a broker whose lease is valid
+   (``produce_leader``: NOT_LEADER otherwise, see ``controller_link`` rule 4); ``acks=all`` with
+   an ISR below ``min_insync_replicas`` is refused before anything is appended
+   (``append_produced``: NOT_ENOUGH_REPLICAS).  Here, not in the request handler, so the
+   simulation (``fabric.testing.cluster_sim``) runs the very decisions the broker makes.
+5. A partition that goes offline (no leader) is OFFLINE here too, whatever this broker was: a
+   dropped leader's state must not stay LEADER, or ``Leadership.leading`` would go on serving
+   fetches (with a stale high watermark) for a partition nobody leads (cluster simulation seed 545).
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from ..replication.follower import FollowerReplica
 from ..replication.image import NO_LEADER, MetadataImage, PartitionAssignment, TopicImage
 from ..replication.leader import IsrChange, LeaderReplica
 from ..replication.messages import Push, ReplicaAck, ReplicaFetch
-from ..replication.state import PartitionState
+from ..protocol.errors import FabricError
+from ..replication.state import PartitionState, Role
 
 log = logging.getLogger("fabric.broker.replicas")
 
@@ -74,6 +83,7 @@ class ReplicaManager:
         follower = self.followers.get(key)
         if a.leader == NO_LEADER:
             self._drop(key)
+            state.role, state.leader = Role.OFFLINE, None  # rule 5: no fetch is served as its leader any more
             return
         if follower is not None and follower.leader == a.leader and follower.leader_epoch == a.leader_epoch \
                 and follower.log is plog:
@@ -95,6 +105,34 @@ class ReplicaManager:
         if leader is not None:
             self.closing.extend(leader.close())
         self.followers.pop(key, None)
+
+    # ------------------------------------------------------------------ produce (rule 4)
+    def produce_leader(self, key: Key, lease_valid: bool) -> LeaderReplica | None:
+        """The leader replica that may append a produce to ``key`` now; None when this broker
+        does not lead it (or that leadership ended): the caller says who does.  NOT_LEADER when
+        it leads but its lease ran out: the controller may have moved the partition already."""
+        leader = self.leaders.get(key)
+        if leader is None or leader.closed:
+            return None
+        if not lease_valid:
+            raise FabricError("NOT_LEADER", "this broker lost contact with the controller: its leaderships "
+                                            "may have moved; refresh metadata")
+        return leader
+
+    def append_produced(self, leader: LeaderReplica, batch: bytearray, now_ms: int, acks_all: bool
+                        ) -> tuple[int, int]:
+        """Append a validated produced batch through ``leader`` and queue its push; returns
+        ``(base_offset, last_offset)``.  ``acks_all``: NOT_ENOUGH_REPLICAS, nothing appended,
+        when the ISR is below ``min_insync_replicas`` (the caller then parks the reply on a token
+        with ``leader.wait``)."""
+        if acks_all and len(leader.isr) < leader.min_insync_replicas:
+            name, p = self.key_of(leader.topic_id, leader.partition) or (leader.topic_id, leader.partition)
+            raise FabricError("NOT_ENOUGH_REPLICAS",
+                              f"{name}-{p}: ISR {sorted(leader.isr)} is below "
+                              f"min_insync_replicas {leader.min_insync_replicas}; nothing was written")
+        base, last = leader.append(batch, now_ms)
+        self.pushes.append(leader.push(base, batch))
+        return base, last
 
     # ------------------------------------------------------------------ lookups
     def key_of(self, topic_id: str, partition: int) -> Key | None:

@@ -68,6 +68,7 @@ class ControllerService:
         self._lost: dict[int, int] = {}  # broker id -> when its connection closed (not heard since)
         self.lost_grace_ms = 500
         self._since_snapshot = 0
+        self.fetch_entries_max = FETCH_ENTRIES_MAX  # records per metadata_fetch reply (the sim makes it small)
 
     # ------------------------------------------------------------------ Raft plumbing
     @property
@@ -221,7 +222,7 @@ class ControllerService:
         commit = self.raft.commit_index
         if offset >= commit:
             return {"records": [], "offset": offset, "committed": commit, "leader_id": self.leader_id}
-        entries = self.raft.entries(offset + 1, FETCH_ENTRIES_MAX)
+        entries = self.raft.entries(offset + 1, self.fetch_entries_max)
         if entries is None:
             return {"snapshot": self.state.to_snapshot(), "offset": self.state.offset, "committed": commit,
                     "leader_id": self.leader_id}

@@ -212,7 +212,8 @@ class LeaderReplica:
             return None
         st = self.state
         isr = st.isr
-        proposed = (isr - st.isr_shrink_candidates(now_ms, self.config.replica_lag_ms)) | st.isr_expand_candidates()
+        lag = self.config.replica_lag_ms
+        proposed = (isr - st.isr_shrink_candidates(now_ms, lag)) | st.isr_expand_candidates(now_ms, lag)
         if proposed == isr:
             self._proposal = None
             return None

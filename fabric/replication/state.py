@@ -26,7 +26,9 @@ Rules
    time of that previous fetch.  A follower cannot be ahead of the leader: such a fetch is refused
    (OFFSET_OUT_OF_RANGE).
 5. ISR expansion: a follower outside the ISR joins when its log end >= HW and >= the offset where
-   the leader's epoch started (so it holds everything this leader wrote).  Checked on every fetch.
+   the leader's epoch started (so it holds everything this leader wrote).  Checked on every fetch;
+   checked on a timer (the controller's proposals), it must also have been caught up within
+   ``replica_lag_ms`` (so what rule 6 removes is not proposed back until it fetches again).
 6. ISR shrink: a follower that has not been caught up for more than ``replica_lag_ms`` leaves.
    Checked by the shell on a timer (``maybe_shrink_isr``).  Removing members can only raise HW.
 7. On ``become_leader`` every ISR member counts as caught up *now* (it has ``replica_lag_ms`` to
@@ -162,11 +164,17 @@ class PartitionState:
         self.isr = self.isr | {replica}
         return True
 
-    def isr_expand_candidates(self) -> frozenset[int]:
-        """Rule 5 as a question: the followers outside the ISR that may join it now."""
+    def isr_expand_candidates(self, now_ms: int | None = None, replica_lag_ms: int | None = None) -> frozenset[int]:
+        """Rule 5 as a question: the followers outside the ISR that may join it now.  Asked on a
+        timer (``now_ms`` and ``replica_lag_ms`` given), a follower must also have been caught up
+        within ``replica_lag_ms`` (not a shrink candidate): its log end is what it last reported,
+        and a follower that stopped fetching at the HW would otherwise be proposed back at once
+        after leaving for lag (cluster simulation: the ISR flapped between two dead followers)."""
         self._require_leader()
         return frozenset(r for r, p in self.followers.items() if r not in self.isr and p.log_end >= 0
-                         and p.log_end >= self.high_watermark and p.log_end >= self.epoch_start_offset)
+                         and p.log_end >= self.high_watermark and p.log_end >= self.epoch_start_offset
+                         and (now_ms is None or replica_lag_ms is None
+                              or now_ms - p.last_caught_up_ms <= replica_lag_ms))
 
     def isr_shrink_candidates(self, now_ms: int, replica_lag_ms: int) -> frozenset[int]:
         """Rule 6 as a question: the ISR followers not caught up for more than ``replica_lag_ms``."""
