@@ -64,7 +64,8 @@ def run_system(name: str, args: argparse.Namespace) -> dict[str, Any]:
             log.warning("%s e2e: p50 %.2f p99 %.2f ms", name, out["e2e"]["latency_ms"]["p50"],
                         out["e2e"]["latency_ms"]["p99"])
         if "failover" in args.phases and args.kills > 0:
-            run = Failover(workdir / "failover", kills=args.kills, rate=args.failover_rate, stall_s=args.stall_s)
+            run = Failover(workdir / "failover", kills=args.kills, rate=args.failover_rate, stall_s=args.stall_s,
+                           restart_delay_s=args.restart_after)
             out["failover"] = system.failover(run)
             f = out["failover"]
             log.warning("%s failover: p50 %s max %s, stalls %d, check %s", name, f["failover_p50_s"],
@@ -131,6 +132,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kills", type=int, default=20, help="leader kills of the failover test (0: skip)")
     p.add_argument("--failover-rate", type=int, default=2000, help="records/s of the steady load while killing")
     p.add_argument("--stall-s", type=float, default=60.0, help="a kill not recovered within this is a stall")
+    p.add_argument("--restart-after", type=float, metavar="S",
+                   help="Fabric: restart the victim S seconds after the kill, during the failover "
+                        "(default: once the failover is measured)")
     p.add_argument("--scale-out", action="store_true", help="issue 16's scale-out figures instead (Fabric only)")
     p.add_argument("--cpu", type=float, default=0.5, help="scale-out: CPUs per broker (cgroup cpu.max)")
     p.add_argument("--workdir", help="parent of the temporary directories")

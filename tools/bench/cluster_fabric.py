@@ -176,8 +176,12 @@ class FabricCluster:
                 self._expected_up = set(self.nodes) - {plan.victim}
                 t_kill = time.monotonic()
                 self.kill(plan.victim)
+                if run.restart_delay_s is not None:  # restart while the cluster still elects
+                    time.sleep(run.restart_delay_s)
+                    self.start_node(plan.victim)
                 run.measure(plan, t_kill, lambda: self._diagnose())
-                self.start_node(plan.victim)
+                if run.restart_delay_s is None:
+                    self.start_node(plan.victim)
                 self._expected_up = set(self.nodes)
                 run.record_in_sync(self.wait(self.in_sync, "in sync after restart", run.stall_s), plan)
                 run.wait_flowing(range(self.partitions))

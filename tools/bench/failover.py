@@ -45,6 +45,7 @@ class Failover:
     kills: int = 20
     rate: int = 2000  # records per second of the steady load
     stall_s: float = 60.0
+    restart_delay_s: float | None = None  # restart the victim this long after the kill (None: once measured)
     ack_log: Path = field(init=False)
     stop_file: Path = field(init=False)
     tail: AckTail = field(init=False)
