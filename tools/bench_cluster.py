@@ -136,7 +136,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Fabric: restart the victim S seconds after the kill, during the failover "
                         "(default: once the failover is measured)")
     p.add_argument("--scale-out", action="store_true", help="issue 16's scale-out figures instead (Fabric only)")
-    p.add_argument("--cpu", type=float, default=0.5, help="scale-out: CPUs per broker (cgroup cpu.max)")
+    p.add_argument("--cpu", type=float, default=0.2, help="scale-out: CPUs per broker (cgroup cpu.max)")
+    p.add_argument("--scale-partitions", type=int, default=6, help="scale-out: partitions of the topic")
+    p.add_argument("--scale-clients", type=int, default=3, help="scale-out: producer processes at once")
     p.add_argument("--workdir", help="parent of the temporary directories")
     p.add_argument("--json", action="store_true", help="also print the JSON payload on stdout")
     p.add_argument("--json-out", type=Path, help="default tools/bench/results/cluster-latest.json")
