@@ -33,6 +33,26 @@ READY_TIMEOUT_S = 60.0
 CLIENT_TIMEOUT_S = 3600.0
 
 
+def out_of_send_order(ack_log: Path) -> list[dict[str, Any]]:
+    """``cluster_check``'s "reordered" compares offsets in *acknowledgement* order; this tells
+    whether the log itself broke the producer's promise: per partition and key, records sorted by
+    their send time (the load child logs it) must have increasing offsets."""
+    import json
+
+    by_key: dict[tuple[int, str], list[tuple[float, int]]] = {}
+    for line in ack_log.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_key.setdefault((row["partition"], row["key"]), []).append((row["sent"], row["offset"]))
+    found = []
+    for (partition, key), rows in by_key.items():
+        rows.sort()
+        for (s1, o1), (s2, o2) in zip(rows, rows[1:]):
+            if o2 < o1:
+                found.append({"partition": partition, "key": key, "sent_first": [s1, o1], "sent_later": [s2, o2]})
+    return found[:20]
+
+
 class FabricCluster:
     name = "fabric"
     client = ("fabric perf, Producer.send_batch(1000), acks=all / Consumer.poll_batches; "
@@ -193,7 +213,8 @@ class FabricCluster:
                                     if tp[0] == FAIL_TOPIC} for n in self.nodes}
         report = check(acks, replicas)
         result["check"] = {k: v for k, v in report.to_dict().items() if k != "findings"} | {
-            "first_findings": [f.__dict__ for f in report.findings if f.kind != "duplicate"][:5]}
+            "first_findings": [f.__dict__ for f in report.findings if f.kind != "duplicate"][:5],
+            "written_out_of_send_order": out_of_send_order(run.ack_log)}
         return result
 
     def _plan(self, k: int) -> KillPlan:
