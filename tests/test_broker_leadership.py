@@ -14,7 +14,7 @@ from fabric.broker.config import BrokerConfig
 from fabric.broker.core import BrokerCore
 from fabric.log.config import LogConfig
 from fabric.records.batch import encode_batch
-from fabric.replication.image import BrokerInfo, PartitionAssignment
+from fabric.replication.image import BrokerInfo, MetadataImage, PartitionAssignment, TopicImage
 from fabric.replication.state import Role
 
 OTHER = BrokerInfo(7, "10.0.0.7", 9092)
@@ -87,3 +87,31 @@ def test_a_topic_created_again_starts_a_fresh_partition_state(core):
     res = call(core, {"op": "produce", "v": 1, "cid": 5, "batches": [{"topic": "t", "partition": 0}]},
                [encode_batch([1], [None], [b"v"])])["results"][0]
     assert res["base_offset"] == 0 and core.leadership.high_watermark("t", 0) == 1
+
+
+def test_a_broker_joining_its_cluster_keeps_nothing_of_the_local_image(core):
+    """A restarted cluster broker first builds the single-node image (it leads every local
+    partition, high watermark = log end).  Once it follows the controller, no state of that image
+    may survive: its unreplicated tail would be read below a high watermark, and when it follows
+    the real leader that watermark would cover records the leader is about to truncate
+    ("diverges below this replica's high watermark", seen in tools/bench_cluster.py kills)."""
+    from fabric.broker.replicas import ReplicaManager
+    from fabric.replication.config import ReplicationConfig
+
+    call(core, {"op": "produce", "v": 1, "cid": 2, "batches": [{"topic": "t", "partition": 0}]},
+         [encode_batch([1, 2], [None, None], [b"a", b"b"])])
+    local_image = core.leadership.image
+    assert core.leadership.high_watermark("t", 0) == 2
+
+    core.leadership.follow_controller(ReplicaManager(0, ReplicationConfig()))
+    assert core.leadership.image.topics == {}
+    with pytest.raises(Exception, match="UNKNOWN_TOPIC_OR_PARTITION|not led|NOT_LEADER|unknown"):
+        core.leadership.leading("t", 0)
+
+    t = local_image.topics["t"]
+    followed = PartitionAssignment(OTHER.node_id, 3, (OTHER.node_id, 0), (OTHER.node_id, 0))
+    image = MetadataImage({OTHER.node_id: OTHER}, {"t": TopicImage("t", t.topic_id, t.configs, False, (followed,))}, 9)
+    core.leadership.apply(image, 1000)
+    state = core.leadership.state("t", 0)
+    assert state.role is Role.FOLLOWER
+    assert state.high_watermark == 0  # nothing is known committed until the leader says so

@@ -154,3 +154,23 @@ def test_sync_to_image_applies_the_image_configs(tmp_path):
     topics.sync_to_image(_image({"t": ("id1", [(1,)])}, {"t": {"retention_ms": 60000}}), 1, 0)
     assert topics.get("t").config.retention_ms == 60000
     assert topics.partition("t", 0).config.retention_ms == 60000
+
+
+def test_start_up_removes_leftover_partition_dirs_but_never_a_voters_raft_storage(tmp_path):
+    """A broker that is also a controller voter keeps its Raft term, vote and log in
+    ``data_dir/controller``.  Start-up used to delete every directory that was not a partition of
+    a known topic, that one included: a SIGKILLed voter came back with no log and no vote, the
+    leader (whose match index for it never goes back) could not replicate to it again, and with
+    one more voter down the metadata quorum committed nothing (failover stalled for good)."""
+    raft = tmp_path / "controller"
+    raft.mkdir()
+    (raft / "log").write_bytes(b"entries")
+    (raft / "hardstate").write_bytes(b"term and vote")
+    (tmp_path / "gone-3").mkdir()  # a partition of a topic no longer listed: a real leftover
+    (tmp_path / "gone-3" / "00000000000000000000.log").write_bytes(b"")
+    (tmp_path / "notes").mkdir()  # not shaped like a partition directory: not ours
+    manager(tmp_path).close()
+    assert (raft / "log").read_bytes() == b"entries"
+    assert (raft / "hardstate").read_bytes() == b"term and vote"
+    assert not (tmp_path / "gone-3").exists()
+    assert (tmp_path / "notes").is_dir()

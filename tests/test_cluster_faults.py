@@ -176,3 +176,27 @@ def test_with_two_of_three_replicas_down_acks_all_writes_fail(tmp_path):
         assert all(e is not None for e in errors), "an acks=all write was acknowledged by a lone replica"
         (tmp_path / "acks.jsonl").write_text("")
         verify(cluster, tmp_path / "acks.jsonl")
+
+
+def test_a_restarted_voter_keeps_its_raft_log_and_the_quorum_it_completes_commits(tmp_path):
+    """Regression (tools/bench_cluster.py stalls): a SIGKILLed voter's start-up deleted its
+    ``controller`` directory, so it came back with no Raft log or vote; the leader could never
+    replicate to it again, and once a third voter was down no metadata change committed (no
+    failover, no topic).  Here: restart a follower voter, then kill the other follower: the leader
+    and the restarted voter must still commit a topic creation and a leader change."""
+    with start_cluster(tmp_path) as cluster:
+        st = cluster.status()
+        leader = st["controller"]["leader_id"]
+        restarted, other = [n for n in cluster.node_ids if n != leader]
+        raft_log = cluster.specs[restarted].data_dir / "controller" / "log"
+        poll(lambda: raft_log.exists() and raft_log.stat().st_size > 0, 30, "entries in the voter's Raft log")
+        cluster.restart(restarted, kill=True)
+        assert raft_log.stat().st_size > 0, "the restarted voter lost its Raft log"
+        poll(lambda: cluster.in_sync(), 30, "the restarted broker back in sync")
+        cluster.kill(other)
+        survivors = ",".join(cluster.specs[n].bootstrap for n in (leader, restarted))
+        with Admin(survivors, timeout_ms=10_000) as admin:
+            admin.create_topic("after", partitions=1, replication_factor=2)
+        partition_led_by_other = [p for p in range(3) if leader_of(cluster, p) == other]
+        for p in partition_led_by_other:
+            poll(lambda: leader_of(cluster, p) not in (other, -1), 30, f"a new leader of partition {p}")

@@ -50,6 +50,16 @@ class Leadership:
         self._states: dict[Key, tuple[str, PartitionState]] = {}  # key -> (topic id, state) (rule 2)
         self.refresh(now_ms)
 
+    def follow_controller(self, replicas: Any) -> None:
+        """This broker is a cluster member from now on: ``replicas`` (``ReplicaManager``) owns the
+        roles, and the image comes only from the controller's metadata log.  The local image built
+        at start (this node leading every local partition, its high watermark at its log end) is
+        dropped with every state made from it: a restarted broker's unreplicated tail must neither
+        be served below a high watermark nor count as committed when it follows the real leader."""
+        self.replicas = replicas
+        self._states = {}
+        self.image = MetadataImage.empty()
+
     # ------------------------------------------------------------------ the image
     def refresh(self, now_ms: int) -> None:
         """The topics changed (or this broker's address): rebuild the image from them (a single

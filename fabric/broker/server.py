@@ -150,7 +150,7 @@ class BrokerServer:
             from .cluster_node import ClusterNode
             self.cluster = ClusterNode(self.core, self.ctx, read(self.clock))
             self.core.cluster = self.cluster
-            self.core.leadership.replicas = self.cluster.replicas  # leadership follows the controller now
+            self.core.leadership.follow_controller(self.cluster.replicas)  # roles come from the controller now
             self.cluster.on_image = self.core.apply_image
             install(self.core)
         self.stats_exchange: StatsExchange | None = None

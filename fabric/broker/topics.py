@@ -39,6 +39,7 @@ from ..protocol.messages import check_topic_name
 log = logging.getLogger("fabric.broker.topics")
 
 META_DIR = "meta"
+CONTROLLER_DIR = "controller"  # a voter's Raft term, vote, log and snapshot (fabric/controller/raft_storage.py)
 TOPICS_FILE = "topics.cbor"
 META_VERSION = 1
 # Topic settings a cluster's controller keeps for replication, not for the log itself
@@ -81,6 +82,14 @@ def _canonical(overrides: dict[str, Any], config: LogConfig) -> dict[str, Any]:
 
 def _partition_dir_name(topic: str, partition: int) -> str:
     return f"{topic}-{partition}"
+
+
+def _is_partition_dir_name(name: str) -> bool:
+    """Whether ``name`` has the shape ``_partition_dir_name`` gives (``{topic}-{partition}``):
+    only such a directory can be a leftover partition; anything else in the data directory
+    (``meta``, a voter's ``controller`` Raft storage, an operator's file) is not ours to delete."""
+    topic, sep, partition = name.rpartition("-")
+    return bool(sep and topic and partition.isdigit())
 
 
 class TopicManager:
@@ -130,7 +139,8 @@ class TopicManager:
             self.topics[name] = topic
             self._partition_total += len(local)
         for entry in self.data_dir.iterdir():
-            if entry.is_dir() and entry.name != META_DIR and entry.name not in wanted:
+            if entry.is_dir() and entry.name not in (META_DIR, CONTROLLER_DIR) and entry.name not in wanted \
+                    and _is_partition_dir_name(entry.name):
                 log.warning("removing %s: not a partition of any topic (left by an interrupted create/delete)",
                             entry.name)
                 shutil.rmtree(entry, ignore_errors=True)

@@ -143,12 +143,12 @@ async def _connect(port: int):
     return nc, nc.jetstream(timeout=JS_API_TIMEOUT_S, publish_async_max_pending=WINDOW)
 
 
-async def client_produce(port: int, records: int, value_bytes: int) -> dict:
+async def client_produce(port: int, records: int, value_bytes: int, replicas: int = 1) -> dict:
     from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
     nc, js = await _connect(port)
     await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT], storage=StorageType.FILE,
-                                     retention=RetentionPolicy.LIMITS, num_replicas=1))
+                                     retention=RetentionPolicy.LIMITS, num_replicas=replicas))
     value = b"x" * value_bytes
     samples: list[float] = []
     failures: list[BaseException] = []
@@ -231,12 +231,12 @@ async def _consume_ordered(js, records: int) -> tuple[int, int, float]:
     return got, nbytes, finished - started
 
 
-async def client_e2e(port: int, rate: int, seconds: float, value_bytes: int) -> dict:
+async def client_e2e(port: int, rate: int, seconds: float, value_bytes: int, replicas: int = 1) -> dict:
     from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
     nc, js = await _connect(port)
     await js.add_stream(StreamConfig(name=E2E_STREAM, subjects=[E2E_SUBJECT], storage=StorageType.FILE,
-                                     retention=RetentionPolicy.LIMITS, num_replicas=1))
+                                     retention=RetentionPolicy.LIMITS, num_replicas=replicas))
     total = int(rate * seconds)
     make, age_ms = stamp(value_bytes)
     latencies: list[float] = []
@@ -284,13 +284,15 @@ def main() -> None:
     p.add_argument("--mode", choices=["pull", "ordered"], default="pull", help="consume: how to read")
     p.add_argument("--rate", type=int, default=10_000, help="e2e: records per second")
     p.add_argument("--seconds", type=float, default=8.0, help="e2e: how long to send")
+    p.add_argument("--replicas", type=int, default=1, help="produce, e2e: the stream's replicas "
+                   "(3: a clustered R3 stream, tools/bench_cluster.py)")
     a = p.parse_args()
     if a.op == "e2e":
-        emit_json(asyncio.run(client_e2e(a.port, a.rate, a.seconds, a.value_bytes)))
+        emit_json(asyncio.run(client_e2e(a.port, a.rate, a.seconds, a.value_bytes, a.replicas)))
     elif a.records is None:
         p.error(f"{a.op} needs --records")
     elif a.op == "produce":
-        emit_json(asyncio.run(client_produce(a.port, a.records, a.value_bytes)))
+        emit_json(asyncio.run(client_produce(a.port, a.records, a.value_bytes, a.replicas)))
     else:
         emit_json(asyncio.run(client_consume(a.port, a.records, a.mode)))
 
