@@ -154,3 +154,17 @@ def test_sync_to_image_applies_the_image_configs(tmp_path):
     topics.sync_to_image(_image({"t": ("id1", [(1,)])}, {"t": {"retention_ms": 60000}}), 1, 0)
     assert topics.get("t").config.retention_ms == 60000
     assert topics.partition("t", 0).config.retention_ms == 60000
+
+
+def test_a_restart_keeps_the_controller_directory(tmp_path):
+    """A clustered broker's Raft state lives in ``<data_dir>/controller``; the start-up sweep of
+    stray partition directories once removed it, so every restart wiped the voter's vote and log
+    (a full cluster restart lost every topic)."""
+    manager(tmp_path).create("t", 1, {}, 0)
+    raft = tmp_path / "controller"
+    raft.mkdir()
+    (raft / "hardstate").write_bytes(b"term and vote")
+    (tmp_path / "stray-0").mkdir()  # a real leftover is still swept
+    manager(tmp_path)
+    assert (raft / "hardstate").read_bytes() == b"term and vote"
+    assert not (tmp_path / "stray-0").exists() and (tmp_path / "t-0").is_dir()

@@ -39,6 +39,10 @@ from ..protocol.messages import check_topic_name
 log = logging.getLogger("fabric.broker.topics")
 
 META_DIR = "meta"
+# A clustered broker's controller voter keeps its Raft state here, beside the partitions (its
+# hard state and log must survive restarts: a voter that forgot its vote or log breaks Raft).
+CONTROLLER_DIR = "controller"
+NOT_PARTITIONS = frozenset({META_DIR, CONTROLLER_DIR})  # never removed as stray partition directories
 TOPICS_FILE = "topics.cbor"
 META_VERSION = 1
 # Topic settings a cluster's controller keeps for replication, not for the log itself
@@ -130,7 +134,7 @@ class TopicManager:
             self.topics[name] = topic
             self._partition_total += len(local)
         for entry in self.data_dir.iterdir():
-            if entry.is_dir() and entry.name != META_DIR and entry.name not in wanted:
+            if entry.is_dir() and entry.name not in NOT_PARTITIONS and entry.name not in wanted:
                 log.warning("removing %s: not a partition of any topic (left by an interrupted create/delete)",
                             entry.name)
                 shutil.rmtree(entry, ignore_errors=True)
