@@ -266,7 +266,7 @@ class ClusterNode:
                 self._send(self.pub, [push_prefix(push.topic_id, push.partition), codec.encode(header), push.batch])
             reps.pushes.clear()
         if reps.outgoing:
-            for leader, messages in reps.outgoing.items():
+            for leader, messages in reps.take_outgoing().items():
                 held = self.peer_socks.get(leader)
                 if held is None:
                     continue
@@ -277,7 +277,6 @@ class ClusterNode:
                                                            **m.to_wire()})])
                     else:
                         self._send(held[1], [codec.encode({"op": "replica_ack", "v": 1, "cid": 0, **m.to_wire()})])
-            reps.outgoing.clear()
 
     # ------------------------------------------------------------------ events
     def on_readable(self, sock: zmq.Socket, now: Now) -> Outbox:
@@ -348,16 +347,19 @@ class ClusterNode:
         return out
 
     def committed(self, leader: Any, now: Now) -> Outbox:
-        """After anything that may move ``leader``'s high watermark: release the ``acks=all``
-        replies it completes and wake the consumers waiting for it."""
+        """After anything that may move ``leader``'s high watermark (an append, a follower's ack
+        or fetch, an ISR change): release the ``acks=all`` replies it completes and, if it moved,
+        wake the consumers waiting for it.  Called on the spot, never from a timer: the reply
+        leaves in the same loop turn as the ack that commits it."""
         tokens = leader.hw_moved()
         groups = [t for t in tokens if isinstance(t, tuple)]  # offset commits (cluster_groups.py)
         out = self.acks.committed([t for t in tokens if not isinstance(t, tuple)])
         if groups and self.core.cluster_groups is not None:
             out.extend(self.core.cluster_groups.settle(groups))
-        key = self.replicas.key_of(leader.topic_id, leader.partition)
-        if key is not None and len(self.core.waiters):
-            out.extend(self.core.fetcher.wake([key], now.mono_ms))
+        if leader.take_hw_change() and len(self.core.waiters):  # (consumers read below the HW only)
+            key = self.replicas.key_of(leader.topic_id, leader.partition)
+            if key is not None:
+                out.extend(self.core.fetcher.wake([key], now.mono_ms))
         return out
 
     def status(self, peer: bytes, header: dict[str, Any], now: Now) -> Outbox:

@@ -80,6 +80,9 @@ def register(sub: Any) -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--record-size", type=int, default=100)
     p.add_argument("--linger-ms", type=int, default=0)
+    p.add_argument("--acks", choices=["0", "1", "all"], default="1",
+                   help="the producer's acks (default 1); 'all' waits for the in-sync replicas, so on a "
+                        "replicated topic the latency includes replication")
     p.add_argument("--pace-ms", type=float, default=0.0, metavar="MS",
                    help="how the producer keeps the rate: 0 (default) sends every record at its own "
                         "time (a wake-up per record, the hardest case); MS > 0 sleeps off its deficit "
@@ -264,7 +267,7 @@ def perf_e2e(args: argparse.Namespace) -> int:
     consumer.assign([(args.topic, 0)])
     consumer.seek_to_end()
     consumer.poll(0)  # sends the first (parked) fetch before producing starts
-    producer = Producer(args.bootstrap, linger_ms=args.linger_ms, acks=1)
+    producer = Producer(args.bootstrap, linger_ms=args.linger_ms, acks=-1 if args.acks == "all" else int(args.acks))
     done = threading.Event()
 
     def produce() -> None:
@@ -290,7 +293,7 @@ def perf_e2e(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     _report(args, {"test": "e2e", "records": received, "seconds": elapsed, "records_per_sec": received / elapsed,
                    "mb_per_sec": received * args.record_size / elapsed / 1e6, "target_rate": args.rate,
-                   "pace_ms": args.pace_ms, "pipeline_depth": consumer.fetch_pipeline_depth,
+                   "acks": args.acks, "pace_ms": args.pace_ms, "pipeline_depth": consumer.fetch_pipeline_depth,
                    "standing_answers": consumer.standing_fetch_answers,
                    "latency_ms": percentiles(latencies)})
     return 0 if received >= total else 1
