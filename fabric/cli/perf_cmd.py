@@ -29,6 +29,7 @@ EPILOG = """examples:
   fabric perf consume --topic perf --records 1000000
   fabric perf e2e --topic perf-e2e --rate 10000 --seconds 10
   fabric perf e2e --topic perf-e2e --rate 10000 --seconds 10 --pace-ms 1     records in 1 ms bursts
+  fabric perf e2e --topic lat1 --rate 10000 --acks all     on a replicated topic: latency includes replication
   add --output json (or --json) for one machine-readable line (used by tools/bench)"""
 
 
@@ -267,7 +268,8 @@ def perf_e2e(args: argparse.Namespace) -> int:
     consumer.assign([(args.topic, 0)])
     consumer.seek_to_end()
     consumer.poll(0)  # sends the first (parked) fetch before producing starts
-    producer = Producer(args.bootstrap, linger_ms=args.linger_ms, acks=-1 if args.acks == "all" else int(args.acks))
+    acks = -1 if args.acks == "all" else int(args.acks)
+    producer = Producer(args.bootstrap, linger_ms=args.linger_ms, acks=acks)
     done = threading.Event()
 
     def produce() -> None:
