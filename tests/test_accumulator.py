@@ -34,6 +34,28 @@ def test_linger_closes_a_batch_exactly_when_due_and_release_frees_its_bytes():
     assert acc.buffered == 0 and b.result not in acc.incomplete
 
 
+def test_a_held_partition_keeps_its_batch_open_past_linger_until_released():
+    """The sender holds a partition whose leader's in-flight window is full: its records keep
+    joining one open batch (not one closed batch each, linger 0) and it is not due, so the
+    sender does not spin on it; it still closes at batch_bytes and on flush."""
+    acc = Accumulator(batch_bytes=100, linger_ms=0)
+    b = acc.new_batch("t", 0, now_ms=0)
+    other = acc.new_batch("t", 1, now_ms=0)
+    acc.append(b, 1, None, b"a", None, 13)
+    acc.append(other, 1, None, b"o", None, 13)
+    assert acc.ready(5, held={("t", 0)}) == ([other], None)  # only the held batch is left, and not due
+    acc.append(b, 2, None, b"b", None, 13)
+    assert acc.open[("t", 0)] is b and b.values == [b"a", b"b"]
+    assert acc.ready(6) == ([b], None)  # released: linger 0 is long over
+    b2 = acc.new_batch("t", 0, now_ms=7)
+    acc.append(b2, 3, None, b"c" * 90, None, 100)  # full: closes even while held
+    assert acc.ready(8, held={("t", 0)}) == ([b2], None)
+    b3 = acc.new_batch("t", 0, now_ms=9)
+    acc.append(b3, 4, None, b"d", None, 13)
+    acc.close_all()  # flush: held or not
+    assert acc.ready(9, held={("t", 0)}) == ([b3], None)
+
+
 def test_an_empty_batch_is_completed_and_dropped_and_headers_fill_in_for_earlier_records():
     acc = Accumulator(batch_bytes=1 << 20, linger_ms=0)
     empty = acc.new_batch("t", 0, 0)

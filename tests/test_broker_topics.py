@@ -174,3 +174,17 @@ def test_start_up_removes_leftover_partition_dirs_but_never_a_voters_raft_storag
     assert (raft / "hardstate").read_bytes() == b"term and vote"
     assert not (tmp_path / "gone-3").exists()
     assert (tmp_path / "notes").is_dir()
+
+
+def test_a_restart_keeps_the_controller_directory(tmp_path):
+    """A clustered broker's Raft state lives in ``<data_dir>/controller``; the start-up sweep of
+    stray partition directories once removed it, so every restart wiped the voter's vote and log
+    (a full cluster restart lost every topic)."""
+    manager(tmp_path).create("t", 1, {}, 0)
+    raft = tmp_path / "controller"
+    raft.mkdir()
+    (raft / "hardstate").write_bytes(b"term and vote")
+    (tmp_path / "stray-0").mkdir()  # a real leftover is still swept
+    manager(tmp_path)
+    assert (raft / "hardstate").read_bytes() == b"term and vote"
+    assert not (tmp_path / "stray-0").exists() and (tmp_path / "t-0").is_dir()

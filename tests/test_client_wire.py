@@ -19,6 +19,7 @@ from fabric.protocol import codec
 from fabric.protocol.errors import FabricError
 from fabric.protocol.messages import FetchRequest, ProduceRequest, ok_reply, parse_request
 from fabric.records.batch import encode_batch, records_in
+from fabric.testing.cluster import wait_until
 
 
 @pytest.fixture
@@ -42,6 +43,17 @@ def _request(sock: zmq.Socket, op: str) -> tuple[bytes, dict, list[bytes]]:
         if header.get("op") == op:
             return peer, header, frames
         sock.send_multipart([peer, codec.encode(ok_reply(header.get("op"), header.get("cid")))])
+
+
+def _answer_others(sock: zmq.Socket) -> bool:
+    """Answer (empty) whatever non-produce requests wait, e.g. the sender's metadata refreshes,
+    which would block it for seconds unanswered; a produce request here is a test failure."""
+    while sock.poll(0):
+        peer, head, *frames = sock.recv_multipart()
+        header = codec.decode_map(head, 1 << 20)
+        assert header.get("op") != "produce", "a produce request went out while the window was full"
+        sock.send_multipart([peer, codec.encode(ok_reply(header.get("op"), header.get("cid")))])
+    return False
 
 
 def _consumer_at(sock: zmq.Socket, bootstrap: str, offset: int, **options) -> tuple[Consumer, bytes, int, FetchRequest]:
@@ -72,6 +84,44 @@ def test_producer_request_parses_as_the_broker_reads_it(router):
         results = [{"topic": "orders", "partition": 2, "base_offset": 7, "log_append_time": -1}]
         sock.send_multipart([peer, codec.encode(ok_reply("produce", env.cid, results=results))])
         assert fut.result(timeout=10).offset == 7
+    finally:
+        producer.close(timeout=1)
+
+
+def test_records_sent_while_the_window_is_full_leave_as_one_batch(router):
+    """linger_ms 0 and the in-flight window full (one request unanswered, max_in_flight 1): the
+    records sent meanwhile join one open batch, which leaves whole when the reply opens the
+    window, rather than one batch per record (the broker appends, replicates and acknowledges
+    per batch: with acks=all, one-record batches made it fall seconds behind at 10,000/s)."""
+    sock, bootstrap = router
+    producer = Producer(bootstrap, acks=-1, linger_ms=0, max_in_flight=1)
+    try:
+        first = producer.send("orders", b"r0", partition=0)
+        peer, header, frames = _request(sock, "produce")
+        assert len(frames) == 1
+        seen: set[bytes] = set()  # values the sender's collect found in the open batch (under the lock)
+        ready = producer._acc.ready
+
+        def spy(now, held=()):
+            b = producer._acc.open.get(("orders", 0))
+            if b is not None:
+                seen.update(b.values)
+            return ready(now, held)
+        producer._acc.ready = spy
+        later = []
+        for i in range(1, 10):  # each one collected by the sender before the next is sent
+            later.append(producer.send("orders", b"r%d" % i, partition=0))
+            wait_until(lambda: _answer_others(sock) or b"r%d" % i in seen, 10, f"the sender to collect r{i}",
+                       every=0.001)
+        results = [{"topic": "orders", "partition": 0, "base_offset": 0, "log_append_time": -1}]
+        sock.send_multipart([peer, codec.encode(ok_reply("produce", header["cid"], results=results))])
+        peer, header, frames = _request(sock, "produce")
+        assert len(frames) == 1, "the records sent during the round trip were split into batches"
+        assert [r.value for r in records_in("orders", 0, frames[0])] == [b"r%d" % i for i in range(1, 10)]
+        results = [{"topic": "orders", "partition": 0, "base_offset": 1, "log_append_time": -1}]
+        sock.send_multipart([peer, codec.encode(ok_reply("produce", header["cid"], results=results))])
+        assert first.result(timeout=10).offset == 0
+        assert [f.result(timeout=10).offset for f in later] == list(range(1, 10))
     finally:
         producer.close(timeout=1)
 

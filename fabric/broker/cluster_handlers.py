@@ -230,20 +230,19 @@ class Handlers:
                 core.storage_faults.note(err)
                 results.append({"topic": target.topic, "partition": target.partition, "base_offset": -1,
                                 "error": err.to_wire()})
-        out: Outbox = core.fetcher.wake(touched, now.mono_ms) if touched and len(core.waiters) else []
-        if req.acks == 0:
+        out: Outbox = []
+        if req.acks == -1 and waiting:
+            tokens = node.acks.hold(peer, env.op, env.cid, results, [(i, t, p) for i, t, p, _, _ in waiting],
+                                    now.mono_ms + req.timeout_ms)
+            for token, (_, _, _, leader, last) in zip(tokens, waiting):
+                leader.wait(token, last)
+        # A lone in-sync replica commits at once (its waiters leave, its consumers wake); with
+        # followers the HW moves on their acks, and nothing is woken here for nothing.
+        for key in dict.fromkeys(touched):
+            out.extend(node.committed(leaders[key], now))
+        if req.acks == 0 or waiting:
             return out
-        if not waiting:
-            out.extend(node.acks.answer(peer, env.op, env.cid, results))  # (behind earlier acks=all replies)
-            return out
-        tokens = node.acks.hold(peer, env.op, env.cid, results, [(i, t, p) for i, t, p, _, _ in waiting],
-                                now.mono_ms + req.timeout_ms)
-        done = []
-        for token, (_, _, _, leader, last) in zip(tokens, waiting):
-            leader.wait(token, last)
-            done.append(leader)
-        for leader in dict.fromkeys(done):
-            out.extend(node.committed(leader, now))  # (a lone replica commits at once)
+        out.extend(node.acks.answer(peer, env.op, env.cid, results))  # (behind earlier acks=all replies)
         return out
 
 

@@ -286,6 +286,8 @@ class BrokerCore:
             tokens, replicas.closing = replicas.closing, []
             out.extend(self.cluster.acks.failed(tokens, FabricError(
                 "NOT_LEADER", "leadership moved before the in-sync replicas confirmed the batch: retry")))
+        for leader in list(replicas.leaders.values()):  # a smaller ISR may commit what waits, now
+            out.extend(self.cluster.committed(leader, now))
         if len(self.waiters):
             out.extend(self.fetcher.wake([(n, p) for n, p, _ in self.topics.all_logs()], now.mono_ms))
         if self.cluster_groups is not None:

@@ -14,8 +14,8 @@ Rules:
 2. A leader replaced or dropped gives back its ``acks=all`` tokens (``closing``): they fail with
    NOT_LEADER (a new leader may truncate their batches).
 3. ``pushes`` collects what leaders appended this turn; the shell publishes and clears it.
-   ``outgoing`` collects follower messages per leader broker id.  Both are bounded by what one
-   loop turn produces.
+   ``outgoing`` collects follower messages per leader broker id; the shell sends them at the end
+   of the loop turn (``take_outgoing``).  Both are bounded by what one loop turn produces.
 4. A produce is appended only by an open leader replica of a broker whose lease is valid
    (``produce_leader``: NOT_LEADER otherwise, see ``controller_link`` rule 4); ``acks=all`` with
    an ISR below ``min_insync_replicas`` is refused before anything is appended
@@ -24,6 +24,10 @@ Rules:
 5. A partition that goes offline (no leader) is OFFLINE here too, whatever this broker was: a
    dropped leader's state must not stay LEADER, or ``Leadership.leading`` would go on serving
    fetches (with a stale high watermark) for a partition nobody leads (cluster simulation seed 545).
+6. Of a partition's acks in one turn only the last is sent, in the place of the last: an ack
+   only raises the follower's log end on the leader (``LeaderReplica.on_ack``), so the earlier
+   ones say nothing the last does not.  Why: a follower draining a burst of pushes acked each
+   one, and the leader handled every ack (HW, waiters, consumers) to learn the last log end.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class ReplicaManager:
         self.followers: dict[Key, FollowerReplica] = {}
         self._by_id: dict[tuple[str, int], Key] = {}  # (topic id, partition) -> (name, partition)
         self.pushes: list[Push] = []
-        self.outgoing: dict[int, list[ReplicaFetch | ReplicaAck]] = {}
+        self.outgoing: dict[int, list[ReplicaFetch | ReplicaAck | None]] = {}  # None: a superseded ack
+        self._ack_at: dict[tuple[int, str, int], int] = {}  # (leader, topic id, partition) -> its ack's index
         self.closing: list[Hashable] = []
 
     # ------------------------------------------------------------------ the image
@@ -155,8 +160,25 @@ class ReplicaManager:
 
     # ------------------------------------------------------------------ follower traffic
     def send(self, leader: int, messages: list[ReplicaFetch | ReplicaAck]) -> None:
-        if messages:
-            self.outgoing.setdefault(leader, []).extend(messages)
+        """Queue follower messages for ``leader`` (rule 6: a newer ack replaces an older one)."""
+        if not messages:
+            return
+        out = self.outgoing.setdefault(leader, [])
+        for m in messages:
+            if isinstance(m, ReplicaAck):
+                key = (leader, m.topic_id, m.partition)
+                i = self._ack_at.get(key)
+                if i is not None:
+                    out[i] = None
+                self._ack_at[key] = len(out)
+            out.append(m)
+
+    def take_outgoing(self) -> dict[int, list[ReplicaFetch | ReplicaAck]]:
+        """This turn's follower messages per leader, in order (rule 6), and forget them."""
+        taken = {leader: [m for m in messages if m is not None] for leader, messages in self.outgoing.items()}
+        self.outgoing.clear()
+        self._ack_at.clear()
+        return taken
 
     def on_push(self, push: Push, now_ms: int) -> None:
         f = self.follower_by_id(push.topic_id, push.partition)

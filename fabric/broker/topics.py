@@ -39,7 +39,10 @@ from ..protocol.messages import check_topic_name
 log = logging.getLogger("fabric.broker.topics")
 
 META_DIR = "meta"
-CONTROLLER_DIR = "controller"  # a voter's Raft term, vote, log and snapshot (fabric/controller/raft_storage.py)
+# A clustered broker's controller voter keeps its Raft state here, beside the partitions (its
+# hard state and log must survive restarts: a voter that forgot its vote or log breaks Raft).
+CONTROLLER_DIR = "controller"
+NOT_PARTITIONS = frozenset({META_DIR, CONTROLLER_DIR})  # never removed as stray partition directories
 TOPICS_FILE = "topics.cbor"
 META_VERSION = 1
 # Topic settings a cluster's controller keeps for replication, not for the log itself
@@ -139,7 +142,7 @@ class TopicManager:
             self.topics[name] = topic
             self._partition_total += len(local)
         for entry in self.data_dir.iterdir():
-            if entry.is_dir() and entry.name not in (META_DIR, CONTROLLER_DIR) and entry.name not in wanted \
+            if entry.is_dir() and entry.name not in NOT_PARTITIONS and entry.name not in wanted \
                     and _is_partition_dir_name(entry.name):
                 log.warning("removing %s: not a partition of any topic (left by an interrupted create/delete)",
                             entry.name)

@@ -29,6 +29,7 @@ EPILOG = """examples:
   fabric perf consume --topic perf --records 1000000
   fabric perf e2e --topic perf-e2e --rate 10000 --seconds 10
   fabric perf e2e --topic perf-e2e --rate 10000 --seconds 10 --pace-ms 1     records in 1 ms bursts
+  fabric perf e2e --topic lat1 --rate 10000 --acks all     on a replicated topic: latency includes replication
   add --output json (or --json) for one machine-readable line (used by tools/bench)"""
 
 
@@ -81,7 +82,8 @@ def register(sub: Any) -> None:
     p.add_argument("--record-size", type=int, default=100)
     p.add_argument("--linger-ms", type=int, default=0)
     p.add_argument("--acks", choices=["0", "1", "all"], default="1",
-                   help="the producer's acks (default 1; all: a cluster's replicated latency)")
+                   help="the producer's acks (default 1); 'all' waits for the in-sync replicas, so on a "
+                        "replicated topic the latency includes replication")
     p.add_argument("--pace-ms", type=float, default=0.0, metavar="MS",
                    help="how the producer keeps the rate: 0 (default) sends every record at its own "
                         "time (a wake-up per record, the hardest case); MS > 0 sleeps off its deficit "
@@ -266,7 +268,8 @@ def perf_e2e(args: argparse.Namespace) -> int:
     consumer.assign([(args.topic, 0)])
     consumer.seek_to_end()
     consumer.poll(0)  # sends the first (parked) fetch before producing starts
-    producer = Producer(args.bootstrap, linger_ms=args.linger_ms, acks=-1 if args.acks == "all" else int(args.acks))
+    acks = -1 if args.acks == "all" else int(args.acks)
+    producer = Producer(args.bootstrap, linger_ms=args.linger_ms, acks=acks)
     done = threading.Event()
 
     def produce() -> None:
@@ -292,7 +295,7 @@ def perf_e2e(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     _report(args, {"test": "e2e", "records": received, "seconds": elapsed, "records_per_sec": received / elapsed,
                    "mb_per_sec": received * args.record_size / elapsed / 1e6, "target_rate": args.rate,
-                   "pace_ms": args.pace_ms, "acks": args.acks, "pipeline_depth": consumer.fetch_pipeline_depth,
+                   "acks": args.acks, "pace_ms": args.pace_ms, "pipeline_depth": consumer.fetch_pipeline_depth,
                    "standing_answers": consumer.standing_fetch_answers,
                    "latency_ms": percentiles(latencies)})
     return 0 if received >= total else 1

@@ -12,7 +12,9 @@ Rules:
    columns (plain lists of ints and bytes are not tracked by the garbage collector; a tuple per
    record would be).
 2. An open batch closes when it reaches ``batch_bytes`` (at append), when it is ``linger_ms``
-   old (``ready``), or when everything is flushed (``close_all``).  Closed batches leave in the
+   old (``ready``) unless its partition is *held* (``ready``'s ``held``: the sender cannot send
+   it now, so it keeps growing, as Kafka's accumulator does for a node that is not ready), or
+   when everything is flushed (``close_all``).  Closed batches leave in the
    order they closed; a partition's batches close in the order they were opened (``seq``), which
    is the order the sender must write them in (``ordering``).
 3. ``buffered`` counts the estimated bytes of every batch not yet completed; the producer
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Container, Hashable, Iterable, Sequence
 
 from ..records.batch import encode_batch
 from .futures import BatchResult
@@ -146,12 +148,16 @@ class Accumulator:
         for b in list(self.open.values()):
             self.close(b)
 
-    def ready(self, now_ms: int) -> tuple[list[ProducerBatch], int | None]:
+    def ready(self, now_ms: int, held: Container[tuple[str, int]] = ()) -> tuple[list[ProducerBatch], int | None]:
         """Close the batches whose linger is over and take every closed batch, in closing order;
-        also when the next open batch will be due (None: no open batch)."""
+        also when the next open batch will be due (None: no open batch due).  The open batches of
+        ``held`` partitions stay open and are not due (rule 2): the sender asks again when it can
+        send them."""
         next_due = None
         linger = self.linger_ms
         for b in list(self.open.values()):
+            if held and (b.topic, b.partition) in held:
+                continue
             due = b.created_ms + linger
             if due <= now_ms:
                 self.close(b)

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from time import time_ns as _time_ns
-from typing import Any, Sequence
+from typing import Any, Container, Sequence
 
 import zmq
 
@@ -304,9 +304,11 @@ class Producer:
         self.close()
 
     # ------------------------------------------------------------------ for the sender thread
-    def _collect(self, now: int, wake_seen: bool) -> tuple[list[_Batch], int | None, bool]:
+    def _collect(self, now: int, wake_seen: bool, held: Container[tuple[str, int]] = ()
+                 ) -> tuple[list[_Batch], int | None, bool]:
         """The batches ready to go (closed by size, linger, flush or close), when the next open
-        one is due, and whether the producer is closing."""
+        one is due, and whether the producer is closing.  ``held``: partitions whose open batch
+        stays open (the sender's window to their leader is full: ``Accumulator.ready``)."""
         with self._lock:
             # The batches closed here wake nobody (the sender is awake: a wake-up would only cost
             # it one more empty turn per batch); after a wake-up was seen, a new batch wakes it again.
@@ -314,7 +316,7 @@ class Producer:
             if self._flush_all or self._closed:
                 self._acc.close_all()
                 self._flush_all = False
-            ready, next_linger = self._acc.ready(now)
+            ready, next_linger = self._acc.ready(now, held)
             self._wake_pending = False if wake_seen else pending
             return ready, next_linger, self._closed
 

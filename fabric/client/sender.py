@@ -45,7 +45,7 @@ _Key = tuple[str, int]
 class _Link:
     """The sender's line to one broker."""
 
-    __slots__ = ("endpoint", "conn", "book", "opened_ms", "reopen_at", "refused", "replied", "fresh")
+    __slots__ = ("endpoint", "conn", "book", "opened_ms", "reopen_at", "refused", "replied", "fresh", "full")
 
     def __init__(self, endpoint: str, conn: Connection, book: RequestBook, now: int) -> None:
         self.endpoint = endpoint
@@ -56,6 +56,7 @@ class _Link:
         self.refused = 0  # connections in a row that served no reply
         self.replied = False  # the current connection served a reply
         self.fresh: list[ProducerBatch] = []  # routed here this turn
+        self.full = False  # its in-flight window was full when this turn collected (see ``_held``)
 
 
 class Sender:
@@ -165,7 +166,7 @@ class Sender:
                         link.conn.reset()
                         self._watch(link.conn, True)
                         link.reopen_at, link.opened_ms = None, now
-                fresh, next_linger, closing = p._collect(now, wake_seen)
+                fresh, next_linger, closing = p._collect(now, wake_seen, self._held())
                 wake_seen = False
                 if fresh:
                     for link, batches in drain(fresh, lambda t, p: self._route(t, p, now)).items():
@@ -212,9 +213,28 @@ class Sender:
                 link.conn.close()
             p._wake_rx.close(linger=0)
 
+    def _held(self) -> set[_Key] | tuple[()]:
+        """The partitions routed to a link whose in-flight window is full: their open batch stays
+        open and keeps taking records (``Accumulator.ready``) until a reply opens the window.
+
+        Why: with ``linger_ms`` 0 every record used to close into a batch of its own while the
+        window was full, and the next request carried dozens of one-record batches; the broker
+        appends, replicates and acknowledges per batch, so at 10,000 records/s with ``acks=all``
+        (a window of replication round trips) it fell behind and latency grew to seconds.  Held
+        open, the records that arrive during a round trip leave as one batch, as with Kafka."""
+        max_in_flight = self.p.max_in_flight
+        full = False
+        for link in self.links.values():
+            link.full = link.conn.up and len(link.book.inflight) >= max_in_flight
+            full |= link.full
+        if not full:
+            return ()
+        links = self.links
+        return {key for key, (endpoint, _) in self.routes.items() if links[endpoint].full}
+
     def _turn(self, link: _Link, now: int, closing: bool) -> bool:
         """Send what may go on this link, then read its acks; True if the acks opened the
-        in-flight window for batches that wait (go round again at once)."""
+        in-flight window for batches that wait, queued or held open (go round again at once)."""
         book, conn = link.book, link.conn
         book.closing = closing
         fresh, link.fresh = link.fresh, []
@@ -237,7 +257,7 @@ class Sender:
         while conn.socket is not None and (got := conn.recv(0)) is not None:
             book.on_reply(got[0], now, self.p._on_error)  # (an unreadable reply ends the drain:
             acked = link.replied = True                   # the next poll returns at once)
-        return bool(sendable) and acked and conn.up and len(book.inflight) < max_in_flight
+        return (bool(sendable) or link.full) and acked and conn.up and len(book.inflight) < max_in_flight
 
     def _due(self, link: _Link, now: int) -> int:
         """How long the loop may sleep for this link."""

@@ -29,6 +29,14 @@ Rules:
    ``replica_fetch_idle_ms``, not on every tick.
 7. HW = min(leader's HW, own log end), and it never goes back (only a truncation below it could
    lower it, and rule 4 never cuts below it).
+8. An ack is returned by the ``on_push``/``on_fetch_reply`` call that appended, never by a timer:
+   the leader's ``acks=all`` replies wait for it.  What it means: the batches below ``log_end``
+   are in this replica's log, written to the operating system but *not fsynced* (the broker's
+   flusher fsyncs every ``flush_interval_ms``, as Kafka's replicas do).  So an acknowledged
+   ``acks=all`` batch survives the crash of any minority of the ISR's processes (and of every
+   process, since the page cache outlives them), but not a power loss of every ISR member's
+   machine before their next fsync.  Acks of one loop turn are coalesced by the shell
+   (``ReplicaManager`` rule 4): only the last log end matters.
 """
 
 from __future__ import annotations
