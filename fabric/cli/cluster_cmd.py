@@ -1,4 +1,4 @@
-"""``fabric cluster up|down|status``: a local cluster of real broker processes, and its health.
+"""``fabric cluster up|down|status`` (and ``decommission``/``rebalance-leaders``: ``reassign_cmd.py``): a local cluster of real broker processes, and its health.
 
 Why in the CLI: a new user should see replication and failover in two commands, without writing
 configs; ``up`` writes the same YAML an operator would (``configs/cluster/`` shows it commented),
@@ -23,6 +23,7 @@ import yaml
 from ..client.admin import Admin
 from ..client.connection import ClientError
 from ..protocol.errors import FabricError
+from . import reassign_cmd
 from .common import add_client_options, add_output_option, fail, positive_int
 from .output import add_row, print_json, print_table, print_text, table
 
@@ -31,7 +32,9 @@ EPILOG = """examples:
   fabric cluster up --brokers 5 --data-dir /tmp/c  5 brokers (3 controller voters)
   fabric cluster status                            controllers, brokers, partition health
   fabric cluster status --output json              the same, for scripts
-  fabric cluster down                              stop every broker the last `up` started"""
+  fabric cluster down                              stop every broker the last `up` started
+  fabric cluster decommission 1 --wait             move every replica off broker 1 (then stop it)
+  fabric cluster rebalance-leaders                 each partition led by its preferred (first) replica"""
 
 STATE_FILE = "cluster.json"
 READY_TIMEOUT_S = 60
@@ -56,6 +59,7 @@ def register(sub: Any) -> None:
     add_client_options(st)
     add_output_option(st)
     st.set_defaults(func=run_status)
+    reassign_cmd.register_cluster_actions(csub)
 
 
 def broker_configs(brokers: int, data_dir: Path, host: str, base_port: int,
