@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import cbor2
 
+from ..controller.topic_configs import REPLICATION_CONFIG_KEYS
 from ..log.config import LogConfig
 from ..log.errors import LogError
 from ..log.handles import FilePool
@@ -42,7 +43,7 @@ META_DIR = "meta"
 TOPICS_FILE = "topics.cbor"
 META_VERSION = 1
 # Topic settings a cluster's controller keeps for replication, not for the log itself
-REPLICATION_CONFIGS = frozenset({"min_insync_replicas", "unclean_leader_election"})
+REPLICATION_CONFIGS = frozenset(REPLICATION_CONFIG_KEYS)
 
 
 def _log_configs(configs: Any) -> dict[str, Any]:
