@@ -41,7 +41,7 @@ def reassign(h: Harness, replicas, p: int = 0):
 # ---------------------------------------------------------------- growth and configs
 def test_create_partitions_places_new_partitions_across_brokers_and_only_grows():
     h = make(brokers=4, partitions=2, rf=2)
-    records, error, reply = h.do(h.logic.create_partitions(name="orders", count=6, now_ms=0))
+    records, error, reply = h.do(h.logic.create_partitions(topic="orders", count=6, now_ms=0))
     assert error is None and reply == {"name": "orders", "partitions": 6}
     assert [r["type"] for r in records] == ["create_partitions"]
     parts = h.state.topics["orders"].partitions
@@ -49,17 +49,17 @@ def test_create_partitions_places_new_partitions_across_brokers_and_only_grows()
     leaders = [p.leader for p in parts]
     assert sorted(set(leaders)) == [1, 2, 3, 4]  # spread: every broker leads some
     with pytest.raises(FabricError) as e:
-        h.logic.create_partitions(name="orders", count=6, now_ms=0)
+        h.logic.create_partitions(topic="orders", count=6, now_ms=0)
     assert e.value.name == "INVALID_PARTITIONS"
-    assert h.logic.create_partitions(name="nope", count=3, now_ms=0)[1] == "UNKNOWN_TOPIC_OR_PARTITION"
+    assert h.logic.create_partitions(topic="nope", count=3, now_ms=0)[1] == "UNKNOWN_TOPIC_OR_PARTITION"
 
 
 def test_two_growths_before_either_commits_do_not_add_twice():
     h = make(brokers=3, partitions=1)
-    first, _, _ = h.logic.create_partitions(name="orders", count=3, now_ms=0)
+    first, _, _ = h.logic.create_partitions(topic="orders", count=3, now_ms=0)
     with pytest.raises(FabricError):  # the pending view already has 3
-        h.logic.create_partitions(name="orders", count=3, now_ms=0)
-    second, _, _ = h.logic.create_partitions(name="orders", count=4, now_ms=0)
+        h.logic.create_partitions(topic="orders", count=3, now_ms=0)
+    second, _, _ = h.logic.create_partitions(topic="orders", count=4, now_ms=0)
     for r in first + second:
         h.state.apply(r)
     assert len(h.state.topics["orders"].partitions) == 4
@@ -67,20 +67,20 @@ def test_two_growths_before_either_commits_do_not_add_twice():
 
 def test_alter_topic_configs_writes_the_whole_map_and_validates():
     h = make()
-    _, error, reply = h.do(h.logic.alter_topic_configs(name="orders", set={"retention_ms": 60_000,
+    _, error, reply = h.do(h.logic.alter_topic_configs(topic="orders", set={"retention_ms": 60_000,
                                                                           "replication_throttle_bytes": 1000},
                                                        now_ms=0))
     assert error is None
     configs = h.state.topics["orders"].configs
     assert configs["retention_ms"] == 60_000 and configs["min_insync_replicas"] == 2
     assert configs["replication_throttle_bytes"] == 1000
-    h.do(h.logic.alter_topic_configs(name="orders", delete=["retention_ms"], now_ms=0))
+    h.do(h.logic.alter_topic_configs(topic="orders", delete=["retention_ms"], now_ms=0))
     assert "retention_ms" not in h.state.topics["orders"].configs
     with pytest.raises(FabricError) as e:
-        h.logic.alter_topic_configs(name="orders", set={"min_insync_replicas": 4}, now_ms=0)
+        h.logic.alter_topic_configs(topic="orders", set={"min_insync_replicas": 4}, now_ms=0)
     assert e.value.name == "INVALID_CONFIG"
     with pytest.raises(FabricError):
-        h.logic.alter_topic_configs(name="orders", set={"no_such_key": 1}, now_ms=0)
+        h.logic.alter_topic_configs(topic="orders", set={"no_such_key": 1}, now_ms=0)
 
 
 # ---------------------------------------------------------------- reassignment (rules 8-10)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..clock import Now
-from ..protocol import cluster_admin  # noqa: F401  (registers the 13.7 operations)
 from ..protocol.messages import ok_reply
 from .replies import Outbox, Reply
 
@@ -46,11 +45,11 @@ class AdminHandlers:
         return []
 
     def create_partitions(self, peer, env, req, frames, now: Now) -> Outbox:
-        return self._forward(peer, env, {"op": "create_partitions", "name": req.topic, "count": req.count}, now,
+        return self._forward(peer, env, {"op": "create_partitions", "topic": req.topic, "count": req.count}, now,
                              lambda body: {"name": req.topic, "partitions": body.get("partitions", req.count)})
 
     def alter_topic_configs(self, peer, env, req, frames, now: Now) -> Outbox:
-        return self._forward(peer, env, {"op": "alter_topic_configs", "name": req.topic, "set": dict(req.set),
+        return self._forward(peer, env, {"op": "alter_topic_configs", "topic": req.topic, "set": dict(req.set),
                                          "delete": list(req.delete)}, now)
 
     def alter_partition_reassignments(self, peer, env, req, frames, now: Now) -> Outbox:

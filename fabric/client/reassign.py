@@ -26,6 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..protocol.cluster_admin import (AlterPartitionReassignmentsRequest, DecommissionBrokerRequest,
+                                      ElectLeadersRequest, ListPartitionReassignmentsRequest, Reassignment)
 from ..protocol.errors import exception_for
 
 __all__ = ["Plan", "current_assignment", "load_plan", "plan_json", "propose", "reassign", "reassignments",
@@ -117,22 +119,23 @@ def _checked(reply: dict[str, Any]) -> dict[str, Any]:
 def reassign(admin: Any, plan: Mapping[Key, Sequence[int] | None]) -> list[dict[str, Any]]:
     """Start (or, with ``None`` replicas, cancel) the reassignments; one result row per partition
     (``error`` set where it was refused)."""
-    body = {"reassignments": [{"topic": t, "partition": p, "replicas": None if r is None else list(r)}
-                              for (t, p), r in sorted(plan.items())]}
+    body = AlterPartitionReassignmentsRequest(reassignments=tuple(
+        Reassignment(topic=t, partition=p, replicas=None if r is None else tuple(r)) for (t, p), r in sorted(plan.items())))
     return _checked(admin._call("alter_partition_reassignments", body))["results"]
 
 
 def reassignments(admin: Any) -> list[dict[str, Any]]:
     """The reassignments in progress: topic, partition, replicas, adding, removing, isr, leader."""
-    return _checked(admin._call("list_partition_reassignments", {}))["reassignments"]
+    return _checked(admin._call("list_partition_reassignments", ListPartitionReassignmentsRequest()))["reassignments"]
 
 
 def decommission(admin: Any, broker_id: int) -> int:
     """Start moving every replica off ``broker_id``; how many partitions move."""
-    return int(_checked(admin._call("decommission_broker", {"broker_id": broker_id})).get("moving", 0))
+    return int(_checked(admin._call("decommission_broker", DecommissionBrokerRequest(broker_id=broker_id)))
+               .get("moving", 0))
 
 
 def elect_leaders(admin: Any, topics: Sequence[str] | None = None) -> int:
     """Preferred-leader election; how many leaderships moved."""
-    body = {} if topics is None else {"topics": list(topics)}
+    body = ElectLeadersRequest(topics=None if topics is None else tuple(topics))
     return int(_checked(admin._call("elect_leaders", body)).get("elected", 0))

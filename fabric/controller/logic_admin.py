@@ -105,22 +105,23 @@ class AdminDecisions:
                 "replicas": list(replicas), "adding": list(adding), "removing": list(removing)}
 
     # ================================================================== rule 7: growth and configs
-    def create_partitions(self, name: str, count: int, now_ms: int) -> Decision:
-        topic = self._topic(name) if isinstance(name, str) else None  # type: ignore[attr-defined]
-        if topic is None:
+    def create_partitions(self, topic: str, count: int, now_ms: int) -> Decision:
+        name = topic
+        t = self._topic(name) if isinstance(name, str) else None  # type: ignore[attr-defined]
+        if t is None:
             return [], "UNKNOWN_TOPIC_OR_PARTITION", {}
-        if topic.internal:
+        if t.internal:
             return [], "POLICY_VIOLATION", {}
         if isinstance(count, bool) or not isinstance(count, int):
             raise FabricError("INVALID_FIELD", f"count must be an integer, not {count!r:.60}")
-        have = len(self._partitions(topic))
+        have = len(self._partitions(t))
         if count <= have:
             raise FabricError("INVALID_PARTITIONS", f"topic {name!r} has {have} partitions; the new count must "
                                                     f"be larger")
         if count > DEFAULT_LIMITS.partitions_per_topic_max:
             raise FabricError("INVALID_PARTITIONS", f"{count} partitions exceed the limit "
                                                     f"{DEFAULT_LIMITS.partitions_per_topic_max}")
-        rf = len(topic.partitions[0].target) if topic.partitions else 1
+        rf = len(t.partitions[0].target) if t.partitions else 1
         brokers = self._placement_brokers()
         if rf > len(brokers):
             return [], "INVALID_REPLICATION_FACTOR", {"live_brokers": len(brokers)}
@@ -129,21 +130,22 @@ class AdminDecisions:
         added = [PartitionRecord(list(r), r[0], 0, 0, list(r)) for r in placed]
         grown = self._grown.get(name)
         before = grown[2] if grown is not None else []
-        self._grown[name] = (topic.topic_id, len(topic.partitions), before + added)
+        self._grown[name] = (t.topic_id, len(t.partitions), before + added)
         log.info("topic %s grows from %d to %d partitions", name, have, count)
-        return [{"type": "create_partitions", "name": name, "topic_id": topic.topic_id,
+        return [{"type": "create_partitions", "name": name, "topic_id": t.topic_id,
                  "partitions": [p.to_dict() for p in added]}], None, {"name": name, "partitions": count}
 
-    def alter_topic_configs(self, name: str, now_ms: int, set: dict[str, Any] | None = None,
+    def alter_topic_configs(self, topic: str, now_ms: int, set: dict[str, Any] | None = None,
                             delete: list[str] | None = None) -> Decision:
-        topic = self._topic(name) if isinstance(name, str) else None  # type: ignore[attr-defined]
-        if topic is None:
+        name = topic
+        t = self._topic(name) if isinstance(name, str) else None  # type: ignore[attr-defined]
+        if t is None:
             return [], "UNKNOWN_TOPIC_OR_PARTITION", {}
         if not isinstance(set or {}, dict) or not isinstance(delete or [], (list, tuple)):
             raise FabricError("INVALID_FIELD", "set must be a map and delete a list of config names")
-        merged = {k: v for k, v in topic.configs.items() if k not in (delete or [])}
+        merged = {k: v for k, v in t.configs.items() if k not in (delete or [])}
         merged.update(set or {})
-        rf = min(len(p.target) for p in topic.partitions)
+        rf = min(len(p.target) for p in t.partitions)
         configs = check_topic_configs(merged, rf, self.config.min_insync_replicas)  # type: ignore[attr-defined]
         return [{"type": "topic_config", "name": name, "configs": configs}], None, {"name": name, "configs": configs}
 

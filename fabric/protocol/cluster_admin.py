@@ -5,9 +5,11 @@ Why on the broker port: an operator (``fabric reassign``, ``fabric cluster ...``
 addresses, not the controller's; the broker forwards each to the controller leader and answers once
 its own metadata has caught up with the change (as ``create_topics`` does), so the next
 ``metadata`` or ``list_partition_reassignments`` already shows it.  A broker that is not clustered
-refuses them with POLICY_VIOLATION.
+refuses them with UNKNOWN_OPERATION ("not clustered").
 
-Importing this module registers them with ``messages.OPERATIONS``.
+``fabric.protocol.cluster`` lists them with the broker-port operations (so a broker that is not
+clustered refuses them as "not clustered") and with the controller-port operations (a broker
+forwards each as it came, with a negative ``cid``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 
 from .errors import FabricError
 from .limits import DEFAULT_LIMITS
-from .messages import register_operation
 from .schema import wire
 
 _L = DEFAULT_LIMITS
@@ -75,6 +76,3 @@ ADMIN_OPERATIONS: dict[str, type] = {
     "decommission_broker": DecommissionBrokerRequest,
     "elect_leaders": ElectLeadersRequest,
 }
-
-for _name, _cls in ADMIN_OPERATIONS.items():
-    register_operation(_name, _cls)
