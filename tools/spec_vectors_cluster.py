@@ -126,12 +126,12 @@ def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list
          request_header("cluster_status", 13),
          {"op": "cluster_status", "cid": 13, "broker_id": 2, "metadata_offset": 42,
           "controller": status,
-          "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 9091 + n, "rack": f"r{n}", "fenced": n == 3}
-                      for n in (1, 2, 3)],
+          "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 9091 + n, "rack": f"r{n}", "fenced": n == 3,
+                       "replicas": 3, "leaders": 2 if n == 1 else (1 if n == 2 else 0)} for n in (1, 2, 3)],
           "partitions_total": 3,
           "under_replicated": [{"topic": "orders", "partition": 1, "leader": 1, "replicas": [1, 2, 3],
                                 "isr": [1, 2]}],
-          "under_min_isr": [], "offline": []}, []),
+          "under_min_isr": [], "offline": [], "reassigning": []}, []),
         *_admin_steps(),
     ]
 

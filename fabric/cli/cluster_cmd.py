@@ -186,14 +186,16 @@ def run_status(args: argparse.Namespace) -> int:
     for vid, match in sorted((ctl.get("followers") or {}).items(), key=lambda kv: int(kv[0])):
         add_row(t, vid, "follower", ctl.get("term"), match, max(0, int(ctl.get("commit_index", 0)) - int(match)))
     print_table(t)
-    t = table("broker", "address", "rack", "state")
+    t = table("broker", "address", "rack", "state", "replicas", "leads")
     for b in status.get("brokers", []):
         add_row(t, b["node_id"], f"{b['host']}:{b['port']}", b.get("rack") or "-",
-                "fenced" if b.get("fenced") else "up")
+                "fenced" if b.get("fenced") else "up", b.get("replicas", "-"), b.get("leaders", "-"))
     print_table(t)
     total = status.get("partitions_total", 0)
     print_text(f"partitions: {total}   under-replicated: {len(status.get('under_replicated', []))}   "
                f"under min ISR: {len(status.get('under_min_isr', []))}   offline: {len(status.get('offline', []))}")
+    if status.get("reassigning"):
+        print_text(f"reassigning: {len(status['reassigning'])} partitions (`fabric reassign --list`)")
     for kind in ("offline", "under_min_isr", "under_replicated"):
         for row in status.get(kind, [])[:20]:
             print_text(f"  {kind.replace('_', ' ')}: {row['topic']}-{row['partition']} leader {row['leader']} "
