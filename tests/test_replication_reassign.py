@@ -31,7 +31,7 @@ def test_a_joining_replica_is_tracked_and_proposed_for_the_isr_once_caught_up():
 
 def test_the_throttle_spaces_fetches_by_the_bytes_received():
     t = FetchThrottle(1000)
-    assert t.max_bytes(8 << 20) == 250 and t.ready(0)
+    assert t.max_bytes(8 << 20) == 50 and t.ready(0)
     t.spent(500, 0)
     assert not t.ready(499) and t.ready(500)
     t.spent(500, 100)  # (behind schedule: from the end of the previous wait, not from now)
@@ -43,11 +43,11 @@ def test_a_throttled_follower_waits_before_fetching_the_rest():
     log, batches = leader_log((2, 1), (2, 1), (2, 1))
     size = len(batches[0])
     f = make_follower(log=MemoryLog(LogConfig()))
-    f.throttle.rate = size * 4  # one batch per fetch (rate / 4), one fetch per 250 ms
+    f.throttle.rate = size * 20  # one batch per fetch (rate / 20), one fetch per 50 ms
     [first] = f.tick(0)
     assert first.max_bytes == size
     out = f.on_fetch_reply(reply_to(first, batches=batches[0], log_end=6), 0)
     assert out == [] and f.log.end_offset == 2  # more to fetch, but the throttle holds it
-    assert f.tick(200) == []
-    [second] = f.tick(250)
+    assert f.tick(40) == []
+    [second] = f.tick(50)
     assert second.fetch_offset == 2

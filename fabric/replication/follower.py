@@ -139,7 +139,7 @@ class FollowerReplica:
             return self._fetch(now_ms)
         self.validated = True
         appended, usable = self._append_from(reply.batches, now_ms)
-        self.throttle.spent(len(reply.batches), now_ms)
+        self.throttle.spent(len(reply.batches), self._sent_ms)  # (from when it was asked: the round trip counts)
         self._set_hw(reply.high_watermark)
         if self.log.end_offset < reply.log_end:
             return self._fetch(now_ms) if usable else []  # (unusable: the idle fetch retries)
