@@ -53,10 +53,6 @@ REASSIGNMENTS_MAX = 10_000  # partitions in one alter_partition_reassignments re
 Decision = tuple[list[dict[str, Any]], str | None, dict[str, Any]]
 
 
-def _error(name: str, message: str) -> dict[str, Any]:
-    return FabricError(name, message).to_wire()
-
-
 class AdminDecisions:
     """Mixed into ``ControllerLogic``; uses its pending view (``_topic``, ``_part``, ``_live``...)."""
 
