@@ -115,6 +115,15 @@ def test_reassignment_to_a_subset_in_sync_completes_at_once():
     assert cur.replicas == old[1:] and cur.leader == old[1] and old[0] not in cur.isr
 
 
+def test_a_reorder_of_the_same_replicas_moves_leadership_to_the_new_first():
+    h = make(brokers=3)
+    old = list(h.part().replicas)
+    records, row = reassign(h, old[1:] + old[:1])
+    assert "error" not in row and len(records) == 2
+    cur = h.part()
+    assert cur.replicas == old[1:] + old[:1] and cur.leader == old[1] and cur.adding == cur.removing == []
+
+
 def test_cancel_restores_the_original_replicas_and_cancel_without_one_is_an_error():
     h = make()
     old = list(h.part().replicas)

@@ -15,14 +15,15 @@ Rules (numbered after logic.py's):
    and ISR are untouched: the new replicas fetch the log from the leader (throttled) and the leader
    proposes them for the ISR as any follower.  A new target while one is in progress is computed
    from the original replicas (the old set without ``adding``); adding replicas no longer wanted
-   are dropped at once.
+   are dropped at once.  A target that only reorders the replicas is written at once and its
+   first replica made leader (rule 12's conditions).
 9. A reassignment completes as soon as every target replica is in the ISR: ``replicas`` becomes the
    target, the ISR keeps only target members, and leadership goes to the preferred (first) target
    replica if it is in the ISR and available (else the current leader if it stays, else the first
    available target member of the ISR).  Checked on every ISR change and every scan.
 10. Cancel: back to the original replicas (adding members leave, the ISR keeps the original
-    ones; refused, REASSIGNMENT_IN_PROGRESS-style with INVALID_REPLICA_ASSIGNMENT, if no original
-    replica is in the ISR: the data would have nowhere to stay).
+    ones, the leader stays unless it was an adding member); refused with INVALID_REPLICA_ASSIGNMENT
+    if no original replica is in the ISR (the data would have nowhere to stay).
 11. Decommission: every partition holding the broker is reassigned to replace it by the available
     broker holding the fewest replicas (a rack not yet used by the partition first); the broker is
     remembered (soft state) so new partitions are not placed on it.
@@ -170,6 +171,7 @@ class AdminDecisions:
             raise FabricError("UNKNOWN_TOPIC_OR_PARTITION", f"{name!r:.60}-{p!r:.20}: no such partition")
         cur = self._part(topic, p)  # type: ignore[attr-defined]
         original = [r for r in cur.replicas if r not in cur.adding]
+        cancel = target is None
         if target is None:
             if not cur.adding and not cur.removing:
                 raise FabricError("NO_REASSIGNMENT_IN_PROGRESS", f"{name}-{p} is not being reassigned")
@@ -193,7 +195,10 @@ class AdminDecisions:
                                                            -1)  # type: ignore[attr-defined]
         log.info("reassigning %s-%d: %s -> %s (adding %s, removing %s)", name, p, original, target, adding, removing)
         records = [self._move(topic, p, cur, replicas, leader, isr, adding, removing)]
-        done = self._maybe_complete(topic, p)
+        if adding or removing:
+            done = self._maybe_complete(topic, p)
+        else:  # a cancel keeps its leader; a reorder of the same replicas makes the new first one lead
+            done = None if cancel else self._preferred(topic, p)
         return records + ([done] if done else [])
 
     def _maybe_complete(self, topic: TopicRecord, p: int) -> dict[str, Any] | None:
