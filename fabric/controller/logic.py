@@ -136,9 +136,9 @@ class ControllerLogic(AdminDecisions):
         if name in self._topics:
             created = self._topics[name]
             if (created is not None) != (name in self.state.topics):
-                return created
+                return self._grown_view(created)
             del self._topics[name]
-        return self.state.topics.get(name)
+        return self._grown_view(self.state.topics.get(name))  # (with partitions being added: logic_admin)
 
     def _topic_views(self) -> list[TopicRecord]:
         names = sorted(set(self.state.topics) | set(self._topics))

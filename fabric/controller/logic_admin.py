@@ -15,15 +15,16 @@ Rules (numbered after logic.py's):
    and ISR are untouched: the new replicas fetch the log from the leader (throttled) and the leader
    proposes them for the ISR as any follower.  A new target while one is in progress is computed
    from the original replicas (the old set without ``adding``); adding replicas no longer wanted
-   are dropped at once.  A target that only reorders the replicas is written at once and its
+   are dropped (rule 10).  A target that only reorders the replicas is written at once and its
    first replica made leader (rule 12's conditions).
 9. A reassignment completes as soon as every target replica is in the ISR: ``replicas`` becomes the
    target, the ISR keeps only target members, and leadership goes to the preferred (first) target
    replica if it is in the ISR and available (else the current leader if it stays, else the first
    available target member of the ISR).  Checked on every ISR change and every scan.
-10. Cancel: back to the original replicas (adding members leave, the ISR keeps the original
-    ones, the leader stays unless it was an adding member); refused with INVALID_REPLICA_ASSIGNMENT
-    if no original replica is in the ISR (the data would have nowhere to stay).
+10. A replica leaves at once only if it is not in the ISR: an in-sync replica not in the new target
+    (one that was being added and caught up, say) becomes ``removing``, so the ISR never empties
+    and the leader stays a replica.  Cancel is the original replicas as a new target: it completes
+    at once when they are all in the ISR, and waits for them otherwise.
 11. Decommission: every partition holding the broker is reassigned to replace it by the available
     broker holding the fewest replicas (a rack not yet used by the partition first); the broker is
     remembered (soft state) so new partitions are not placed on it.
@@ -68,15 +69,21 @@ class AdminDecisions:
 
     # ================================================================== views
     def _partitions(self, topic: TopicRecord) -> list[PartitionRecord]:
-        """The topic's partitions, those being added (pending) included."""
-        parts = [self._part(topic, p) for p in range(len(topic.partitions))]  # type: ignore[attr-defined]
+        return [self._part(topic, p) for p in range(len(topic.partitions))]  # type: ignore[attr-defined]
+
+    def _grown_view(self, topic: TopicRecord | None) -> TopicRecord | None:
+        """``topic`` with the partitions a pending ``create_partitions`` adds (``ControllerLogic._topic``
+        returns this), so elections, fencing and placement see them before they commit."""
+        if topic is None:
+            return None
         grown = self._grown.get(topic.name)
-        if grown is not None:
-            tid, base, added = grown
-            if tid == topic.topic_id and len(topic.partitions) == base:
-                return parts + added
-            del self._grown[topic.name]  # (applied, or the topic was deleted and created again)
-        return parts
+        if grown is None:
+            return topic
+        tid, base, added = grown
+        if tid == topic.topic_id and len(topic.partitions) == base:
+            return TopicRecord(topic.name, topic.topic_id, topic.configs, topic.internal, topic.partitions + added)
+        del self._grown[topic.name]  # (applied, or the topic was deleted and created again)
+        return topic
 
     def _loads(self) -> tuple[dict[int, int], dict[int, int]]:
         replicas: Counter[int] = Counter()
@@ -118,16 +125,16 @@ class AdminDecisions:
         if count > DEFAULT_LIMITS.partitions_per_topic_max:
             raise FabricError("INVALID_PARTITIONS", f"{count} partitions exceed the limit "
                                                     f"{DEFAULT_LIMITS.partitions_per_topic_max}")
-        rf = len(t.partitions[0].target) if t.partitions else 1
+        rf = len(self._part(t, 0).target) if t.partitions else 1  # type: ignore[attr-defined]
         brokers = self._placement_brokers()
         if rf > len(brokers):
             return [], "INVALID_REPLICATION_FACTOR", {"live_brokers": len(brokers)}
         replica_load, leader_load = self._loads()
         placed = place_replicas(brokers, count - have, rf, replica_load, leader_load)
         added = [PartitionRecord(list(r), r[0], 0, 0, list(r)) for r in placed]
-        grown = self._grown.get(name)
-        before = grown[2] if grown is not None else []
-        self._grown[name] = (t.topic_id, len(t.partitions), before + added)
+        grown = self._grown.get(name)  # (valid: ``_topic`` just checked it)
+        base, before = (grown[1], grown[2]) if grown is not None else (len(t.partitions), [])
+        self._grown[name] = (t.topic_id, base, before + added)
         log.info("topic %s grows from %d to %d partitions", name, have, count)
         return [{"type": "create_partitions", "name": name, "topic_id": t.topic_id,
                  "partitions": [p.to_dict() for p in added]}], None, {"name": name, "partitions": count}
@@ -184,15 +191,15 @@ class AdminDecisions:
             raise FabricError("INVALID_REPLICA_ASSIGNMENT", f"brokers {unknown} are not registered")
         if target == original and not cur.adding and not cur.removing:
             return []
-        replicas = list(target) + [r for r in original if r not in target]
+        if target == cur.replicas and not cur.removing:  # (a cancel of a move whose additions all left)
+            return []
+        # Leaving: the original replicas not in the target, and any in-sync replica not in it (one
+        # that was being added and caught up): data in sync leaves only once the target is in sync.
+        removing = [r for r in cur.replicas if r not in target and (r in original or r in cur.isr)]
+        replicas = list(target) + removing
         adding = [r for r in target if r not in original]
-        removing = [r for r in original if r not in target]
         isr = [r for r in cur.isr if r in replicas]
-        if not isr:
-            raise FabricError("INVALID_REPLICA_ASSIGNMENT", f"{name}-{p}: no replica of {replicas} is in the ISR "
-                                                            f"{cur.isr}: the data would have nowhere to stay")
-        leader = cur.leader if cur.leader in isr else next((r for r in replicas if r in isr and self._electable(r)),
-                                                           -1)  # type: ignore[attr-defined]
+        leader = cur.leader  # (in the ISR or -1, so still a replica)
         log.info("reassigning %s-%d: %s -> %s (adding %s, removing %s)", name, p, original, target, adding, removing)
         records = [self._move(topic, p, cur, replicas, leader, isr, adding, removing)]
         if adding or removing:

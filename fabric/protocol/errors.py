@@ -91,7 +91,7 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(67, "UNKNOWN_BROKER", False, "The controller has no registration for this broker id: register first."),
     ErrorCode(68, "INVALID_UPDATE_VERSION", False, "A partition change names an old partition epoch: refresh the partition's state and decide again."),
     # Cluster administration (SPEC.md 13.7).
-    ErrorCode(75, "INVALID_REPLICA_ASSIGNMENT", False, "A reassignment's target replicas are not 1-16 distinct registered brokers, or would leave no in-sync copy."),
+    ErrorCode(75, "INVALID_REPLICA_ASSIGNMENT", False, "A reassignment's target replicas are not 1-16 distinct registered brokers."),
     ErrorCode(76, "NO_REASSIGNMENT_IN_PROGRESS", False, "A cancel names a partition that is not being reassigned."),
 )
 
@@ -423,7 +423,7 @@ class InvalidUpdateVersionError(FabricError):
 
 
 class InvalidReplicaAssignmentError(FabricError):
-    """A reassignment's target replicas are not 1-16 distinct registered brokers, or would leave no in-sync copy."""
+    """A reassignment's target replicas are not 1-16 distinct registered brokers."""
     error_name = "INVALID_REPLICA_ASSIGNMENT"
 
 
