@@ -33,7 +33,7 @@ EPILOG = """examples:
   fabric cluster status                            controllers, brokers, partition health
   fabric cluster status --output json              the same, for scripts
   fabric cluster down                              stop every broker the last `up` started
-  fabric cluster decommission 1 --wait             move every replica off broker 1 (then stop it)
+  fabric cluster decommission 1 --wait             empty broker 1 (waits; then stop the broker)
   fabric cluster rebalance-leaders                 each partition led by its preferred (first) replica"""
 
 STATE_FILE = "cluster.json"

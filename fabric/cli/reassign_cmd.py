@@ -27,7 +27,7 @@ EPILOG = """examples:
   fabric reassign --verify --plan plan.json        done yet? (removes the throttle when it is)
   fabric reassign --list                           reassignments in progress
   fabric reassign --cancel --plan plan.json        back to the replicas before the move
-  fabric cluster decommission 1 --wait             move every replica off broker 1 (then stop it)
+  fabric cluster decommission 1 --wait             empty broker 1 (waits; then stop the broker)
   fabric cluster rebalance-leaders                 give each partition back to its preferred leader"""
 
 POLL_S = 0.5
