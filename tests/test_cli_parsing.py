@@ -32,6 +32,9 @@ def leaf_commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[s
 # The smallest valid invocation of each command that talks to a broker.
 CLIENT_COMMANDS = {
     ("cluster", "status"): [],
+    ("cluster", "decommission"): ["4"],
+    ("cluster", "rebalance-leaders"): [],
+    ("reassign",): ["--list"],
     ("topic", "create"): ["orders"],
     ("topic", "list"): [],
     ("topic", "describe"): ["orders"],
@@ -131,6 +134,9 @@ def test_unreachable_broker_fails_fast_with_exit_1(command, capsys):
     (["topic", "list", "--bootstrap", "localhost"], "is not HOST:PORT"),
     (["topic", "list", "--bootstrap", "127.0.0.1:0"], "port must be a number from 1 to 65535"),
     (["broker", "--port", "99999"], "not a port number"),
+    (["reassign", "--topic", "t", "--partition", "0"], "say what to move"),
+    (["reassign", "--topic", "t", "--partition", "0", "--replicas", "1,1"], "distinct broker ids"),
+    (["reassign", "--generate", "--topics", "t"], "--generate needs --topics and --brokers"),
 ])
 def test_wrong_values_are_usage_errors_even_without_a_broker(argv, message, capsys):
     """Found before any contact: the address below has no broker, yet the status is 2, not 1."""

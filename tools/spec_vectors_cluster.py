@@ -22,6 +22,8 @@ from fabric.controller.raft_messages import AppendRequest, AppendResponse, Entry
 from fabric.controller.records import encode_record
 from fabric.protocol import codec
 from fabric.protocol.errors import FabricError
+from fabric.protocol.cluster_admin import (AlterPartitionReassignmentsRequest, DecommissionBrokerRequest,
+                                           ElectLeadersRequest, ListPartitionReassignmentsRequest, Reassignment)
 from fabric.protocol.messages import request_header
 from fabric.replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchReply
 
@@ -124,12 +126,39 @@ def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list
          request_header("cluster_status", 13),
          {"op": "cluster_status", "cid": 13, "broker_id": 2, "metadata_offset": 42,
           "controller": status,
-          "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 9091 + n, "rack": f"r{n}", "fenced": n == 3}
-                      for n in (1, 2, 3)],
+          "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 9091 + n, "rack": f"r{n}", "fenced": n == 3,
+                       "replicas": 3, "leaders": 2 if n == 1 else (1 if n == 2 else 0)} for n in (1, 2, 3)],
           "partitions_total": 3,
           "under_replicated": [{"topic": "orders", "partition": 1, "leader": 1, "replicas": [1, 2, 3],
                                 "isr": [1, 2]}],
-          "under_min_isr": [], "offline": []}, []),
+          "under_min_isr": [], "offline": [], "reassigning": []}, []),
+        *_admin_steps(),
+    ]
+
+
+def _admin_steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list[bytes]]]:
+    """Section 13.7: what ``fabric.client.reassign`` sends on a broker's client port."""
+    move = AlterPartitionReassignmentsRequest(reassignments=(
+        Reassignment(topic="orders", partition=0, replicas=(2, 3, 4)),
+        Reassignment(topic="orders", partition=1, replicas=None)))
+    moving = {"topic": "orders", "partition": 0, "replicas": [2, 3, 4, 1], "adding": [4], "removing": [1],
+              "isr": [1, 2, 3], "leader": 1}
+    return [
+        ("alter-partition-reassignments", "alter_partition_reassignments (orders/0 to brokers 2, 3, 4; cancel "
+         "orders/1, which is not moving)", request_header("alter_partition_reassignments", 14, move),
+         {"op": "alter_partition_reassignments", "cid": 14,
+          "results": [{"topic": "orders", "partition": 0},
+                      {"topic": "orders", "partition": 1,
+                       "error": _err("NO_REASSIGNMENT_IN_PROGRESS", "orders-1 is not being reassigned")}]}, []),
+        ("list-partition-reassignments", "list_partition_reassignments (orders/0 is copying to broker 4)",
+         request_header("list_partition_reassignments", 15, ListPartitionReassignmentsRequest()),
+         {"op": "list_partition_reassignments", "cid": 15, "reassignments": [moving]}, []),
+        ("decommission-broker", "decommission_broker (move every replica off broker 1)",
+         request_header("decommission_broker", 16, DecommissionBrokerRequest(broker_id=1)),
+         {"op": "decommission_broker", "cid": 16, "moving": 3}, []),
+        ("elect-leaders", "elect_leaders (every topic: preferred-leader election)",
+         request_header("elect_leaders", 17, ElectLeadersRequest()),
+         {"op": "elect_leaders", "cid": 17, "elected": 2}, []),
     ]
 
 

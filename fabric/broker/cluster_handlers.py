@@ -11,8 +11,9 @@ Rules:
    so a client may bootstrap from any of them.  Brokers that are fenced are not listed.
 2. A topic a client asks for and the image lacks is created through the controller when
    auto-creation is on; until the image has it the answer is LEADER_NOT_AVAILABLE (retriable).
-3. ``create_topics``/``delete_topics`` are forwarded to the controller and answered once this
-   broker's image includes the change.
+3. ``create_topics``/``delete_topics`` (and, in ``cluster_admin.py``, ``create_partitions``,
+   ``alter_topic_configs`` and the reassignment operations) are forwarded to the controller and
+   answered once this broker's image includes the change.
 4. Produce: only a leader with a valid lease appends (else NOT_LEADER); ``acks=all`` fails with
    NOT_ENOUGH_REPLICAS before appending when the ISR is below the topic's
    ``min_insync_replicas``; the reply waits in ``AcksAllReplies`` for the high watermark.
@@ -31,6 +32,7 @@ from ..log.errors import LogError
 from ..protocol.errors import FabricError
 from ..protocol.messages import error_reply, ok_reply
 from ..records.batch import validate_batch
+from . import cluster_admin
 from .cluster_groups import ClusterGroups
 from .log_errors import wire_error
 from .replies import Outbox, Reply
@@ -40,8 +42,8 @@ def install(core: Any) -> None:
     h = Handlers(core)
     core.handlers.update({"metadata": h.metadata, "list_topics": h.list_topics, "describe_topics": h.describe_topics,
                           "create_topics": h.create_topics, "delete_topics": h.delete_topics,
-                          "create_partitions": h.unsupported, "alter_topic_configs": h.unsupported,
                           "produce": h.produce})
+    cluster_admin.install(core)  # create_partitions, alter_topic_configs and SPEC 13.7's operations
     core.cluster_groups = ClusterGroups(core)
     for op in GROUP_OPERATIONS:
         if op in core.handlers:
@@ -180,9 +182,6 @@ class Handlers:
         if all(r is not None for r in rows):
             return [(peer, Reply(ok_reply(env.op, env.cid, topics=rows)))]
         return []
-
-    def unsupported(self, peer, env, req, frames, now: Now) -> Outbox:
-        raise FabricError("POLICY_VIOLATION", f"{env.op} is not available on a cluster yet (a single node has it)")
 
     # ------------------------------------------------------------------ produce (rule 4)
     def produce(self, peer, env, req, frames, now: Now) -> Outbox:

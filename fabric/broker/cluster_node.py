@@ -95,7 +95,8 @@ class ClusterNode:
             logic = LogicConfig(session_timeout_ms=config.broker_session_timeout_ms,
                                 heartbeat_ms=config.broker_heartbeat_ms,
                                 default_replication_factor=config.default_replication_factor,
-                                min_insync_replicas=config.min_insync_replicas)
+                                min_insync_replicas=config.min_insync_replicas,
+                                leader_imbalance_check_ms=config.leader_imbalance_check_ms)
             port = config.controller_port or int(voters[self.node_id].rsplit(":", 1)[1])
             self.controller = ControllerServer(self.node_id, voters, Path(config.data_dir) / CONTROLLER_DIR,
                                                f"tcp://{config.host}:{port}", logic_config=logic, context=ctx)
@@ -106,6 +107,7 @@ class ClusterNode:
                                                      session_timeout_ms=config.broker_session_timeout_ms))
         self.replicas = ReplicaManager(self.node_id, ReplicationConfig(replica_lag_ms=config.replica_lag_ms),
                                        config.min_insync_replicas)
+        self.replicas.default_throttle = config.replication_throttle_bytes
         self.acks = AcksAllReplies(config.limits.inflight_requests_max)
         self.voter_socks: dict[int, zmq.Socket] = {}
         for vid, address in voters.items():

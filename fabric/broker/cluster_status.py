@@ -35,9 +35,13 @@ def answer(node: Any, peer: bytes, header: dict[str, Any], now: Now) -> Outbox:
 
 
 def partition_health(node: Any) -> dict[str, Any]:
-    """Brokers (fenced or up) and the partitions under-replicated, under min ISR or offline."""
+    """Brokers (fenced or up, with the replicas they hold and the partitions they lead: balance and
+    a decommission's progress) and the partitions under-replicated, under min ISR, offline or
+    being reassigned."""
     image = node.core.leadership.image
-    under, under_min, offline = [], [], []
+    under, under_min, offline, moving = [], [], [], []
+    held: dict[int, int] = {}
+    leads: dict[int, int] = {}
     total = 0
     for t in image.topics.values():
         min_isr = int(t.configs.get("min_insync_replicas", node.config.min_insync_replicas))
@@ -47,12 +51,18 @@ def partition_health(node: Any) -> dict[str, Any]:
                    "isr": list(a.isr)}
             if a.leader < 0:
                 offline.append(row)
+            for r in a.replicas:
+                held[r] = held.get(r, 0) + 1
+            leads[a.leader] = leads.get(a.leader, 0) + 1
+            if a.adding or a.removing:  # a reassignment in progress (SPEC 13.7)
+                moving.append({**row, "adding": list(a.adding), "removing": list(a.removing)})
             if len(a.isr) < len(a.replicas):
                 under.append(row)
             if len(a.isr) < min(min_isr, len(a.replicas)):
                 under_min.append(row)
     brokers = [{"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack,
-                "fenced": bool(getattr(b, "fenced", False))} for b in sorted(image.brokers.values(),
+                "fenced": bool(getattr(b, "fenced", False)), "replicas": held.get(b.node_id, 0),
+                "leaders": leads.get(b.node_id, 0)} for b in sorted(image.brokers.values(),
                                                                              key=lambda b: b.node_id)]
     return {"brokers": brokers, "partitions_total": total, "under_replicated": under,
-            "under_min_isr": under_min, "offline": offline}
+            "under_min_isr": under_min, "offline": offline, "reassigning": moving}

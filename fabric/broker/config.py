@@ -62,6 +62,8 @@ class BrokerConfig:
     replica_lag_ms: int = 10_000  # a follower not caught up for this long leaves the ISR
     min_insync_replicas: int = 1  # default for topics: acks=all needs this many in the ISR
     unclean_leader_election: bool = False  # default for topics: elect an out-of-sync replica (loses data)
+    replication_throttle_bytes: int = 0  # bytes/s a replica joining by reassignment copies (0: unlimited)
+    leader_imbalance_check_ms: int = 10_000  # automatic preferred-leader election every this often (0: off)
 
     @property
     def clustered(self) -> bool:
@@ -197,6 +199,12 @@ def _check_cluster(cfg: BrokerConfig, source: str) -> None:
     if not 2 * cfg.broker_heartbeat_ms <= cfg.broker_session_timeout_ms <= 600_000:
         raise ConfigError(f"{source}: broker_session_timeout_ms {cfg.broker_session_timeout_ms} must be at least "
                           f"twice broker_heartbeat_ms ({cfg.broker_heartbeat_ms}) and at most 600000")
+    if not 0 <= cfg.replication_throttle_bytes <= 2**40:
+        raise ConfigError(f"{source}: replication_throttle_bytes {cfg.replication_throttle_bytes} out of range "
+                          "(0..2**40 bytes/s, 0: unlimited)")
+    if not 0 <= cfg.leader_imbalance_check_ms <= 86_400_000:
+        raise ConfigError(f"{source}: leader_imbalance_check_ms {cfg.leader_imbalance_check_ms} out of range "
+                          "(0..86400000, 0: off)")
     if not 100 <= cfg.replica_lag_ms <= 600_000:
         raise ConfigError(f"{source}: replica_lag_ms {cfg.replica_lag_ms} out of range (100..600000)")
     if not 1 <= cfg.default_replication_factor <= 16:

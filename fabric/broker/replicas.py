@@ -55,6 +55,7 @@ class ReplicaManager:
         self.node_id = node_id
         self.config = config
         self.default_min_isr = default_min_isr
+        self.default_throttle = 0  # bytes/s for reassignment copies (the broker's replication_throttle_bytes)
         self.leaders: dict[Key, LeaderReplica] = {}
         self.followers: dict[Key, FollowerReplica] = {}
         self._by_id: dict[tuple[str, int], Key] = {}  # (topic id, partition) -> (name, partition)
@@ -73,8 +74,12 @@ class ReplicaManager:
         if a.leader == self.node_id:
             if leader is not None and not leader.closed and leader.leader_epoch == a.leader_epoch \
                     and leader.log is plog:
-                if frozenset(a.isr) != leader.isr or a.partition_epoch != leader.partition_epoch:
+                if tuple(a.replicas) != leader.state.replicas:  # a reassignment (same epoch): new followers
+                    leader.set_replicas(a.replicas, a.isr, a.partition_epoch)
+                elif frozenset(a.isr) != leader.isr or a.partition_epoch != leader.partition_epoch:
                     leader.set_isr(a.isr, a.partition_epoch)
+                min_isr = int(topic.configs.get("min_insync_replicas", self.default_min_isr))
+                leader.min_insync_replicas = max(1, min(min_isr, len(a.replicas)))  # (the config may have changed)
                 return
             self._drop(key)
             min_isr = int(topic.configs.get("min_insync_replicas", self.default_min_isr))
@@ -90,14 +95,23 @@ class ReplicaManager:
             self._drop(key)
             state.role, state.leader = Role.OFFLINE, None  # rule 5: no fetch is served as its leader any more
             return
+        throttle = self.throttle_of(topic) if self.node_id in a.adding else 0
         if follower is not None and follower.leader == a.leader and follower.leader_epoch == a.leader_epoch \
                 and follower.log is plog:
+            follower.throttle.rate = throttle
             return
         self._drop(key)
         self.followers[key] = FollowerReplica(plog, state, topic.topic_id, p, leader=a.leader,
                                               leader_epoch=a.leader_epoch, replicas=a.replicas, now_ms=now_ms,
                                               config=self.config)
+        self.followers[key].throttle.rate = throttle
         log.info("following %s-%d: leader %d, epoch %d", name, p, a.leader, a.leader_epoch)
+
+    def throttle_of(self, topic: TopicImage) -> int:
+        """Bytes/s a replica joining ``topic`` by reassignment may copy (0: unlimited): the topic's
+        ``replication_throttle_bytes``, else this broker's ``replication_throttle_bytes``."""
+        value = topic.configs.get("replication_throttle_bytes")
+        return int(value) if isinstance(value, int) and value > 0 else self.default_throttle
 
     def retain(self, keys: set[Key]) -> None:
         """Drop every replica object not in ``keys`` (partitions no longer held here)."""

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import cbor2
 
+from ..controller.topic_configs import REPLICATION_CONFIG_KEYS
 from ..log.config import LogConfig
 from ..log.errors import LogError
 from ..log.handles import FilePool
@@ -46,7 +47,7 @@ NOT_PARTITIONS = frozenset({META_DIR, CONTROLLER_DIR})  # never removed as stray
 TOPICS_FILE = "topics.cbor"
 META_VERSION = 1
 # Topic settings a cluster's controller keeps for replication, not for the log itself
-REPLICATION_CONFIGS = frozenset({"min_insync_replicas", "unclean_leader_election"})
+REPLICATION_CONFIGS = frozenset(REPLICATION_CONFIG_KEYS)
 
 
 def _log_configs(configs: Any) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from typing import Sequence
 from .. import __version__
 from ..client.connection import ClientError, RequestTimeoutError
 from ..protocol.errors import FabricError
-from . import broker_cmd, cluster_cmd, connect_cmd, dashboard_cmd, data_cmd, group_cmd, log_cmd, perf_cmd, topic_cmd
+from . import (broker_cmd, cluster_cmd, connect_cmd, dashboard_cmd, data_cmd, group_cmd, log_cmd, perf_cmd,
+               reassign_cmd, topic_cmd)
 from .common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_STATUS_HELP, FIRST_CONTACT_TIMEOUT_S, UserError,
                      check_reachable, die)
 from .parsing import FabricArgumentParser
@@ -29,12 +30,14 @@ EPILOG = """examples:
   fabric topic list --output json                 any command that prints data: --output table|json
   fabric dashboard                                live view: throughput, lag, health
   fabric cluster up                               a local 3-broker replicated cluster
+  fabric reassign --generate --topics orders --brokers 2,3,4   propose moving partitions
 
 Every client command takes --bootstrap HOST:PORT (default 127.0.0.1:7171, env FABRIC_BOOTSTRAP).
 
 """ + EXIT_STATUS_HELP
 
-MODULES = [broker_cmd, cluster_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd, dashboard_cmd, log_cmd, connect_cmd]
+MODULES = [broker_cmd, cluster_cmd, reassign_cmd, topic_cmd, data_cmd, group_cmd, perf_cmd, dashboard_cmd, log_cmd,
+           connect_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

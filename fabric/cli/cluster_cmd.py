@@ -1,4 +1,4 @@
-"""``fabric cluster up|down|status``: a local cluster of real broker processes, and its health.
+"""``fabric cluster up|down|status`` (and ``decommission``/``rebalance-leaders``: ``reassign_cmd.py``): a local cluster of real broker processes, and its health.
 
 Why in the CLI: a new user should see replication and failover in two commands, without writing
 configs; ``up`` writes the same YAML an operator would (``configs/cluster/`` shows it commented),
@@ -23,6 +23,7 @@ import yaml
 from ..client.admin import Admin
 from ..client.connection import ClientError
 from ..protocol.errors import FabricError
+from . import reassign_cmd
 from .common import add_client_options, add_output_option, fail, positive_int
 from .output import add_row, print_json, print_table, print_text, table
 
@@ -31,7 +32,9 @@ EPILOG = """examples:
   fabric cluster up --brokers 5 --data-dir /tmp/c  5 brokers (3 controller voters)
   fabric cluster status                            controllers, brokers, partition health
   fabric cluster status --output json              the same, for scripts
-  fabric cluster down                              stop every broker the last `up` started"""
+  fabric cluster down                              stop every broker the last `up` started
+  fabric cluster decommission 1 --wait             empty broker 1 (waits; then stop the broker)
+  fabric cluster rebalance-leaders                 each partition led by its preferred (first) replica"""
 
 STATE_FILE = "cluster.json"
 READY_TIMEOUT_S = 60
@@ -56,6 +59,7 @@ def register(sub: Any) -> None:
     add_client_options(st)
     add_output_option(st)
     st.set_defaults(func=run_status)
+    reassign_cmd.register_cluster_actions(csub)
 
 
 def broker_configs(brokers: int, data_dir: Path, host: str, base_port: int,
@@ -182,14 +186,16 @@ def run_status(args: argparse.Namespace) -> int:
     for vid, match in sorted((ctl.get("followers") or {}).items(), key=lambda kv: int(kv[0])):
         add_row(t, vid, "follower", ctl.get("term"), match, max(0, int(ctl.get("commit_index", 0)) - int(match)))
     print_table(t)
-    t = table("broker", "address", "rack", "state")
+    t = table("broker", "address", "rack", "state", "replicas", "leads")
     for b in status.get("brokers", []):
         add_row(t, b["node_id"], f"{b['host']}:{b['port']}", b.get("rack") or "-",
-                "fenced" if b.get("fenced") else "up")
+                "fenced" if b.get("fenced") else "up", b.get("replicas", "-"), b.get("leaders", "-"))
     print_table(t)
     total = status.get("partitions_total", 0)
     print_text(f"partitions: {total}   under-replicated: {len(status.get('under_replicated', []))}   "
                f"under min ISR: {len(status.get('under_min_isr', []))}   offline: {len(status.get('offline', []))}")
+    if status.get("reassigning"):
+        print_text(f"reassigning: {len(status['reassigning'])} partitions (`fabric reassign --list`)")
     for kind in ("offline", "under_min_isr", "under_replicated"):
         for row in status.get(kind, [])[:20]:
             print_text(f"  {kind.replace('_', ' ')}: {row['topic']}-{row['partition']} leader {row['leader']} "

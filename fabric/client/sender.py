@@ -149,6 +149,12 @@ class Sender:
         except Exception as exc:  # (any failure: try again after a back-off, the routes stay)
             log.info("metadata refresh failed: %s", exc)
             self.refresh_at = now + p.retry_backoff_ms
+            return
+        for topic, count in list(p._partition_counts.items()):  # a topic grown meanwhile: keys spread over all
+            grown = self.cache.partitions(topic)
+            if grown is not None and grown > count:
+                log.info("topic %s now has %d partitions (was %d)", topic, grown, count)
+                p._partition_counts[topic] = grown
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:

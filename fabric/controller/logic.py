@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable
 from ..protocol.errors import FabricError
 from ..protocol.limits import DEFAULT_LIMITS
 from ..protocol.messages import check_topic_name
+from .logic_admin import AdminDecisions
 from .codes import FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, STALE_BROKER_EPOCH, UNKNOWN_BROKER
 from .metadata import BrokerRecord, MetadataState, PartitionRecord, TopicRecord
 from .placement import place_replicas
@@ -71,6 +72,8 @@ class LogicConfig:
     offsets_topic_min_insync_replicas: int = 2  # capped at its RF
     offsets_topic_configs: dict[str, Any] = field(default_factory=lambda: {
         "cleanup_policy": "compact", "flush_every_batch": True, "segment_bytes": 64 << 20})
+    leader_imbalance_check_ms: int = 10_000  # automatic preferred-leader election (logic_admin rule 12); 0: off
+    leader_imbalance_percent: int = 10  # a broker leading elsewhere more than this share of its partitions
 
 
 def _int(name: str, value: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -81,7 +84,7 @@ def _int(name: str, value: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
     return value
 
 
-class ControllerLogic:
+class ControllerLogic(AdminDecisions):
     def __init__(self, state: MetadataState, config: LogicConfig = LogicConfig(),
                  new_topic_id: Callable[[], str] | None = None) -> None:
         self.state = state
@@ -94,6 +97,7 @@ class ControllerLogic:
         self._topics: dict[str, TopicRecord | None] = {}  # pending create (None: a pending delete)
         self._scanned = False  # a full reconcile ran (again every heartbeat_ms: 10,000 partitions take ~25 ms)
         self._scanned_ms = 0
+        self._admin_init()
 
     # ================================================================== the projected view (rule 1)
     def on_became_leader(self, now_ms: int) -> None:
@@ -103,6 +107,7 @@ class ControllerLogic:
         self._parts.clear()
         self._topics.clear()
         self._scanned = False
+        self._admin_init()
 
     def _broker(self, b: int) -> BrokerRecord | None:
         pending = self._brokers.get(b)
@@ -131,9 +136,9 @@ class ControllerLogic:
         if name in self._topics:
             created = self._topics[name]
             if (created is not None) != (name in self.state.topics):
-                return created
+                return self._grown_view(created)
             del self._topics[name]
-        return self.state.topics.get(name)
+        return self._grown_view(self.state.topics.get(name))  # (with partitions being added: logic_admin)
 
     def _topic_views(self) -> list[TopicRecord]:
         names = sorted(set(self.state.topics) | set(self._topics))
@@ -159,7 +164,8 @@ class ControllerLogic:
     # ================================================================== elections (rules 3-5)
     def _change(self, topic: TopicRecord, p: int, cur: PartitionRecord, leader: int, isr: list[int]) -> dict[str, Any]:
         epoch = cur.leader_epoch + (1 if leader != cur.leader else 0)
-        new = PartitionRecord(list(cur.replicas), leader, epoch, cur.partition_epoch + 1, list(isr))
+        new = PartitionRecord(list(cur.replicas), leader, epoch, cur.partition_epoch + 1, list(isr), list(cur.adding),
+                              list(cur.removing))
         self._parts[(topic.topic_id, p)] = new
         return {"type": "partition_change", "topic_id": topic.topic_id, "partition": p, "leader": leader,
                 "leader_epoch": epoch, "partition_epoch": new.partition_epoch, "isr": list(isr)}
@@ -226,6 +232,7 @@ class ControllerLogic:
         self._scanned, self._scanned_ms = True, now_ms
         records = self._reconcile([v.id for v in expired])
         records += [self._broker_record("fence_broker", v) for v in expired]
+        records += self._admin_tick(now_ms)
         return records, None, {}
 
     # ================================================================== brokers
@@ -366,7 +373,9 @@ class ControllerLogic:
                 for r in cur.replicas:
                     loads["replicas"][r] = loads["replicas"].get(r, 0) + 1
                 loads["leaders"][cur.leader] = loads["leaders"].get(cur.leader, 0) + 1
-        placed = place_replicas([(b.id, b.rack) for b in live], partitions, rf, loads["replicas"], loads["leaders"])
+        staying = [(b.id, b.rack) for b in live if b.id not in self._retiring]  # (logic_admin rule 11)
+        placed = place_replicas(staying if len(staying) >= rf else [(b.id, b.rack) for b in live], partitions, rf,
+                                loads["replicas"], loads["leaders"])
         topic_id = self._new_topic_id()
         reply = {"topic_id": topic_id, "partitions": partitions, "replication_factor": rf, "configs": configs}
         if validate_only:
@@ -419,5 +428,6 @@ class ControllerLogic:
         if sorted(new) == sorted(cur.isr):
             return [], None, current
         record = self._change(t, partition, cur, cur.leader, new)
-        return [record], None, {"leader": cur.leader, "leader_epoch": record["leader_epoch"],
+        done = self._maybe_complete(t, partition)  # (a reassignment whose new replicas all joined: logic_admin)
+        return [record] + ([done] if done else []), None, {"leader": cur.leader, "leader_epoch": record["leader_epoch"],
                                 "partition_epoch": record["partition_epoch"], "isr": new}

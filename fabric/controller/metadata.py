@@ -33,7 +33,7 @@ from typing import Any
 import cbor2
 
 from ..replication.image import BrokerInfo, MetadataImage, PartitionAssignment, TopicImage
-from .records import RecordError, check_partition, check_record, decode_record, encode_record
+from .records import LIST_MAX, RecordError, check_moving, check_partition, check_record, decode_record, encode_record
 from .topic_configs import REPLICATION_CONFIG_KEYS, split_configs
 
 log = logging.getLogger("fabric.controller.metadata")
@@ -64,10 +64,25 @@ class PartitionRecord:
     leader_epoch: int
     partition_epoch: int
     isr: list[int]
+    adding: list[int] = field(default_factory=list)  # a reassignment in progress (records.py)
+    removing: list[int] = field(default_factory=list)
+
+    @property
+    def target(self) -> list[int]:
+        """The replicas once the reassignment in progress (if any) completes, in preferred order."""
+        return [r for r in self.replicas if r not in self.removing]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"replicas": list(self.replicas), "leader": self.leader, "leader_epoch": self.leader_epoch,
-                "partition_epoch": self.partition_epoch, "isr": list(self.isr)}
+        out = {"replicas": list(self.replicas), "leader": self.leader, "leader_epoch": self.leader_epoch,
+               "partition_epoch": self.partition_epoch, "isr": list(self.isr)}
+        if self.adding or self.removing:  # (absent otherwise: snapshots of clusters that never moved stay as they were)
+            out.update(adding=list(self.adding), removing=list(self.removing))
+        return out
+
+
+def _partition(p: dict[str, Any]) -> PartitionRecord:
+    return PartitionRecord(list(p["replicas"]), p["leader"], p["leader_epoch"], p["partition_epoch"], list(p["isr"]),
+                           list(p.get("adding") or []), list(p.get("removing") or []))
 
 
 @dataclass
@@ -126,8 +141,7 @@ class MetadataState:
             raise RecordError(f"create_topic: topic {r['name']!r} exists")
         if r["topic_id"] in self.by_id:
             raise RecordError(f"create_topic: topic id {r['topic_id']!r} is taken by {self.by_id[r['topic_id']]!r}")
-        parts = [PartitionRecord(list(p["replicas"]), p["leader"], p["leader_epoch"], p["partition_epoch"],
-                                 list(p["isr"])) for p in r["partitions"]]
+        parts = [_partition(p) for p in r["partitions"]]
         self.topics[r["name"]] = TopicRecord(r["name"], r["topic_id"], copy.deepcopy(r["configs"]), r["internal"],
                                              parts)
         self.by_id[r["topic_id"]] = r["name"]
@@ -144,6 +158,14 @@ class MetadataState:
             raise RecordError(f"topic_config: unknown topic {r['name']!r}")
         topic.configs = copy.deepcopy(r["configs"])
 
+    def _create_partitions(self, r: dict[str, Any], index: int) -> None:
+        topic = self.topics.get(r["name"])
+        if topic is None or topic.topic_id != r["topic_id"]:
+            raise RecordError(f"create_partitions: unknown topic {r['name']!r} with id {r['topic_id']!r}")
+        if len(topic.partitions) + len(r["partitions"]) > LIST_MAX:
+            raise RecordError(f"create_partitions: {r['name']!r} would exceed {LIST_MAX} partitions")
+        topic.partitions.extend(_partition(p) for p in r["partitions"])
+
     def _partition_change(self, r: dict[str, Any], index: int) -> None:
         where = f"partition_change {r['topic_id']}-{r['partition']}"
         cur = self.partition_by_id(r["topic_id"], r["partition"])
@@ -157,8 +179,12 @@ class MetadataState:
         if r["leader_epoch"] < cur.leader_epoch or (leader != cur.leader and r["leader_epoch"] == cur.leader_epoch):
             raise RecordError(f"{where}: leader epoch {r['leader_epoch']} is stale (current {cur.leader_epoch}, "
                               f"leader {cur.leader} -> {leader})")
+        adding = list(cur.adding if r.get("adding") is None else r["adding"])
+        removing = list(cur.removing if r.get("removing") is None else r["removing"])
         check_partition(where, leader, isr, replicas)
+        check_moving(where, replicas, adding, removing)
         cur.leader, cur.isr, cur.replicas = leader, isr, replicas
+        cur.adding, cur.removing = adding, removing
         cur.leader_epoch, cur.partition_epoch = r["leader_epoch"], r["partition_epoch"]
 
     # ================================================================== reading
@@ -180,7 +206,8 @@ class MetadataState:
         topics = {}
         for t in self.topics.values():
             parts = tuple(PartitionAssignment(p.leader, p.leader_epoch, tuple(p.replicas), tuple(p.isr),
-                                              p.partition_epoch) for p in t.partitions)
+                                              p.partition_epoch, tuple(p.adding), tuple(p.removing))
+                          for p in t.partitions)
             topics[t.name] = TopicImage(t.name, t.topic_id, MappingProxyType(copy.deepcopy(t.configs)), t.internal,
                                         parts)
         return MetadataImage(brokers, topics, self.offset)

@@ -15,10 +15,15 @@ same record is always the same bytes.  Optional fields may be absent or null.
 | ``fence_broker`` / ``unfence_broker`` | id, incarnation? (applies only to that incarnation) |
 | ``create_topic`` | name, topic_id, configs (map), internal, partitions (a list of *partition*) |
 | ``delete_topic`` | name |
-| ``partition_change`` | topic_id, partition, leader?, leader_epoch, partition_epoch, isr?, replicas? |
+| ``partition_change`` | topic_id, partition, leader?, leader_epoch, partition_epoch, isr?, replicas?, adding?, removing? |
 | ``topic_config`` | name, configs (the topic's whole override map) |
+| ``create_partitions`` | name, topic_id, partitions (the *partition*s appended after the existing ones) |
 
-A *partition* is ``{replicas, leader, leader_epoch, partition_epoch, isr}`` (leader -1: offline).
+A *partition* is ``{replicas, leader, leader_epoch, partition_epoch, isr, adding?, removing?}`` (leader -1:
+offline).  ``adding``/``removing`` describe a reassignment in progress (KIP-455): ``replicas`` is then
+the union of the old and the target set, ``adding`` the target replicas not yet in the old set,
+``removing`` the old replicas not in the target; both empty (or absent) when none is in progress.
+In a ``partition_change`` an absent or null ``adding``/``removing`` leaves it as it is, ``[]`` clears it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any, Callable
 
 import cbor2
 
-__all__ = ["RECORD_TYPES", "RecordError", "check_partition", "check_record", "decode_record", "encode_record"]
+__all__ = ["RECORD_TYPES", "RecordError", "check_moving", "check_partition", "check_record", "decode_record", "encode_record"]
 
 ID_MAX = 2**31 - 1
 EPOCH_MAX = 2**63 - 1
@@ -91,6 +96,7 @@ _PORT = _int(0, 65535)
 _PARTITION: dict[str, tuple[Check, bool]] = {
     "replicas": (_ids, True), "leader": (_LEADER, True), "leader_epoch": (_EPOCH, True),
     "partition_epoch": (_EPOCH, True), "isr": (_ids, True),
+    "adding": (_nullable(_ids), False), "removing": (_nullable(_ids), False),
 }
 
 
@@ -100,6 +106,7 @@ def _partitions(name: str, value: Any) -> Any:
     for i, p in enumerate(value):
         _fields(f"{name}[{i}]", p, _PARTITION)
         check_partition(f"{name}[{i}]", p["leader"], p["isr"], p["replicas"])
+        check_moving(f"{name}[{i}]", p["replicas"], p.get("adding") or [], p.get("removing") or [])
     return value
 
 
@@ -115,8 +122,10 @@ RECORD_TYPES: dict[str, dict[str, tuple[Check, bool]]] = {
     "partition_change": {"topic_id": (_str, True), "partition": (_int(0, LIST_MAX), True),
                          "leader": (_nullable(_LEADER), False), "leader_epoch": (_EPOCH, True),
                          "partition_epoch": (_EPOCH, True), "isr": (_nullable(_ids), False),
-                         "replicas": (_nullable(_ids), False)},
+                         "replicas": (_nullable(_ids), False), "adding": (_nullable(_ids), False),
+                         "removing": (_nullable(_ids), False)},
     "topic_config": {"name": (_str, True), "configs": (_map, True)},
+    "create_partitions": {"name": (_str, True), "topic_id": (_str, True), "partitions": (_partitions, True)},
 }
 
 
@@ -146,6 +155,18 @@ def check_partition(where: str, leader: int, isr: list[int], replicas: list[int]
         raise RecordError(f"{where}: ISR {isr} must be a non-empty subset of the replicas {replicas}")
     if leader != -1 and leader not in isr:
         raise RecordError(f"{where}: leader {leader} is not in the ISR {isr}")
+
+
+def check_moving(where: str, replicas: list[int], adding: list[int], removing: list[int]) -> None:
+    """A reassignment in progress: ``adding`` and ``removing`` distinct, disjoint replicas, and
+    at least one replica staying (the target set, ``replicas`` minus ``removing``, is not empty)."""
+    if len(set(adding)) != len(adding) or len(set(removing)) != len(removing):
+        raise RecordError(f"{where}: adding {adding} / removing {removing} must be distinct")
+    if not set(adding) <= set(replicas) or not set(removing) <= set(replicas) or set(adding) & set(removing):
+        raise RecordError(f"{where}: adding {adding} and removing {removing} must be disjoint subsets of the "
+                          f"replicas {replicas}")
+    if not set(replicas) - set(removing):
+        raise RecordError(f"{where}: removing {removing} would leave no replica of {replicas}")
 
 
 def check_record(record: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ..protocol.errors import FabricError
 __all__ = ["REPLICATION_CONFIG_KEYS", "check_topic_configs", "split_configs"]
 
 # Topic configs the controller and the replication layer read; every other key is a LogConfig field.
-REPLICATION_CONFIG_KEYS = ("min_insync_replicas", "unclean_leader_election")
+REPLICATION_CONFIG_KEYS = ("min_insync_replicas", "unclean_leader_election", "replication_throttle_bytes")
 
 
 def split_configs(configs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -48,4 +48,10 @@ def check_topic_configs(configs: Any, replication_factor: int, default_min_insyn
         if not isinstance(repl["unclean_leader_election"], bool):
             raise FabricError("INVALID_CONFIG", "topic config unclean_leader_election must be true or false")
         out["unclean_leader_election"] = repl["unclean_leader_election"]
+    if "replication_throttle_bytes" in repl:  # bytes/s a replica joining by reassignment copies (0: unlimited)
+        rate = repl["replication_throttle_bytes"]
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 0 <= rate <= 2**40:
+            raise FabricError("INVALID_CONFIG", "topic config replication_throttle_bytes must be an integer in "
+                                                f"[0, 2**40] (bytes/s, 0: unlimited), not {rate!r}")
+        out["replication_throttle_bytes"] = rate
     return out

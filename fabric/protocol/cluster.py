@@ -23,7 +23,8 @@ from typing import Any
 
 from .errors import FabricError
 from .limits import DEFAULT_LIMITS, INT64_MAX
-from .messages import register_operation
+from .cluster_admin import ADMIN_OPERATIONS
+from .messages import AlterTopicConfigsRequest, CreatePartitionsRequest, register_operation
 from .schema import parse, wire
 
 _L = DEFAULT_LIMITS
@@ -219,6 +220,7 @@ def raft_message(msg: Any) -> Any:
 BROKER_OPERATIONS: dict[str, type] = {
     "replica_fetch": ReplicaFetchRequest,
     "replica_ack": ReplicaAckRequest,
+    **ADMIN_OPERATIONS,  # the operator's (section 13.7): forwarded to the controller
 }
 
 # Controller port requests (answered, ``cid`` echoed): ``ControllerService.request``'s operations.
@@ -232,6 +234,10 @@ CONTROLLER_OPERATIONS: dict[str, type] = {
     "ensure_internal_topic": EnsureInternalTopicRequest,
     "metadata_fetch": MetadataFetchRequest,
     "cluster_status": ClusterStatusRequest,
+    # forwarded as the client sent them (section 5's create_partitions/alter_topic_configs, 13.7's)
+    "create_partitions": CreatePartitionsRequest,
+    "alter_topic_configs": AlterTopicConfigsRequest,
+    **ADMIN_OPERATIONS,
 }
 
 # Never answered: the follower does not wait for an acknowledgement of its acknowledgement.

@@ -90,6 +90,9 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(66, "REPLICA_NOT_AVAILABLE", True, "The replica is not (yet) assigned or in sync where the request expects it; retry."),
     ErrorCode(67, "UNKNOWN_BROKER", False, "The controller has no registration for this broker id: register first."),
     ErrorCode(68, "INVALID_UPDATE_VERSION", False, "A partition change names an old partition epoch: refresh the partition's state and decide again."),
+    # Cluster administration (SPEC.md 13.7).
+    ErrorCode(75, "INVALID_REPLICA_ASSIGNMENT", False, "A reassignment's target replicas are not 1-16 distinct registered brokers."),
+    ErrorCode(76, "NO_REASSIGNMENT_IN_PROGRESS", False, "A cancel names a partition that is not being reassigned."),
 )
 
 BY_CODE: dict[int, ErrorCode] = {e.code: e for e in _TABLE}
@@ -419,6 +422,16 @@ class InvalidUpdateVersionError(FabricError):
     error_name = "INVALID_UPDATE_VERSION"
 
 
+class InvalidReplicaAssignmentError(FabricError):
+    """A reassignment's target replicas are not 1-16 distinct registered brokers."""
+    error_name = "INVALID_REPLICA_ASSIGNMENT"
+
+
+class NoReassignmentInProgressError(FabricError):
+    """A cancel names a partition that is not being reassigned."""
+    error_name = "NO_REASSIGNMENT_IN_PROGRESS"
+
+
 _CLASSES: tuple[type[FabricError], ...] = (
     UnknownErrorError, MalformedRequestError, UnknownOperationError, UnsupportedVersionError,
     InvalidFieldError, FrameTooLargeError, TooManyFramesError, CorruptBatchError,
@@ -434,6 +447,7 @@ _CLASSES: tuple[type[FabricError], ...] = (
     OffsetMetadataTooLargeError,
     FencedLeaderEpochError, UnknownLeaderEpochError, LeaderNotAvailableError, NotControllerError,
     BrokerFencedError, StaleBrokerEpochError, ReplicaNotAvailableError, UnknownBrokerError, InvalidUpdateVersionError,
+    InvalidReplicaAssignmentError, NoReassignmentInProgressError,
 )
 
 EXCEPTIONS: dict[str, type[FabricError]] = {cls.error_name: cls for cls in _CLASSES}

@@ -36,7 +36,10 @@ Rules:
    ``acks=all`` batch survives the crash of any minority of the ISR's processes (and of every
    process, since the page cache outlives them), but not a power loss of every ISR member's
    machine before their next fsync.  Acks of one loop turn are coalesced by the shell
-   (``ReplicaManager`` rule 4): only the last log end matters.
+   (``ReplicaManager`` rule 6): only the last log end matters.
+9. A replica joining by reassignment has a ``throttle`` (``throttle.py``): its fetches ask for
+   a bounded number of bytes and wait as long as the bytes received need at the throttle's rate;
+   a fetch held back is sent by ``tick`` once allowed.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from ..records.batch import iter_headers, parse_header
 from .config import ReplicationConfig
 from .messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchReply
 from .state import PartitionState
+from .throttle import FetchThrottle
 
 __all__ = ["FollowerReplica"]
 
@@ -75,6 +79,8 @@ class FollowerReplica:
         self._sent_ms = 0
         self._heard_ms = now_ms
         self._backoff_until_ms = 0  # after a refused fetch, no new one before this
+        self.throttle = FetchThrottle()  # rule 9 (a replica joining by reassignment)
+        self._throttled = False  # a fetch was due but the throttle held it
 
     @property
     def leader(self) -> int:
@@ -141,6 +147,7 @@ class FollowerReplica:
             return self._fetch(now_ms)
         self.validated = True
         appended, usable = self._append_from(reply.batches, now_ms)
+        self.throttle.spent(len(reply.batches), self._sent_ms)  # (from when it was asked: the round trip counts)
         self._set_hw(reply.high_watermark)
         if self.log.end_offset < reply.log_end:
             return self._fetch(now_ms) if usable else []  # (unusable: the idle fetch retries)
@@ -156,6 +163,9 @@ class FollowerReplica:
             return []
         if now_ms < self._backoff_until_ms:
             return []
+        if self._throttled and self.throttle.ready(now_ms):
+            self._throttled = False
+            return self._fetch(now_ms)
         if not self.validated or now_ms - self._heard_ms >= self.config.replica_fetch_idle_ms:
             return self._fetch(now_ms)
         return []
@@ -169,10 +179,13 @@ class FollowerReplica:
     def _fetch(self, now_ms: int) -> Outgoing:
         if self._outstanding is not None:
             return []
+        if not self.throttle.ready(now_ms):
+            self._throttled = True  # (tick sends it once the throttle allows)
+            return []
         entries = self.log.leader_epochs()
         self._outstanding = ReplicaFetch(self.topic_id, self.partition, self.state.local, self.state.leader_epoch,
                                          self.log.end_offset, entries[-1].epoch if entries else -1,
-                                         self.config.replica_fetch_max_bytes)
+                                         self.throttle.max_bytes(self.config.replica_fetch_max_bytes))
         self._sent_ms = now_ms
         self._heard_ms = now_ms
         return [self._outstanding]

@@ -50,6 +50,8 @@ class PartitionAssignment:
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
     partition_epoch: int = 0  # bumped by every controller change of this partition (leader, ISR, replicas)
+    adding: tuple[int, ...] = ()  # a reassignment in progress: replicas joining (they copy the log, throttled)
+    removing: tuple[int, ...] = ()  # ... and replicas leaving once every target replica is in the ISR
 
     def __post_init__(self) -> None:
         if self.leader != NO_LEADER and self.leader not in self.isr:

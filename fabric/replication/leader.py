@@ -270,6 +270,14 @@ class LeaderReplica:
             self.partition_epoch = partition_epoch
         self._proposal = None
 
+    def set_replicas(self, replicas: Iterable[int], isr: Iterable[int], partition_epoch: int | None = None) -> None:
+        """The controller reassigned the partition (same leader epoch): track the new replica set
+        (``PartitionState.set_replicas``) and its ISR; an outstanding proposal is void."""
+        self.state.set_replicas(tuple(replicas), frozenset(isr))
+        if partition_epoch is not None:
+            self.partition_epoch = partition_epoch
+        self._proposal = None
+
     def _require_open(self) -> None:
         if self.closed:
             raise FabricError("NOT_LEADER", f"{self.topic_id}/{self.partition}: leadership of epoch "

@@ -200,6 +200,22 @@ class PartitionState:
         self.pending_isr = frozenset()
         self._advance_hw()
 
+    def set_replicas(self, replicas: tuple[int, ...] | list[int], isr: frozenset[int] | set[int]) -> None:
+        """The controller changed the replica set under this leader epoch (a reassignment:
+        replicas joining start with an unknown log end and must catch up before they may join the
+        ISR; replicas leaving are forgotten).  ``isr`` must be the controller's ISR for the new set."""
+        self._require_leader()
+        replicas = tuple(replicas)
+        isr = frozenset(isr)
+        if self.local not in replicas or self.local not in isr or not isr <= set(replicas):
+            raise ValueError(f"replicas {replicas} / ISR {sorted(isr)} must hold the leader {self.local}")
+        self.replicas = replicas
+        self.followers = {r: self.followers.get(r) or FollowerProgress() for r in replicas if r != self.local}
+        self.pending_isr = self.pending_isr & frozenset(replicas)
+        self.isr = isr
+        self.pending_isr = self.pending_isr - isr
+        self._advance_hw()
+
     def expect_isr_additions(self, replicas: frozenset[int]) -> None:
         """Replicas proposed to join the ISR: they count for the HW from now until ``set_isr``
         answers (Kafka's "maximal ISR"), so that when the answer comes back they still hold

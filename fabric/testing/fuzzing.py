@@ -99,6 +99,12 @@ def templates() -> dict[str, tuple[dict[str, Any], list[bytes]]]:
                            "last_fetched_epoch": -1, "max_bytes": 1 << 20}, []),
         "replica_ack": ({"op": "replica_ack", "v": 1, "type": "replica_ack", "topic_id": "0" * 32, "partition": 0,
                          "replica": 2, "leader_epoch": 0, "log_end": 1}, []),
+        # cluster administration (SPEC 13.7): refused as "not clustered" too
+        "alter_partition_reassignments": ({"op": "alter_partition_reassignments", "v": 1, "reassignments": [
+            {"topic": BASE_TOPIC, "partition": 0, "replicas": [1, 2]}]}, []),
+        "list_partition_reassignments": ({"op": "list_partition_reassignments", "v": 1}, []),
+        "decommission_broker": ({"op": "decommission_broker", "v": 1, "broker_id": 1}, []),
+        "elect_leaders": ({"op": "elect_leaders", "v": 1, "topics": [BASE_TOPIC]}, []),
     }
 
 
