@@ -218,6 +218,16 @@ class Handlers:
                     raise FabricError("NOT_ENOUGH_REPLICAS",
                                       f"{target.topic}-{target.partition}: ISR {sorted(leader.isr)} is below "
                                       f"min_insync_replicas {leader.min_insync_replicas}; nothing was written")
+                if h.producer_id >= 0:  # an idempotent producer's batch (SPEC "Idempotent producer")
+                    dup = plog.check_producer(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count)
+                    if dup is not None:  # written before: answered with its offsets once committed
+                        core.metrics.duplicates += 1
+                        results.append({"topic": target.topic, "partition": target.partition,
+                                        "base_offset": dup.base_offset, "log_append_time": -1})
+                        if req.acks == -1:
+                            waiting.append((len(results) - 1, target.topic, target.partition, leader,
+                                            dup.last_offset))
+                        continue
                 batch = bytearray(frame)
                 base, last = leader.append(batch, now.wall_ms)
                 node.replicas.pushes.append(leader.push(base, batch))

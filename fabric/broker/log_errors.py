@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..log.errors import (CorruptSegmentError, InvalidBatchError, LogClosedError, LogError, MalformedBatchError,
                           OffsetOutOfRangeError, StorageFailure)
+from ..log.producer_state import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerError
 from ..protocol.errors import FabricError
 
 __all__ = ["WIRE_CODES", "wire_error"]
@@ -24,6 +25,9 @@ WIRE_CODES: dict[type[LogError], str] = {
     MalformedBatchError: "CORRUPT_BATCH",
     InvalidBatchError: "INVALID_BATCH",
     CorruptSegmentError: "CORRUPT_BATCH",
+    OutOfOrderSequenceError: "OUT_OF_ORDER_SEQUENCE",
+    ProducerFencedError: "INVALID_PRODUCER_EPOCH",
+    UnknownProducerError: "UNKNOWN_PRODUCER_ID",
 }
 
 

@@ -32,6 +32,14 @@ connection it has a prefix.  The book then keeps two rules:
    same partition only in rare cases: a write failure it could undo, say a full disk, followed
    by a smaller batch that fits, or a partition created in between.)
 
+3. **Idempotent producer** (``RequestBook(idempotent=True)``, SPEC 14.5).  The leader writes
+   a batch only if its sequence continues the partition's, so a batch sent after one that failed
+   is never written before it: it is refused with ``OUT_OF_ORDER_SEQUENCE``.  Such an error,
+   while an older batch of the partition waits for its retry, is retriable, and the batches are
+   retried in order; rule 2's ``RetryWouldReorderError`` is never raised (a retry of a batch
+   that was written is answered with its original offsets, not written again).  With the
+   retries, every record acknowledged is in the log exactly once, in send order.
+
 What it does not cover: a broker that stalls (SIGSTOP, swapping) longer than
 ``delivery_timeout_ms`` and then executes requests the producer already gave up on; those
 records were reported as failed, yet may then be written after later ones.
@@ -63,16 +71,27 @@ class _InFlight:
     sent_ms: int
 
 
+class _Consequence(ClientError):
+    """An ``OUT_OF_ORDER_SEQUENCE`` caused by an older batch of the partition that failed first:
+    retriable, in order after it (rule 3)."""
+
+    def __init__(self, err: FabricError) -> None:
+        super().__init__(str(err))
+        self.__cause__ = err
+
+
 def is_retriable(err: BaseException) -> bool:
-    return isinstance(err, RequestTimeoutError) or (isinstance(err, FabricError) and err.retriable)
+    return isinstance(err, (RequestTimeoutError, _Consequence)) or (isinstance(err, FabricError) and err.retriable)
 
 
 class RequestBook:
     """The sender thread's bookkeeping: requests in flight, batches to (re)send, and which batch
     may go next.  ``finish(batch, base_offset, error)`` completes a batch (the shell's)."""
 
-    def __init__(self, finish: Finish, retry_backoff_ms: int, delivery_timeout_ms: int) -> None:
+    def __init__(self, finish: Finish, retry_backoff_ms: int, delivery_timeout_ms: int,
+                 idempotent: bool = False) -> None:
         self.finish = finish
+        self.idempotent = idempotent  # rule 3
         self.retry_backoff_ms = retry_backoff_ms
         self.delivery_timeout_ms = delivery_timeout_ms
         self.closing = False  # no more retries: the producer is closing
@@ -218,7 +237,11 @@ class RequestBook:
                 if waiting:  # rule 2: an older batch of this partition failed and this one is written
                     older = [x for x in waiting if x.seq < b.seq]
                     for x in older:
-                        self._not_retried(x, f"a later batch of {key[0]}-{key[1]} was written first")
+                        if self.idempotent:  # rule 3: it was written too; a retry is answered as a duplicate
+                            x.retry_at_ms = now
+                            self.retry.append(x)
+                        else:
+                            self._not_retried(x, f"a later batch of {key[0]}-{key[1]} was written first")
                     rest = [x for x in waiting if x.seq > b.seq]
                     if rest:
                         deferred[key] = rest
@@ -232,8 +255,12 @@ class RequestBook:
         self.connection_error = err
         for key, waiting in self.deferred.items():
             for x in waiting:
-                self._not_retried(x, f"the connection was lost before the replies to the later batches "
-                                     f"of {key[0]}-{key[1]}, which may be written")
+                if self.idempotent:  # rule 3: retried in order with the rest; the broker drops copies
+                    x.retry_at_ms = now
+                    self.retry.append(x)
+                else:
+                    self._not_retried(x, f"the connection was lost before the replies to the later batches "
+                                         f"of {key[0]}-{key[1]}, which may be written")
         self.deferred.clear()
         for f in self.inflight.values():
             for b in f.batches:
@@ -249,6 +276,9 @@ class RequestBook:
         """Batch ``b`` got an error reply; ``later`` are the batches after it in its request."""
         key = (b.topic, b.partition)
         b.last_error = err
+        if self.idempotent and isinstance(err, FabricError) and err.name == "OUT_OF_ORDER_SEQUENCE" \
+                and self._older_pending(key, b.seq):
+            err = b.last_error = _Consequence(err)  # rule 3: it follows an older batch's failure
         if not is_retriable(err):
             self.finish(b, -1, err)
         elif self.closing or now - b.created_ms >= self.delivery_timeout_ms:
@@ -256,6 +286,11 @@ class RequestBook:
         else:
             self.deferred.setdefault(key, []).append(b)
         self._settle(key, later, now)
+
+    def _older_pending(self, key: _Key, seq: int) -> bool:
+        """Whether an older batch of ``key`` is not yet acknowledged (queued for a retry)."""
+        return any(x.seq < seq for x in self.deferred.get(key, ())) or any(
+            x.seq < seq and (x.topic, x.partition) == key for x in self.retry)
 
     def _settle(self, key: _Key, later: list["_Batch"], now: int) -> None:
         """Retry a partition's deferred batches once no later batch of it is in flight."""

@@ -62,8 +62,9 @@ _TABLE: tuple[ErrorCode, ...] = (
               "Too many reply bytes wait unread for this connection (or for all): read replies, back off, retry."),
     ErrorCode(27, "TOO_MANY_CONNECTIONS", True,
               "The broker is at its connection limit and closes this connection: back off exponentially, reconnect."),
-    # Idempotent producer (cluster issue); codes reserved now so clients can switch on them.
-    ErrorCode(30, "OUT_OF_ORDER_SEQUENCE", False, "A producer sequence number skipped ahead."),
+    # Idempotent producer (SPEC.md "Idempotent producer": the client's reaction to each).
+    ErrorCode(30, "OUT_OF_ORDER_SEQUENCE", False,
+              "The batch's sequence does not continue the producer's on that partition: an earlier batch is missing."),
     ErrorCode(31, "DUPLICATE_SEQUENCE", False, "The batch was already written; the reply carries its offset."),
     ErrorCode(32, "INVALID_PRODUCER_EPOCH", False, "A newer producer with the same id has fenced this one."),
     # Consumer groups.
@@ -90,6 +91,8 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(66, "REPLICA_NOT_AVAILABLE", True, "The replica is not (yet) assigned or in sync where the request expects it; retry."),
     ErrorCode(67, "UNKNOWN_BROKER", False, "The controller has no registration for this broker id: register first."),
     ErrorCode(68, "INVALID_UPDATE_VERSION", False, "A partition change names an old partition epoch: refresh the partition's state and decide again."),
+    ErrorCode(69, "UNKNOWN_PRODUCER_ID", False,
+              "The partition has no state for the batch's producer id (expired or never written) and the batch does not start at sequence 0: use a new producer id."),
 )
 
 BY_CODE: dict[int, ErrorCode] = {e.code: e for e in _TABLE}
@@ -295,7 +298,7 @@ class TooManyConnectionsError(FabricError):
 
 
 class OutOfOrderSequenceError(FabricError):
-    """A producer sequence number skipped ahead."""
+    """The batch's sequence does not continue the producer's on that partition: an earlier batch is missing."""
     error_name = "OUT_OF_ORDER_SEQUENCE"
 
 
@@ -419,6 +422,11 @@ class InvalidUpdateVersionError(FabricError):
     error_name = "INVALID_UPDATE_VERSION"
 
 
+class UnknownProducerIdError(FabricError):
+    """The partition has no state for the batch's producer id (expired or never written) and the batch does not start at sequence 0: use a new producer id."""
+    error_name = "UNKNOWN_PRODUCER_ID"
+
+
 _CLASSES: tuple[type[FabricError], ...] = (
     UnknownErrorError, MalformedRequestError, UnknownOperationError, UnsupportedVersionError,
     InvalidFieldError, FrameTooLargeError, TooManyFramesError, CorruptBatchError,
@@ -434,6 +442,7 @@ _CLASSES: tuple[type[FabricError], ...] = (
     OffsetMetadataTooLargeError,
     FencedLeaderEpochError, UnknownLeaderEpochError, LeaderNotAvailableError, NotControllerError,
     BrokerFencedError, StaleBrokerEpochError, ReplicaNotAvailableError, UnknownBrokerError, InvalidUpdateVersionError,
+    UnknownProducerIdError,
 )
 
 EXCEPTIONS: dict[str, type[FabricError]] = {cls.error_name: cls for cls in _CLASSES}
