@@ -45,6 +45,7 @@ from ..replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchR
 from . import cluster_status
 from .acks_all import AcksAllReplies
 from .controller_link import ControllerLink, LinkConfig
+from .topics import CONTROLLER_DIR
 from .replicas import ReplicaManager
 from .replies import Outbox, Reply
 
@@ -94,7 +95,7 @@ class ClusterNode:
                                 default_replication_factor=config.default_replication_factor,
                                 min_insync_replicas=config.min_insync_replicas)
             port = config.controller_port or int(voters[self.node_id].rsplit(":", 1)[1])
-            self.controller = ControllerServer(self.node_id, voters, Path(config.data_dir) / "controller",
+            self.controller = ControllerServer(self.node_id, voters, Path(config.data_dir) / CONTROLLER_DIR,
                                                f"tcp://{config.host}:{port}", logic_config=logic, context=ctx)
         self.link = ControllerLink(self.node_id, list(voters), {"host": config.advertised, "port": 0,
                                                                 "pub_port": config.pub_port, "rack": config.rack},

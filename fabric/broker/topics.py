@@ -39,6 +39,7 @@ from ..protocol.messages import check_topic_name
 log = logging.getLogger("fabric.broker.topics")
 
 META_DIR = "meta"
+CONTROLLER_DIR = "controller"  # a controller voter's Raft storage beside the partitions (not a partition)
 TOPICS_FILE = "topics.cbor"
 META_VERSION = 1
 # Topic settings a cluster's controller keeps for replication, not for the log itself
@@ -130,7 +131,9 @@ class TopicManager:
             self.topics[name] = topic
             self._partition_total += len(local)
         for entry in self.data_dir.iterdir():
-            if entry.is_dir() and entry.name != META_DIR and entry.name not in wanted:
+            # (``controller``: a voter's Raft storage, cluster_node.py; removing it at a restart
+            # lost the metadata log, and with every voter restarted, every topic)
+            if entry.is_dir() and entry.name not in (META_DIR, CONTROLLER_DIR) and entry.name not in wanted:
                 log.warning("removing %s: not a partition of any topic (left by an interrupted create/delete)",
                             entry.name)
                 shutil.rmtree(entry, ignore_errors=True)
