@@ -15,7 +15,8 @@ The hooks:
   from nothing) and the log scanned from there; ``truncate_fully_and_start_at`` empties it;
 - retention and ``advance_start_offset`` leave it alone: the state outlives the batches it came
   from (that is what the snapshot is for);
-- on open: the snapshot ``producer-state.snapshot`` is loaded if it is valid and covers no more
+- on first use (the first idempotent batch appended, or the leader's first question; a
+  truncation): the snapshot ``producer-state.snapshot`` is loaded if it is valid and covers no more
   than the recovered log (a crash may lose an unflushed tail the snapshot saw), then every batch
   from its end offset (or the log start) to the log end is scanned.  A corrupt or newer snapshot
   is logged and ignored: the scan then starts at the log start;
@@ -56,7 +57,7 @@ class ProducerLog:
         object.__setattr__(self, "producers", ProducerStateTable())
         object.__setattr__(self, "_snapshot_changes", -1)
         object.__setattr__(self, "_segments_seen", log_store.segment_count)
-        self._load()
+        object.__setattr__(self, "_loaded", False)
 
     @classmethod
     def open(cls, directory: Path, config: LogConfig, now_ms: int, files: Any = None) -> "ProducerLog":
@@ -66,7 +67,7 @@ class ProducerLog:
         return getattr(self.log, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("producers", "_snapshot_changes", "_segments_seen"):
+        if name in ("producers", "_snapshot_changes", "_segments_seen", "_loaded"):
             object.__setattr__(self, name, value)
         else:
             setattr(self.log, name, value)
@@ -77,21 +78,29 @@ class ProducerLog:
         """``ProducerStateTable.check`` (rules 1-4): None to append, the original batch for a
         duplicate; raises ``OutOfOrderSequenceError`` / ``ProducerFencedError`` /
         ``UnknownProducerError``."""
+        if not self._loaded:
+            self._load()
         return self.producers.check(producer_id, epoch, base_sequence, record_count)
 
     # ------------------------------------------------------------------ the hooks
     def append(self, batch: bytearray, now_ms: int, leader_epoch: int = 0, *, defer_flush: bool = False
                ) -> AppendResult:
+        if not self._loaded and batch[43] & 0x80 == 0:
+            self._load()  # (before the append: the scan must not see this batch too)
         res = self.log.append(batch, now_ms, leader_epoch, defer_flush=defer_flush)
         self._record(batch, res)
         return res
 
     def append_replicated(self, batch: bytearray, now_ms: int) -> AppendResult:
+        if not self._loaded and batch[43] & 0x80 == 0:
+            self._load()
         res = self.log.append_replicated(batch, now_ms)
         self._record(batch, res)
         return res
 
     def _record(self, batch: bytearray, res: AppendResult) -> None:
+        if not self._loaded:
+            return  # (no idempotent batch yet: a later load scans this one)
         if batch[43] & 0x80 == 0:  # producer_id >= 0 (its sign bit): an idempotent batch
             pid = int.from_bytes(batch[_PID], "big")
             self.producers.update(pid, int.from_bytes(batch[51:53], "big", signed=True),
@@ -106,16 +115,19 @@ class ProducerLog:
     def truncate_to(self, offset: int) -> None:
         self.log.truncate_to(offset)
         self._segments_seen = self.log.segment_count
-        self._load()
+        self._load()  # (also when not loaded yet: a snapshot beyond the new end must go now)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         self.log.truncate_fully_and_start_at(offset)
         self._segments_seen = self.log.segment_count
         self.producers.clear(offset)
+        self._loaded = True
         self._remove_snapshot()
 
     def producer_housekeeping(self, now_ms: int, expiration_ms: int) -> None:
         """Expire producers idle longer than ``expiration_ms``; snapshot the table if it changed."""
+        if not self._loaded:
+            return
         gone = self.producers.expire(now_ms, expiration_ms)
         if gone:
             log.info("%s: expired %d idle producer ids", self.snapshot_dir, len(gone))
@@ -125,7 +137,7 @@ class ProducerLog:
     def close(self) -> None:
         self.log.close()
         try:
-            if self.producers.changes != self._snapshot_changes and self.log.directory.is_dir():
+            if self._loaded and self.producers.changes != self._snapshot_changes and self.log.directory.is_dir():
                 self.write_snapshot()
         except (OSError, AttributeError) as exc:
             log.warning("%s: producer-state snapshot not written at close: %s", self.snapshot_dir, exc)
@@ -134,7 +146,7 @@ class ProducerLog:
     def write_snapshot(self) -> None:
         """Write the table (covering the log up to its end) durably; a failure is logged only:
         the log stays the source, a restart scans more of it."""
-        if self.snapshot_dir is None:
+        if self.snapshot_dir is None or not self._loaded:
             return
         self.producers.end_offset = self.log.end_offset
         try:
@@ -174,6 +186,9 @@ class ProducerLog:
         return table
 
     def _load(self) -> None:
+        """Snapshot plus scan.  Lazily, at the first idempotent batch or question (a broker with
+        10,000 partitions and no idempotent producer reads nothing more at start)."""
+        self._loaded = True
         table = self._read_snapshot() or ProducerStateTable()
         covered = table.end_offset
         self.producers = table
@@ -201,15 +216,20 @@ class ProducerLog:
             if not data:
                 break
             moved = False
-            for _, h in iter_headers(data):
-                if h.next_offset <= pos:
-                    continue
-                if h.producer_id >= 0:
-                    table.update(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count, h.base_offset,
-                                 h.max_timestamp)
-                    count += 1
-                pos = h.next_offset
-                moved = True
+            try:
+                for _, h in iter_headers(data):
+                    if h.next_offset <= pos:
+                        continue
+                    if h.producer_id >= 0:
+                        table.update(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count,
+                                     h.base_offset, h.max_timestamp)
+                        count += 1
+                    pos = h.next_offset
+                    moved = True
+            except FabricError as exc:  # damaged bytes after the first batch of a read
+                log.warning("%s: producer-state scan skips damage after offset %d: %s", self.snapshot_dir, pos, exc)
+                pos += 1
+                continue
             if not moved:
                 break
         table.end_offset = max(table.end_offset, end)
