@@ -10,8 +10,8 @@ log error no handler caught, so none becomes an ``UNKNOWN_ERROR``.
 from __future__ import annotations
 
 from ..log.errors import (CorruptSegmentError, InvalidBatchError, LogClosedError, LogError, MalformedBatchError,
-                          OffsetOutOfRangeError, StorageFailure)
-from ..log.producer_state import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerError
+                          OffsetOutOfRangeError, OutOfOrderSequenceError, ProducerFencedError, StorageFailure,
+                          UnknownProducerError)
 from ..protocol.errors import FabricError
 
 __all__ = ["WIRE_CODES", "wire_error"]

@@ -41,7 +41,7 @@ import zlib
 from collections import deque
 from typing import Iterable, NamedTuple
 
-from .errors import LogError
+from .errors import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerError
 
 WINDOW = 5  # batches remembered per producer: what a client may have in flight per partition
 SEQUENCE_MAX = (1 << 31) - 1
@@ -56,18 +56,6 @@ _CRC = struct.Struct(">I")
 
 __all__ = ["BatchMeta", "OutOfOrderSequenceError", "ProducerEntry", "ProducerFencedError", "ProducerStateTable",
            "SnapshotError", "UnknownProducerError", "WINDOW", "decode_snapshot", "last_sequence"]
-
-
-class OutOfOrderSequenceError(LogError):
-    """A batch's sequence does not continue the producer's (a gap, or a new epoch not at 0)."""
-
-
-class ProducerFencedError(LogError):
-    """A batch of an older epoch than the producer's newest: a newer incarnation fenced it."""
-
-
-class UnknownProducerError(LogError):
-    """A producer id this partition has no state for, with a batch not at sequence 0."""
 
 
 class SnapshotError(ValueError):

@@ -21,11 +21,13 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+from ..broker.log_errors import wire_error
 from ..client.accumulator import ProducerBatch
 from ..client.connection import RequestTimeoutError
 from ..client.idempotence import Idempotence
 from ..client.ordering import RequestBook
 from ..log import LogConfig
+from ..log.errors import LogError
 from ..log.memory import MemoryLog
 from ..log.producer_log import ProducerLog
 from ..protocol.errors import OutOfOrderSequenceError, UnknownProducerIdError, error_map
@@ -149,11 +151,8 @@ class IdempotenceSim:
             h = next(iter_headers(b.data))[1]
             try:
                 dup = plog.check_producer(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count)
-            except Exception as exc:
-                name = type(exc).__name__
-                code = {"OutOfOrderSequenceError": "OUT_OF_ORDER_SEQUENCE", "UnknownProducerError":
-                        "UNKNOWN_PRODUCER_ID", "ProducerFencedError": "INVALID_PRODUCER_EPOCH"}[name]
-                self.reply(gen, cid, {"base_offset": -1, "error": error_map(code)})
+            except LogError as exc:  # a sequence refused: the broker's wire error for it
+                self.reply(gen, cid, {"base_offset": -1, "error": wire_error(exc).to_wire()})
                 continue
             if dup is not None:
                 self.stats["duplicates"] += 1
