@@ -49,6 +49,11 @@ _PID = slice(43, 51)  # (batch.py: producer_id at 43, epoch at 51, base_sequence
 log = logging.getLogger("fabric.log.producers")
 
 
+def _idempotent(batch: bytearray) -> bool:
+    """producer_id >= 0 (its sign bit clear); a batch too short to say is left to the log's checks."""
+    return len(batch) > 51 and batch[43] & 0x80 == 0
+
+
 class ProducerLog:
     def __init__(self, log_store: LogStore, directory: Path | None = None) -> None:
         """``directory``: where the snapshot lives (None: no snapshot, the memory backend)."""
@@ -85,14 +90,14 @@ class ProducerLog:
     # ------------------------------------------------------------------ the hooks
     def append(self, batch: bytearray, now_ms: int, leader_epoch: int = 0, *, defer_flush: bool = False
                ) -> AppendResult:
-        if not self._loaded and batch[43] & 0x80 == 0:
+        if not self._loaded and _idempotent(batch):
             self._load()  # (before the append: the scan must not see this batch too)
         res = self.log.append(batch, now_ms, leader_epoch, defer_flush=defer_flush)
         self._record(batch, res)
         return res
 
     def append_replicated(self, batch: bytearray, now_ms: int) -> AppendResult:
-        if not self._loaded and batch[43] & 0x80 == 0:
+        if not self._loaded and _idempotent(batch):
             self._load()
         res = self.log.append_replicated(batch, now_ms)
         self._record(batch, res)
@@ -101,7 +106,7 @@ class ProducerLog:
     def _record(self, batch: bytearray, res: AppendResult) -> None:
         if not self._loaded:
             return  # (no idempotent batch yet: a later load scans this one)
-        if batch[43] & 0x80 == 0:  # producer_id >= 0 (its sign bit): an idempotent batch
+        if _idempotent(batch):
             pid = int.from_bytes(batch[_PID], "big")
             self.producers.update(pid, int.from_bytes(batch[51:53], "big", signed=True),
                                   int.from_bytes(batch[53:57], "big", signed=True),
