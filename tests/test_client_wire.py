@@ -42,7 +42,8 @@ def _request(sock: zmq.Socket, op: str) -> tuple[bytes, dict, list[bytes]]:
         header = codec.decode_map(head, 1 << 20)
         if header.get("op") == op:
             return peer, header, frames
-        sock.send_multipart([peer, codec.encode(ok_reply(header.get("op"), header.get("cid")))])
+        extra = {"producer_id": 0, "producer_epoch": 0} if header.get("op") == "init_producer_id" else {}
+        sock.send_multipart([peer, codec.encode(ok_reply(header.get("op"), header.get("cid"), **extra))])
 
 
 def _answer_others(sock: zmq.Socket) -> bool:

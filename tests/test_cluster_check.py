@@ -113,6 +113,7 @@ def test_the_same_key_and_value_at_two_offsets_is_a_duplicate_not_a_failure(tmp_
     dirs = [write_replica(tmp_path / "r0", stored, per_batch=1)]
     report = run(tmp_path, acks_for(recs), dirs)
     assert [(f.kind, f.offset) for f in report.findings] == [("duplicate", 4)]
+    assert report.ok and not report.exactly_once
     assert report.ok and "same key and value as offset 1" in report.findings[0].detail
 
 

@@ -1,8 +1,8 @@
 """Fault drills on a real 3-broker cluster: RF 3, ``min_insync_replicas`` 2, ``acks=all``, keyed
 records, and a fault in the middle of the stream.  Afterwards every replica's data directory is
 read from disk and ``fabric.testing.cluster_check`` must find no acknowledged record lost, none
-reordered, and no offset holding two different records across replicas.  Duplicates (retries
-without idempotence) are counted, not failed.
+reordered, no offset holding two different records across replicas, and (the default producer
+being idempotent) no record written twice by a retry.
 
 Why these faults (issue 15): SIGKILL is a machine dying; SIGSTOP longer than the session timeout
 is a paused leader (GC, VM steal) that must not acknowledge writes the new leader never had; two
@@ -36,7 +36,8 @@ def leader_of(cluster: ClusterProcesses, partition: int) -> int:
 
 
 class KeyedLoad:
-    """One producer thread: keyed ``acks=all`` records, every acknowledgement logged in order."""
+    """One producer thread: keyed ``acks=all`` records (the default, idempotent producer), every
+    acknowledgement logged in order."""
 
     def __init__(self, bootstrap: str, ack_log: Path, delivery_timeout_ms: int = 60_000,
                  request_timeout_ms: int = 3000) -> None:
@@ -123,6 +124,8 @@ def verify(cluster: ClusterProcesses, ack_log: Path) -> dict:
     summary = {kind: len(report.of(kind)) for kind in ("lost", "reordered", "divergent", "duplicate")}
     assert report.ok, f"{summary}: {[f for f in report.findings if f.kind != 'duplicate'][:5]}"
     assert summary["lost"] == summary["reordered"] == summary["divergent"] == 0
+    # The default producer is idempotent: no retry wrote a record twice (SPEC 14).
+    assert report.exactly_once and summary["duplicate"] == 0, f"{summary}: {report.of('duplicate')[:5]}"
     return {"acks": len(acks), **summary}
 
 

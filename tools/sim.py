@@ -3,11 +3,14 @@
 
 Models (``--model``): ``raft`` (default: the Raft quorum alone, ``fabric.testing.raft_sim.run_chaos``),
 ``cluster`` (three whole combined-mode processes: Raft, metadata and partition replication together,
-``fabric.testing.cluster_sim.run_cluster_chaos``), ``all`` (each seed through every model).
+``fabric.testing.cluster_sim.run_cluster_chaos``), ``idempotence`` (the idempotent producer:
+retries, lost replies and leader changes, ``fabric.testing.idempotence_sim.run_idempotence``;
+also ``--idempotence``), ``all`` (each seed through every model).
 
     python tools/sim.py --seeds 10000                    # Raft, seeds 0..9999; prints every failing seed
     python tools/sim.py --model cluster --seeds 3000     # the whole cluster
     python tools/sim.py --model cluster --seed 42 --verbose   # replay seed 42 event by event
+    python tools/sim.py --model idempotence --seeds 5000  # the idempotent producer
 
 Why a tool beside the pytest tier: CI runs a few hundred seeds; this hunts through thousands, and
 a failure it finds replays exactly with ``--seed`` (here or ``pytest tests/sim --seed N``).
@@ -25,9 +28,10 @@ import traceback
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from fabric.testing.cluster_sim import run_cluster_chaos  # noqa: E402
+from fabric.testing.idempotence_sim import run_idempotence  # noqa: E402
 from fabric.testing.raft_sim import run_chaos  # noqa: E402
 
-MODELS = {"raft": run_chaos, "cluster": run_cluster_chaos}
+MODELS = {"raft": run_chaos, "cluster": run_cluster_chaos, "idempotence": run_idempotence}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,20 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run only this seed")
     parser.add_argument("--phases", type=int, help="random faults per run (default: the model's)")
     parser.add_argument("--model", choices=[*MODELS, "all"], default="raft",
-                        help="which simulation: raft (default), cluster, or all")
+                        help="which simulation: raft (default), cluster, idempotence, or all")
     parser.add_argument("--verbose", action="store_true", help="print every event (use with --seed)")
+    parser.add_argument("--idempotence", action="store_true",
+                        help="the same as --model idempotence")
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
     log = print if args.verbose else None
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
     failed = []
     started = time.monotonic()
-    models = list(MODELS) if args.model == "all" else [args.model]
+    models = list(MODELS) if args.model == "all" else ["idempotence" if args.idempotence else args.model]
     extra = {} if args.phases is None else {"phases": args.phases}
     for seed in seeds:
         for model in models:
             try:
-                sim = MODELS[model](seed, log=log, **extra)
+                sim = MODELS[model](seed, log=log, **({} if model == "idempotence" else extra))
             except Exception:
                 failed.append(seed)
                 print(f"FAIL seed {seed}: replay with: python tools/sim.py --model {model} --seed {seed} --verbose")

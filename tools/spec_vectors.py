@@ -43,7 +43,7 @@ from fabric.protocol.messages import (AlterTopicConfigsRequest, ApiVersionsReque
                                       CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
                                       DescribeTopicsRequest, FetchPartition, FetchRequest, ListOffsetsRequest,
                                       ListTopicsRequest, MetadataRequest, NewTopic, OffsetQuery, ProduceRequest,
-                                      StatsRequest, request_header)
+                                      InitProducerIdRequest, StatsRequest, request_header)
 from fabric.groups.messages import (CommitOffset, DeleteGroupsRequest, DescribeGroupsRequest,  # noqa: E402
                                     FetchTopic, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
                                     LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
@@ -87,6 +87,11 @@ BATCH_B = {"timestamps": [1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_00
            "keys": [b"user-1", None, b"user-1"], "values": [b"hello", b"world", None],
            "headers": [None, [["trace-id", b"\x01\x02"]], None], "compression": 0}
 BATCH_Z = dict(BATCH_B, compression=1)
+# Batch I: an idempotent producer's first batch (producer 0, epoch 0, sequences 0-1); batch J
+# skips sequences 2-4 (SPEC 14).
+BATCH_I = {"timestamps": [1_700_000_001_000, 1_700_000_001_001], "keys": [b"k", b"k"], "values": [b"once", b"only"],
+           "headers": None, "compression": 0, "producer_id": 0, "producer_epoch": 0, "base_sequence": 0}
+BATCH_J = dict(BATCH_I, values=[b"gap", b"gap"], base_sequence=5)
 
 HEADER_FIELDS = ("base_offset", "batch_length", "leader_epoch", "magic", "crc", "attributes", "last_offset_delta",
                  "base_timestamp", "max_timestamp", "producer_id", "producer_epoch", "base_sequence",
@@ -96,7 +101,9 @@ HEADER_FIELDS = ("base_offset", "batch_length", "leader_epoch", "magic", "crc", 
 def build_batch(spec: dict[str, Any]) -> bytes:
     headers = None if spec["headers"] is None else [None if h is None else [tuple(x) for x in h]
                                                     for h in spec["headers"]]
-    return encode_batch(spec["timestamps"], spec["keys"], spec["values"], headers, compression=spec["compression"])
+    return encode_batch(spec["timestamps"], spec["keys"], spec["values"], headers, compression=spec["compression"],
+                        producer_id=spec.get("producer_id", -1), producer_epoch=spec.get("producer_epoch", -1),
+                        base_sequence=spec.get("base_sequence", -1))
 
 
 # ------------------------------------------------------------------ diagnostic notation
@@ -255,6 +262,25 @@ def scenario() -> list[dict[str, Any]]:
         codec.encode(["op", "metadata"]),
         note="The header could not be read, so neither `op` nor `cid` is known: both are null.")
     add("broker-stats", "broker_stats", request_header("broker_stats", 16))
+    idem, gap = build_batch(BATCH_I), build_batch(BATCH_J)
+    to_2 = ProduceRequest(acks=-1, batches=(BatchTarget(topic="orders", partition=2),))
+    add("init-producer-id", "init_producer_id (a new producer id)",
+        request_header("init_producer_id", 21, InitProducerIdRequest()),
+        note="This broker (node id 0) hands out producer ids 0, 1, 2, ... (section 14.2).")
+    add("produce-idempotent", "produce an idempotent batch (batch I: producer 0, epoch 0, sequences 0-1)",
+        request_header("produce", 22, to_2), (idem,),
+        note="Bytes 43-56 of batch I: `producer_id` 0, `producer_epoch` 0, `base_sequence` 0. It is "
+             "appended to `orders/2` at offsets 0-1.")
+    add("produce-duplicate", "produce batch I again (a retry: answered with its offsets, not written)",
+        request_header("produce", 23, to_2), (idem,),
+        note="Same producer, epoch and sequences as a batch among the producer's last 5 on this "
+             "partition: the reply carries the original `base_offset` 0 and the log stays at 2 records.")
+    add("produce-out-of-order", "produce batch J (sequence 5, but 2 is next: OUT_OF_ORDER_SEQUENCE)",
+        request_header("produce", 24, to_2), (gap,))
+    add("init-producer-id-bump", "init_producer_id (the next epoch of producer 0)",
+        request_header("init_producer_id", 25, InitProducerIdRequest(producer_id=0, producer_epoch=0)),
+        note="From now on `orders/2` refuses producer 0's epoch-0 batches with INVALID_PRODUCER_EPOCH once "
+             "an epoch-1 batch (starting at sequence 0) was written there.")
     add("stats", "stats (one topic)", request_header("stats", 20, StatsRequest(topics=("orders",))),
         note="Counters since the broker started; `topics` narrows the topic, partition and group sections "
              "to `orders` (the other requests of this broker are still counted). The latency clock of "

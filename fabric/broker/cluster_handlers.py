@@ -209,6 +209,17 @@ class Handlers:
                 plog = leader.log
                 h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
                                    limits.batch_records_max)
+                if h.producer_id >= 0:  # an idempotent producer's batch (SPEC "Idempotent producer")
+                    dup = plog.check_producer(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count)
+                    if dup is not None:  # written before: answered with its offsets once committed
+                        core.metrics.duplicates += 1
+                        results.append({"topic": target.topic, "partition": target.partition,
+                                        "base_offset": dup.base_offset, "log_append_time": -1})
+                        if req.acks == -1:
+                            waiting.append((len(results) - 1, target.topic, target.partition, leader,
+                                            dup.last_offset))
+                            touched.append(key)  # (its original may be committed already: released below)
+                        continue
                 batch = bytearray(frame)
                 base, last = node.replicas.append_produced(leader, batch, now.wall_ms, acks_all=req.acks == -1)
                 c = core.metrics.partition(target.topic, target.partition)

@@ -46,6 +46,7 @@ from ..replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchR
 from . import cluster_status
 from .acks_all import AcksAllReplies
 from .controller_link import ControllerLink, LinkConfig
+from .topics import CONTROLLER_DIR
 from .replicas import ReplicaManager
 from .topics import CONTROLLER_DIR
 from .replies import Outbox, Reply

@@ -46,6 +46,9 @@ class BrokerConfig:
     retention_check_interval_ms: int = 60_000
     flush_check_interval_ms: int = 100
     compaction_check_interval_ms: int = 15_000  # how often compacted topics' new segments are cleaned
+    # An idempotent producer silent this long on a partition is forgotten there (Kafka's
+    # producer.id.expiration.ms); its next batch then needs a new producer id (SPEC 14).
+    producer_id_expiration_ms: int = 86_400_000
     log_level: str = "INFO"
     # Prometheus text format on http://host:metrics_port/metrics; 0 = off (the default).
     metrics_port: int = 0

@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable
 from .. import __version__
 from ..clock import Now, as_now
 from ..log.epoch_log import EpochLog
+from ..log.producer_log import ProducerLog
+from .producer_ids import ProducerIds, bump
 from ..log.errors import LogError
 from ..log.handles import FilePool, nofile_limit
 from ..log.partition_log import PartitionLog
@@ -46,7 +48,7 @@ from ..protocol.cluster import BROKER_OPERATIONS
 from ..protocol.errors import FabricError
 from ..protocol.schema import as_int
 from ..replication.image import BrokerInfo
-from ..protocol.messages import (OPERATIONS, AlterTopicConfigsRequest, CreatePartitionsRequest,
+from ..protocol.messages import (OPERATIONS, InitProducerIdRequest, AlterTopicConfigsRequest, CreatePartitionsRequest,
                                  CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicsRequest, FetchRequest,
                                  ListOffsetsRequest, ListTopicsRequest, MetadataRequest, ProduceRequest, StatsRequest,
                                  error_reply, ok_reply, parse_request)
@@ -55,7 +57,7 @@ from .config import BrokerConfig, exposure_warning
 from .group_service import GroupService
 from .metrics import Metrics
 from . import stats
-from .topics import TopicManager
+from .topics import META_DIR, TopicManager
 from .bounded import BoundedDict
 from .connections import ConnectionGate
 from .descriptors import segment_file_budget
@@ -117,7 +119,7 @@ class BrokerCore:
         self.clustered = bool(getattr(config, "clustered", False))
         # A cluster's replicas keep a leader-epoch table beside each log (truncation by epoch)
         self.topics = TopicManager(data_dir, config.topic_defaults, config.limits, now.wall_ms, self.files,
-                                   **({"open_log": EpochLog.open} if self.clustered else {}))
+                                   open_log=EpochLog.open if self.clustered else ProducerLog.open)
         self.cluster: Any = None  # the ClusterNode (cluster_node.py), set by the shell when clustered
         self.cluster_groups: Any = None  # ClusterGroups (cluster_groups.py), set with the cluster handlers
         self.metrics = Metrics(started_ms=now.wall_ms)
@@ -149,7 +151,10 @@ class BrokerCore:
             "list_offsets": self._list_offsets,
             "broker_stats": self._broker_stats,
             "stats": self._stats,
+            "init_producer_id": self._init_producer_id,
         }
+        # Producer ids: node id in the high bits, a durable counter in the low (producer_ids.py)
+        self.producer_ids = ProducerIds(data_dir / META_DIR, config.node_id)
         self.groups = GroupService(
             self.topics, now.wall_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
@@ -333,6 +338,7 @@ class BrokerCore:
             try:
                 plog.maybe_roll(now_ms)
                 deleted = plog.apply_retention(now_ms)
+                plog.producer_housekeeping(now_ms, self.config.producer_id_expiration_ms)
                 if deleted:
                     log.info("retention deleted %d segments of %s-%d; log starts at %d", deleted, name, p,
                              plog.start_offset)
@@ -509,6 +515,16 @@ class BrokerCore:
                 plog = self._log_for_produce(target.topic, target.partition, now)
                 h = validate_batch(frame, min(plog.config.max_batch_bytes, limits.batch_bytes_max),
                                    limits.batch_records_max)
+                if h.producer_id >= 0:  # an idempotent producer's batch (SPEC "Idempotent producer")
+                    dup = plog.check_producer(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count)
+                    if dup is not None:  # written before: its original offsets, nothing appended
+                        self.metrics.duplicates += 1
+                        if plog.config.flush_every_batch and req.acks != 0 \
+                                and not any([held is plog for _, _, held in flush]):
+                            flush.append((target.topic, target.partition, plog))  # (the original's fsync)
+                        results.append({"topic": target.topic, "partition": target.partition,
+                                        "base_offset": dup.base_offset, "log_append_time": -1})
+                        continue
                 res = plog.append(bytearray(frame), now_ms, defer_flush=True)
                 c = self.metrics.partition(target.topic, target.partition)
                 c.batches_in += 1
@@ -538,6 +554,15 @@ class BrokerCore:
         if req.acks != 0:
             out.append((peer, Reply(ok_reply(env.op, env.cid, results=results), flush=flush)))
         return out
+
+    def _init_producer_id(self, peer, env, req: InitProducerIdRequest, frames, now: Now) -> Outbox:
+        """SPEC 14.2: a new id at epoch 0, or ``producer_id`` at its next epoch (a new id once its
+        epochs are used up)."""
+        if (req.producer_id < 0) != (req.producer_epoch < 0):
+            raise FabricError("INVALID_FIELD", "producer_id and producer_epoch are both -1 or both set")
+        bumped = bump(req.producer_id, req.producer_epoch) if req.producer_id >= 0 else None
+        pid, epoch = bumped if bumped is not None else (self.producer_ids.next_id(), 0)
+        return [(peer, Reply(ok_reply(env.op, env.cid, producer_id=pid, producer_epoch=epoch)))]
 
     def _fetch(self, peer, env, req: FetchRequest, frames, now: Now) -> Outbox:
         return self.fetcher.fetch(peer, env.cid, req, now.mono_ms)

@@ -10,7 +10,8 @@ log error no handler caught, so none becomes an ``UNKNOWN_ERROR``.
 from __future__ import annotations
 
 from ..log.errors import (CorruptSegmentError, InvalidBatchError, LogClosedError, LogError, MalformedBatchError,
-                          OffsetOutOfRangeError, StorageFailure)
+                          OffsetOutOfRangeError, OutOfOrderSequenceError, ProducerFencedError, StorageFailure,
+                          UnknownProducerError)
 from ..protocol.errors import FabricError
 
 __all__ = ["WIRE_CODES", "wire_error"]
@@ -24,6 +25,9 @@ WIRE_CODES: dict[type[LogError], str] = {
     MalformedBatchError: "CORRUPT_BATCH",
     InvalidBatchError: "INVALID_BATCH",
     CorruptSegmentError: "CORRUPT_BATCH",
+    OutOfOrderSequenceError: "OUT_OF_ORDER_SEQUENCE",
+    ProducerFencedError: "INVALID_PRODUCER_EPOCH",
+    UnknownProducerError: "UNKNOWN_PRODUCER_ID",
 }
 
 

@@ -62,6 +62,7 @@ class Metrics:
     bytes_in: int = 0
     bytes_out: int = 0
     records_in: int = 0
+    duplicates: int = 0  # idempotent batches answered with their original offsets, not appended
     follow_on_fetches: int = 0  # fetches with ``follows`` (pipelining, SPEC 5.10)
     follow_on_fetches_chained: int = 0  # ... of which the broker could chain to the fetch they follow
     standing_fetch_answers: int = 0  # replies after which a standing fetch waited again

@@ -61,7 +61,9 @@ def register(sub: Any) -> None:
     p.add_argument("--header", "-H", action="append", metavar="NAME=VALUE", type=header_arg,
                    help="header on every record, repeatable")
     p.add_argument("--partition", type=int, help="send every record to this partition")
-    p.add_argument("--acks", choices=["0", "1", "all"], default="1")
+    p.add_argument("--acks", choices=["0", "1", "all"], default="all",
+                   help="all (default): the idempotent producer, no duplicates on retries; 0 or 1 turn "
+                        "idempotence off")
     p.add_argument("--linger-ms", type=int, default=5)
     p.add_argument("--input", "-i", metavar="FILE", help="read lines from FILE instead of stdin")
     p.add_argument("--print-metadata", action="store_true",

@@ -56,8 +56,10 @@ class ProducerBatch:
         self.last_error: BaseException | None = None
         self.seq = next(_batch_seq)
 
-    def encode(self, compression: int) -> bytes:
-        data = encode_batch(self.timestamps, self.keys, self.values, self.headers, compression=compression)
+    def encode(self, compression: int, producer_id: int = -1, producer_epoch: int = -1,
+               base_sequence: int = -1) -> bytes:
+        data = encode_batch(self.timestamps, self.keys, self.values, self.headers, compression=compression,
+                            producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence)
         self.keys = self.values = []  # retries resend self.data; timestamps stay for RecordMetadata
         self.headers = None
         return data

@@ -27,9 +27,9 @@ from .. import __version__
 from ..protocol.messages import (AlterTopicConfigsRequest, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
                                  DeleteTopicsRequest, DescribeTopicsRequest, ListOffsetsRequest,
                                  ListTopicsRequest, NewTopic, OffsetQuery)
-from ..protocol.messages import FetchPartition, FetchRequest
+from ..protocol.messages import FetchPartition, FetchRequest, InitProducerIdRequest
 from ..records.batch import records_in
-from .connection import Connection, parse_bootstrap
+from .connection import ClientError, Connection, parse_bootstrap
 from .coordinator_link import CoordinatorLink
 from .pool import Cluster
 
@@ -84,6 +84,22 @@ class Admin:
             return [self._call(op, body)]
         return [self.cluster.bootstrap(i).request(op, body, timeout_ms=self.timeout_ms)[0]
                 for i in range(len(self.endpoints))]
+
+    def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1,
+                         timeout_ms: int | None = None) -> tuple[int, int]:
+        """SPEC 14.2: a new (producer id, epoch), or ``producer_id``'s next epoch.  Each
+        bootstrap broker is asked in turn until one answers."""
+        body = InitProducerIdRequest(producer_id=producer_id, producer_epoch=producer_epoch)
+        last: Exception | None = None
+        for i in range(len(self.endpoints)):
+            try:
+                header, _ = self.cluster.bootstrap(i).request("init_producer_id", body,
+                                                               timeout_ms=timeout_ms or self.timeout_ms)
+                return header["producer_id"], header["producer_epoch"]
+            except (ClientError, FabricError) as exc:
+                last = exc
+        assert last is not None
+        raise last
 
     # ------------------------------------------------------------------ info
     def api_versions(self) -> dict[str, Any]:

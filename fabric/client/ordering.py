@@ -32,6 +32,17 @@ connection it has a prefix.  The book then keeps two rules:
    same partition only in rare cases: a write failure it could undo, say a full disk, followed
    by a smaller batch that fits, or a partition created in between.)
 
+3. **Idempotent producer** (``RequestBook(idempotent=True)``, SPEC 14.5).  The leader writes
+   a batch only if its sequence continues the partition's, so a batch sent after one that failed
+   is never written before it: it is refused with ``OUT_OF_ORDER_SEQUENCE`` (or
+   ``UNKNOWN_PRODUCER_ID`` when the leader has none of the producer's batches).  Such an error,
+   while an older batch of the partition waits for its retry, is retriable, and the batches are
+   retried in order; and a partition's batch is first sent only while fewer than 5 of its
+   batches were sent since its oldest one not yet completed (the leader's window: a retry of
+   that oldest one is still recognised).  Rule 2's ``RetryWouldReorderError`` is never raised (a retry of a batch
+   that was written is answered with its original offsets, not written again).  With the
+   retries, every record acknowledged is in the log exactly once, in send order.
+
 What it does not cover: a broker that stalls (SIGSTOP, swapping) longer than
 ``delivery_timeout_ms`` and then executes requests the producer already gave up on; those
 records were reported as failed, yet may then be written after later ones.
@@ -39,6 +50,7 @@ records were reported as failed, yet may then be written after later ones.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,6 +59,7 @@ from .accumulator import ProducerBatch as _Batch
 from .connection import ClientError, RequestTimeoutError
 
 _Key = tuple[str, int]
+WINDOW = 5  # batches of a partition a leader remembers per producer (SPEC 14.3)
 RETRY_BACKOFF_FACTOR_MAX = 32  # a retry waits retry_backoff_ms doubling per attempt, at most this many times it
 Finish = Callable[["_Batch", int, "BaseException | None"], None]
 
@@ -63,16 +76,31 @@ class _InFlight:
     sent_ms: int
 
 
+_SEQUENCE_GAPS = ("OUT_OF_ORDER_SEQUENCE", "UNKNOWN_PRODUCER_ID")
+
+
+class _Consequence(ClientError):
+    """An ``OUT_OF_ORDER_SEQUENCE`` (or ``UNKNOWN_PRODUCER_ID``: the new leader never saw the
+    producer's first batches either) caused by an older batch of the partition that failed first:
+    retriable, in order after it (rule 3)."""
+
+    def __init__(self, err: FabricError) -> None:
+        super().__init__(str(err))
+        self.__cause__ = err
+
+
 def is_retriable(err: BaseException) -> bool:
-    return isinstance(err, RequestTimeoutError) or (isinstance(err, FabricError) and err.retriable)
+    return isinstance(err, (RequestTimeoutError, _Consequence)) or (isinstance(err, FabricError) and err.retriable)
 
 
 class RequestBook:
     """The sender thread's bookkeeping: requests in flight, batches to (re)send, and which batch
     may go next.  ``finish(batch, base_offset, error)`` completes a batch (the shell's)."""
 
-    def __init__(self, finish: Finish, retry_backoff_ms: int, delivery_timeout_ms: int) -> None:
+    def __init__(self, finish: Finish, retry_backoff_ms: int, delivery_timeout_ms: int,
+                 idempotent: bool = False) -> None:
         self.finish = finish
+        self.idempotent = idempotent  # rule 3
         self.retry_backoff_ms = retry_backoff_ms
         self.delivery_timeout_ms = delivery_timeout_ms
         self.closing = False  # no more retries: the producer is closing
@@ -82,6 +110,8 @@ class RequestBook:
         self.deferred: dict[_Key, list[_Batch]] = {}  # rule 2: wait for the later batches' replies
         self.cautious: set[_Key] = set()  # rule 2: one batch in flight until one succeeds
         self.connection_error: BaseException | None = None  # why the last connection ended
+        # rule 3: per partition, the batches sent from the oldest one not yet completed on
+        self.window: dict[_Key, deque[_Batch]] = {}
 
     @property
     def idle(self) -> bool:
@@ -99,7 +129,8 @@ class RequestBook:
             if self.waiting:
                 fresh = self.waiting + fresh
                 self.waiting = []
-            return self._unexpired(fresh, now) if fresh else fresh
+            go = self._unexpired(fresh, now) if fresh else fresh
+            return self._within_window(go) if self.idempotent and go else go
         self.retry.sort(key=_seq)
         go: list[_Batch] = []
         blocked: set[_Key] = set()
@@ -125,7 +156,33 @@ class RequestBook:
                         continue
                 go.append(b)
         self.retry, self.waiting = keep_retry, keep_waiting
-        return go
+        return self._within_window(go) if self.idempotent and go else go
+
+    def _within_window(self, go: list["_Batch"]) -> list["_Batch"]:
+        """Rule 3: a partition's first send of a batch waits while ``WINDOW`` batches of it,
+        counted from its oldest one not yet completed, were sent: the leader remembers only the
+        last ``WINDOW``, and that oldest one may still need a retry, which must be recognised."""
+        out: list[_Batch] = []
+        held: list[_Batch] = []
+        room: dict[_Key, int] = {}
+        for b in go:
+            key = (b.topic, b.partition)
+            if b.attempts == 0:
+                left = room.get(key)
+                if left is None:
+                    sent = self.window.get(key)
+                    while sent and sent[0].result.done:
+                        sent.popleft()
+                    left = WINDOW - (len(sent) if sent else 0)
+                if left <= 0:
+                    room[key] = 0
+                    held.append(b)
+                    continue
+                room[key] = left - 1
+            out.append(b)
+        if held:
+            self.waiting[:0] = held
+        return out
 
     def keep(self, unsent: list["_Batch"]) -> None:
         """Give back batches ``select`` returned that the in-flight window did not take.  They
@@ -185,6 +242,10 @@ class RequestBook:
 
     def sent(self, cid: int, batches: list["_Batch"], now: int) -> None:
         self.inflight[cid] = _InFlight(batches, now)
+        if self.idempotent:
+            for b in batches:
+                if b.attempts == 1:  # its first send
+                    self.window.setdefault((b.topic, b.partition), deque()).append(b)
 
     # ------------------------------------------------------------------ outcomes
     def on_reply(self, header: dict[str, Any], now: int, on_error: Callable[[BaseException], None]) -> None:
@@ -218,7 +279,11 @@ class RequestBook:
                 if waiting:  # rule 2: an older batch of this partition failed and this one is written
                     older = [x for x in waiting if x.seq < b.seq]
                     for x in older:
-                        self._not_retried(x, f"a later batch of {key[0]}-{key[1]} was written first")
+                        if self.idempotent:  # rule 3: it was written too; a retry is answered as a duplicate
+                            x.retry_at_ms = now
+                            self.retry.append(x)
+                        else:
+                            self._not_retried(x, f"a later batch of {key[0]}-{key[1]} was written first")
                     rest = [x for x in waiting if x.seq > b.seq]
                     if rest:
                         deferred[key] = rest
@@ -232,8 +297,12 @@ class RequestBook:
         self.connection_error = err
         for key, waiting in self.deferred.items():
             for x in waiting:
-                self._not_retried(x, f"the connection was lost before the replies to the later batches "
-                                     f"of {key[0]}-{key[1]}, which may be written")
+                if self.idempotent:  # rule 3: retried in order with the rest; the broker drops copies
+                    x.retry_at_ms = now
+                    self.retry.append(x)
+                else:
+                    self._not_retried(x, f"the connection was lost before the replies to the later batches "
+                                         f"of {key[0]}-{key[1]}, which may be written")
         self.deferred.clear()
         for f in self.inflight.values():
             for b in f.batches:
@@ -249,6 +318,9 @@ class RequestBook:
         """Batch ``b`` got an error reply; ``later`` are the batches after it in its request."""
         key = (b.topic, b.partition)
         b.last_error = err
+        if self.idempotent and isinstance(err, FabricError) and err.name in _SEQUENCE_GAPS \
+                and self._older_pending(key, b.seq):
+            err = b.last_error = _Consequence(err)  # rule 3: it follows an older batch's failure
         if not is_retriable(err):
             self.finish(b, -1, err)
         elif self.closing or now - b.created_ms >= self.delivery_timeout_ms:
@@ -256,6 +328,13 @@ class RequestBook:
         else:
             self.deferred.setdefault(key, []).append(b)
         self._settle(key, later, now)
+
+    def _older_pending(self, key: _Key, seq: int) -> bool:
+        """Whether an older batch of ``key`` is not yet acknowledged (queued for a retry, or in
+        flight: its request may have been lost on the way)."""
+        return any(x.seq < seq for x in self.deferred.get(key, ())) or any(
+            x.seq < seq and (x.topic, x.partition) == key for x in self.retry) or any(
+            x.seq < seq and (x.topic, x.partition) == key for f in self.inflight.values() for x in f.batches)
 
     def _settle(self, key: _Key, later: list["_Batch"], now: int) -> None:
         """Retry a partition's deferred batches once no later batch of it is in flight."""

@@ -29,15 +29,16 @@ from typing import Any, Container, Sequence
 import zmq
 
 from ..multipart import try_send
-from ..protocol.errors import FabricError, exception_for
+from ..protocol.errors import FabricError, OutOfOrderSequenceError, UnknownProducerIdError, exception_for
 from ..protocol.limits import Limits
-from ..records.batch import COMPRESSION_NONE, COMPRESSION_ZLIB
+from ..records.batch import COMPRESSION_NONE, COMPRESSION_ZLIB, producer_fields
 from ..records.partitioner import KeyPartitioner
 from .accumulator import RECORD_OVERHEAD, Accumulator, ProducerBatch as _Batch
 from .admin import Admin
 from .connection import ClientError, ClosedError, RequestTimeoutError, monotonic_ms, parse_bootstrap
 from .futures import BatchFuture, RecordFuture, _new_future
 from .metadata import REFRESH_ERRORS
+from .idempotence import WINDOW, Idempotence
 from .sender import Sender
 
 log = logging.getLogger("fabric.producer")
@@ -46,6 +47,10 @@ _BROKER_LIMITS = Limits()  # the protocol's defaults: what any broker takes in o
 # a produce request's batches together (half the broker's request limit: headroom for the header)
 REQUEST_BYTES_DEFAULT = _BROKER_LIMITS.request_bytes_max // 2
 REQUEST_BATCHES_DEFAULT = 1000  # batches in one produce request (the protocol allows request_frames_max - 1)
+
+
+# Errors meaning a partition lost this producer's state (idempotence rule 3)
+_LOST_STATE = (OutOfOrderSequenceError, UnknownProducerIdError)
 
 
 class BufferFullError(ClientError):
@@ -70,7 +75,8 @@ def _as_bytes(value: Any, what: str) -> bytes | None:
 
 
 class Producer:
-    def __init__(self, bootstrap: str | Sequence[str] = "127.0.0.1:7171", *, acks: int | str = 1,
+    def __init__(self, bootstrap: str | Sequence[str] = "127.0.0.1:7171", *, acks: int | str | None = None,
+                 enable_idempotence: bool | None = None,
                  linger_ms: int = 5, batch_bytes: int = 1 << 20, buffer_bytes: int = 64 << 20,
                  max_block_ms: int = 60_000, request_timeout_ms: int = 30_000,
                  delivery_timeout_ms: int = 120_000, retry_backoff_ms: int = 100, max_in_flight: int = 5,
@@ -86,8 +92,21 @@ class Producer:
         are looked up again at least this often (and at once after ``NOT_LEADER``)."""
         if acks == "all":
             acks = -1
-        if acks not in (-1, 0, 1):
+        if acks not in (-1, 0, 1, None):
             raise ValueError(f"acks must be 0, 1, -1 or 'all', not {acks!r}")
+        # Idempotence (Kafka's rule, KIP-679): on unless turned off, or unless acks 0/1 or more
+        # than 5 requests in flight were asked for without asking for idempotence; asked for
+        # together with them, it is an error.  It needs acks=all: a batch acknowledged by a
+        # leader alone can vanish in a failover, and its successor's sequence would then leave a gap.
+        if enable_idempotence is None:
+            enable_idempotence = acks in (None, -1) and max_in_flight <= WINDOW
+        elif enable_idempotence and (acks not in (None, -1) or max_in_flight > WINDOW):
+            raise ValueError(f"enable_idempotence needs acks='all' and max_in_flight <= {WINDOW} (got acks={acks!r}, "
+                             f"max_in_flight={max_in_flight}); pass enable_idempotence=False for those")
+        if acks is None:
+            acks = -1 if enable_idempotence else 1
+        self.enable_idempotence = enable_idempotence
+        self._idem = Idempotence() if enable_idempotence else None
         if compression not in (None, "none", "zlib"):
             raise ValueError(f"compression must be None or 'zlib', not {compression!r}")
         if linger_ms < 0 or batch_bytes <= 0 or buffer_bytes < batch_bytes or max_in_flight < 1:
@@ -334,6 +353,11 @@ class Producer:
     def _finish(self, b: _Batch, base_offset: int, err: BaseException | None) -> None:
         if b.result.done:
             return
+        if err is not None and self._idem is not None and isinstance(err, _LOST_STATE) and b.data is not None:
+            pid = producer_fields(b.data)[0]
+            if self._idem.reset((b.topic, b.partition), pid):
+                log.warning("%s-%d lost producer %d's state (%s): its next batches start over under a new "
+                            "producer id", b.topic, b.partition, pid, err)
         b.result.complete(base_offset, err)
         b.data = None
         with self._lock:

@@ -71,6 +71,7 @@ class Sender:
         self.templates: dict[Any, HeaderTemplate] = {}
         self.poller = zmq.Poller()
         self.refresh_at = 0  # no metadata refresh before then (after a failed one)
+        self.pid_retry_at = 0  # no init_producer_id before then (after a failed one)
         cache = producer._admin.cluster.cache
         self.cache = cache
         self.version = cache.version
@@ -93,7 +94,8 @@ class Sender:
             conn = Connection(endpoint, p._ctx, p._client_id, reconnect=False,
                               connect_timeout_ms=p.request_timeout_ms)
             link = self.links[endpoint] = _Link(endpoint, conn, RequestBook(p._finish, p.retry_backoff_ms,
-                                                                            p.delivery_timeout_ms), now)
+                                                                            p.delivery_timeout_ms,
+                                                                            p._idem is not None), now)
             self._watch(conn, True)
         return link
 
@@ -309,6 +311,23 @@ class Sender:
         if len(self.links) > 1 or len(p._endpoints) > 1:
             self.cache.invalidate()  # the leader may have moved
 
+    def _init_producer_id(self, now: int) -> bool:
+        """Ask the brokers (each bootstrap one in turn) for a producer id; False after a failure
+        (the next try waits ``retry_backoff_ms``)."""
+        p = self.p
+        if now < self.pid_retry_at:
+            return False
+        try:
+            with p._meta_lock:
+                pid, epoch = p._admin.init_producer_id(timeout_ms=min(p.request_timeout_ms, REFRESH_TIMEOUT_MS))
+        except Exception as exc:
+            log.info("init_producer_id failed: %s", exc)
+            self.pid_retry_at = now + p.retry_backoff_ms
+            return False
+        p._idem.granted(pid, epoch)
+        log.debug("producer id %d epoch %d", pid, epoch)
+        return True
+
     def _watch(self, conn: Connection, on: bool) -> None:
         for sock in (conn.socket, conn.monitor):
             if sock is not None:
@@ -324,10 +343,27 @@ class Sender:
         total = 0
         used = 0  # batches consumed from the list (sent or failed)
         max_bytes, max_batches = p.max_request_bytes, p.max_request_batches
+        idem = p._idem
+        if idem is not None and not idem.ready and not self._init_producer_id(now):
+            return None  # no producer id yet: nothing goes (tried again after a back-off)
+        keys: set[tuple[str, int]] = set()
         for b in batches:
+            if idem is not None:
+                # One batch per partition per request (as Kafka's): with at most max_in_flight <= 5
+                # requests in flight, a partition has at most 5 batches in flight, all inside the
+                # leader's duplicate window; a retry of any of them is recognised.
+                key = (b.topic, b.partition)
+                if key in keys:
+                    break
+                keys.add(key)
             if b.data is None:
                 try:
-                    b.data = b.encode(p.compression)
+                    if idem is None:
+                        b.data = b.encode(p.compression)
+                    else:  # (idempotence rule 1: the sequence is taken at the first encoding)
+                        key = (b.topic, b.partition)
+                        b.data = b.encode(p.compression, *idem.next(key))
+                        idem.advance(key, len(b.timestamps))
                 except Exception as exc:  # e.g. a value that is not bytes: fail this batch only
                     log.error("cannot encode a batch for %s-%d: %s", b.topic, b.partition, exc)
                     p._finish(b, -1, ClientError(f"cannot encode batch: {exc}"))

@@ -26,7 +26,8 @@ from typing import Any
 
 from .config import LogConfig
 from .epochs import EpochEntry, LeaderEpochCache, LeaderEpochFile
-from .partition_log import AppendResult, PartitionLog
+from .partition_log import AppendResult
+from .producer_log import ProducerLog
 from .store import LogStore
 
 __all__ = ["EpochLog"]
@@ -41,9 +42,9 @@ class EpochLog:
 
     @classmethod
     def open(cls, directory: Path, config: LogConfig, now_ms: int, files: Any = None) -> "EpochLog":
-        """A ``PartitionLog`` with its table in ``<directory>/leader-epoch-checkpoint``
+        """A ``ProducerLog`` over a ``PartitionLog`` with its table in ``<directory>/leader-epoch-checkpoint``
         (``files``: the ``FilePool`` lending it descriptors, as ``PartitionLog.open`` takes)."""
-        log = PartitionLog.open(directory, config, now_ms, files)
+        log = ProducerLog.open(directory, config, now_ms, files)  # (idempotent producers' state)
         return cls(log, LeaderEpochFile(directory))
 
     def __getattr__(self, name: str) -> Any:  # everything not intercepted below

@@ -19,7 +19,8 @@ people, naming the log's directory) and the numbers a caller acts on.
 from __future__ import annotations
 
 __all__ = ["CorruptSegmentError", "InvalidBatchError", "LogClosedError", "LogError", "MalformedBatchError",
-           "OffsetOutOfRangeError", "StorageFailure"]
+           "OffsetOutOfRangeError", "OutOfOrderSequenceError", "ProducerFencedError", "StorageFailure",
+           "UnknownProducerError"]
 
 
 class LogError(Exception):
@@ -56,3 +57,17 @@ class CorruptSegmentError(LogError):
         super().__init__(message)
         self.offset = offset
         self.skip_offset = skip_offset
+
+
+# An idempotent producer's batch refused by the partition's producer state (producer_state.py).
+
+class OutOfOrderSequenceError(LogError):
+    """A batch's sequence does not continue the producer's (a gap, or a new epoch not at 0)."""
+
+
+class ProducerFencedError(LogError):
+    """A batch of an older epoch than the producer's newest: a newer incarnation fenced it."""
+
+
+class UnknownProducerError(LogError):
+    """A producer id this partition has no state for, with a batch not at sequence 0."""

@@ -62,8 +62,9 @@ _TABLE: tuple[ErrorCode, ...] = (
               "Too many reply bytes wait unread for this connection (or for all): read replies, back off, retry."),
     ErrorCode(27, "TOO_MANY_CONNECTIONS", True,
               "The broker is at its connection limit and closes this connection: back off exponentially, reconnect."),
-    # Idempotent producer (cluster issue); codes reserved now so clients can switch on them.
-    ErrorCode(30, "OUT_OF_ORDER_SEQUENCE", False, "A producer sequence number skipped ahead."),
+    # Idempotent producer (SPEC.md "Idempotent producer": the client's reaction to each).
+    ErrorCode(30, "OUT_OF_ORDER_SEQUENCE", False,
+              "The batch's sequence does not continue the producer's on that partition: an earlier batch is missing."),
     ErrorCode(31, "DUPLICATE_SEQUENCE", False, "The batch was already written; the reply carries its offset."),
     ErrorCode(32, "INVALID_PRODUCER_EPOCH", False, "A newer producer with the same id has fenced this one."),
     # Consumer groups.
@@ -90,6 +91,8 @@ _TABLE: tuple[ErrorCode, ...] = (
     ErrorCode(66, "REPLICA_NOT_AVAILABLE", True, "The replica is not (yet) assigned or in sync where the request expects it; retry."),
     ErrorCode(67, "UNKNOWN_BROKER", False, "The controller has no registration for this broker id: register first."),
     ErrorCode(68, "INVALID_UPDATE_VERSION", False, "A partition change names an old partition epoch: refresh the partition's state and decide again."),
+    ErrorCode(69, "UNKNOWN_PRODUCER_ID", False,
+              "The partition has no state for the batch's producer id (expired or never written) and the batch does not start at sequence 0: use a new producer id."),
     # Cluster administration (SPEC.md 13.7).
     ErrorCode(75, "INVALID_REPLICA_ASSIGNMENT", False, "A reassignment's target replicas are not 1-16 distinct registered brokers."),
     ErrorCode(76, "NO_REASSIGNMENT_IN_PROGRESS", False, "A cancel names a partition that is not being reassigned."),
@@ -298,7 +301,7 @@ class TooManyConnectionsError(FabricError):
 
 
 class OutOfOrderSequenceError(FabricError):
-    """A producer sequence number skipped ahead."""
+    """The batch's sequence does not continue the producer's on that partition: an earlier batch is missing."""
     error_name = "OUT_OF_ORDER_SEQUENCE"
 
 
@@ -422,6 +425,11 @@ class InvalidUpdateVersionError(FabricError):
     error_name = "INVALID_UPDATE_VERSION"
 
 
+class UnknownProducerIdError(FabricError):
+    """The partition has no state for the batch's producer id (expired or never written) and the batch does not start at sequence 0: use a new producer id."""
+    error_name = "UNKNOWN_PRODUCER_ID"
+
+
 class InvalidReplicaAssignmentError(FabricError):
     """A reassignment's target replicas are not 1-16 distinct registered brokers."""
     error_name = "INVALID_REPLICA_ASSIGNMENT"
@@ -447,7 +455,7 @@ _CLASSES: tuple[type[FabricError], ...] = (
     OffsetMetadataTooLargeError,
     FencedLeaderEpochError, UnknownLeaderEpochError, LeaderNotAvailableError, NotControllerError,
     BrokerFencedError, StaleBrokerEpochError, ReplicaNotAvailableError, UnknownBrokerError, InvalidUpdateVersionError,
-    InvalidReplicaAssignmentError, NoReassignmentInProgressError,
+    UnknownProducerIdError, InvalidReplicaAssignmentError, NoReassignmentInProgressError,
 )
 
 EXCEPTIONS: dict[str, type[FabricError]] = {cls.error_name: cls for cls in _CLASSES}

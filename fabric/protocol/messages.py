@@ -182,6 +182,13 @@ class ListOffsetsRequest:
     partitions: tuple[OffsetQuery, ...] = wire("list", items=OffsetQuery, max_len=_L.list_items_max)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitProducerIdRequest:
+    """SPEC 14.2: a new producer id (both fields -1), or the next epoch of ``producer_id``."""
+    producer_id: int = wire("int", -1, min=-1, max=INT64_MAX)
+    producer_epoch: int = wire("int", -1, min=-1, max=32767)
+
+
 # Operation name -> (request class, min version, max version)
 OPERATIONS: dict[str, tuple[type, int, int]] = {
     "api_versions": (ApiVersionsRequest, 1, 1),
@@ -197,6 +204,7 @@ OPERATIONS: dict[str, tuple[type, int, int]] = {
     "list_offsets": (ListOffsetsRequest, 1, 1),
     "broker_stats": (BrokerStatsRequest, 1, 1),
     "stats": (StatsRequest, 1, 1),
+    "init_producer_id": (InitProducerIdRequest, 1, 1),
 }
 
 

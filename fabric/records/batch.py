@@ -275,6 +275,14 @@ def encode_batch(timestamps: Sequence[int], keys: Sequence[bytes | None], values
     return struct.pack(">qiibI", 0, len(rest) + 9, -1, MAGIC, crc) + rest
 
 
+def producer_fields(data: bytes | bytearray) -> tuple[int, int, int]:
+    """(producer_id, producer_epoch, base_sequence) of an encoded batch."""
+    return _PRODUCER_FIELDS.unpack_from(data, 43)
+
+
+_PRODUCER_FIELDS = struct.Struct(">qhi")
+
+
 def decode_records(topic: str, partition: int, batch: bytes | memoryview, h: BatchHeader | None = None,
                    verify_crc: bool = True) -> list[Record]:
     """Client side: turn one stored batch into ``Record``s (checks CRC and column shapes)."""

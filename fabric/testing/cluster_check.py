@@ -13,7 +13,8 @@ recovery) and reports:
 - **divergent**: an offset below the smallest log end of the partition's replicas where two
   replicas hold different records (or one holds none);
 - **duplicates**: one key and value at two offsets of a partition (at-least-once delivery allows
-  them; reported, not a failure).
+  them: reported, not a failure of ``ok``; ``exactly_once`` fails on them too, which is what an
+  idempotent producer -- the default -- promises).
 
 The acknowledgement log ("ack log") is JSON lines, one per acknowledged record, in the order the
 acknowledgements arrived; ``ack_line`` writes one::
@@ -192,6 +193,11 @@ class Report:
     def ok(self) -> bool:
         """No loss, reordering or divergence (duplicates alone are allowed)."""
         return not any(f.kind in self.FAILING for f in self.findings)
+
+    @property
+    def exactly_once(self) -> bool:
+        """``ok`` and no duplicate either: the idempotent producer's promise."""
+        return self.ok and not self.of("duplicate")
 
     def to_dict(self) -> dict[str, Any]:
         counts = {k: len(self.of(k)) for k in (*self.FAILING, "duplicate")}

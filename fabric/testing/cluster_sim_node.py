@@ -254,7 +254,6 @@ class SimNode:
         for push in reps.pushes:
             self.outbox.append(("pub", None, push))
         reps.pushes.clear()
-        for leader, messages in reps.outgoing.items():
+        for leader, messages in reps.take_outgoing().items():
             for m in messages:
                 self.outbox.append(("repl", leader, m))
-        reps.outgoing.clear()

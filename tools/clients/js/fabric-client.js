@@ -308,9 +308,10 @@ function encodeBatch(records, opts = {}) {
   rest.writeInt32BE(count - 1, 2); // last_offset_delta
   rest.writeBigInt64BE(ts0, 6); // base_timestamp
   rest.writeBigInt64BE(tsMax, 14); // max_timestamp
-  rest.writeBigInt64BE(-1n, 22); // producer_id
-  rest.writeInt16BE(-1, 30); // producer_epoch
-  rest.writeInt32BE(-1, 32); // base_sequence
+  // SPEC 14: an idempotent producer's id, epoch and first sequence; -1 otherwise
+  rest.writeBigInt64BE(toBig(opts.producerId !== undefined ? opts.producerId : -1), 22); // producer_id
+  rest.writeInt16BE(opts.producerEpoch !== undefined ? opts.producerEpoch : -1, 30); // producer_epoch
+  rest.writeInt32BE(opts.baseSequence !== undefined ? opts.baseSequence : -1, 32); // base_sequence
   rest.writeInt32BE(count, 36); // record_count
   section.copy(rest, 40);
 
