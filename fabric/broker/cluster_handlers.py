@@ -248,8 +248,11 @@ class Handlers:
                 leader.wait(token, last)
         # A lone in-sync replica commits at once (its waiters leave, its consumers wake); with
         # followers the HW moves on their acks, and nothing is woken here for nothing.
+        leaders = node.replicas.leaders
         for key in dict.fromkeys(touched):
-            out.extend(node.committed(leaders[key], now))
+            leader = leaders.get(key)
+            if leader is not None:
+                out.extend(node.committed(leader, now))
         if req.acks == 0 or waiting:
             return out
         out.extend(node.acks.answer(peer, env.op, env.cid, results))  # (behind earlier acks=all replies)

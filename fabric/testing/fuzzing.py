@@ -105,6 +105,8 @@ def templates() -> dict[str, tuple[dict[str, Any], list[bytes]]]:
         "list_partition_reassignments": ({"op": "list_partition_reassignments", "v": 1}, []),
         "decommission_broker": ({"op": "decommission_broker", "v": 1, "broker_id": 1}, []),
         "elect_leaders": ({"op": "elect_leaders", "v": 1, "topics": [BASE_TOPIC]}, []),
+        # the idempotent producer (SPEC 14.2): a new id, and an epoch bump of an id
+        "init_producer_id": ({"op": "init_producer_id", "v": 1, "producer_id": -1, "producer_epoch": -1}, []),
     }
 
 
