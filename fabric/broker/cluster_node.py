@@ -46,9 +46,7 @@ from ..replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchR
 from . import cluster_status
 from .acks_all import AcksAllReplies
 from .controller_link import ControllerLink, LinkConfig
-from .topics import CONTROLLER_DIR
 from .replicas import ReplicaManager
-from .topics import CONTROLLER_DIR
 from .replies import Outbox, Reply
 from .topics import CONTROLLER_DIR
 
@@ -56,6 +54,7 @@ log = logging.getLogger("fabric.broker.cluster")
 
 HEADER_BYTES_MAX = 64 << 20
 FORWARD_TIMEOUT_MS = 10_000
+FORWARD_RETRY_MS = 100  # a forwarded request answered NOT_CONTROLLER goes to the named leader after this
 PART = struct.Struct(">I")
 
 
@@ -127,7 +126,11 @@ class ClusterNode:
         self.sockets_changed = True  # the shell re-registers ``sockets()`` with its poller when set
         self._fetch_cid = 0
         self._waiting_offset: list[tuple[int, dict[str, Any], Callable[[dict[str, Any]], Outbox]]] = []
-        self._forwards: dict[int, tuple[Callable[[dict[str, Any]], Outbox] | None, int]] = {}
+        # forwarded cid -> (done, deadline, header); a client's request answered NOT_CONTROLLER (a
+        # voter that lost or never had the lead) is sent again to the leader it names after
+        # FORWARD_RETRY_MS, until its deadline, so the client never sees the controller's churn
+        self._forwards: dict[int, tuple[Callable[[dict[str, Any]], Outbox] | None, int, dict[str, Any]]] = {}
+        self._forward_retries: list[tuple[int, int]] = []  # (due, forwarded cid)
         self._fwd_cid = 0
         self.pending_admin: list[tuple[int, dict[str, Any]]] = []
         self.on_image: Callable[[Any, Now], Outbox] | None = None
@@ -170,7 +173,7 @@ class ClusterNode:
         controller does not answer within ``FORWARD_TIMEOUT_MS`` is answered REQUEST_TIMED_OUT."""
         self._fwd_cid += 1
         fcid = -self._fwd_cid  # (negative: never a link request's cid)
-        self._forwards[fcid] = (done, now_ms + FORWARD_TIMEOUT_MS)
+        self._forwards[fcid] = (done, now_ms + FORWARD_TIMEOUT_MS, header)
         self.pending_admin.append((fcid, header))
 
     def _on_controller_reply(self, header: dict[str, Any], now: Now) -> Outbox:
@@ -186,6 +189,10 @@ class ClusterNode:
             err = header.get("error")
             if isinstance(err, dict) and err.get("name") == "NOT_CONTROLLER":
                 self.link.redirect(header.get("leader_id"))
+                if done is not None and fwd[1] > now.mono_ms + FORWARD_RETRY_MS:
+                    self._forwards[cid] = fwd
+                    self._forward_retries.append((now.mono_ms + FORWARD_RETRY_MS, cid))
+                    return []
             if done is None:
                 return []
             if isinstance(need, int) and need > self.link.offset and not err:
@@ -197,7 +204,14 @@ class ClusterNode:
 
     def _expire_forwards(self, now_ms: int) -> Outbox:
         out: Outbox = []
-        for fcid, (done, deadline) in list(self._forwards.items()):
+        if self._forward_retries:
+            due = [fcid for at, fcid in self._forward_retries if at <= now_ms]
+            self._forward_retries = [(at, fcid) for at, fcid in self._forward_retries if at > now_ms]
+            for fcid in due:
+                fwd = self._forwards.get(fcid)
+                if fwd is not None:
+                    self.pending_admin.append((fcid, fwd[2]))
+        for fcid, (done, deadline, _) in list(self._forwards.items()):
             if deadline <= now_ms:
                 del self._forwards[fcid]
                 if done is not None:
