@@ -163,12 +163,16 @@ class Compactor(_Periodic):
                 return
             if not plog.config.compact or plog.segment_count < 2:
                 continue
-            marker = (plog.segment_count, plog.start_offset)
+            # Taken before the pass: a roll while the pass runs (the writer does not wait for
+            # it) must bring the log back next time.  The segment count after the pass would
+            # already count that roll, and its closed segment would wait for the next roll,
+            # maybe forever, as in a CI run where a compacted topic was never compacted.
+            marker = (plog.active_base_offset, plog.start_offset)
             seen = self._seen.get(id(plog))
             if seen is not None and seen[0] == marker and (seen[1] is None or now_ms < seen[1]):
                 continue
             try:
                 result = compact(plog, now_ms)
-                self._seen[id(plog)] = ((plog.segment_count, plog.start_offset), result.retry_at_ms)
+                self._seen[id(plog)] = (marker, result.retry_at_ms)
             except Exception:
                 log.exception("compaction of %s-%d", name, p)

@@ -579,6 +579,12 @@ class PartitionLog:
     def segment_count(self) -> int:
         return len(self._segments)
 
+    @property
+    def active_base_offset(self) -> int:
+        """The base offset of the segment being written: it changes exactly when the log rolls
+        (compaction rewrites only closed segments), which is what the compactor watches."""
+        return self._bases[-1]
+
     def timestamp_at(self, offset: int) -> int | None:
         """The first timestamp of the batch holding ``offset`` (one header read), or None when
         the offset is outside the log: how old the oldest unconsumed record is, for consumer lag
