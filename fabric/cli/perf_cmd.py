@@ -265,7 +265,7 @@ def perf_e2e(args: argparse.Namespace) -> int:
     if args.standing_answers is not None:
         depth["standing_fetch_answers"] = args.standing_answers
     consumer = Consumer(args.bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=100, **depth)
-    consumer.assign([(args.topic, 0)])
+    consumer.assign_topic(args.topic)  # every partition: the producer spreads records over them
     consumer.seek_to_end()
     consumer.poll(0)  # sends the first (parked) fetch before producing starts
     acks = -1 if args.acks == "all" else int(args.acks)

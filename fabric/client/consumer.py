@@ -461,7 +461,7 @@ class Consumer:
                     log.warning("no fetch reply from %s within %d ms; reconnecting", f.conn.endpoint,
                                 self.request_timeout_ms)
                     f.reset()
-                    router.leaders_may_have_moved()
+                    router.leaders_may_have_moved(refused=False)
                 if f.refresh_wanted:
                     f.refresh_wanted = False
                     router.leaders_may_have_moved()

@@ -35,6 +35,10 @@ from .metadata import REFRESH_ERRORS
 
 log = logging.getLogger("fabric.consumer")
 
+# After a retriable per-partition error (NOT_LEADER while the metadata catches up, a leader not
+# yet serving) the partition waits this long before it is fetched again: without it a consumer
+# asked the same broker thousands of times a second.  Short, because failover time counts it.
+FETCH_RETRY_BACKOFF_MS = 50
 _EPOCHS = itertools.count(1)  # fetch epochs, unique across partitions and reassignments
 
 
@@ -52,6 +56,8 @@ class PartitionState:
     high_watermark: int = -1
     paused: bool = False
     halted: CorruptRecordError | None = None  # stopped at damaged records until a seek (damage.py)
+    retry_at_ms: int = 0  # after a retriable error: not fetched again before then (FETCH_RETRY_BACKOFF_MS)
+    routed_to: str | None = None  # the broker the router sends it to (a new one ends the back-off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,7 @@ class FetchPipeline:
         self.fetch_max_bytes = c.fetch_max_bytes
         self.max_partition_fetch_bytes = c.max_partition_fetch_bytes
         self.refresh_wanted = False  # a partition's reply said its leader may have moved
+        self._backing_off = False  # some partition waits out a retry back-off (``_fetch_epochs``)
 
     @property
     def conn(self) -> Connection:
@@ -188,10 +195,18 @@ class FetchPipeline:
     def _fetch_epochs(self) -> dict[TopicPartition, int]:
         """The partitions a fetch sent now would ask for (not paused, nothing buffered), with
         their epochs."""
+        parts = self._parts
+        if self._backing_off:
+            now = monotonic_ms()
+            waiting = [tp for tp, st in parts.items() if st.retry_at_ms > now]
+            if waiting:
+                parts = {tp: st for tp, st in parts.items() if tp not in waiting}
+            else:
+                self._backing_off = False
         if not self._buffer:  # (every poll at the tail asks: the short way)
-            return {tp: st.epoch for tp, st in self._parts.items() if not (st.paused or st.halted)}
+            return {tp: st.epoch for tp, st in parts.items() if not (st.paused or st.halted)}
         buffered = {e[0] for e in self._buffer}
-        return {tp: st.epoch for tp, st in self._parts.items() if not (st.paused or st.halted or tp in buffered)}
+        return {tp: st.epoch for tp, st in parts.items() if not (st.paused or st.halted or tp in buffered)}
 
     def _send_fetch(self, follows: _Fetch | None) -> None:
         missing = [tp for tp, st in self._parts.items() if st.position is None]
@@ -243,7 +258,9 @@ class FetchPipeline:
                     reset.append(tp)
                     continue
                 if err.retriable:
-                    log.info("fetch %s: %s (will retry)", tp, err)
+                    log.info("fetch %s: %s (will retry in %d ms)", tp, err, FETCH_RETRY_BACKOFF_MS)
+                    st.retry_at_ms = monotonic_ms() + FETCH_RETRY_BACKOFF_MS
+                    self._backing_off = True
                     if err.name in REFRESH_ERRORS:
                         self.refresh_wanted = True
                     continue

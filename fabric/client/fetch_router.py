@@ -3,9 +3,13 @@
 Why a module of its own: routing is the consumer's only cluster concern, and it changes at other
 moments than fetching does: when the assignment changes, when the metadata changes, after a
 ``NOT_LEADER`` / ``UNKNOWN_TOPIC_OR_PARTITION`` answer or a fetch timeout, and every
-``metadata_max_age_ms`` (the last three only when there is more than one broker; one broker is
+``metadata_max_age_ms`` (the last one only when there is more than one broker; one broker is
 one pipeline, as it always was).  A partition whose leader is unknown is read from the first
-bootstrap broker, which then says what it knows.  A partition moving to another pipeline is safe
+bootstrap broker, which then says what it knows.  A single bootstrap address may be one broker of
+a cluster: its first NOT_LEADER answer is what says so, and it makes the consumer look the leaders
+up (a consumer given one address of a cluster used to fetch every partition from that broker
+forever, each fetch refused by return, since it took one address for one broker and never asked).
+A partition moving to another pipeline is safe
 at any time: the old pipeline drops data for partitions it no longer reads, and a standing fetch
 for the old set is forgotten at its next ``fill``.
 
@@ -61,10 +65,10 @@ class FetchRouter:
         """Route again before the next fetch (the assignment or the metadata changed)."""
         self.routed_version = -1
 
-    def leaders_may_have_moved(self) -> None:
-        """A fetch said NOT_LEADER / UNKNOWN_TOPIC_OR_PARTITION, or timed out."""
-        self.meta.invalidate()
-        if self.several:
+    def leaders_may_have_moved(self, refused: bool = True) -> None:
+        """A fetch said NOT_LEADER / UNKNOWN_TOPIC_OR_PARTITION (``refused``), or timed out."""
+        if refused or self.several:  # a refusal, even from the only address known: it may be one of several
+            self.meta.invalidate()
             self.routed_version = -1
 
     def route(self, parts: dict[TopicPartition, PartitionState]) -> None:
@@ -72,13 +76,15 @@ class FetchRouter:
         meta = self.meta
         now = monotonic_ms()
         several = self.several
-        if several and now >= self._refresh_at and \
+        if (several or meta.invalid) and now >= self._refresh_at and \
                 (meta.stale(now) or any(meta.leader(*tp) is None for tp in parts)):
             self._refresh(now, sorted({tp.topic for tp in parts}))
         groups: dict[str, dict[TopicPartition, PartitionState]] = {e: {} for e in self.by_endpoint}
         first = self.endpoints[0]
         for tp, st in parts.items():
             endpoint = meta.endpoint(meta.leader(tp.topic, tp.partition)) or first
+            if st.routed_to != endpoint:  # a new leader: no back-off left from the old one's errors
+                st.routed_to, st.retry_at_ms = endpoint, 0
             group = groups.get(endpoint)
             if group is None:
                 group = groups[endpoint] = {}
