@@ -139,3 +139,19 @@ def test_memory_log_replicas_and_bad_ack_lines(tmp_path):
     with pytest.raises(ValueError, match="ack log line 2"):
         read_acks([acks_for(recs)[0], json.dumps({"topic": "orders", "partition": "0", "offset": 1})])
     assert _tool().main(["--acks", str(tmp_path / "missing.jsonl"), str(tmp_path)]) == 2
+
+
+def test_a_record_one_replica_compacted_away_is_no_divergence_in_a_compacted_topic():
+    """Each replica compacts its own closed segments: a 10-minute soak found `__consumer_offsets`
+    records the followers had compacted away and the leader (which had not rolled) still held.
+    Two different records at one offset still diverge there."""
+    from fabric.testing.cluster_check import PartitionData
+
+    full = PartitionData({0: (b"g", b"1"), 1: (b"g", b"2"), 2: (b"g", b"3")}, log_end=3)
+    compacted = PartitionData({2: (b"g", b"3")}, log_end=3)
+    for topic, expected in (("__consumer_offsets", []), ("orders", [0, 1])):
+        report = check([], {"a": {(topic, 0): full}, "b": {(topic, 0): compacted}})
+        assert [f.offset for f in report.findings if f.kind == "divergent"] == expected
+    other = PartitionData({0: (b"g", b"other"), 2: (b"g", b"3")}, log_end=3)
+    report = check([], {"a": {("__consumer_offsets", 0): full}, "b": {("__consumer_offsets", 0): other}})
+    assert [f.offset for f in report.findings] == [0] and not report.ok

@@ -30,6 +30,7 @@ from fabric.testing.fuzzing import HOSTILE, FUZZ_TOPIC, Fuzzer
 SEED = 20261125
 IN_MEMORY_CASES = 20_000
 PROCESS_CASES = 3_000
+CLUSTER_CASES = 800  # (a cluster broker answers more slowly: NOT_LEADER paths, forwarding to the controller)
 MEMORY_CASES = 1_500
 HEAP_PEAK_MAX = 64 << 20  # bytes the in-memory broker may allocate at once while fuzzed
 BROKER_RSS_MAX_KB = 400 << 10  # the broker process's peak resident set (VmHWM)
@@ -169,3 +170,52 @@ def test_fuzzed_requests_against_a_broker_process(brokers):
     assert _peak_rss_kb(b.pid) < BROKER_RSS_MAX_KB
     log = b.log_path.read_text(errors="replace")
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+
+
+@pytest.mark.process
+def test_fuzzed_requests_against_a_cluster_broker(cluster):
+    """The broker port of a clustered broker also takes `replica_fetch`/`replica_ack` and the
+    reassignment operations: a fuzz campaign against one found replica messages with out-of-range
+    fields answered UNKNOWN_ERROR and ones with payload frames never answered.  Every broker must
+    keep running, log no traceback, and the base topic must read back whole from its leader."""
+    from fabric.client import Consumer
+    from fabric.testing.cluster import wait_until
+    from fabric.testing.fuzzing import BASE_TOPIC
+
+    from fabric.client.admin import Admin
+    from fabric.client.reassign import elect_leaders, reassign
+    from fabric.testing.fuzzing import FUZZ_TOPIC
+
+    c = cluster(3).start()
+    wait_until(c.registered, 30, "every broker registered")
+
+    def led_by_1() -> bool:
+        meta = admin.metadata([BASE_TOPIC, FUZZ_TOPIC])
+        return all(t["partitions"][0]["leader"] == 1 for t in meta["topics"])
+
+    with Admin(c.bootstrap) as admin:  # the runner talks to broker 1 alone: it must lead both topics
+        for topic in (BASE_TOPIC, FUZZ_TOPIC):
+            admin.create_topic(topic, partitions=1, replication_factor=3)
+        reassign(admin, {(BASE_TOPIC, 0): [1, 2, 3], (FUZZ_TOPIC, 0): [1, 2, 3]})
+        wait_until(lambda: elect_leaders(admin, [BASE_TOPIC, FUZZ_TOPIC]) >= 0 and led_by_1(), 30,
+                   "broker 1 leading the fuzzed topics", every=0.2)
+    ctx = zmq.Context()
+    send, sock = socket_sender(ctx, c.specs[1].bootstrap)
+    try:
+        run = FuzzRun(SEED + 2, send)
+        run.prepare()
+        report = run.run(range(CLUSTER_CASES))
+        assert not report.failures, report.summary()
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    values: list[bytes] = []
+    with Consumer(c.bootstrap, auto_offset_reset="earliest") as consumer:
+        consumer.assign([(BASE_TOPIC, 0)])
+        wait_until(lambda: values.extend(r.value for r in consumer.poll(200)) or len(values) >= 300, 60,
+                   "the base topic read back", every=0)
+    assert values[:300] == [f"record-{i}".encode() for i in range(300)]
+    for n in c.node_ids:
+        assert c.running(n), c.process(n).log_text()[-3000:]
+        log = c.process(n).log_text()
+        assert "Traceback" not in log, log[-3000:]

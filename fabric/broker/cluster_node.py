@@ -346,14 +346,21 @@ class ClusterNode:
         """``replica_fetch`` (answered) and ``replica_ack`` (one-way) from followers."""
         op = header.get("op")
         body = {k: v for k, v in header.items() if k not in ("op", "v", "cid")}
+        try:
+            if op == "replica_ack":
+                message: Any = ReplicaAck.from_wire({**body, "type": "replica_ack"})
+            else:
+                message = ReplicaFetch.from_wire({**body, "type": "replica_fetch"})
+        except (ValueError, TypeError, KeyError) as exc:  # a hostile or broken peer: a clear error, not UNKNOWN_ERROR
+            raise FabricError("INVALID_FIELD", f"{op}: {exc}"[:500]) from None
         if op == "replica_ack":
-            ack = ReplicaAck.from_wire({**body, "type": "replica_ack"})
+            ack = message
             leader = self.replicas.leader_by_id(ack.topic_id, ack.partition)
             if leader is not None:
                 leader.on_ack(ack, now.mono_ms)
                 return self.committed(leader, now)
             return []
-        fetch = ReplicaFetch.from_wire({**body, "type": "replica_fetch"})
+        fetch = message
         leader = self.replicas.leader_by_id(fetch.topic_id, fetch.partition)
         if leader is None:
             reply = ReplicaFetchReply(fetch.topic_id, fetch.partition, fetch.leader_epoch, fetch.fetch_offset,

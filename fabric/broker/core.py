@@ -204,6 +204,8 @@ class BrokerCore:
             header = codec.decode_map(frames[0], self.limits.header_frame_bytes_max)
             codec.check_frames(frames, self.limits)
             if self.cluster is not None and header.get("op") in ("replica_fetch", "replica_ack"):
+                if len(frames) > 1:
+                    raise FabricError("MALFORMED_REQUEST", f"{header['op']} takes no payload frames, got {len(frames) - 1}")
                 return self.cluster.handle_replica(peer, header, as_now(now))  # brokers only (SPEC: Cluster)
             if header.get("op") == "cluster_status":
                 if self.cluster is None:

@@ -11,7 +11,9 @@ recovery) and reports:
 - **reordered**: two acknowledgements of one key (per partition) whose offsets go backwards in
   acknowledgement order (one producer per key, sending in order, must see increasing offsets);
 - **divergent**: an offset below the smallest log end of the partition's replicas where two
-  replicas hold different records (or one holds none);
+  replicas hold different records (or one holds none, except in a compacted topic: each replica
+  compacts its own closed segments when it rolls them, so one may already have dropped a record
+  its key superseded while another still holds it, as in Kafka);
 - **duplicates**: one key and value at two offsets of a partition (at-least-once delivery allows
   them: reported, not a failure of ``ok``; ``exactly_once`` fails on them too, which is what an
   idempotent producer -- the default -- promises).
@@ -205,8 +207,13 @@ class Report:
                 "counts": counts, "findings": [asdict(f) for f in self.findings]}
 
 
-def check(acks: list[Ack], replicas: Mapping[str, Mapping[TP, PartitionData]]) -> Report:
-    """Judge one run: ``replicas`` maps a replica's name (e.g. its data dir) to its partitions."""
+COMPACTED_TOPICS = frozenset({"__consumer_offsets"})  # the internal topics with cleanup_policy compact
+
+
+def check(acks: list[Ack], replicas: Mapping[str, Mapping[TP, PartitionData]],
+          compacted: frozenset[str] | set[str] = COMPACTED_TOPICS) -> Report:
+    """Judge one run: ``replicas`` maps a replica's name (e.g. its data dir) to its partitions;
+    ``compacted``: the topics whose replicas may each have compacted away different records."""
     report = Report(acks=len(acks), replicas=len(replicas))
     tps = sorted({tp for parts in replicas.values() for tp in parts} | {(a.topic, a.partition) for a in acks})
     report.partitions = len(tps)
@@ -215,7 +222,7 @@ def check(acks: list[Ack], replicas: Mapping[str, Mapping[TP, PartitionData]]) -
     _check_order(acks, report)
     for tp in tps:
         held = {name: parts[tp] for name, parts in replicas.items() if tp in parts}
-        _check_divergence(tp, held, report)
+        _check_divergence(tp, held, report, tp[0] in compacted)
         _check_duplicates(tp, held, report)
     return report
 
@@ -250,7 +257,7 @@ def _check_order(acks: list[Ack], report: Report) -> None:
             last[k] = a
 
 
-def _check_divergence(tp: TP, held: Mapping[str, PartitionData], report: Report) -> None:
+def _check_divergence(tp: TP, held: Mapping[str, PartitionData], report: Report, compacted: bool = False) -> None:
     if len(held) < 2:
         return
     upto = min(min(p.log_end, p.damaged_at if p.damaged_at is not None else p.log_end) for p in held.values())
@@ -258,7 +265,10 @@ def _check_divergence(tp: TP, held: Mapping[str, PartitionData], report: Report)
     names = sorted(held)
     for o in offsets:
         seen = {n: held[n].records.get(o) for n in names}
-        if len(set(seen.values())) > 1:
+        differ = set(seen.values())
+        if compacted:
+            differ.discard(None)  # (compacted away on that replica, kept on another)
+        if len(differ) > 1:
             shown = ", ".join(f"{n}: {'absent' if c is None else _short(c)}" for n, c in seen.items())
             report.findings.append(Finding("divergent", tp[0], tp[1], o,
                                            f"below the smallest log end {upto}, replicas differ ({shown})"))

@@ -25,6 +25,7 @@ import zmq
 
 from ..protocol.codec import decode_map
 from ..records.batch import encode_batch, records_in
+from ..replication.messages import ReplicaAck
 from .fuzzing import BASE_TOPIC, FUZZ_TOPIC, Case, Fuzzer
 
 Reply = tuple[dict[str, Any], list[bytes]]  # a reply's decoded header and its payload frames
@@ -81,8 +82,9 @@ class FuzzRun:
         """Create the base and fuzzed topics and write ``BASE_RECORDS`` records to the base."""
         self._ok({"op": "create_topics", "v": 1, "cid": 1,
                   "topics": [{"name": BASE_TOPIC, "partitions": 1}, {"name": FUZZ_TOPIC, "partitions": 1}]})
+        now_ms = int(time.time() * 1000)  # (timestamps of 1970 would be past any retention: a roll deletes them)
         for start in range(0, BASE_RECORDS, 100):
-            batch = encode_batch(list(range(start, start + 100)), [str(i).encode() for i in range(start, start + 100)],
+            batch = encode_batch(list(range(now_ms + start, now_ms + start + 100)), [str(i).encode() for i in range(start, start + 100)],
                                  [f"record-{i}".encode() for i in range(start, start + 100)])
             reply = self._ok({"op": "produce", "v": 1, "cid": 2, "acks": 1,
                               "batches": [{"topic": BASE_TOPIC, "partition": 0}]}, [batch])
@@ -136,10 +138,15 @@ class FuzzRun:
             return
         report.replies += len(replies)
         if not replies:
+            if case.op == "replica_ack" and _well_formed_ack(case.frames):
+                return  # one-way by design (SPEC 13.3): a well-formed ack is never answered
             self._fail(i, case, "no reply")
             return
         for header, _ in replies:
             err = header.get("error")
+            if isinstance(err, str) and header.get("op") == "replica_fetch" and "topic_id" in header:
+                report.errors[err] += 1  # a replica_fetch reply names its error (SPEC 13.3), no map
+                continue
             if err is not None:
                 if not (isinstance(err, dict) and type(err.get("code")) is int and err.get("name")
                         and err.get("message")):
@@ -228,3 +235,19 @@ def _sent_cid(frames: list[bytes]) -> Any:
         return decode_map(frames[0], len(frames[0])).get("cid")
     except Exception:
         return None
+
+
+def _well_formed_ack(frames: list[bytes]) -> bool:
+    """A ``replica_ack`` the leader takes (and, one-way, never answers): one frame, every field
+    in range.  Anything else must be answered with an error."""
+    if len(frames) != 1:
+        return False
+    try:
+        header = decode_map(frames[0], 1 << 20)
+        if header.get("op") != "replica_ack":
+            return False
+        ReplicaAck.from_wire({**{k: v for k, v in header.items() if k not in ("op", "v", "cid")},
+                              "type": "replica_ack"})
+    except Exception:  # noqa: BLE001 - any refusal means "not well formed"
+        return False
+    return True
