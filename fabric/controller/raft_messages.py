@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Union
 
+from ..protocol.limits import DEFAULT_LIMITS as _LIMITS  # (SPEC 9: the one place limits live)
+
 __all__ = ["Entry", "Snapshot", "VoteRequest", "VoteResponse", "AppendRequest", "AppendResponse",
            "SnapshotRequest", "SnapshotResponse", "RaftMessage", "message_from_wire"]
 
@@ -77,9 +79,15 @@ class _Wire:
             if f.name == "entries":
                 if not isinstance(value, (list, tuple)):
                     raise ValueError("entries must be a list")
+                if len(value) > _LIMITS.raft_append_entries_max:
+                    raise ValueError(f"{len(value)} entries in one message (at most {_LIMITS.raft_append_entries_max})")
                 value = tuple(Entry.from_wire(e) for e in value)
+                if any(len(e.data) > _LIMITS.raft_entry_bytes_max for e in value):
+                    raise ValueError(f"an entry larger than {_LIMITS.raft_entry_bytes_max} bytes")
             elif f.name == "data":
                 value = _bytes(value)
+                if len(value) > _LIMITS.metadata_snapshot_bytes_max:
+                    raise ValueError(f"a snapshot larger than {_LIMITS.metadata_snapshot_bytes_max} bytes")
             elif f.type == "bool":
                 if not isinstance(value, bool):
                     raise ValueError(f"{f.name} must be a bool")

@@ -26,6 +26,7 @@ import zmq
 
 from ..protocol import codec
 from ..protocol.errors import FabricError
+from ..protocol.limits import DEFAULT_LIMITS
 from .logic import ControllerLogic, LogicConfig
 from .metadata import MetadataState
 from .raft import RaftConfig, RaftNode
@@ -36,7 +37,9 @@ from .service import ControllerService, Effects
 log = logging.getLogger("fabric.controller.server")
 
 POLL_MS = 10
-HEADER_BYTES_MAX = 64 << 20  # a snapshot travels in one header
+# A snapshot travels in one header; larger frames are dropped by ZeroMQ before they are read
+# whole (a hostile peer's gigabyte frame never reaches memory).  The one limit: limits.py.
+HEADER_BYTES_MAX = DEFAULT_LIMITS.controller_header_bytes_max
 
 
 class ControllerServer:
@@ -55,6 +58,7 @@ class ControllerServer:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, HEADER_BYTES_MAX + 4096)  # (+ the routing frames)
         self.router.bind(bind)
         # Closed connections: a broker process that died (SIGKILL, a crash) resets its sockets at
         # once, which lets the controller fence it in ``lost_grace_ms`` instead of a session timeout.

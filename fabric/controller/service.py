@@ -192,7 +192,11 @@ class ControllerService:
     def request(self, target: Hashable, op: str, fields: dict[str, Any], now_ms: int) -> Effects:
         """A broker's (or the CLI's) request; the reply reaches ``target`` through ``Effects``."""
         if op == "metadata_fetch":
-            return Effects(replies=[(target, self.metadata_fetch(int(fields.get("offset", 0))))])
+            offset = fields.get("offset", 0)
+            if type(offset) is not int or not 0 <= offset < 2**63:  # (a hostile peer's str, float, bignum)
+                err = FabricError("INVALID_FIELD", f"metadata_fetch: offset must be an int >= 0, not {offset!r:.60}")
+                return Effects(replies=[(target, {"error": err.to_wire()})])
+            return Effects(replies=[(target, self.metadata_fetch(offset))])
         if op == "cluster_status":
             return Effects(replies=[(target, self.status(now_ms))])
         if not self.is_leader:
@@ -209,8 +213,8 @@ class ControllerService:
             records, error, reply = handler(now_ms=now_ms, **fields)
         except FabricError as err:
             return Effects(replies=[(target, {"error": err.to_wire()})])
-        except TypeError as exc:
-            err = FabricError("INVALID_FIELD", f"{op}: {exc}")
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # fields of the wrong shape
+            err = FabricError("INVALID_FIELD", f"{op}: {exc}"[:500])
             return Effects(replies=[(target, {"error": err.to_wire()})])
         reply = dict(reply or {})
         if error is not None:
