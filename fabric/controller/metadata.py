@@ -13,8 +13,8 @@ Rules:
    newer one: a ``partition_change`` must carry a partition epoch above the current one, a leader
    epoch not below it, and a higher leader epoch whenever the leader changes; a registration with an
    older incarnation, or a fence/unfence naming another incarnation, is refused.
-3. Every stored partition keeps: replicas distinct and not empty, ISR a non-empty subset of the
-   replicas, leader in the ISR or -1 (offline).
+3. Every stored partition keeps: replicas distinct and not empty, ISR a subset of the replicas,
+   leader in the ISR or -1 (offline); only an offline partition's ISR may be empty.
 4. ``to_snapshot()`` is deterministic (canonical CBOR, brokers by id, topics by name): two holders
    that applied the same records produce the same bytes; ``from_snapshot`` checks what it reads with
    the same schema as the records.
