@@ -202,7 +202,8 @@ class MetadataState:
     def image(self, self_id: int | None = None) -> MetadataImage:
         """The immutable ``MetadataImage`` of this state (``version`` = ``offset``).  ``self_id`` is
         accepted for the brokers' convenience; the image is the same for every holder."""
-        brokers = {b.id: BrokerInfo(b.id, b.host, b.port, b.rack, b.pub_port, b.fenced) for b in self.brokers.values()}
+        brokers = {b.id: BrokerInfo(b.id, b.host, b.port, b.rack, b.pub_port, b.fenced, b.incarnation)
+                   for b in self.brokers.values()}
         topics = {}
         for t in self.topics.values():
             parts = tuple(PartitionAssignment(p.leader, p.leader_epoch, tuple(p.replicas), tuple(p.isr),

@@ -53,6 +53,7 @@ class ReplicaFetchRequest:
     fetch_offset: int = wire("int", min=0, max=INT64_MAX)  # the follower's log end
     last_fetched_epoch: int = wire("int", min=-1, max=INT32_MAX)  # epoch of its newest batch (-1: none)
     max_bytes: int = wire("int", min=1, max=INT32_MAX)
+    incarnation: int = wire("int", min=0, max=INT64_MAX)  # the follower process's (KIP-903)
 
     def validate(self) -> None:
         _nonempty(self.topic_id, "topic_id")
@@ -66,6 +67,7 @@ class ReplicaAckRequest:
     replica: int = wire("int", min=0, max=INT32_MAX)
     leader_epoch: int = wire("int", min=0, max=INT32_MAX)
     log_end: int = wire("int", min=0, max=INT64_MAX)  # the follower's log end after its append
+    incarnation: int = wire("int", min=0, max=INT64_MAX)  # the follower process's (KIP-903)
 
     def validate(self) -> None:
         _nonempty(self.topic_id, "topic_id")
@@ -83,6 +85,7 @@ class RegisterRequest:
     pub_port: int = wire("int", 0, min=0, max=65535)
     rack: str | None = wire("text", None, nullable=True, max_len=255)
     controller_port: int | None = wire("int", None, nullable=True, min=0, max=65535)
+    intact_since: int | None = wire("int", None, nullable=True, min=0, max=INT64_MAX)  # KIP-966
 
     def validate(self) -> None:
         _nonempty(self.host, "host")
