@@ -150,3 +150,19 @@ def test_the_link_registers_with_intact_since_and_keeps_it_when_registering_agai
     link.on_reply({"cid": beat["cid"], "error": {"name": "UNKNOWN_BROKER"}}, 1)
     _, again = link.poll(2)
     assert again["op"] == "register" and again["incarnation"] == 8 and again["intact_since"] == 5
+
+
+def test_a_leader_cannot_add_a_replaced_incarnation_to_the_isr(h):
+    """KIP-903 at the controller: leader 1 saw broker 3's incarnation 1 catch up, but 3 restarted
+    uncleanly meanwhile (incarnation 2, out of the ISR): the proposal must not add it."""
+    h.register(3, unclean=True)
+    part = h.part(p=0)
+    assert 3 not in part.isr and part.leader == 1
+    fields = dict(broker_id=1, topic_id="id1", partition=0, leader_epoch=part.leader_epoch,
+                  partition_epoch=part.partition_epoch, isr=[1, 2, 3], now_ms=h.now)
+    _, error, reply = h.do(h.logic.alter_partition(**fields, isr_incarnations=[1, 1, 1]))
+    assert error is None and reply["isr"] == [1, 2] and 3 not in h.part(p=0).isr
+    _, error, reply = h.do(h.logic.alter_partition(**fields, isr_incarnations=[1, 1, 2]))
+    assert error is None and reply["isr"] == [1, 2, 3] and 3 in h.part(p=0).isr
+    with pytest.raises(Exception, match="isr_incarnations"):
+        h.logic.alter_partition(**{**fields, "partition_epoch": h.part(p=0).partition_epoch}, isr_incarnations=[1])

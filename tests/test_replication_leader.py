@@ -273,7 +273,8 @@ def test_a_newer_registered_incarnation_forgets_the_followers_progress():
     assert lead.tick(2) is None  # not proposed for the ISR on what its old process reported
     assert lead.on_fetch(ReplicaFetch("t", 0, 3, 1, 3, 1, 1 << 20, 1), 3).error == "STALE_BROKER_EPOCH"
     lead.on_fetch(ReplicaFetch("t", 0, 3, 1, 3, 1, 1 << 20, 2), 4)
-    assert lead.tick(5).isr == {1, 2, 3}
+    change = lead.tick(5)
+    assert change.isr == {1, 2, 3} and change.incarnations == {2: 1, 3: 2}  # (the controller checks them)
 
 
 def test_an_older_registered_incarnation_changes_nothing():

@@ -115,7 +115,7 @@ def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list
          {"op": "delete_topic", "cid": -2, "metadata_offset": 44}, []),
         ("alter-partition", "alter_partition (leader 1 shrinks the ISR of orders/1 to [1, 3])",
          {"op": "alter_partition", "broker_id": 1, "topic_id": TOPIC_ID, "partition": 1, "leader_epoch": 3,
-          "partition_epoch": 5, "isr": [1, 3], "cid": -3},
+          "partition_epoch": 5, "isr": [1, 3], "isr_incarnations": [INCARNATION - 7, INCARNATION + 9], "cid": -3},
          {"op": "alter_partition", "cid": -3, "leader": 1, "leader_epoch": 3, "partition_epoch": 6, "isr": [1, 3],
           "metadata_offset": 45}, []),
         ("controlled-shutdown", "controlled_shutdown (served; the reference broker sends heartbeat wants_shutdown)",

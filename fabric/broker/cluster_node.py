@@ -386,9 +386,7 @@ class ClusterNode:
         if self.core.cluster_groups is not None:
             out.extend(self.core.cluster_groups.expire(now))
         for change in self.replicas.tick(now.mono_ms):
-            self.forward({"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
-                          "partition": change.partition, "leader_epoch": change.leader_epoch,
-                          "partition_epoch": change.partition_epoch, "isr": sorted(change.isr)}, None, now.mono_ms)
+            self.forward(self.replicas.alter_partition(change), None, now.mono_ms)
         self.controller_request(now)
         return out
 

@@ -224,5 +224,15 @@ class ReplicaManager:
                 changes.append(change)
         return changes
 
+    def alter_partition(self, change: IsrChange) -> dict[str, Any]:
+        """The ``alter_partition`` request (SPEC 13.5) proposing ``change``: each member's
+        incarnation as this leader knows it (rule 7), this broker's own for itself."""
+        isr = sorted(change.isr)
+        return {"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
+                "partition": change.partition, "leader_epoch": change.leader_epoch,
+                "partition_epoch": change.partition_epoch, "isr": isr,
+                "isr_incarnations": [change.incarnations.get(r, self.incarnation) if r != self.node_id
+                                     else self.incarnation for r in isr]}
+
     def image_partitions(self, image: MetadataImage) -> set[Key]:
         return set(image.partitions_on(self.node_id))

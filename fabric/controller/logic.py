@@ -155,6 +155,16 @@ class ControllerLogic(AdminDecisions, BrokerDecisions):
         view = self._broker(b)
         return view is not None and not view.fenced and b not in self._shutting_down
 
+    def _admissible(self, b: int, known: dict[int, int] | None) -> bool:
+        """Whether a leader may add ``b`` to an ISR (rule 5): electable (no fenced or departing
+        newcomers, KIP-841) and, when the leader says which incarnation of ``b`` caught up, the
+        registered one: a proposal built on what a replaced process reported (it may have lost its
+        tail since: rule 7) is not applied (KIP-903)."""
+        if not self._electable(b):
+            return False
+        view = self._broker(b)
+        return known is None or view is None or known.get(b) == view.incarnation
+
     def _live(self) -> list[BrokerRecord]:
         views = (self._broker(b) for b in self._broker_ids() if self._electable(b))
         return [v for v in views if v is not None]
@@ -309,12 +319,19 @@ class ControllerLogic(AdminDecisions, BrokerDecisions):
 
     # ================================================================== ISR changes (rule 5)
     def alter_partition(self, broker_id: int, partition: int, leader_epoch: int, partition_epoch: int,
-                        isr: list[int], now_ms: int, topic_id: str | None = None, topic: str | None = None) -> Decision:
+                        isr: list[int], now_ms: int, topic_id: str | None = None, topic: str | None = None,
+                        isr_incarnations: list[int] | None = None) -> Decision:
+        """Rule 5; ``isr_incarnations`` (KIP-903): each member's incarnation as the leader knows it."""
         broker_id, partition = _int("broker_id", broker_id), _int("partition", partition)
         leader_epoch, partition_epoch = _int("leader_epoch", leader_epoch), _int("partition_epoch", partition_epoch)
         if not isinstance(isr, list) or not isr:
             raise FabricError("INVALID_FIELD", f"isr must be a non-empty list of broker ids, not {isr!r:.60}")
         isr = [_int("isr[]", r) for r in isr]
+        known: dict[int, int] | None = None
+        if isr_incarnations is not None:
+            if not isinstance(isr_incarnations, list) or len(isr_incarnations) != len(isr):
+                raise FabricError("INVALID_FIELD", "isr_incarnations must be a list with one incarnation per isr member")
+            known = dict(zip(isr, (_int("isr_incarnations[]", i) for i in isr_incarnations)))
         if topic_id is not None:
             name = self.state.by_id.get(topic_id)
             t = self._topic(name) if name is not None else next(
@@ -333,7 +350,7 @@ class ControllerLogic(AdminDecisions, BrokerDecisions):
         if len(set(isr)) != len(isr) or not set(isr) <= set(cur.replicas) or cur.leader not in isr:
             raise FabricError("INVALID_FIELD", f"isr {isr} must be distinct replicas of {cur.replicas} "
                                                f"holding the leader {cur.leader}")
-        new = [r for r in isr if r in cur.isr or self._electable(r)]  # no fenced newcomers
+        new = [r for r in isr if r in cur.isr or self._admissible(r, known)]
         if sorted(new) == sorted(cur.isr):
             return [], None, current
         record = self._change(t, partition, cur, cur.leader, new)

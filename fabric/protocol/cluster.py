@@ -134,10 +134,15 @@ class AlterPartitionRequest:
     leader_epoch: int = wire("int", min=0, max=INT64_MAX)
     partition_epoch: int = wire("int", min=0, max=INT64_MAX)
     isr: tuple[int, ...] = wire("list", items=wire("int", min=0, max=INT64_MAX))
+    # each member's incarnation as the leader knows it, in ``isr``'s order (KIP-903)
+    isr_incarnations: tuple[int, ...] | None = wire("list", None, nullable=True,
+                                                    items=wire("int", min=0, max=INT64_MAX))
 
     def validate(self) -> None:
         if not self.isr:
             raise FabricError("INVALID_FIELD", "isr: must name at least the leader")
+        if self.isr_incarnations is not None and len(self.isr_incarnations) != len(self.isr):
+            raise FabricError("INVALID_FIELD", "isr_incarnations: must have one entry per isr member")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Mapping
 
 from ..log.store import ReplicaLogStore
@@ -75,6 +75,9 @@ class IsrChange:
     leader_epoch: int
     partition_epoch: int
     isr: frozenset[int]
+    # each follower in ``isr``: the incarnation its progress is of (rule 7; the controller admits a
+    # newcomer only if that is the one it registered: a restarted follower rejoins by catching up)
+    incarnations: Mapping[int, int] = field(default_factory=dict, compare=False)
 
 
 def _first(item: tuple[int, Hashable]) -> int:
@@ -279,7 +282,8 @@ class LeaderReplica:
         if (self._proposal is not None and self._proposal.isr == proposed
                 and now_ms - self._proposed_ms < self.config.isr_retry_ms):
             return None
-        self._proposal = IsrChange(self.topic_id, self.partition, st.leader_epoch, self.partition_epoch, proposed)
+        self._proposal = IsrChange(self.topic_id, self.partition, st.leader_epoch, self.partition_epoch, proposed,
+                                   {r: st.followers[r].incarnation for r in proposed if r in st.followers})
         st.expect_isr_additions(proposed - isr)  # the HW waits for them from now on (state.py rule 3)
         self._proposed_ms = now_ms
         log.info("%s/%d: proposing ISR %s (now %s, HW %d)", self.topic_id, self.partition, sorted(proposed),

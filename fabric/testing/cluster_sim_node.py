@@ -237,9 +237,7 @@ class SimNode:
             if deadline <= now_ms:
                 del self._forwards[cid]
         for change in self.replicas.tick(now_ms):
-            self.forward({"op": "alter_partition", "broker_id": self.id, "topic_id": change.topic_id,
-                          "partition": change.partition, "leader_epoch": change.leader_epoch,
-                          "partition_epoch": change.partition_epoch, "isr": sorted(change.isr)}, now_ms)
+            self.forward(self.replicas.alter_partition(change), now_ms)
         for vid, hello in self.link.hellos(now_ms):
             self.outbox.append(("link", vid, ("request", hello)))
         request = self.link.poll(now_ms)
