@@ -150,6 +150,15 @@ def test_the_link_registers_with_intact_since_and_keeps_it_when_registering_agai
     link.on_reply({"cid": beat["cid"], "error": {"name": "UNKNOWN_BROKER"}}, 1)
     _, again = link.poll(2)
     assert again["op"] == "register" and again["incarnation"] == 8 and again["intact_since"] == 5
+    fresh = ControllerLink(2, [1, 2, 3], {"host": "h", "port": 1, "pub_port": 2, "rack": None}, incarnation=9)
+    _, register = fresh.poll(0)
+    assert register["intact_since"] is None  # (a power loss, or a first start)
+    fresh.on_reply({"cid": register["cid"], "metadata_offset": 3}, 0)
+    fresh.state.offset = 3
+    _, beat = fresh.poll(1)
+    fresh.on_reply({"cid": beat["cid"], "error": {"name": "STALE_BROKER_EPOCH"}}, 1)
+    _, again = fresh.poll(2)
+    assert again["incarnation"] == 10 and again["intact_since"] == 9  # its own writes since it registered
 
 
 def test_a_leader_cannot_add_a_replaced_incarnation_to_the_isr(h):

@@ -31,9 +31,10 @@ Rules:
    hold every write (given at start by ``restart.restart_intact_since``: clean shutdowns, or
    crashes the machine's page cache outlived), None when a power loss may have cut their unflushed
    tail.  The controller keeps a broker in the ISRs only when that covers the incarnation it had
-   registered (KIP-966, ``ControllerLogic`` rule 7).  A re-registration of this same process (a
-   new incarnation after STALE_BROKER_EPOCH or UNKNOWN_BROKER) sends the same value: the process
-   lost nothing.
+   registered (KIP-966, ``ControllerLogic`` rule 7).  Once registered, this process vouches for
+   its own writes: a re-registration of the same process (a new incarnation after
+   STALE_BROKER_EPOCH or UNKNOWN_BROKER) sends the start-up value, or, when that was None, the
+   incarnation this process first registered: the process lost nothing since.
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ class ControllerLink:
             self._committed = max(self._committed, committed)
         if op == "register":
             self.registered = True
+            if self.intact_since is None:  # rule 6
+                self.intact_since = self.incarnation
             self._last_ok_ms = now_ms
             self._next_heartbeat = now_ms
             log.info("broker %d registered with controller %d (incarnation %d)", self.broker_id, self._target,

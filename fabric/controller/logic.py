@@ -29,7 +29,9 @@ Rules:
 5. Every partition change bumps the partition epoch; every leader change (to -1 too) bumps the
    leader epoch.  A leader's ``alter_partition`` must carry both current epochs
    (FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION otherwise); its new ISR is a subset of the
-   replicas holding the leader, and fenced or departing brokers are not added to it.
+   replicas holding the leader, and fenced or departing brokers are not added to it, nor a
+   broker whose incarnation the leader names (``isr_incarnations``) is not the registered one
+   (KIP-903: it saw a process that a restart has replaced catch up).
 6. Controlled shutdown (heartbeat ``wants_shutdown``): the broker is treated as gone for elections
    (its leaderships move, it leaves ISRs where others remain); ``shutdown_ready`` once it leads
    nothing, at which point it is fenced.

@@ -15,7 +15,8 @@ and duplication of Raft messages and of pushes (PUB/SUB), network partitions (on
 or one link cut), pauses (SIGSTOP: no timers, messages wait; then SIGCONT), process kills
 (unsynced Raft writes lost; a partition log keeps what was written, as a killed process's page
 cache does), quick restarts, power losses (every unflushed partition-log
-byte lost too) and restarts.  A power loss strikes only a fully replicated cluster (every node up,
+byte lost too, and the machine reboots: a new boot id, so the restarted broker registers without
+``intact_since``, ``fabric/broker/restart.py``) and restarts.  A power loss strikes only a fully replicated cluster (every node up,
 every ISR complete), as acknowledged-but-unflushed data would otherwise be lost by design with
 two losses in a row (replication, not fsync, is what ``acks=all`` promises: Kafka's trade-off).
 
