@@ -111,3 +111,22 @@ def test_a_leader_whose_partition_goes_offline_is_offline_not_leader():
     reps.assign("orders", 0, topic, offline, log, state, 10)
     assert state.role is Role.OFFLINE and state.leader is None
     assert reps.leaders == {} and reps.followers == {}
+
+
+def test_incarnations_from_the_image_reach_leaders_and_stamp_follower_messages():
+    """Rule 7 (KIP-903): each image's registered incarnations go to the leader (its followers'
+    known incarnations) and on every message a follower here sends."""
+    from fabric.replication.image import BrokerInfo, MetadataImage
+
+    brokers = {b: BrokerInfo(b, "h", 9000 + b, incarnation=100 + b) for b in (1, 2, 3)}
+    reps = ReplicaManager(1, ReplicationConfig(), default_min_isr=1)
+    lead = PartitionAssignment(1, 3, (1, 2, 3), (1, 2, 3), 5)
+    follow = PartitionAssignment(2, 3, (2, 1, 3), (2, 1, 3), 5)
+    topic = TopicImage("orders", "tid", MappingProxyType({}), False, (lead, follow))
+    reps.note_brokers(MetadataImage(brokers, {"orders": topic}))
+    reps.assign("orders", 0, topic, lead, MemoryLog(LogConfig()), PartitionState(1), 0)
+    reps.assign("orders", 1, topic, follow, MemoryLog(LogConfig()), PartitionState(1), 0)
+    assert {r: p.incarnation for r, p in reps.leaders[("orders", 0)].state.followers.items()} == {2: 102, 3: 103}
+    reps.tick(0)
+    sent = reps.take_outgoing()[2]
+    assert sent and all(m.incarnation == 101 for m in sent)

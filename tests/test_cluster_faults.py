@@ -203,3 +203,21 @@ def test_a_restarted_voter_keeps_its_raft_log_and_the_quorum_it_completes_commit
         partition_led_by_other = [p for p in range(3) if leader_of(cluster, p) == other]
         for p in partition_led_by_other:
             poll(lambda: leader_of(cluster, p) not in (other, -1), 30, f"a new leader of partition {p}")
+
+
+def test_a_clean_stop_marks_the_data_directory_and_the_restart_rejoins_every_isr(tmp_path):
+    """KIP-966 at the process level (``fabric/broker/restart.py``): SIGTERM flushes and closes
+    every log, then writes ``meta/clean-shutdown`` naming the incarnation; the next start removes
+    it before registering, records its own start, and (the marker vouching for the logs) the
+    controller keeps the broker in the ISRs, so the cluster is whole again."""
+    with start_cluster(tmp_path) as cluster:
+        node = cluster.node_ids[-1]
+        meta = cluster.specs[node].data_dir / "meta"
+        incarnation = int((meta / "incarnation").read_text())
+        cluster.stop(node)
+        assert int((meta / "clean-shutdown").read_text()) == incarnation
+        cluster.restart(node)
+        poll(lambda: not (meta / "clean-shutdown").exists(), 30, "the marker removed at start")
+        started = (meta / "last-start").read_text().split()
+        assert int(started[0]) > incarnation and int(started[2]) <= incarnation  # intact since the old one
+        poll(lambda: cluster.in_sync(), 30, "the restarted broker in every ISR")

@@ -33,7 +33,9 @@ class Harness:
             self.state.apply(r)
         return records, error, reply
 
-    def register(self, b, incarnation=None, **kw):
+    def register(self, b, incarnation=None, unclean=False, **kw):
+        """Register ``b`` (again): by default after a clean end of its previous incarnation."""
+        kw.setdefault("intact_since", None if unclean else self.incarnation.get(b))
         self.incarnation[b] = incarnation if incarnation is not None else self.incarnation.get(b, 0) + 1
         return self.do(self.logic.register(broker_id=b, incarnation=self.incarnation[b], host="127.0.0.1",
                                            port=9000 + b, pub_port=9100 + b, now_ms=self.now, **kw))

@@ -68,7 +68,7 @@ def test_decode_refuses_garbage():
 def test_state_and_image(state):
     image = state.image()
     assert image.version == 4 and state.offset == 4
-    assert image.brokers[2] == BrokerInfo(2, "127.0.0.1", 9002, None, 9102, False)
+    assert image.brokers[2] == BrokerInfo(2, "127.0.0.1", 9002, None, 9102, False, incarnation=1)
     a = image.partition("orders", 1)
     assert (a.leader, a.leader_epoch, a.replicas, a.isr, a.partition_epoch) == (1, 0, (1, 2, 3), (1, 2, 3), 0)
     assert dict(image.topic("orders").configs) == {"min_insync_replicas": 2}

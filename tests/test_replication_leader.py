@@ -243,3 +243,43 @@ def test_a_follower_dropped_for_lag_is_not_proposed_back_until_it_catches_up_aga
     assert lead.tick(2_000) is None
     lead.on_fetch(fetch(2, 4, last_epoch=1), 2_100)  # 2 fetches again, caught up: back it comes
     assert lead.tick(2_100) == IsrChange("t", 0, 1, 2, frozenset({1, 2}))
+
+
+# ---------------------------------------------------------------------- rule 7: incarnations (KIP-903)
+
+
+def test_a_delayed_ack_of_a_previous_incarnation_does_not_count_toward_the_high_watermark():
+    """Follower 3 acked log end 3 as incarnation 5, lost power and came back as incarnation 6 with
+    nothing: the old ack, delivered late, must not commit what only the old process held."""
+    lead = make_leader(isr=(1, 2, 3), min_isr=2)
+    lead.set_incarnations({2: 7, 3: 5})
+    lead.append(batch(3), 0, token="a")
+    lead.on_fetch(ReplicaFetch("t", 0, 2, 1, 3, 1, 1 << 20, 7), 1)
+    lead.on_fetch(ReplicaFetch("t", 0, 3, 1, 0, -1, 1 << 20, 6), 1)  # the new process: nothing held
+    lead.on_ack(ReplicaAck("t", 0, 3, 1, 3, 5), 2)  # the old process's ack, late
+    assert lead.high_watermark == 0 and lead.hw_moved() == []
+    reply = lead.on_fetch(ReplicaFetch("t", 0, 3, 1, 3, 1, 1 << 20, 5), 3)  # and a late fetch of it
+    assert reply.error == "STALE_BROKER_EPOCH" and lead.high_watermark == 0
+    lead.on_ack(ReplicaAck("t", 0, 3, 1, 3, 6), 4)  # the new process caught up
+    assert lead.high_watermark == 3 and lead.hw_moved() == ["a"]
+
+
+def test_a_newer_registered_incarnation_forgets_the_followers_progress():
+    lead = make_leader(isr=(1, 2), min_isr=1)
+    lead.set_incarnations({2: 1, 3: 1})
+    lead.append(batch(3), 0)
+    lead.on_fetch(ReplicaFetch("t", 0, 3, 1, 3, 1, 1 << 20, 1), 1)
+    lead.set_incarnations({2: 1, 3: 2})  # the metadata shows 3 restarted
+    assert lead.tick(2) is None  # not proposed for the ISR on what its old process reported
+    assert lead.on_fetch(ReplicaFetch("t", 0, 3, 1, 3, 1, 1 << 20, 1), 3).error == "STALE_BROKER_EPOCH"
+    lead.on_fetch(ReplicaFetch("t", 0, 3, 1, 3, 1, 1 << 20, 2), 4)
+    change = lead.tick(5)
+    assert change.isr == {1, 2, 3} and change.incarnations == {2: 1, 3: 2}  # (the controller checks them)
+
+
+def test_an_older_registered_incarnation_changes_nothing():
+    lead = make_leader(isr=(1, 2), min_isr=1)
+    lead.append(batch(2), 0)
+    lead.on_fetch(ReplicaFetch("t", 0, 2, 1, 2, 1, 1 << 20, 9), 1)  # newer than the leader's metadata
+    lead.set_incarnations({2: 8})  # the metadata catches up later, with an older registration
+    assert lead.high_watermark == 2 and lead.state.followers[2].incarnation == 9

@@ -30,13 +30,14 @@ from fabric.replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaF
 BEGIN = "<!-- BEGIN GENERATED CLUSTER VECTORS (tools/spec_vectors.py --write) -->"
 END = "<!-- END GENERATED CLUSTER VECTORS -->"
 TOPIC_ID = "00000000000000000000000000000001"  # the first sequential topic id of 10.1
+INCARNATION = 1733400000000  # broker 2's registered incarnation (KIP-903: on every follower message)
 FENCE_2 = encode_record({"type": "fence_broker", "id": 2, "incarnation": 1733400000000})
 
 
 def _link() -> ControllerLink:
     """Broker 2 of voters 1-3, as ``ClusterNode`` builds its link (port filled in at start)."""
     return ControllerLink(2, [1, 2, 3], {"host": "127.0.0.1", "port": 9093, "pub_port": 9193, "rack": "r2"},
-                          incarnation=1733400000000)
+                          incarnation=1733400000000, intact_since=1733300000000)
 
 
 def _replica_reply(reply: ReplicaFetchReply, cid: int) -> tuple[dict[str, Any], list[bytes]]:
@@ -53,8 +54,8 @@ def _err(name: str, message: str) -> dict[str, Any]:
 
 def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list[bytes]]]:
     """(name, title, request header, reply header or None (one-way), reply payload frames)."""
-    fetch = ReplicaFetch(TOPIC_ID, 1, 2, 3, 5, 3, 1 << 20)
-    diverging = ReplicaFetch(TOPIC_ID, 1, 2, 4, 6, 2, 1 << 20)
+    fetch = ReplicaFetch(TOPIC_ID, 1, 2, 3, 5, 3, 1 << 20, INCARNATION)
+    diverging = ReplicaFetch(TOPIC_ID, 1, 2, 4, 6, 2, 1 << 20, INCARNATION)
     link = _link()
     register = link.poll(0)[1]
     link.on_reply({"cid": register["cid"], "metadata_offset": 41}, 0)
@@ -78,8 +79,13 @@ def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list
          {"op": "replica_fetch", "v": 1, "cid": 9, **fetch.to_wire()},
          *_replica_reply(ReplicaFetchReply(TOPIC_ID, 1, 3, 5, "NOT_LEADER", 0, 0, 0, b"", None), 9)),
         ("replica-ack", "replica_ack (follower 2 holds orders/1 up to offset 7; one-way)",
-         {"op": "replica_ack", "v": 1, "cid": 0, **ReplicaAck(TOPIC_ID, 1, 2, 3, 7).to_wire()}, None, []),
-        ("register", "register (broker 2 starts)", register, {"op": "register", "cid": register["cid"],
+         {"op": "replica_ack", "v": 1, "cid": 0, **ReplicaAck(TOPIC_ID, 1, 2, 3, 7, INCARNATION).to_wire()}, None, []),
+        ("replica-fetch-stale-incarnation",
+         "replica_fetch from a previous incarnation of follower 2 (it restarted since: KIP-903)",
+         {"op": "replica_fetch", "v": 1, "cid": 10, **ReplicaFetch(TOPIC_ID, 1, 2, 3, 5, 3, 1 << 20,
+                                                                    INCARNATION - 1).to_wire()},
+         *_replica_reply(ReplicaFetchReply(TOPIC_ID, 1, 3, 5, "STALE_BROKER_EPOCH", 5, 0, 5, b"", None), 10)),
+        ("register", "register (broker 2 starts after a clean end of its previous incarnation)", register, {"op": "register", "cid": register["cid"],
                                                               "metadata_offset": 41}, []),
         ("metadata-fetch", "metadata_fetch (broker 2 applied up to index 41)",
          {**fetch_md, "offset": 41},
@@ -109,7 +115,7 @@ def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list
          {"op": "delete_topic", "cid": -2, "metadata_offset": 44}, []),
         ("alter-partition", "alter_partition (leader 1 shrinks the ISR of orders/1 to [1, 3])",
          {"op": "alter_partition", "broker_id": 1, "topic_id": TOPIC_ID, "partition": 1, "leader_epoch": 3,
-          "partition_epoch": 5, "isr": [1, 3], "cid": -3},
+          "partition_epoch": 5, "isr": [1, 3], "isr_incarnations": [INCARNATION - 7, INCARNATION + 9], "cid": -3},
          {"op": "alter_partition", "cid": -3, "leader": 1, "leader_epoch": 3, "partition_epoch": 6, "isr": [1, 3],
           "metadata_offset": 45}, []),
         ("controlled-shutdown", "controlled_shutdown (served; the reference broker sends heartbeat wants_shutdown)",

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +36,6 @@ import zmq
 
 from ..clock import Now
 from ..controller.server import ControllerServer
-from ..log.files import write_durably
 from ..multipart import recv_frames, try_send_frames
 from ..protocol import codec
 from ..protocol.errors import FabricError
@@ -47,6 +45,7 @@ from . import cluster_status
 from .acks_all import AcksAllReplies
 from .controller_link import ControllerLink, LinkConfig
 from .replicas import ReplicaManager
+from .restart import next_incarnation, restart_intact_since
 from .replies import Outbox, Reply
 from .topics import CONTROLLER_DIR
 
@@ -60,21 +59,6 @@ PART = struct.Struct(">I")
 
 def push_prefix(topic_id: str, partition: int) -> bytes:
     return b"r" + topic_id.encode() + b"/" + PART.pack(partition)
-
-
-def next_incarnation(data_dir: Path) -> int:
-    """This broker process's incarnation: larger than any earlier one of this data directory (a
-    counter kept in ``meta/incarnation``, at least the wall-clock ms), so the controller can tell a
-    restarted broker (which may have lost its unflushed tail) from the one it knew."""
-    path = data_dir / "meta" / "incarnation"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        last = int(path.read_text().strip() or 0)
-    except (OSError, ValueError):
-        last = 0
-    value = max(last + 1, time.time_ns() // 1_000_000)
-    write_durably(path, f"{value}\n".encode())
-    return value
 
 
 def _addr(host_port: str) -> str:
@@ -100,11 +84,13 @@ class ClusterNode:
             port = config.controller_port or int(voters[self.node_id].rsplit(":", 1)[1])
             self.controller = ControllerServer(self.node_id, voters, Path(config.data_dir) / CONTROLLER_DIR,
                                                f"tcp://{config.host}:{port}", logic_config=logic, context=ctx)
+        incarnation = next_incarnation(Path(config.data_dir))
         self.link = ControllerLink(self.node_id, list(voters), {"host": config.advertised, "port": 0,
                                                                 "pub_port": config.pub_port, "rack": config.rack},
-                                   incarnation=next_incarnation(Path(config.data_dir)),
+                                   incarnation=incarnation,
                                    config=LinkConfig(heartbeat_ms=config.broker_heartbeat_ms,
-                                                     session_timeout_ms=config.broker_session_timeout_ms))
+                                                     session_timeout_ms=config.broker_session_timeout_ms),
+                                   intact_since=restart_intact_since(Path(config.data_dir), incarnation))
         self.replicas = ReplicaManager(self.node_id, ReplicationConfig(replica_lag_ms=config.replica_lag_ms),
                                        config.min_insync_replicas)
         self.replicas.default_throttle = config.replication_throttle_bytes
@@ -407,9 +393,7 @@ class ClusterNode:
         if self.core.cluster_groups is not None:
             out.extend(self.core.cluster_groups.expire(now))
         for change in self.replicas.tick(now.mono_ms):
-            self.forward({"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
-                          "partition": change.partition, "leader_epoch": change.leader_epoch,
-                          "partition_epoch": change.partition_epoch, "isr": sorted(change.isr)}, None, now.mono_ms)
+            self.forward(self.replicas.alter_partition(change), None, now.mono_ms)
         self.controller_request(now)
         return out
 

@@ -27,6 +27,14 @@ Rules:
    committed records to match it (found by the cluster simulation).  The controller moves the old
    incarnation's leaderships before the registration record, so the first image reported is
    already without them.
+6. ``register`` carries ``intact_since``: the oldest incarnation since which this broker's logs
+   hold every write (given at start by ``restart.restart_intact_since``: clean shutdowns, or
+   crashes the machine's page cache outlived), None when a power loss may have cut their unflushed
+   tail.  The controller keeps a broker in the ISRs only when that covers the incarnation it had
+   registered (KIP-966, ``ControllerLogic`` rule 7).  Once registered, this process vouches for
+   its own writes: a re-registration of the same process (a new incarnation after
+   STALE_BROKER_EPOCH or UNKNOWN_BROKER) sends the start-up value, or, when that was None, the
+   incarnation this process first registered: the process lost nothing since.
 """
 
 from __future__ import annotations
@@ -56,11 +64,12 @@ class LinkConfig:
 
 class ControllerLink:
     def __init__(self, broker_id: int, voters: list[int], endpoint: dict[str, Any], incarnation: int,
-                 config: LinkConfig = LinkConfig()) -> None:
+                 config: LinkConfig = LinkConfig(), intact_since: int | None = None) -> None:
         self.broker_id = broker_id
         self.voters = sorted(voters)
         self.endpoint = dict(endpoint)  # host, port, pub_port, rack
         self.incarnation = incarnation
+        self.intact_since = intact_since  # rule 6
         self.config = config
         self.state = MetadataState()
         self.registered = False
@@ -125,7 +134,7 @@ class ControllerLink:
             if now_ms < self._next_heartbeat:
                 return None
             return self._send("register", now_ms, broker_id=self.broker_id, incarnation=self.incarnation,
-                              **self.endpoint)
+                              **self.endpoint, intact_since=self.intact_since)
         if self._committed > self.state.offset:
             return self._send("metadata_fetch", now_ms, offset=self.state.offset)
         if now_ms >= self._next_heartbeat:
@@ -195,6 +204,8 @@ class ControllerLink:
             self._committed = max(self._committed, committed)
         if op == "register":
             self.registered = True
+            if self.intact_since is None:  # rule 6
+                self.intact_since = self.incarnation
             self._last_ok_ms = now_ms
             self._next_heartbeat = now_ms
             log.info("broker %d registered with controller %d (incarnation %d)", self.broker_id, self._target,

@@ -78,6 +78,8 @@ class Leadership:
         """Rule 1.  ``now_ms`` (monotonic) starts a new leader's followers' lag clocks."""
         states: dict[Key, tuple[str, PartitionState]] = {}
         me = self.node_id
+        if self.replicas is not None:
+            self.replicas.note_brokers(image)
         for name, p in image.partitions_on(me):
             topic = image.topic(name)
             plog = self.topics.local(name, p) if self.replicas is not None else self.topics.partition(name, p)

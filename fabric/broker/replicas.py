@@ -28,6 +28,10 @@ Rules:
    only raises the follower's log end on the leader (``LeaderReplica.on_ack``), so the earlier
    ones say nothing the last does not.  Why: a follower draining a burst of pushes acked each
    one, and the leader handled every ack (HW, waiters, consumers) to learn the last log end.
+7. Incarnations (KIP-903): ``note_brokers`` takes every broker's registered incarnation from each
+   image before ``assign``; a leader learns its followers' (``LeaderReplica.set_incarnations``:
+   progress of an older process is forgotten, its messages refused), and followers stamp their
+   messages with this broker's own registered incarnation.
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ class ReplicaManager:
         self.outgoing: dict[int, list[ReplicaFetch | ReplicaAck | None]] = {}  # None: a superseded ack
         self._ack_at: dict[tuple[int, str, int], int] = {}  # (leader, topic id, partition) -> its ack's index
         self.closing: list[Hashable] = []
+        self.incarnations: dict[int, int] = {}  # broker -> registered incarnation (rule 7)
+        self.incarnation = 0  # this broker's registered incarnation
+
+    def note_brokers(self, image: MetadataImage) -> None:
+        """Rule 7: the registered incarnations of the image about to be assigned."""
+        self.incarnations = {b: info.incarnation for b, info in image.brokers.items()}
+        self.incarnation = self.incarnations.get(self.node_id, 0)
 
     # ------------------------------------------------------------------ the image
     def assign(self, name: str, p: int, topic: TopicImage, a: PartitionAssignment, plog: Any,
@@ -80,6 +91,7 @@ class ReplicaManager:
                     leader.set_isr(a.isr, a.partition_epoch)
                 min_isr = int(topic.configs.get("min_insync_replicas", self.default_min_isr))
                 leader.min_insync_replicas = max(1, min(min_isr, len(a.replicas)))  # (the config may have changed)
+                leader.set_incarnations(self.incarnations)
                 return
             self._drop(key)
             min_isr = int(topic.configs.get("min_insync_replicas", self.default_min_isr))
@@ -87,6 +99,7 @@ class ReplicaManager:
                                               replicas=a.replicas, isr=a.isr, now_ms=now_ms,
                                               min_insync_replicas=max(1, min(min_isr, len(a.replicas))),
                                               partition_epoch=a.partition_epoch, config=self.config)
+            self.leaders[key].set_incarnations(self.incarnations)
             log.info("leading %s-%d at epoch %d (replicas %s, ISR %s)", name, p, a.leader_epoch, list(a.replicas),
                      list(a.isr))
             return
@@ -99,11 +112,12 @@ class ReplicaManager:
         if follower is not None and follower.leader == a.leader and follower.leader_epoch == a.leader_epoch \
                 and follower.log is plog:
             follower.throttle.rate = throttle
+            follower.incarnation = self.incarnation
             return
         self._drop(key)
         self.followers[key] = FollowerReplica(plog, state, topic.topic_id, p, leader=a.leader,
                                               leader_epoch=a.leader_epoch, replicas=a.replicas, now_ms=now_ms,
-                                              config=self.config)
+                                              config=self.config, incarnation=self.incarnation)
         self.followers[key].throttle.rate = throttle
         log.info("following %s-%d: leader %d, epoch %d", name, p, a.leader, a.leader_epoch)
 
@@ -209,6 +223,16 @@ class ReplicaManager:
             if change is not None:
                 changes.append(change)
         return changes
+
+    def alter_partition(self, change: IsrChange) -> dict[str, Any]:
+        """The ``alter_partition`` request (SPEC 13.5) proposing ``change``: each member's
+        incarnation as this leader knows it (rule 7), this broker's own for itself."""
+        isr = sorted(change.isr)
+        return {"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
+                "partition": change.partition, "leader_epoch": change.leader_epoch,
+                "partition_epoch": change.partition_epoch, "isr": isr,
+                "isr_incarnations": [change.incarnations.get(r, self.incarnation) if r != self.node_id
+                                     else self.incarnation for r in isr]}
 
     def image_partitions(self, image: MetadataImage) -> set[Key]:
         return set(image.partitions_on(self.node_id))

@@ -44,6 +44,7 @@ import signal
 import socket
 import queue
 import threading
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -60,6 +61,7 @@ from .core import BrokerCore, Outbox
 from .descriptors import raise_nofile_limit
 from .durability import DurableReplies
 from .replies import Reply
+from .restart import mark_clean_shutdown
 from .prometheus import MetricsEndpoint, StatsExchange
 
 log = logging.getLogger("fabric.broker.server")
@@ -436,6 +438,11 @@ class BrokerServer:
         self.compactor.stop()
         self.flusher.stop()
         self.core.close()
+        if self.cluster is not None:  # every log flushed and closed: the next start may trust them (restart.py)
+            try:
+                mark_clean_shutdown(Path(self.config.data_dir), self.cluster.link.incarnation)
+            except OSError:
+                log.exception("writing the clean-shutdown marker (the next start counts as unclean)")
         self.router.disable_monitor()
         self.monitor.close(linger=0)
         self._wake_r.close()

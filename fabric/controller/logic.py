@@ -14,25 +14,38 @@ Rules:
    ``on_became_leader`` starts every session afresh at ``now_ms`` and forgets the rest: the caller
    must call it (and decide anything) only once the state has applied every entry committed before
    this leader's term began, so no decision rests on a state the old leader's records will change.
-2. Registration: a new incarnation replaces the old one (whose leaderships move first: a restarted
-   broker may have lost its unflushed tail) and is unfenced; an older incarnation is
-   STALE_BROKER_EPOCH.  A heartbeat from a fenced broker unfences it once it has applied the
+2. Registration: a new incarnation replaces the old one (whose leaderships move first, rule 7)
+   and is unfenced; an older incarnation is STALE_BROKER_EPOCH.  A heartbeat from a fenced broker unfences it once it has applied the
    metadata up to its own registration (``metadata_offset`` >= its ``epoch``).
 3. A broker not heard from for ``session_timeout_ms`` is fenced: first each partition it leads
    gets a new leader, the first live ISR member in replica order, with the leader epoch bumped and
    the broker out of the ISR; it also leaves the ISRs it follows in (KIP-841).  The
    ``partition_change`` records come before the ``fence_broker`` record, so no committed prefix
    ever shows a fenced leader.
-4. An ISR is never empty.  When its last live member goes, the partition goes offline (leader -1)
-   keeping its ISR; it is led again as soon as an ISR member is unfenced.  Only a topic with
+4. When a partition's last live ISR member goes, the partition goes offline (leader -1) keeping its
+   ISR (those members still hold every acknowledged record); it is led again as soon as an ISR
+   member is unfenced.  The ISR empties only by rule 7.  Only a topic with
    ``unclean_leader_election`` true elects a live replica outside the ISR, logged as a warning.
 5. Every partition change bumps the partition epoch; every leader change (to -1 too) bumps the
    leader epoch.  A leader's ``alter_partition`` must carry both current epochs
    (FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION otherwise); its new ISR is a subset of the
-   replicas holding the leader, and fenced or departing brokers are not added to it.
+   replicas holding the leader, and fenced or departing brokers are not added to it, nor a
+   broker whose incarnation the leader names (``isr_incarnations``) is not the registered one
+   (KIP-903: it saw a process that a restart has replaced catch up).
 6. Controlled shutdown (heartbeat ``wants_shutdown``): the broker is treated as gone for elections
    (its leaderships move, it leaves ISRs where others remain); ``shutdown_ready`` once it leads
    nothing, at which point it is fenced.
+7. Unclean restarts (KIP-966).  A follower acknowledges what it wrote to the OS, not what it
+   fsynced, so a power loss can cut acknowledged records from its log.  ``register`` carries
+   ``intact_since`` (``fabric/broker/restart.py``): the oldest incarnation since which the broker's
+   logs hold every write.  When it does not cover the registered incarnation (None, or newer), the
+   restart was unclean: before the registration record, the broker leaves every ISR, as its last
+   member too (an ISR may then be empty and the partition stays offline: nothing is elected from
+   a log that may lack acknowledged records, unless the topic allows unclean elections); it
+   rejoins an ISR only when a leader proposes it after it caught up.  After a clean restart its
+   leaderships move (a new process holds no leader state) but it stays in the ISRs: its log holds
+   all it acknowledged (cluster simulation seed 5430: brokers killed, whose page cache kept their
+   writes, had been dropped from the ISR, and the power-cut one left last in it was elected).
 """
 
 from __future__ import annotations
@@ -47,7 +60,8 @@ from ..protocol.errors import FabricError
 from ..protocol.limits import DEFAULT_LIMITS
 from ..protocol.messages import check_topic_name
 from .logic_admin import AdminDecisions
-from .codes import FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, STALE_BROKER_EPOCH, UNKNOWN_BROKER
+from .logic_brokers import BrokerDecisions, check_int as _int
+from .codes import FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION
 from .metadata import BrokerRecord, MetadataState, PartitionRecord, TopicRecord
 from .placement import place_replicas
 from .topic_configs import check_topic_configs
@@ -76,15 +90,7 @@ class LogicConfig:
     leader_imbalance_percent: int = 10  # a broker leading elsewhere more than this share of its partitions
 
 
-def _int(name: str, value: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise FabricError("INVALID_FIELD", f"{name} must be an integer in [{lo}, {hi}], not {value!r:.60}")
-    return value
-
-
-class ControllerLogic(AdminDecisions):
+class ControllerLogic(AdminDecisions, BrokerDecisions):
     def __init__(self, state: MetadataState, config: LogicConfig = LogicConfig(),
                  new_topic_id: Callable[[], str] | None = None) -> None:
         self.state = state
@@ -151,6 +157,16 @@ class ControllerLogic(AdminDecisions):
         view = self._broker(b)
         return view is not None and not view.fenced and b not in self._shutting_down
 
+    def _admissible(self, b: int, known: dict[int, int] | None) -> bool:
+        """Whether a leader may add ``b`` to an ISR (rule 5): electable (no fenced or departing
+        newcomers, KIP-841) and, when the leader says which incarnation of ``b`` caught up, the
+        registered one: a proposal built on what a replaced process reported (it may have lost its
+        tail since: rule 7) is not applied (KIP-903)."""
+        if not self._electable(b):
+            return False
+        view = self._broker(b)
+        return known is None or view is None or known.get(b) == view.incarnation
+
     def _live(self) -> list[BrokerRecord]:
         views = (self._broker(b) for b in self._broker_ids() if self._electable(b))
         return [v for v in views if v is not None]
@@ -170,13 +186,17 @@ class ControllerLogic(AdminDecisions):
         return {"type": "partition_change", "topic_id": topic.topic_id, "partition": p, "leader": leader,
                 "leader_epoch": epoch, "partition_epoch": new.partition_epoch, "isr": list(isr)}
 
-    def _decide(self, topic: TopicRecord, p: int, gone: Callable[[int], bool]) -> dict[str, Any] | None:
-        """The change partition ``p`` needs when the brokers ``gone`` says are unavailable, if any."""
+    def _decide(self, topic: TopicRecord, p: int, gone: Callable[[int], bool], lost: frozenset[int] = frozenset(),
+                stay: frozenset[int] = frozenset()) -> dict[str, Any] | None:
+        """The change partition ``p`` needs when the brokers ``gone`` says are unavailable, if any.
+        ``lost``: brokers that restarted uncleanly, out of the ISR even as its last member;
+        ``stay``: brokers that restarted cleanly, whose leaderships move but who stay in the ISR
+        (rule 7)."""
         cur = self._part(topic, p)
-        isr = [r for r in cur.isr if not gone(r)]
-        if cur.leader != -1 and not gone(cur.leader):
+        isr = [r for r in cur.isr if (not gone(r) or r in stay) and r not in lost]
+        if cur.leader != -1 and not gone(cur.leader) and cur.leader not in lost:
             return None if isr == cur.isr else self._change(topic, p, cur, cur.leader, isr)
-        candidates = [r for r in cur.replicas if r in isr]
+        candidates = [r for r in cur.replicas if r in isr and not gone(r)]
         if candidates:
             return self._change(topic, p, cur, candidates[0], isr)
         outside = [r for r in cur.replicas if not gone(r)]
@@ -185,36 +205,32 @@ class ControllerLogic(AdminDecisions):
                         "at epoch %d and records it did not hold may be lost", topic.name, p, cur.isr, outside[0],
                         cur.leader_epoch + 1)
             return self._change(topic, p, cur, outside[0], [outside[0]])
-        if cur.leader == -1:
+        kept = [r for r in cur.isr if r not in lost]  # (offline: the ISR is kept, but for what restarts lost)
+        if cur.leader == -1 and kept == cur.isr:
             return None
-        log.warning("%s-%d is offline: no live in-sync replica (ISR %s)", topic.name, p, cur.isr)
-        return self._change(topic, p, cur, -1, isr or list(cur.isr))
+        if kept:
+            log.warning("%s-%d is offline: no live in-sync replica (ISR %s)", topic.name, p, kept)
+        else:
+            log.warning("%s-%d is offline: its last in-sync replica %s restarted uncleanly and may have lost "
+                        "acknowledged records; it stays offline until a replica that holds them is back (or the "
+                        "topic enables unclean_leader_election)", topic.name, p, cur.isr)
+        return self._change(topic, p, cur, -1, kept)
 
-    def _reconcile(self, excluded: Iterable[int] = ()) -> list[dict[str, Any]]:
-        """Changes for every partition whose leader or ISR names an unavailable broker, and for
-        every offline partition that can be led again."""
-        out = set(excluded)
+    def _reconcile(self, excluded: Iterable[int] = (), lost: Iterable[int] = (),
+                   stay: Iterable[int] = ()) -> list[dict[str, Any]]:
+        """Changes for every partition whose leader or ISR names an unavailable broker (or one in
+        ``lost``, rule 7), and for every offline partition that can be led again."""
+        out, lost, kept = set(excluded), frozenset(lost), frozenset(stay)
 
         def gone(b: int) -> bool:
             return b in out or not self._electable(b)
         records = []
         for topic in self._topic_views():
             for p in range(len(topic.partitions)):
-                rec = self._decide(topic, p, gone)
+                rec = self._decide(topic, p, gone, lost, kept)
                 if rec is not None:
                     records.append(rec)
         return records
-
-    def connection_lost(self, broker_id: int, now_ms: int, grace_ms: int) -> None:
-        """A hint from the shell: ``broker_id``'s connection to this controller closed (its process
-        died: the kernel reset its sockets).  Its session now ends ``grace_ms`` from now unless it
-        heartbeats (an alive broker reconnects and heartbeats well within the grace), instead of a
-        full session timeout after its last heartbeat.  Only ever shortens a session; a paused or
-        partitioned broker, whose connections stay open, still gets the whole timeout."""
-        last = self._sessions.get(broker_id)
-        if last is None:
-            return
-        self._sessions[broker_id] = min(last, now_ms - self.config.session_timeout_ms + grace_ms)
 
     def tick(self, now_ms: int) -> Decision:
         """Session expiry (rule 3) and re-election of what can be led again (rule 4)."""
@@ -234,101 +250,6 @@ class ControllerLogic(AdminDecisions):
         records += [self._broker_record("fence_broker", v) for v in expired]
         records += self._admin_tick(now_ms)
         return records, None, {}
-
-    # ================================================================== brokers
-    def register(self, broker_id: int, incarnation: int, host: str, port: int, now_ms: int, pub_port: int = 0,
-                 rack: str | None = None, controller_port: int | None = None) -> Decision:
-        """Rule 2."""
-        broker_id = _int("broker_id", broker_id, 0, 2**31 - 1)
-        incarnation = _int("incarnation", incarnation)
-        port, pub_port = _int("port", port, 1, 65535), _int("pub_port", pub_port, 0, 65535)
-        if controller_port is not None:
-            controller_port = _int("controller_port", controller_port, 0, 65535)
-        if not isinstance(host, str) or not 0 < len(host) <= 255:
-            raise FabricError("INVALID_FIELD", f"host must be a string of 1-255 characters, not {host!r:.60}")
-        if rack is not None and (not isinstance(rack, str) or not 0 < len(rack) <= 255):
-            raise FabricError("INVALID_FIELD", f"rack must be null or a string of 1-255 characters, not {rack!r:.60}")
-        old = self._broker(broker_id)
-        if old is not None and incarnation < old.incarnation:
-            return [], STALE_BROKER_EPOCH, {"incarnation": old.incarnation}
-        self._sessions[broker_id] = now_ms
-        self._shutting_down.discard(broker_id)
-        endpoint = (host, port, pub_port, rack, controller_port)
-        if old is not None and old.incarnation == incarnation and not old.fenced and \
-                (old.host, old.port, old.pub_port, old.rack, old.controller_port) == endpoint:
-            return [], None, {"metadata_offset": self.state.offset}  # a retry: already registered
-        records: list[dict[str, Any]] = []
-        if old is not None and old.incarnation != incarnation and not old.fenced:
-            log.info("broker %d registers incarnation %d: its incarnation %d is gone", broker_id, incarnation,
-                     old.incarnation)
-            records += self._reconcile([broker_id])
-        view = BrokerRecord(broker_id, host, port, pub_port, rack, incarnation, 0, False, controller_port)
-        self._brokers[broker_id] = view
-        records.append({"type": "register_broker", "id": broker_id, "host": host, "port": port, "pub_port": pub_port,
-                        "rack": rack, "incarnation": incarnation, "controller_port": controller_port})
-        records += self._reconcile()
-        return records, None, {"metadata_offset": self.state.offset}
-
-    def heartbeat(self, broker_id: int, incarnation: int, now_ms: int, metadata_offset: int = 0,
-                  wants_shutdown: bool = False) -> Decision:
-        """Keep the session; unfence a caught-up fenced broker (rule 2); controlled shutdown (rule 6)."""
-        broker_id, incarnation = _int("broker_id", broker_id), _int("incarnation", incarnation)
-        metadata_offset = _int("metadata_offset", metadata_offset)
-        if not isinstance(wants_shutdown, bool):
-            raise FabricError("INVALID_FIELD", f"wants_shutdown must be true or false, not {wants_shutdown!r:.60}")
-        view = self._broker(broker_id)
-        if view is None or incarnation > view.incarnation:
-            return [], UNKNOWN_BROKER, {}
-        if incarnation < view.incarnation:
-            return [], STALE_BROKER_EPOCH, {"incarnation": view.incarnation}
-        self._sessions[broker_id] = now_ms
-        if wants_shutdown:
-            return self._shutdown(view)
-        self._shutting_down.discard(broker_id)
-        records: list[dict[str, Any]] = []
-        if view.fenced and metadata_offset >= view.epoch:
-            log.info("broker %d is back (metadata offset %d): unfencing it", broker_id, metadata_offset)
-            records.append(self._broker_record("unfence_broker", view))
-            records += self._reconcile()
-        fenced = view.fenced and not records
-        return records, None, {"fenced": fenced, "metadata_offset": self.state.offset, "shutdown_ready": False}
-
-    def controlled_shutdown(self, broker_id: int, now_ms: int, incarnation: int | None = None,
-                            metadata_offset: int = 0) -> Decision:
-        """The same as a heartbeat with ``wants_shutdown`` (``incarnation`` None: the registered one)."""
-        if incarnation is None:
-            view = self._broker(_int("broker_id", broker_id))
-            if view is None:
-                return [], UNKNOWN_BROKER, {}
-            incarnation = view.incarnation
-        return self.heartbeat(broker_id, incarnation, now_ms, metadata_offset, wants_shutdown=True)
-
-    def _shutdown(self, view: BrokerRecord) -> Decision:
-        if view.id not in self._shutting_down:
-            log.info("broker %d asks for a controlled shutdown: moving its leaderships", view.id)
-        self._shutting_down.add(view.id)
-        records = self._reconcile()
-        ready = not any(self._part(t, p).leader == view.id
-                        for t in self._topic_views() for p in range(len(t.partitions)))
-        if ready and not view.fenced:
-            records.append(self._broker_record("fence_broker", view))
-        return records, None, {"fenced": ready or view.fenced, "metadata_offset": self.state.offset,
-                               "shutdown_ready": ready}
-
-    def broker_status(self, now_ms: int) -> list[dict[str, Any]]:
-        """Per broker: id, endpoint, rack, incarnation, fenced, ms since its last heartbeat (None:
-        none since this controller took over), and whether it is shutting down."""
-        out = []
-        for b in self._broker_ids():
-            view = self._broker(b)
-            if view is None:
-                continue
-            last = self._sessions.get(b)
-            out.append({"id": b, "host": view.host, "port": view.port, "rack": view.rack,
-                        "incarnation": view.incarnation, "fenced": view.fenced,
-                        "since_heartbeat_ms": None if last is None else now_ms - last,
-                        "shutting_down": b in self._shutting_down})
-        return out
 
     # ================================================================== topics
     def create_topic(self, name: str, now_ms: int, partitions: int | None = None,
@@ -400,12 +321,19 @@ class ControllerLogic(AdminDecisions):
 
     # ================================================================== ISR changes (rule 5)
     def alter_partition(self, broker_id: int, partition: int, leader_epoch: int, partition_epoch: int,
-                        isr: list[int], now_ms: int, topic_id: str | None = None, topic: str | None = None) -> Decision:
+                        isr: list[int], now_ms: int, topic_id: str | None = None, topic: str | None = None,
+                        isr_incarnations: list[int] | None = None) -> Decision:
+        """Rule 5; ``isr_incarnations`` (KIP-903): each member's incarnation as the leader knows it."""
         broker_id, partition = _int("broker_id", broker_id), _int("partition", partition)
         leader_epoch, partition_epoch = _int("leader_epoch", leader_epoch), _int("partition_epoch", partition_epoch)
         if not isinstance(isr, list) or not isr:
             raise FabricError("INVALID_FIELD", f"isr must be a non-empty list of broker ids, not {isr!r:.60}")
         isr = [_int("isr[]", r) for r in isr]
+        known: dict[int, int] | None = None
+        if isr_incarnations is not None:
+            if not isinstance(isr_incarnations, list) or len(isr_incarnations) != len(isr):
+                raise FabricError("INVALID_FIELD", "isr_incarnations must be a list with one incarnation per isr member")
+            known = dict(zip(isr, (_int("isr_incarnations[]", i) for i in isr_incarnations)))
         if topic_id is not None:
             name = self.state.by_id.get(topic_id)
             t = self._topic(name) if name is not None else next(
@@ -424,7 +352,7 @@ class ControllerLogic(AdminDecisions):
         if len(set(isr)) != len(isr) or not set(isr) <= set(cur.replicas) or cur.leader not in isr:
             raise FabricError("INVALID_FIELD", f"isr {isr} must be distinct replicas of {cur.replicas} "
                                                f"holding the leader {cur.leader}")
-        new = [r for r in isr if r in cur.isr or self._electable(r)]  # no fenced newcomers
+        new = [r for r in isr if r in cur.isr or self._admissible(r, known)]
         if sorted(new) == sorted(cur.isr):
             return [], None, current
         record = self._change(t, partition, cur, cur.leader, new)

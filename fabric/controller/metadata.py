@@ -13,8 +13,8 @@ Rules:
    newer one: a ``partition_change`` must carry a partition epoch above the current one, a leader
    epoch not below it, and a higher leader epoch whenever the leader changes; a registration with an
    older incarnation, or a fence/unfence naming another incarnation, is refused.
-3. Every stored partition keeps: replicas distinct and not empty, ISR a non-empty subset of the
-   replicas, leader in the ISR or -1 (offline).
+3. Every stored partition keeps: replicas distinct and not empty, ISR a subset of the replicas,
+   leader in the ISR or -1 (offline); only an offline partition's ISR may be empty.
 4. ``to_snapshot()`` is deterministic (canonical CBOR, brokers by id, topics by name): two holders
    that applied the same records produce the same bytes; ``from_snapshot`` checks what it reads with
    the same schema as the records.
@@ -202,7 +202,8 @@ class MetadataState:
     def image(self, self_id: int | None = None) -> MetadataImage:
         """The immutable ``MetadataImage`` of this state (``version`` = ``offset``).  ``self_id`` is
         accepted for the brokers' convenience; the image is the same for every holder."""
-        brokers = {b.id: BrokerInfo(b.id, b.host, b.port, b.rack, b.pub_port, b.fenced) for b in self.brokers.values()}
+        brokers = {b.id: BrokerInfo(b.id, b.host, b.port, b.rack, b.pub_port, b.fenced, b.incarnation)
+                   for b in self.brokers.values()}
         topics = {}
         for t in self.topics.values():
             parts = tuple(PartitionAssignment(p.leader, p.leader_epoch, tuple(p.replicas), tuple(p.isr),

@@ -20,7 +20,7 @@ same record is always the same bytes.  Optional fields may be absent or null.
 | ``create_partitions`` | name, topic_id, partitions (the *partition*s appended after the existing ones) |
 
 A *partition* is ``{replicas, leader, leader_epoch, partition_epoch, isr, adding?, removing?}`` (leader -1:
-offline).  ``adding``/``removing`` describe a reassignment in progress (KIP-455): ``replicas`` is then
+offline; only an offline partition may have an empty ISR).  ``adding``/``removing`` describe a reassignment in progress (KIP-455): ``replicas`` is then
 the union of the old and the target set, ``adding`` the target replicas not yet in the old set,
 ``removing`` the old replicas not in the target; both empty (or absent) when none is in progress.
 In a ``partition_change`` an absent or null ``adding``/``removing`` leaves it as it is, ``[]`` clears it.
@@ -148,11 +148,13 @@ def _fields(where: str, value: Any, schema: dict[str, tuple[Check, bool]], extra
 
 def check_partition(where: str, leader: int, isr: list[int], replicas: list[int]) -> None:
     """The assignment invariants every stored partition keeps: replicas distinct and not empty,
-    ISR a non-empty subset of them, the leader (unless offline, -1) in the ISR."""
+    ISR a subset of them, the leader (unless offline, -1) in the ISR.  Only an offline partition
+    may have an empty ISR: its last in-sync replica restarted uncleanly (``logic.py`` rule 7)."""
     if not replicas or len(set(replicas)) != len(replicas):
         raise RecordError(f"{where}: replicas {replicas} must be distinct and not empty")
-    if not isr or len(set(isr)) != len(isr) or not set(isr) <= set(replicas):
-        raise RecordError(f"{where}: ISR {isr} must be a non-empty subset of the replicas {replicas}")
+    if (not isr and leader != -1) or len(set(isr)) != len(isr) or not set(isr) <= set(replicas):
+        raise RecordError(f"{where}: ISR {isr} must be a subset of the replicas {replicas}, not empty unless "
+                          f"the partition is offline")
     if leader != -1 and leader not in isr:
         raise RecordError(f"{where}: leader {leader} is not in the ISR {isr}")
 

@@ -53,6 +53,7 @@ class ReplicaFetchRequest:
     fetch_offset: int = wire("int", min=0, max=INT64_MAX)  # the follower's log end
     last_fetched_epoch: int = wire("int", min=-1, max=INT32_MAX)  # epoch of its newest batch (-1: none)
     max_bytes: int = wire("int", min=1, max=INT32_MAX)
+    incarnation: int = wire("int", min=0, max=INT64_MAX)  # the follower process's (KIP-903)
 
     def validate(self) -> None:
         _nonempty(self.topic_id, "topic_id")
@@ -66,6 +67,7 @@ class ReplicaAckRequest:
     replica: int = wire("int", min=0, max=INT32_MAX)
     leader_epoch: int = wire("int", min=0, max=INT32_MAX)
     log_end: int = wire("int", min=0, max=INT64_MAX)  # the follower's log end after its append
+    incarnation: int = wire("int", min=0, max=INT64_MAX)  # the follower process's (KIP-903)
 
     def validate(self) -> None:
         _nonempty(self.topic_id, "topic_id")
@@ -83,6 +85,7 @@ class RegisterRequest:
     pub_port: int = wire("int", 0, min=0, max=65535)
     rack: str | None = wire("text", None, nullable=True, max_len=255)
     controller_port: int | None = wire("int", None, nullable=True, min=0, max=65535)
+    intact_since: int | None = wire("int", None, nullable=True, min=0, max=INT64_MAX)  # KIP-966
 
     def validate(self) -> None:
         _nonempty(self.host, "host")
@@ -131,10 +134,15 @@ class AlterPartitionRequest:
     leader_epoch: int = wire("int", min=0, max=INT64_MAX)
     partition_epoch: int = wire("int", min=0, max=INT64_MAX)
     isr: tuple[int, ...] = wire("list", items=wire("int", min=0, max=INT64_MAX))
+    # each member's incarnation as the leader knows it, in ``isr``'s order (KIP-903)
+    isr_incarnations: tuple[int, ...] | None = wire("list", None, nullable=True,
+                                                    items=wire("int", min=0, max=INT64_MAX))
 
     def validate(self) -> None:
         if not self.isr:
             raise FabricError("INVALID_FIELD", "isr: must name at least the leader")
+        if self.isr_incarnations is not None and len(self.isr_incarnations) != len(self.isr):
+            raise FabricError("INVALID_FIELD", "isr_incarnations: must have one entry per isr member")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

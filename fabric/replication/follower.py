@@ -66,8 +66,9 @@ Outgoing = list[ReplicaFetch | ReplicaAck]
 class FollowerReplica:
     def __init__(self, log_store: ReplicaLogStore, state: PartitionState, topic_id: str, partition: int, *,
                  leader: int, leader_epoch: int, replicas: Iterable[int], now_ms: int,
-                 config: ReplicationConfig = ReplicationConfig()) -> None:
+                 config: ReplicationConfig = ReplicationConfig(), incarnation: int = 0) -> None:
         self.log = log_store
+        self.incarnation = incarnation  # this broker process's, on every message (KIP-903, messages.py)
         self.state = state
         self.topic_id = topic_id
         self.partition = partition
@@ -185,14 +186,14 @@ class FollowerReplica:
         entries = self.log.leader_epochs()
         self._outstanding = ReplicaFetch(self.topic_id, self.partition, self.state.local, self.state.leader_epoch,
                                          self.log.end_offset, entries[-1].epoch if entries else -1,
-                                         self.throttle.max_bytes(self.config.replica_fetch_max_bytes))
+                                         self.throttle.max_bytes(self.config.replica_fetch_max_bytes), self.incarnation)
         self._sent_ms = now_ms
         self._heard_ms = now_ms
         return [self._outstanding]
 
     def _ack(self) -> ReplicaAck:
         return ReplicaAck(self.topic_id, self.partition, self.state.local, self.state.leader_epoch,
-                          self.log.end_offset)
+                          self.log.end_offset, self.incarnation)
 
     def _append_from(self, batches: bytes, now_ms: int) -> tuple[int, bool]:
         """Append the batches that continue this log; (how many, False if one did not fit)."""

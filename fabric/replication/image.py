@@ -34,6 +34,7 @@ class BrokerInfo:
     rack: str | None = None
     pub_port: int = 0  # where it publishes the batches it leads (0: not known, a single node)
     fenced: bool = False  # the controller fenced it: it leads nothing and clients should not use it
+    incarnation: int = 0  # the registered incarnation (a leader refuses its older ones' messages: KIP-903)
 
     @property
     def address(self) -> str:

@@ -37,6 +37,13 @@ Rules (the partition's ISR/HW rules are ``state.py``'s; these are the leader's):
 6. ``visible_high_watermark`` (what consumers may read below) is None until the high watermark
    reaches the offset where this epoch began: before that a new leader's HW may be below the one
    its predecessor showed consumers (KRaft's rule), and a consumer-visible HW must not go back.
+7. Follower incarnations (KIP-903).  Each follower's progress belongs to one process of its
+   broker (``FollowerProgress.incarnation``): the registered one the metadata names
+   (``set_incarnations``) or a newer one its messages carry.  A newer incarnation's progress starts
+   unknown (its predecessor's log end may be gone with an unflushed tail: the HW waits for its
+   first fetch, and it is not proposed for the ISR on what the old process reported); a fetch
+   from an older incarnation is refused ``STALE_BROKER_EPOCH`` and an ack from one ignored, so a
+   delayed message of a dead process never counts toward the ISR or the high watermark.
 """
 
 from __future__ import annotations
@@ -44,14 +51,14 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Mapping
 
 from ..log.store import ReplicaLogStore
 from ..protocol.errors import FabricError
 from .config import ReplicationConfig
 from .messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchReply
-from .state import PartitionState
+from .state import UNKNOWN_LOG_END, FollowerProgress, PartitionState
 
 __all__ = ["IsrChange", "LeaderReplica"]
 
@@ -68,6 +75,9 @@ class IsrChange:
     leader_epoch: int
     partition_epoch: int
     isr: frozenset[int]
+    # each follower in ``isr``: the incarnation its progress is of (rule 7; the controller admits a
+    # newcomer only if that is the one it registered: a restarted follower rejoins by catching up)
+    incarnations: Mapping[int, int] = field(default_factory=dict, compare=False)
 
 
 def _first(item: tuple[int, Hashable]) -> int:
@@ -207,6 +217,8 @@ class LeaderReplica:
             return reply("FENCED_LEADER_EPOCH" if fetch.leader_epoch < st.leader_epoch else "UNKNOWN_LEADER_EPOCH")
         if fetch.replica not in st.followers:
             return reply("REPLICA_NOT_AVAILABLE")
+        if not self._current(st.followers[fetch.replica], fetch.incarnation):
+            return reply("STALE_BROKER_EPOCH")  # rule 7
         if fetch.last_fetched_epoch >= 0:
             epoch, end = lg.end_offset_for_epoch(fetch.last_fetched_epoch)
             if epoch < fetch.last_fetched_epoch or end < fetch.fetch_offset:
@@ -221,7 +233,8 @@ class LeaderReplica:
         """Rule 4: an ack of this epoch raises the follower's log end (stale epochs are ignored)."""
         st = self.state
         progress = st.followers.get(ack.replica)
-        if self.closed or ack.leader_epoch != st.leader_epoch or progress is None:
+        if self.closed or ack.leader_epoch != st.leader_epoch or progress is None \
+                or not self._current(progress, ack.incarnation):
             return
         if ack.log_end > self.log.end_offset:
             log.warning("%s/%d: follower %d acks log end %d beyond the leader's %d: ignored", self.topic_id,
@@ -234,7 +247,25 @@ class LeaderReplica:
         with its unflushed tail, so its log end is unknown until it fetches again."""
         progress = self.state.followers.get(replica)
         if progress is not None:
-            progress.log_end = progress.leader_log_end_at_last_fetch = -1
+            progress.log_end = progress.leader_log_end_at_last_fetch = UNKNOWN_LOG_END
+
+    def set_incarnations(self, incarnations: Mapping[int, int]) -> None:
+        """Rule 7: the registered incarnation of each broker (the metadata image's); a follower
+        whose broker registered a newer process than its progress is of starts over."""
+        for replica, progress in self.state.followers.items():
+            self._current(progress, incarnations.get(replica, 0))
+
+    def _current(self, progress: FollowerProgress, incarnation: int) -> bool:
+        """Rule 7: False for an older incarnation than ``progress``'s; a newer one takes it over."""
+        if incarnation < progress.incarnation:
+            return False
+        if incarnation > progress.incarnation:
+            if progress.log_end != UNKNOWN_LOG_END:
+                log.info("%s/%d: a follower restarted (incarnation %d -> %d): its log end is unknown until it "
+                         "fetches", self.topic_id, self.partition, progress.incarnation, incarnation)
+            progress.incarnation = incarnation
+            progress.log_end = progress.leader_log_end_at_last_fetch = UNKNOWN_LOG_END
+        return True
 
     # ================================================================== ISR
     def tick(self, now_ms: int) -> IsrChange | None:
@@ -251,7 +282,8 @@ class LeaderReplica:
         if (self._proposal is not None and self._proposal.isr == proposed
                 and now_ms - self._proposed_ms < self.config.isr_retry_ms):
             return None
-        self._proposal = IsrChange(self.topic_id, self.partition, st.leader_epoch, self.partition_epoch, proposed)
+        self._proposal = IsrChange(self.topic_id, self.partition, st.leader_epoch, self.partition_epoch, proposed,
+                                   {r: st.followers[r].incarnation for r in proposed if r in st.followers})
         st.expect_isr_additions(proposed - isr)  # the HW waits for them from now on (state.py rule 3)
         self._proposed_ms = now_ms
         log.info("%s/%d: proposing ISR %s (now %s, HW %d)", self.topic_id, self.partition, sorted(proposed),

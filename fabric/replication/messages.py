@@ -23,6 +23,11 @@ The four messages (every one names its partition, so a shell can route it withou
 ``ReplicaAck``        follower -> leader: "my log ends at ``log_end``" after a pushed batch was
                       appended, so ``acks=all`` is answered without waiting for the next fetch.
 
+Both follower messages carry the follower process's ``incarnation`` (Kafka's broker epoch,
+KIP-903): a message delayed from a previous incarnation of a restarted follower (which may have
+lost its unflushed tail) must not count toward the ISR or the high watermark.  The leader refuses
+(fetch: ``STALE_BROKER_EPOCH``) or ignores (ack) one older than it knows for that follower.
+
 ``error`` is an error *name* from ``fabric/protocol/errors.py`` (or one reserved for this issue
 there, e.g. ``FENCED_LEADER_EPOCH``), or None; the shell maps names to wire codes.
 """
@@ -121,7 +126,8 @@ class ReplicaFetch(_Message):
     TYPE: ClassVar[str] = "replica_fetch"
     _SPEC: ClassVar[dict[str, Any]] = {"topic_id": "str", "partition": (0, INT32_MAX), "replica": (0, INT32_MAX),
                                        "leader_epoch": (0, INT32_MAX), "fetch_offset": (0, INT64_MAX),
-                                       "last_fetched_epoch": (-1, INT32_MAX), "max_bytes": (1, INT32_MAX)}
+                                       "last_fetched_epoch": (-1, INT32_MAX), "max_bytes": (1, INT32_MAX),
+                                       "incarnation": (0, INT64_MAX)}
     topic_id: str
     partition: int
     replica: int  # the follower's node id
@@ -129,6 +135,7 @@ class ReplicaFetch(_Message):
     fetch_offset: int  # the follower's log end
     last_fetched_epoch: int  # epoch of the follower's newest batch (-1: none)
     max_bytes: int
+    incarnation: int = 0  # the follower process's incarnation (KIP-903; 0: older than any registered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +162,14 @@ class ReplicaFetchReply(_Message):
 class ReplicaAck(_Message):
     TYPE: ClassVar[str] = "replica_ack"
     _SPEC: ClassVar[dict[str, Any]] = {"topic_id": "str", "partition": (0, INT32_MAX), "replica": (0, INT32_MAX),
-                                       "leader_epoch": (0, INT32_MAX), "log_end": (0, INT64_MAX)}
+                                       "leader_epoch": (0, INT32_MAX), "log_end": (0, INT64_MAX),
+                                       "incarnation": (0, INT64_MAX)}
     topic_id: str
     partition: int
     replica: int
     leader_epoch: int
     log_end: int
+    incarnation: int = 0  # as ReplicaFetch's
 
 
 ReplicationMessage = Push | ReplicaFetch | ReplicaFetchReply | ReplicaAck

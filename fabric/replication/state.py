@@ -73,6 +73,7 @@ class FollowerProgress:
     last_caught_up_ms: int = -1  # when it last was caught up (rule 4); -1: never
     last_fetch_ms: int = -1
     leader_log_end_at_last_fetch: int = UNKNOWN_LOG_END
+    incarnation: int = 0  # the follower process this progress is of (LeaderReplica rule 7)
 
 
 class PartitionState:

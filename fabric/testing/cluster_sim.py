@@ -15,7 +15,8 @@ and duplication of Raft messages and of pushes (PUB/SUB), network partitions (on
 or one link cut), pauses (SIGSTOP: no timers, messages wait; then SIGCONT), process kills
 (unsynced Raft writes lost; a partition log keeps what was written, as a killed process's page
 cache does), quick restarts, power losses (every unflushed partition-log
-byte lost too) and restarts.  A power loss strikes only a fully replicated cluster (every node up,
+byte lost too, and the machine reboots: a new boot id, so the restarted broker registers without
+``intact_since``, ``fabric/broker/restart.py``) and restarts.  A power loss strikes only a fully replicated cluster (every node up,
 every ISR complete), as acknowledged-but-unflushed data would otherwise be lost by design with
 two losses in a row (replication, not fsync, is what ``acks=all`` promises: Kafka's trade-off).
 
@@ -33,6 +34,7 @@ from typing import Any, Callable
 
 from ..clock import ManualClock
 from ..controller.raft import Role
+from ..broker.restart import LastStart, intact_since
 from ..controller.raft_storage import MemoryRaftStorage
 from ..records.batch import encode_batch
 from ..replication.config import ReplicationConfig
@@ -65,6 +67,8 @@ class ClusterSim:
         self.storages = {i: MemoryRaftStorage() for i in self.ids}
         self.disks: dict[int, Disk] = {i: {} for i in self.ids}
         self.incarnation = {i: 1 for i in self.ids}
+        self.boots = {i: 1 for i in self.ids}  # each machine's boot: a power loss reboots it
+        self.last_start: dict[int, LastStart] = {}  # ``meta/last-start`` (restart.py), durable
         self.nodes: dict[int, SimNode] = {}
         self.check = ClusterChecker(f"cluster sim seed {seed}")
         self._log = log
@@ -92,10 +96,13 @@ class ClusterSim:
     def start(self, node_id: int) -> None:
         if node_id in self.nodes:
             return
+        incarnation, boot = self.incarnation[node_id], f"boot-{self.boots[node_id]}"
+        intact = intact_since(None, self.last_start.get(node_id), boot)  # (no clean shutdown here)
+        self.last_start[node_id] = (incarnation, boot, incarnation if intact is None else intact)
         self.nodes[node_id] = SimNode(node_id, self.ids, self.storages[node_id], self.disks[node_id],
-                                      self.incarnation[node_id], self.now, self.config,
-                                      random.Random(self.rng.getrandbits(64)))
-        self.log(f"start {node_id} (incarnation {self.incarnation[node_id]})")
+                                      incarnation, self.now, self.config,
+                                      random.Random(self.rng.getrandbits(64)), intact_since=intact)
+        self.log(f"start {node_id} (incarnation {incarnation}, writes intact since {intact})")
 
     def crash(self, node_id: int, power: bool = False) -> None:
         """Kill ``node_id``'s process (``power``: the machine loses power, unflushed log bytes too)."""
@@ -109,6 +116,8 @@ class ClusterSim:
                 plog.flush(self.now)  # (a killed process's writes are in the page cache)
             disk[key] = plog.crashed()
         self.incarnation[node_id] += 1  # (``meta/incarnation`` is written durably)
+        if power:
+            self.boots[node_id] += 1
         self.stats["power_losses" if power else "kills"] += 1
         self.log(f"{'power loss' if power else 'kill'} {node_id}")
         for other in self.nodes.values():  # the kernel resets the dead process's connections

@@ -89,7 +89,7 @@ class _Logs:
 
 class SimNode:
     def __init__(self, node_id: int, voters: list[int], storage: MemoryRaftStorage, disk: Disk, incarnation: int,
-                 now_ms: int, config: SimConfig, rng: random.Random) -> None:
+                 now_ms: int, config: SimConfig, rng: random.Random, intact_since: int | None = None) -> None:
         self.id = node_id
         self.incarnation = incarnation
         self.config = config
@@ -100,7 +100,7 @@ class SimNode:
         self.service.fetch_entries_max = config.fetch_entries_max
         self.link = ControllerLink(node_id, voters, {"host": "127.0.0.1", "port": 9000 + node_id,
                                                      "pub_port": 9100 + node_id, "rack": None},
-                                   incarnation, config.link)
+                                   incarnation, config.link, intact_since=intact_since)
         self.logs = _Logs(node_id, disk)
         self.replicas = ReplicaManager(node_id, config.replication, config.logic.min_insync_replicas)
         self.leadership = Leadership(self.logs, lambda: BrokerInfo(node_id, "127.0.0.1", 9000 + node_id),  # type: ignore[arg-type]
@@ -237,9 +237,7 @@ class SimNode:
             if deadline <= now_ms:
                 del self._forwards[cid]
         for change in self.replicas.tick(now_ms):
-            self.forward({"op": "alter_partition", "broker_id": self.id, "topic_id": change.topic_id,
-                          "partition": change.partition, "leader_epoch": change.leader_epoch,
-                          "partition_epoch": change.partition_epoch, "isr": sorted(change.isr)}, now_ms)
+            self.forward(self.replicas.alter_partition(change), now_ms)
         for vid, hello in self.link.hellos(now_ms):
             self.outbox.append(("link", vid, ("request", hello)))
         request = self.link.poll(now_ms)

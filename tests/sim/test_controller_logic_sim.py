@@ -1,13 +1,15 @@
-"""ControllerLogic under random churn: brokers register, heartbeat, crash, restart and shut down;
-topics are created; leaders shrink and grow ISRs; the controller ticks and fails over.  Records
-commit in order, some after a delay; a controller failover either commits or loses the
-uncommitted suffix (as Raft may) before the next controller decides.
+"""ControllerLogic under random churn: brokers register, heartbeat, crash (some by power loss:
+an unclean restart, rule 7), restart and shut down; topics are created; leaders shrink and grow
+ISRs; the controller ticks and fails over.  Records commit in order, some after a delay; a
+controller failover either commits or loses the uncommitted suffix (as Raft may) before the next
+controller decides.
 
 Invariants, checked after every step on the committed state (the seed is in every message):
-leader in ISR, ISR a non-empty subset of the replicas; a leader is never fenced; the leader epoch
-never goes back and strictly increases whenever the leader changes; the snapshot round-trips; a
-second state fed the same records as bytes has identical snapshot bytes.  At the end, with every
-broker back, every partition is led again.
+leader in ISR, ISR a subset of the replicas, empty only while offline; a leader is never fenced;
+the leader epoch never goes back and strictly increases whenever the leader changes; the snapshot
+round-trips; a second state fed the same records as bytes has identical snapshot bytes.  At the
+end, with every broker back, every partition is led again, but those whose every in-sync replica
+restarted uncleanly (empty ISR): they stay offline unless their topic allows unclean elections.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ class World:
         self.brokers = list(range(1, self.rng.randint(3, 5) + 1))
         self.alive = {b: False for b in self.brokers}
         self.incarnation = {b: 0 for b in self.brokers}
+        self.power = random.Random(seed * 31 + 7)  # (its own draws: the other choices replay as before)
+        self.unclean = {b: False for b in self.brokers}  # its last crash was a power loss
+        self.intact: dict[int, int | None] = {b: None for b in self.brokers}  # what it registers as intact_since
         self.uncommitted: list[dict] = []
         self.epochs: dict[tuple[str, int], tuple[int, int]] = {}  # -> (leader, leader_epoch)
         self.topics = 0
@@ -65,14 +70,17 @@ class World:
 
     # ------------------------------------------------------------------ actions
     def register(self, b: int) -> None:
-        if not self.alive[b]:
+        if not self.alive[b]:  # a new process: its logs intact unless the machine lost power (restart.py)
             self.alive[b] = True
+            self.intact[b] = None if self.unclean[b] or not self.incarnation[b] else self.incarnation[b]
             self.incarnation[b] += 1
         error, _ = self.do(self.logic.register(broker_id=b, incarnation=self.incarnation[b], host="127.0.0.1",
                                                port=9000 + b, pub_port=9100 + b, rack=f"r{b % 2}",
-                                               now_ms=self.now))
+                                               now_ms=self.now, intact_since=self.intact[b]))
         if error is not None:
             self.fail(f"register {b} answered {error}")
+        if self.intact[b] is None:  # (what the link does: the process vouches for its own writes)
+            self.intact[b] = self.incarnation[b]
 
     def heartbeat(self, b: int, shutdown: bool = False) -> None:
         lag = self.rng.choice([0, 0, 0, 3])
@@ -85,7 +93,7 @@ class World:
         elif error is not None:
             self.fail(f"heartbeat {b} answered {error}")
         elif shutdown and reply["shutdown_ready"]:
-            self.alive[b] = False
+            self.alive[b] = self.unclean[b] = False
 
     def alter(self) -> None:
         parts = [(t, p) for t in self.state.topics.values() for p in range(len(t.partitions))]
@@ -121,7 +129,8 @@ class World:
         elif roll < 0.48 and live:
             b = rng.choice(live)
             self.alive[b] = False
-            self.trace.append(f"crash {b}")
+            self.unclean[b] = self.power.random() < 0.3
+            self.trace.append(f"{'power loss' if self.unclean[b] else 'crash'} {b}")
         elif roll < 0.52 and live:
             b = rng.choice(live)
             self.trace.append(f"shutdown {b}")
@@ -151,8 +160,8 @@ class World:
         for t in s.topics.values():
             for p, part in enumerate(t.partitions):
                 where = f"{t.name}-{p} {part}"
-                if not part.isr or not set(part.isr) <= set(part.replicas):
-                    self.fail(f"{where}: ISR empty or not within the replicas")
+                if (not part.isr and part.leader != -1) or not set(part.isr) <= set(part.replicas):
+                    self.fail(f"{where}: ISR empty while led, or not within the replicas")
                 if part.leader != -1:
                     if part.leader not in part.isr:
                         self.fail(f"{where}: leader outside the ISR")
@@ -169,6 +178,12 @@ class World:
             self.fail("the snapshot does not round-trip")
         if self.mirror.to_snapshot() != snap:
             self.fail("a second state fed the same records differs")
+
+
+def lost(topic, part) -> bool:
+    """Every in-sync replica restarted uncleanly: nothing may lead it (rule 7) but by an unclean
+    election."""
+    return not part.isr and topic.configs.get("unclean_leader_election") is not True
 
 
 @pytest.mark.parametrize("seed", seeds(range(40)))
@@ -192,7 +207,8 @@ def test_controller_logic_keeps_its_invariants(seed):
         w.do(w.logic.tick(w.now))
         w.commit(len(w.uncommitted))
         w.check()
-    offline = [(t.name, p) for t in w.state.topics.values() for p, part in enumerate(t.partitions) if part.leader == -1]
+    offline = [(t.name, p) for t in w.state.topics.values() for p, part in enumerate(t.partitions)
+               if part.leader == -1 and not lost(t, part)]
     if offline:
         w.fail(f"still offline with every broker back: {offline}")
     if any(b.fenced for b in w.state.brokers.values()):
