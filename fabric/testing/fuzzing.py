@@ -96,9 +96,9 @@ def templates() -> dict[str, tuple[dict[str, Any], list[bytes]]]:
         # cluster, brokers only (SPEC 13.3): a broker that is not clustered refuses them
         "replica_fetch": ({"op": "replica_fetch", "v": 1, "type": "replica_fetch", "topic_id": "0" * 32,
                            "partition": 0, "replica": 2, "leader_epoch": 0, "fetch_offset": 0,
-                           "last_fetched_epoch": -1, "max_bytes": 1 << 20}, []),
+                           "last_fetched_epoch": -1, "max_bytes": 1 << 20, "incarnation": 1}, []),
         "replica_ack": ({"op": "replica_ack", "v": 1, "type": "replica_ack", "topic_id": "0" * 32, "partition": 0,
-                         "replica": 2, "leader_epoch": 0, "log_end": 1}, []),
+                         "replica": 2, "leader_epoch": 0, "log_end": 1, "incarnation": 1}, []),
         # cluster administration (SPEC 13.7): refused as "not clustered" too
         "alter_partition_reassignments": ({"op": "alter_partition_reassignments", "v": 1, "reassignments": [
             {"topic": BASE_TOPIC, "partition": 0, "replicas": [1, 2]}]}, []),
