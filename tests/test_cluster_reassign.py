@@ -161,3 +161,28 @@ def test_decommission_then_grow_the_topic_while_a_keyed_producer_runs(tmp_path):
             assert {f.result(0).partition for f in late} & {4, 5, 6, 7}, "no key went to a new partition"
         finally:
             producer.close()
+
+
+def test_a_broker_restarted_after_one_of_its_partitions_moved_off_it_starts_and_rejoins(tmp_path):
+    """The 'new user' drill found it: a broker SIGKILLed after a reassignment took one partition of
+    a topic off it (keeping others) refused to start ("NOT_LEADER: this broker holds no replica of
+    orders-0"): its start-up image listed every partition of its local topics."""
+    with ClusterProcesses(tmp_path / "cluster", 4, config=SETTINGS) as cluster:
+        cluster.start()
+        poll(lambda: cluster.registered(4), 30, "four registered brokers")
+        with Admin(cluster.bootstrap, timeout_ms=10_000) as admin:
+            admin.create_topic(TOPIC, partitions=2, replication_factor=3)
+            poll(lambda: cluster.in_sync(4), 30, "the topic in sync")
+            current = ra.current_assignment(admin, [TOPIC])
+            moved = next(tp for tp, r in current.items() if 1 in r)
+            kept = next((tp for tp, r in current.items() if tp != moved and 1 in r), None)
+            if kept is None:  # broker 1 must keep a partition of the topic: give it the other one
+                other = next(tp for tp in current if tp != moved)
+                ra.reassign(admin, {other: [1] + [b for b in current[other] if b != 1][:2]})
+            target = [b for b in (2, 3, 4) if b not in current[moved]][:1] + [b for b in current[moved] if b != 1]
+            ra.reassign(admin, {moved: target})
+            poll(lambda: not ra.reassignments(admin) and 1 not in ra.current_assignment(admin, [TOPIC])[moved]
+                 and any(1 in r for r in ra.current_assignment(admin, [TOPIC]).values()), 30, "the move done")
+        cluster.kill(1)
+        cluster.restart(1)  # (waits for the process to serve: it used to exit at once)
+        poll(lambda: cluster.running(1) and cluster.in_sync(4), 30, "broker 1 back in every ISR")

@@ -82,7 +82,12 @@ class Leadership:
             self.replicas.note_brokers(image)
         for name, p in image.partitions_on(me):
             topic = image.topic(name)
-            plog = self.topics.local(name, p) if self.replicas is not None else self.topics.partition(name, p)
+            plog = self.topics.local(name, p)
+            if plog is None and self.replicas is None:
+                # A cluster broker's start-up image (before ``follow_controller``) lists every
+                # partition of its local topics, also those moved off it: it holds no log of them
+                # (a broker restarted after a reassignment refused to start with NOT_LEADER).
+                continue
             held = self._states.get((name, p))
             state = held[1] if held is not None and held[0] == topic.topic_id else PartitionState(me)
             a = topic.partitions[p]
