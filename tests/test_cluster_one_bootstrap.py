@@ -58,3 +58,34 @@ def test_a_consumer_and_the_cli_given_one_address_read_partitions_every_broker_l
                               "-b", one], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [v.decode() for v in values]
+
+
+def test_admin_requests_go_to_a_bootstrap_broker_that_answers_when_the_first_is_down(cluster):
+    """`fabric reassign --verify -b B1,B2,B3` (any cluster-level admin request) went to B1 only:
+    with broker 1 down it timed out although two brokers of the list were serving."""
+    c = cluster(3).start()
+    wait_until(c.registered, 30, "every broker registered")
+    c.kill(1)
+    start = time.monotonic()
+    with Admin(c.bootstrap, timeout_ms=10_000) as admin:
+        status = admin.cluster_status()
+        assert status["brokers"] and admin.list_topics() is not None
+    assert time.monotonic() - start < 5  # no request waited out its 10 s timeout on broker 1
+
+
+def test_a_forwarded_request_follows_the_controller_when_its_leader_dies_unanswering(cluster):
+    """A broker forwarded `cluster_status` (any controller request) to the controller's leader;
+    when that leader was SIGKILLed the request waited out its whole 10 s deadline and the client
+    got REQUEST_TIMED_OUT, although a new leader was elected within ~2 s.  It is now sent again
+    to the voter the broker's link moves to."""
+    c = cluster(3).start()
+    wait_until(c.registered, 30, "every broker registered")
+    with Admin(c.bootstrap, timeout_ms=10_000) as admin:
+        leader = admin.cluster_status()["controller"]["leader_id"]
+    c.kill(leader)
+    survivor = next(n for n in c.node_ids if n != leader)
+    start = time.monotonic()
+    with Admin(c.specs[survivor].bootstrap, timeout_ms=10_000) as admin:
+        status = admin.cluster_status()
+    assert status["controller"]["leader_id"] not in (None, leader)
+    assert time.monotonic() - start < 8, time.monotonic() - start

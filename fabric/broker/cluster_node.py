@@ -117,6 +117,10 @@ class ClusterNode:
         # FORWARD_RETRY_MS, until its deadline, so the client never sees the controller's churn
         self._forwards: dict[int, tuple[Callable[[dict[str, Any]], Outbox] | None, int, dict[str, Any]]] = {}
         self._forward_retries: list[tuple[int, int]] = []  # (due, forwarded cid)
+        # forwarded cid -> the voter it went to: a forward still unanswered when the link has
+        # moved to another voter (the one it went to died or lost the lead without answering) is
+        # sent again there, instead of waiting out its whole deadline
+        self._forward_sent: dict[int, int] = {}
         self._fwd_cid = 0
         self.pending_admin: list[tuple[int, dict[str, Any]]] = []
         self.on_image: Callable[[Any, Now], Outbox] | None = None
@@ -149,6 +153,7 @@ class ClusterNode:
         while self.pending_admin:
             cid, header = self.pending_admin.pop(0)
             target = self.link.target
+            self._forward_sent[cid] = target
             self._send(self.voter_socks[target], [codec.encode({**header, "cid": cid})])
 
     def forward(self, header: dict[str, Any], done: Callable[[dict[str, Any]], Outbox] | None = None,
@@ -166,6 +171,7 @@ class ClusterNode:
         cid = header.get("cid")
         if isinstance(cid, int) and cid < 0:
             fwd = self._forwards.pop(cid, None)
+            self._forward_sent.pop(cid, None)
             if fwd is None:
                 return []
             done = fwd[0]
@@ -197,9 +203,15 @@ class ClusterNode:
                 fwd = self._forwards.get(fcid)
                 if fwd is not None:
                     self.pending_admin.append((fcid, fwd[2]))
+        target = self.link.target
+        for fcid, sent_to in list(self._forward_sent.items()):
+            if sent_to != target and fcid in self._forwards:
+                del self._forward_sent[fcid]
+                self.pending_admin.append((fcid, self._forwards[fcid][2]))
         for fcid, (done, deadline, _) in list(self._forwards.items()):
             if deadline <= now_ms:
                 del self._forwards[fcid]
+                self._forward_sent.pop(fcid, None)
                 if done is not None:
                     err = FabricError("REQUEST_TIMED_OUT", "the controller did not answer in time; retry")
                     out.extend(done({"error": err.to_wire()}))

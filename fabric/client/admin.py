@@ -29,10 +29,11 @@ from ..protocol.messages import (AlterTopicConfigsRequest, ApiVersionsRequest, C
                                  ListTopicsRequest, NewTopic, OffsetQuery)
 from ..protocol.messages import FetchPartition, FetchRequest, InitProducerIdRequest
 from ..records.batch import records_in
-from .connection import ClientError, Connection, parse_bootstrap
+from .connection import ClientError, Connection, RequestTimeoutError, parse_bootstrap
 from .coordinator_link import CoordinatorLink
 from .pool import Cluster
 
+EACH_SETTLE_MS = 1000  # after the first answer to a listing, how long the other bootstrap brokers may take
 RESET_STRATEGIES = ("earliest", "latest", "offset", "datetime", "shift-by")
 LAG_FETCH_BYTES = 64 << 10  # per partition, to read the timestamp of the first unconsumed record
 
@@ -56,11 +57,17 @@ class Admin:
         self.timeout_ms = timeout_ms
         self.client_id = client_id
         self.cluster = Cluster(self.endpoints, ctx=ctx, client_id=client_id, timeout_ms=timeout_ms)
+        self._live: int | None = 0 if len(self.endpoints) == 1 else None  # bootstrap index that answers
 
     @property
     def conn(self) -> Connection:
-        """The connection to the first bootstrap broker (cluster-level requests)."""
-        return self.cluster.bootstrap()
+        """The connection for cluster-level requests: the first bootstrap broker, or with several
+        the one that answered first (a cluster's first broker may be the one that is down)."""
+        if self._live is None:
+            self._live = self.cluster.answering_bootstrap()
+            if self._live is None:
+                return self.cluster.bootstrap()  # (nobody answers: the request times out as it did)
+        return self.cluster.bootstrap(self._live)
 
     def __enter__(self) -> "Admin":
         return self
@@ -75,15 +82,42 @@ class Admin:
               topic: str | None = None) -> dict[str, Any]:
         """``op`` to the first bootstrap broker, or with ``topic`` to a broker that knows it."""
         conn = self.conn if topic is None else self.cluster.for_topic(topic)
-        header, _ = conn.request(op, body, timeout_ms=timeout_ms or self.timeout_ms)
+        try:
+            header, _ = conn.request(op, body, timeout_ms=timeout_ms or self.timeout_ms)
+        except ClientError:
+            if topic is not None or len(self.endpoints) == 1:
+                raise
+            self._live = None  # that broker went silent: the next request asks who answers
+            raise
         return header
 
     def _each_broker(self, op: str, body: Any) -> list[dict[str, Any]]:
-        """``op`` to every bootstrap broker (cluster-wide listings of independent brokers)."""
+        """``op`` to every bootstrap broker at once (cluster-wide listings of independent
+        brokers); the answers that came, in bootstrap order.  A silent broker (down, cut off) is
+        left out once another has answered and ``EACH_SETTLE_MS`` have passed: one dead broker of a
+        cluster's bootstrap list used to fail every listing after its whole timeout."""
         if len(self.endpoints) == 1:
             return [self._call(op, body)]
-        return [self.cluster.bootstrap(i).request(op, body, timeout_ms=self.timeout_ms)[0]
-                for i in range(len(self.endpoints))]
+        conns = [self.cluster.bootstrap(i) for i in range(len(self.endpoints))]
+        cids = {id(c): c.send(op, body) for c in conns}
+        answers: dict[int, dict[str, Any]] = {}
+        poller = zmq.Poller()
+        for c in conns:
+            poller.register(c.socket, zmq.POLLIN)
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        while len(answers) < len(conns) and (left := deadline - time.monotonic()) > 0:
+            ready = dict(poller.poll(max(1, int(left * 1000))))
+            for i, c in enumerate(conns):
+                if c.socket in ready and i not in answers and (got := c.recv(0)) is not None:
+                    if got[0].get("cid") == cids[id(c)]:
+                        answers[i] = got[0]
+                        deadline = min(deadline, time.monotonic() + EACH_SETTLE_MS / 1000)
+        if not answers:
+            raise RequestTimeoutError(f"no reply to {op} from {', '.join(self.endpoints)} within {self.timeout_ms} ms")
+        for header in answers.values():
+            if "error" in header:
+                raise exception_for(header["error"])
+        return [answers[i] for i in sorted(answers)]
 
     def init_producer_id(self, producer_id: int = -1, producer_epoch: int = -1,
                          timeout_ms: int | None = None) -> tuple[int, int]:

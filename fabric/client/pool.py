@@ -111,6 +111,15 @@ class Cluster:
         node = self.cache.leader(topic, 0)
         return self.bootstrap() if node is None else self.broker(node)
 
+    def answering_bootstrap(self, timeout_ms: int | None = None) -> int | None:
+        """The index of the bootstrap broker that answers first (all asked at once, as a
+        refresh does), or None if none answers: where cluster-level requests go when the
+        first bootstrap broker may be down."""
+        answered: list[str] = []
+        _ask(self, [(self.bootstrap(i), e) for i, e in enumerate(self.endpoints)], MetadataRequest(topics=()),
+             timeout_ms or self.timeout_ms, answered)
+        return self.endpoints.index(answered[0]) if answered else None
+
     def close(self) -> None:
         self.pool.close()
 
@@ -163,7 +172,7 @@ SETTLE_MS = 50  # after the first answer, how long the others may take before a 
 
 
 def _ask(cluster: "Cluster", conns: list[tuple[Connection, str]], req: MetadataRequest,
-         timeout_ms: int) -> tuple[list[dict[str, Any]], Exception | None]:
+         timeout_ms: int, answered: list[str] | None = None) -> tuple[list[dict[str, Any]], Exception | None]:
     """``metadata`` to every connection at once; the answers that came within ``timeout_ms``
     (and at most ``SETTLE_MS`` after the first one), merged into the cache in arrival order.
 
@@ -202,6 +211,8 @@ def _ask(cluster: "Cluster", conns: list[tuple[Connection, str]], req: MetadataR
                 continue
             cluster.cache.update(header, endpoint, monotonic_ms())
             replies.append(header)
+            if answered is not None:
+                answered.append(endpoint)
             deadline = min(deadline, monotonic_ms() + SETTLE_MS)
     for conn, (endpoint, _) in pending.items():
         log.info("metadata from %s: no answer within the refresh", endpoint)
