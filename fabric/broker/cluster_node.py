@@ -46,6 +46,7 @@ from ..replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchR
 from . import cluster_status
 from .acks_all import AcksAllReplies
 from .controller_link import ControllerLink, LinkConfig
+from .producer_id_blocks import ClusterProducerIds
 from .replicas import ReplicaManager
 from .replies import Outbox, Reply
 from .topics import CONTROLLER_DIR
@@ -133,6 +134,7 @@ class ClusterNode:
         self._forward_retries: list[tuple[int, int]] = []  # (due, forwarded cid)
         self._fwd_cid = 0
         self.pending_admin: list[tuple[int, dict[str, Any]]] = []
+        self.producer_ids = ClusterProducerIds(self)  # init_producer_id's blocks (producer_id_blocks.py)
         self.on_image: Callable[[Any, Now], Outbox] | None = None
 
     def _dealer(self, address: str) -> zmq.Socket:
@@ -403,6 +405,7 @@ class ClusterNode:
             self.forward({"op": "alter_partition", "broker_id": self.node_id, "topic_id": change.topic_id,
                           "partition": change.partition, "leader_epoch": change.leader_epoch,
                           "partition_epoch": change.partition_epoch, "isr": sorted(change.isr)}, None, now.mono_ms)
+        out.extend(self.producer_ids.tick(now))
         self.controller_request(now)
         return out
 

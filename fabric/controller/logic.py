@@ -47,6 +47,7 @@ from ..protocol.errors import FabricError
 from ..protocol.limits import DEFAULT_LIMITS
 from ..protocol.messages import check_topic_name
 from .logic_admin import AdminDecisions
+from .logic_producer_ids import ProducerIdDecisions
 from .codes import FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION, STALE_BROKER_EPOCH, UNKNOWN_BROKER
 from .metadata import BrokerRecord, MetadataState, PartitionRecord, TopicRecord
 from .placement import place_replicas
@@ -84,7 +85,7 @@ def _int(name: str, value: Any, lo: int = 0, hi: int = 2**63 - 1) -> int:
     return value
 
 
-class ControllerLogic(AdminDecisions):
+class ControllerLogic(AdminDecisions, ProducerIdDecisions):
     def __init__(self, state: MetadataState, config: LogicConfig = LogicConfig(),
                  new_topic_id: Callable[[], str] | None = None) -> None:
         self.state = state
@@ -98,6 +99,7 @@ class ControllerLogic(AdminDecisions):
         self._scanned = False  # a full reconcile ran (again every heartbeat_ms: 10,000 partitions take ~25 ms)
         self._scanned_ms = 0
         self._admin_init()
+        self._pid_init()
 
     # ================================================================== the projected view (rule 1)
     def on_became_leader(self, now_ms: int) -> None:
@@ -108,6 +110,7 @@ class ControllerLogic(AdminDecisions):
         self._topics.clear()
         self._scanned = False
         self._admin_init()
+        self._pid_init()
 
     def _broker(self, b: int) -> BrokerRecord | None:
         pending = self._brokers.get(b)
@@ -317,7 +320,8 @@ class ControllerLogic(AdminDecisions):
 
     def broker_status(self, now_ms: int) -> list[dict[str, Any]]:
         """Per broker: id, endpoint, rack, incarnation, fenced, ms since its last heartbeat (None:
-        none since this controller took over), and whether it is shutting down."""
+        none since this controller took over), whether it is shutting down, and whether it is
+        decommissioned (logic_admin rule 11)."""
         out = []
         for b in self._broker_ids():
             view = self._broker(b)
@@ -327,7 +331,7 @@ class ControllerLogic(AdminDecisions):
             out.append({"id": b, "host": view.host, "port": view.port, "rack": view.rack,
                         "incarnation": view.incarnation, "fenced": view.fenced,
                         "since_heartbeat_ms": None if last is None else now_ms - last,
-                        "shutting_down": b in self._shutting_down})
+                        "shutting_down": b in self._shutting_down, "decommissioned": b in self._retiring})
         return out
 
     # ================================================================== topics

@@ -34,6 +34,7 @@ class BrokerInfo:
     rack: str | None = None
     pub_port: int = 0  # where it publishes the batches it leads (0: not known, a single node)
     fenced: bool = False  # the controller fenced it: it leads nothing and clients should not use it
+    decommissioned: bool = False  # an operator decommissioned it: no new replicas are placed on it
 
     @property
     def address(self) -> str:
