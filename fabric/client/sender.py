@@ -214,7 +214,8 @@ class Sender:
             for link in self.links.values():
                 book = link.book
                 leftover += book.waiting + book.retry + [b for f in book.inflight.values() for b in f.batches] \
-                    + [b for d in book.deferred.values() for b in d] + link.fresh
+                    + [b for d in book.deferred.values() for b in d] + link.fresh \
+                    + [b for d in book.rebasing.values() for b in d]
             for b in leftover:
                 p._finish(b, -1, err)
             for link in self.links.values():
@@ -249,6 +250,8 @@ class Sender:
         sendable: list[ProducerBatch] = []
         max_in_flight = self.p.max_in_flight
         if conn.up:
+            if book.rebasing:
+                self._rebase(book, now)
             sendable = book.select(fresh, now)
             while sendable and len(book.inflight) < max_in_flight:
                 rest = self._send_request(conn, book, sendable, now)
@@ -327,6 +330,28 @@ class Sender:
         p._idem.granted(pid, epoch)
         log.debug("producer id %d epoch %d", pid, epoch)
         return True
+
+    def _rebase(self, book: RequestBook, now: int) -> None:
+        """``epoch_bump`` rule 2: the partitions of ``book`` that lost the producer's state and
+        have nothing in flight get the producer's next epoch and their batches re-stamped."""
+        p = self.p
+        ready = book.rebase_ready()
+        if not ready or now < self.pid_retry_at:
+            return
+        pid, epoch = p._idem.bump_request()
+        try:
+            with p._meta_lock:
+                got = p._admin.init_producer_id(pid, epoch, timeout_ms=min(p.request_timeout_ms, REFRESH_TIMEOUT_MS))
+        except Exception as exc:
+            log.info("init_producer_id (epoch bump) failed: %s", exc)
+            self.pid_retry_at = now + p.retry_backoff_ms
+            return
+        p._idem.granted(*got)
+        for key in ready:
+            retried, failed = book.rebased(key, p._idem, now)
+            log.warning("%s-%d lost producer %d's state: producer %d epoch %d retries %d batches from sequence 0"
+                        "%s", key[0], key[1], pid, got[0], got[1], retried,
+                        f" ({failed} failed: they may have been written before)" if failed else "")
 
     def _watch(self, conn: Connection, on: bool) -> None:
         for sock in (conn.socket, conn.monitor):
