@@ -31,6 +31,7 @@ from ..multipart import recv_frames
 from ..protocol.codec import HeaderTemplate
 from .accumulator import ProducerBatch, drain
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms
+from . import producer_ids
 from .ordering import RequestBook
 
 log = logging.getLogger("fabric.producer")
@@ -251,7 +252,7 @@ class Sender:
         max_in_flight = self.p.max_in_flight
         if conn.up:
             if book.rebasing:
-                self._rebase(book, now)
+                producer_ids.rebase(self, book, now)
             sendable = book.select(fresh, now)
             while sendable and len(book.inflight) < max_in_flight:
                 rest = self._send_request(conn, book, sendable, now)
@@ -314,45 +315,6 @@ class Sender:
         if len(self.links) > 1 or len(p._endpoints) > 1:
             self.cache.invalidate()  # the leader may have moved
 
-    def _init_producer_id(self, now: int) -> bool:
-        """Ask the brokers (each bootstrap one in turn) for a producer id; False after a failure
-        (the next try waits ``retry_backoff_ms``)."""
-        p = self.p
-        if now < self.pid_retry_at:
-            return False
-        try:
-            with p._meta_lock:
-                pid, epoch = p._admin.init_producer_id(timeout_ms=min(p.request_timeout_ms, REFRESH_TIMEOUT_MS))
-        except Exception as exc:
-            log.info("init_producer_id failed: %s", exc)
-            self.pid_retry_at = now + p.retry_backoff_ms
-            return False
-        p._idem.granted(pid, epoch)
-        log.debug("producer id %d epoch %d", pid, epoch)
-        return True
-
-    def _rebase(self, book: RequestBook, now: int) -> None:
-        """``epoch_bump`` rule 2: the partitions of ``book`` that lost the producer's state and
-        have nothing in flight get the producer's next epoch and their batches re-stamped."""
-        p = self.p
-        ready = book.rebase_ready()
-        if not ready or now < self.pid_retry_at:
-            return
-        pid, epoch = p._idem.bump_request()
-        try:
-            with p._meta_lock:
-                got = p._admin.init_producer_id(pid, epoch, timeout_ms=min(p.request_timeout_ms, REFRESH_TIMEOUT_MS))
-        except Exception as exc:
-            log.info("init_producer_id (epoch bump) failed: %s", exc)
-            self.pid_retry_at = now + p.retry_backoff_ms
-            return
-        p._idem.granted(*got)
-        for key in ready:
-            retried, failed = book.rebased(key, p._idem, now)
-            log.warning("%s-%d lost producer %d's state: producer %d epoch %d retries %d batches from sequence 0"
-                        "%s", key[0], key[1], pid, got[0], got[1], retried,
-                        f" ({failed} failed: they may have been written before)" if failed else "")
-
     def _watch(self, conn: Connection, on: bool) -> None:
         for sock in (conn.socket, conn.monitor):
             if sock is not None:
@@ -369,7 +331,7 @@ class Sender:
         used = 0  # batches consumed from the list (sent or failed)
         max_bytes, max_batches = p.max_request_bytes, p.max_request_batches
         idem = p._idem
-        if idem is not None and not idem.ready and not self._init_producer_id(now):
+        if idem is not None and not idem.ready and not producer_ids.obtain(self, now):
             return None  # no producer id yet: nothing goes (tried again after a back-off)
         keys: set[tuple[str, int]] = set()
         for b in batches:
