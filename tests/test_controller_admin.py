@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabric.controller.logic import LogicConfig
+from fabric.controller.logic import ControllerLogic, LogicConfig
 from fabric.controller.metadata import MetadataState
 from fabric.controller.records import RecordError
 from fabric.protocol.errors import FabricError
@@ -198,6 +198,49 @@ def test_decommission_moves_every_replica_off_a_broker_and_new_topics_avoid_it()
     _, error, _ = h.do(h.logic.create_topic(name="later", partitions=3, replication_factor=3, now_ms=0))
     assert error is None and all(1 not in p.replicas for p in h.state.topics["later"].partitions)
     assert h.logic.decommission_broker(broker_id=42, now_ms=0)[1] == "UNKNOWN_BROKER"
+
+
+def test_decommission_survives_a_controller_change_and_a_restart_of_the_broker():
+    """The mark is a committed record: a controller elected afterwards (a new ``ControllerLogic``
+    on the state, rebuilt from a snapshot) still keeps new partitions off the broker, the broker
+    re-registering keeps it, and only a cancel clears it."""
+    h = make(brokers=4, partitions=2)
+    records, error, _ = h.do(h.logic.decommission_broker(broker_id=1, now_ms=0))
+    assert error is None and records[0] == {"type": "decommission_broker", "id": 1, "decommissioned": True}
+    assert h.state.brokers[1].decommissioned and h.state.image().brokers[1].decommissioned
+    state = MetadataState.from_snapshot(h.state.to_snapshot())
+    assert state.brokers[1].decommissioned and state == h.state
+    h.state = state
+    ids = iter(f"after{i}" for i in range(10))
+    h.logic = ControllerLogic(state, LogicConfig(), new_topic_id=lambda: next(ids))
+    h.logic.on_became_leader(h.now)
+    h.register(1)  # (a restart: a new incarnation)
+    assert h.state.brokers[1].decommissioned
+    assert [b["decommissioned"] for b in h.logic.broker_status(h.now)] == [True, False, False, False]
+    _, error, _ = h.do(h.logic.create_topic(name="later", partitions=6, replication_factor=3, now_ms=h.now))
+    assert error is None and all(1 not in p.replicas for p in h.state.topics["later"].partitions)
+    _, error, _ = h.do(h.logic.create_partitions(topic="later", count=9, now_ms=h.now))
+    assert error is None and all(1 not in p.replicas for p in h.state.topics["later"].partitions)
+    records, _, _ = h.do(h.logic.decommission_broker(broker_id=1, now_ms=h.now))
+    assert not any(r["type"] == "decommission_broker" for r in records)  # (asked again: no second record)
+    records, error, reply = h.do(h.logic.decommission_broker(broker_id=1, now_ms=h.now, cancel=True))
+    assert records == [{"type": "decommission_broker", "id": 1, "decommissioned": False}] and reply == {"moving": 0}
+    assert not h.state.brokers[1].decommissioned
+    assert h.logic.decommission_broker(broker_id=1, now_ms=h.now, cancel=True)[0] == []
+    _, error, _ = h.do(h.logic.create_topic(name="again", partitions=8, replication_factor=3, now_ms=h.now))
+    assert any(1 in p.replicas for p in h.state.topics["again"].partitions)
+
+
+def test_a_pending_decommission_already_excludes_the_broker():
+    h = make(brokers=4, partitions=1)
+    decided, _, _ = h.logic.decommission_broker(broker_id=2, now_ms=0)  # not committed yet
+    assert 2 in h.logic._retiring
+    _, _, reply = h.logic.create_topic(name="x", partitions=4, replication_factor=3, now_ms=0)
+    records, _, _ = h.logic.create_topic(name="y", partitions=4, replication_factor=3, now_ms=0)
+    assert all(2 not in p["replicas"] for p in records[0]["partitions"])
+    for r in decided:
+        h.state.apply(r)
+    assert 2 in h.logic._retiring and not h.logic._decommissioning  # (applied: the pending entry is gone)
 
 
 # ---------------------------------------------------------------- preferred leaders (rule 12)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fabric.client import Admin, Consumer, Producer
-from fabric.errors import UnknownProducerIdError, UnknownTopicOrPartitionError
+from fabric.errors import UnknownTopicOrPartitionError
 
 pytestmark = pytest.mark.process
 
@@ -99,23 +99,31 @@ def test_a_topic_that_moves_to_the_other_broker_is_followed_by_the_producer(pair
     assert _count(b.bootstrap, "xa") == 1
 
 
-def test_an_idempotent_producer_follows_a_recreated_topic_with_one_clear_error_then_a_new_id(pair):
+def test_an_idempotent_producer_follows_a_recreated_topic_by_bumping_its_epoch(pair):
     """The recreated partition on B has no state of the producer, whose next sequence there is 1:
-    the leader refuses it (``UNKNOWN_PRODUCER_ID``, nothing written) and, with no older batch
-    outstanding, the producer fails that record to the caller (SPEC 14.5) and starts the
-    partition over under a new producer id, so the following records go through.  (Kafka's
-    KIP-360 would re-sequence and retry that one record too; not done here.)"""
+    the leader refuses it (``UNKNOWN_PRODUCER_ID``, nothing written).  With no older batch
+    outstanding the producer asks for its next epoch (Kafka's KIP-360), restarts the partition at
+    sequence 0 under it and re-sends the record, whose attempts were all refused before anything
+    was appended (A's UNKNOWN_TOPIC_OR_PARTITION, B's UNKNOWN_PRODUCER_ID): nothing is lost,
+    nothing written twice, and the order holds."""
     a, b = pair
     with Producer(f"{a.bootstrap},{b.bootstrap}", linger_ms=1, retry_backoff_ms=20) as p:
         assert p.send("xa", b"before", partition=0).result(10).offset == 0
+        pid, epoch, _ = p._idem.next(("xa", 0))
         with Admin(a.bootstrap) as admin:
             admin.delete_topic("xa")
         with Admin(b.bootstrap) as admin:
             admin.create_topic("xa", partitions=2)
-        with pytest.raises(UnknownProducerIdError):
-            p.send("xa", b"refused", partition=0).result(20)
-        assert p.send("xa", b"after", partition=0).result(20).offset == 0
-    assert _count(b.bootstrap, "xa") == 1
+        assert p.send("xa", b"again", partition=0).result(20).offset == 0
+        assert p.send("xa", b"after", partition=0).result(20).offset == 1
+        assert p._idem.next(("xa", 0))[:2] == (pid, epoch + 1)
+    with Consumer(b.bootstrap, auto_offset_reset="earliest") as c:
+        c.assign([("xa", 0)])
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += c.poll(200)
+    assert [r.value for r in got] == [b"again", b"after"]
 
 
 def test_a_topic_that_moves_to_the_other_broker_is_followed_by_the_consumer(pair):

@@ -6,7 +6,7 @@ metadata_fetch; ``ReplicaFetch``/``ReplicaAck``/``Push`` and the framing of ``Cl
 ``RaftMessage.to_wire`` inside the controller's ``raft`` frame), or copied field for field from the
 code that builds it (the forwarded ``create_topic``/``delete_topic``/``alter_partition``/
 ``cluster_status``, with the forward's negative ``cid`` last, as ``ClusterNode.controller_request``
-sends it).  Replies are examples of the shapes ``ControllerService``/``ControllerLogic`` and
+sends it; ``allocate_producer_ids`` from ``ClusterProducerIds.tick``).  Replies are examples of the shapes ``ControllerService``/``ControllerLogic`` and
 ``ClusterNode.handle_replica`` build (``tests/test_spec.py`` checks their fields against SPEC.md's
 reply tables and that every request parses with ``fabric.protocol.cluster``'s classes).
 """
@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from fabric.broker.cluster_node import push_prefix
 from fabric.broker.controller_link import ControllerLink
+from fabric.broker.producer_id_blocks import ClusterProducerIds
+from fabric.clock import as_now
 from fabric.controller.metadata import MetadataState
 from fabric.controller.raft_messages import AppendRequest, AppendResponse, Entry, VoteRequest
 from fabric.controller.records import encode_record
@@ -67,7 +69,7 @@ def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list
               "applied": 42, "followers": {"2": 42, "3": 41},
               "brokers": [{"id": n, "host": "127.0.0.1", "port": 9091 + n, "rack": f"r{n}",
                            "incarnation": 1733400000000, "fenced": n == 3, "since_heartbeat_ms": 120 if n != 3 else 2400,
-                           "shutting_down": False} for n in (1, 2, 3)]}
+                           "shutting_down": False, "decommissioned": False} for n in (1, 2, 3)]}
     return [
         ("replica-fetch", "replica_fetch (follower 2 at offset 5 of orders/1, caught up)",
          {"op": "replica_fetch", "v": 1, "cid": 7, **fetch.to_wire()},
@@ -133,13 +135,38 @@ def _steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list
          {"op": "cluster_status", "cid": 13, "broker_id": 2, "metadata_offset": 42,
           "controller": status,
           "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 9091 + n, "rack": f"r{n}", "fenced": n == 3,
-                       "replicas": 3, "leaders": 2 if n == 1 else (1 if n == 2 else 0)} for n in (1, 2, 3)],
+                       "decommissioned": False, "replicas": 3, "leaders": 2 if n == 1 else (1 if n == 2 else 0)} for n in (1, 2, 3)],
           "partitions_total": 3,
           "under_replicated": [{"topic": "orders", "partition": 1, "leader": 1, "replicas": [1, 2, 3],
                                 "isr": [1, 2]}],
           "under_min_isr": [], "offline": [], "reassigning": []}, []),
         *_admin_steps(),
+        _allocate_producer_ids(),
     ]
+
+
+class _Capture:
+    """What ``ClusterProducerIds`` uses of ``ClusterNode``: the forward it sends is kept, with the
+    negative ``cid`` last as ``ClusterNode.controller_request`` adds it."""
+
+    node_id = 2
+
+    def __init__(self) -> None:
+        self.link = _link()
+        self.link.registered = True
+        self.sent: list[dict[str, Any]] = []
+
+    def forward(self, header: dict[str, Any], done: Any, now_ms: int) -> None:
+        self.sent.append({**header, "cid": -5})
+
+
+def _allocate_producer_ids() -> tuple[str, str, dict[str, Any], dict[str, Any] | None, list[bytes]]:
+    """A broker's first block: ``ClusterProducerIds.tick`` asks as soon as it is registered."""
+    node = _Capture()
+    ClusterProducerIds(node).tick(as_now(0))
+    request = node.sent[0]
+    return ("allocate-producer-ids", "allocate_producer_ids (broker 2 asks for a block of producer ids)", request,
+            {"op": "allocate_producer_ids", "cid": -5, "start": 17179869184, "size": 1000, "metadata_offset": 46}, [])
 
 
 def _admin_steps() -> list[tuple[str, str, dict[str, Any], dict[str, Any] | None, list[bytes]]]:

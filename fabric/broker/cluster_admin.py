@@ -69,7 +69,10 @@ class AdminHandlers:
         return [(peer, Reply(ok_reply(env.op, env.cid, reassignments=rows)))]
 
     def decommission_broker(self, peer, env, req, frames, now: Now) -> Outbox:
-        return self._forward(peer, env, {"op": "decommission_broker", "broker_id": req.broker_id}, now)
+        header: dict[str, Any] = {"op": "decommission_broker", "broker_id": req.broker_id}
+        if req.cancel:
+            header["cancel"] = True
+        return self._forward(peer, env, header, now)
 
     def elect_leaders(self, peer, env, req, frames, now: Now) -> Outbox:
         header: dict[str, Any] = {"op": "elect_leaders"}

@@ -44,6 +44,7 @@ from ..replication.messages import Push, ReplicaAck, ReplicaFetch, ReplicaFetchR
 from . import cluster_status
 from .acks_all import AcksAllReplies
 from .controller_link import ControllerLink, LinkConfig
+from .producer_id_blocks import ClusterProducerIds
 from .replicas import ReplicaManager
 from .restart import next_incarnation, restart_intact_since
 from .replies import Outbox, Reply
@@ -123,6 +124,7 @@ class ClusterNode:
         self._forward_sent: dict[int, int] = {}
         self._fwd_cid = 0
         self.pending_admin: list[tuple[int, dict[str, Any]]] = []
+        self.producer_ids = ClusterProducerIds(self)  # init_producer_id's blocks (producer_id_blocks.py)
         self.on_image: Callable[[Any, Now], Outbox] | None = None
 
     def _dealer(self, address: str) -> zmq.Socket:
@@ -406,6 +408,7 @@ class ClusterNode:
             out.extend(self.core.cluster_groups.expire(now))
         for change in self.replicas.tick(now.mono_ms):
             self.forward(self.replicas.alter_partition(change), None, now.mono_ms)
+        out.extend(self.producer_ids.tick(now))
         self.controller_request(now)
         return out
 

@@ -61,7 +61,8 @@ def partition_health(node: Any) -> dict[str, Any]:
             if len(a.isr) < min(min_isr, len(a.replicas)):
                 under_min.append(row)
     brokers = [{"node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack,
-                "fenced": bool(getattr(b, "fenced", False)), "replicas": held.get(b.node_id, 0),
+                "fenced": bool(getattr(b, "fenced", False)),
+                "decommissioned": bool(getattr(b, "decommissioned", False)), "replicas": held.get(b.node_id, 0),
                 "leaders": leads.get(b.node_id, 0)} for b in sorted(image.brokers.values(),
                                                                              key=lambda b: b.node_id)]
     return {"brokers": brokers, "partitions_total": total, "under_replicated": under,

@@ -153,8 +153,11 @@ class BrokerCore:
             "stats": self._stats,
             "init_producer_id": self._init_producer_id,
         }
-        # Producer ids: node id in the high bits, a durable counter in the low (producer_ids.py)
-        self.producer_ids = ProducerIds(data_dir / META_DIR, config.node_id)
+        # Producer ids on a single node: node id in the high bits, a durable counter in the low
+        # (producer_ids.py); a cluster's come in blocks from the controller (producer_id_blocks.py)
+        self.producer_ids: ProducerIds | None = None
+        if not self.clustered:
+            self.producer_ids = ProducerIds(data_dir / META_DIR, config.node_id)
         self.groups = GroupService(
             self.topics, now.wall_ms, node_id=config.node_id, offsets_topic_partitions=config.offsets_topic_partitions,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
@@ -559,10 +562,15 @@ class BrokerCore:
 
     def _init_producer_id(self, peer, env, req: InitProducerIdRequest, frames, now: Now) -> Outbox:
         """SPEC 14.2: a new id at epoch 0, or ``producer_id`` at its next epoch (a new id once its
-        epochs are used up)."""
+        epochs are used up).  A cluster's new ids come from the controller's blocks (the reply may
+        wait for one: ``producer_id_blocks.py``)."""
         if (req.producer_id < 0) != (req.producer_epoch < 0):
             raise FabricError("INVALID_FIELD", "producer_id and producer_epoch are both -1 or both set")
         bumped = bump(req.producer_id, req.producer_epoch) if req.producer_id >= 0 else None
+        if bumped is None and self.producer_ids is None:
+            if self.cluster is None:
+                raise FabricError("REQUEST_TIMED_OUT", "the broker is joining its cluster: retry")
+            return self.cluster.producer_ids.new_id(peer, env.cid, now)
         pid, epoch = bumped if bumped is not None else (self.producer_ids.next_id(), 0)
         return [(peer, Reply(ok_reply(env.op, env.cid, producer_id=pid, producer_epoch=epoch)))]
 

@@ -1,15 +1,16 @@
-"""Producer ids for ``init_producer_id`` (SPEC 14.2): unique across the cluster, never reused.
+"""A single node's producer ids for ``init_producer_id`` (SPEC 14.2): never reused, across restarts.
 
 Why this scheme: a producer id must never be handed out twice, or the leader of a partition could
-mistake a new producer's batches for an old one's duplicates.  Kafka allocates blocks through the
-controller (KIP-730).  Fabric composes the id from what is already unique: the broker's node id
-(unique in a cluster, 0 on a single node) in the high 32 bits and a counter of that broker in the
-low 32; the counter is reserved in blocks of ``BLOCK`` in ``meta/producer-ids`` (written durably
-before any id of a new block is handed out), so a restart, even after SIGKILL, starts past every
-id given before.  No round trip to the controller is needed, and the single node and the
-cluster share it.  Its limit, stated: a broker whose data directory is wiped and that rejoins
-under the same node id starts its counter again (an operator must give it a new node id, as
-the controller's registration of a new incarnation already expects a fresh broker to).
+mistake a new producer's batches for an old one's duplicates.  A single node has no controller, so
+it composes the id from its node id (0 unless configured) in the high 32 bits and a counter of its
+own in the low 32; the counter is reserved in blocks of ``BLOCK`` in ``meta/producer-ids`` (written
+durably before any id of a new block is handed out), so a restart, even after SIGKILL, starts past
+every id given before.  (Wiping the data directory wipes the partitions' producer state with it,
+so a reused id meets no stale state there.)  A cluster broker does not use this: its ids come in
+blocks from the controller, committed through Raft (``producer_id_blocks.py``), because a cluster
+broker wiped and rejoining under the same node id would start this counter again while the other
+replicas still hold the old producers' state.  (Earlier releases used this scheme on clusters
+too; the controller's first block starts above every id it could have composed.)
 
 File ``meta/producer-ids``: magic ``FBPI``, version u16 = 1, reserved u16 = 0, the first counter
 value not yet reserved u64, CRC-32 of the 16 bytes before it, u32.  An unreadable file refuses to

@@ -174,6 +174,15 @@ def run_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def broker_state(b: dict[str, Any]) -> str:
+    """A status row's state: fenced or up, and decommissioning (still holds replicas) or
+    decommissioned (holds none: it may be stopped)."""
+    state = "fenced" if b.get("fenced") else "up"
+    if b.get("decommissioned"):
+        state += ", decommissioning" if b.get("replicas") else ", decommissioned"
+    return state
+
+
 def run_status(args: argparse.Namespace) -> int:
     with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
         status = admin.cluster_status()
@@ -188,8 +197,8 @@ def run_status(args: argparse.Namespace) -> int:
     print_table(t)
     t = table("broker", "address", "rack", "state", "replicas", "leads")
     for b in status.get("brokers", []):
-        add_row(t, b["node_id"], f"{b['host']}:{b['port']}", b.get("rack") or "-",
-                "fenced" if b.get("fenced") else "up", b.get("replicas", "-"), b.get("leaders", "-"))
+        add_row(t, b["node_id"], f"{b['host']}:{b['port']}", b.get("rack") or "-", broker_state(b),
+                b.get("replicas", "-"), b.get("leaders", "-"))
     print_table(t)
     total = status.get("partitions_total", 0)
     print_text(f"partitions: {total}   under-replicated: {len(status.get('under_replicated', []))}   "

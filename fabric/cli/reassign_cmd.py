@@ -28,6 +28,7 @@ EPILOG = """examples:
   fabric reassign --list                           reassignments in progress
   fabric reassign --cancel --plan plan.json        back to the replicas before the move
   fabric cluster decommission 1 --wait             empty broker 1 (waits; then stop the broker)
+  fabric cluster decommission 1 --cancel           broker 1 takes new replicas again
   fabric cluster rebalance-leaders                 give each partition back to its preferred leader"""
 
 POLL_S = 0.5
@@ -72,6 +73,8 @@ def register_cluster_actions(csub: Any) -> None:
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("broker", type=int, help="the broker's node id")
     d.add_argument("--wait", action="store_true", help="wait until it holds no replica, showing progress")
+    d.add_argument("--cancel", action="store_true",
+                   help="no longer decommissioned: new replicas may go there again (moves started go on)")
     add_client_options(d)
     d.set_defaults(func=run_decommission)
     r = csub.add_parser("rebalance-leaders", help="preferred-leader election: each partition led by its first replica")
@@ -109,7 +112,10 @@ def run_reassign(args: argparse.Namespace) -> int:
         if args.generate:
             topics = [t for t in args.topics.split(",") if t]
             current = ra.current_assignment(admin, topics)
-            proposed = ra.propose(current, args.brokers)
+            retired = sorted(ra.decommissioned(admin) & set(args.brokers))
+            if retired:  # (the controller would keep new replicas off them anyway)
+                print(f"# leaving out decommissioned brokers {retired}", file=sys.stderr)
+            proposed = ra.propose(current, [b for b in args.brokers if b not in retired])
             print(ra.plan_json(proposed))  # (plain: a file to redirect, never wrapped)
             moved = sum(1 for k in proposed if proposed[k] != current[k])
             print(f"# {moved} of {len(proposed)} partitions change; current assignment (to roll back):\n"
@@ -185,7 +191,10 @@ def _held_by(admin: Admin, broker: int) -> list[tuple[str, int]]:
 
 def run_decommission(args: argparse.Namespace) -> int:
     with Admin(args.bootstrap, timeout_ms=args.timeout_ms) as admin:
-        moving = ra.decommission(admin, args.broker)
+        moving = ra.decommission(admin, args.broker, cancel=args.cancel)
+        if args.cancel:
+            print_text(f"broker {args.broker} is no longer decommissioned")
+            return 0
         print_text(f"broker {args.broker}: {moving} partitions move off it")
         if not args.wait:
             return 0

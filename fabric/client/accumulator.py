@@ -38,7 +38,7 @@ class ProducerBatch:
     """Records of one partition collected by ``send``, as parallel columns."""
 
     __slots__ = ("topic", "partition", "timestamps", "keys", "values", "headers", "size", "created_ms",
-                 "result", "attempts", "retry_at_ms", "data", "last_error", "seq")
+                 "result", "attempts", "retry_at_ms", "data", "last_error", "seq", "uncertain")
 
     def __init__(self, topic: str, partition: int, now_ms: int) -> None:
         self.topic = topic
@@ -55,6 +55,7 @@ class ProducerBatch:
         self.data: bytes | None = None
         self.last_error: BaseException | None = None
         self.seq = next(_batch_seq)
+        self.uncertain = False  # an attempt's outcome is unknown (lost connection, timeout): it may be written
 
     def encode(self, compression: int, producer_id: int = -1, producer_epoch: int = -1,
                base_sequence: int = -1) -> bytes:

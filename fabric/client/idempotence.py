@@ -11,13 +11,19 @@ Rules the sender follows (the client side of SPEC 14.5):
    encoding succeeded.  A retry re-sends the same bytes: the same sequence.
 2. Sequences are kept per partition together with the producer id and epoch they belong to, so a
    partition keeps its numbering across retries, reconnects and leader changes.
-3. A batch that fails for good with ``OUT_OF_ORDER_SEQUENCE`` (no earlier batch of the partition
-   is still being retried) or ``UNKNOWN_PRODUCER_ID`` means the partition lost this producer's
-   state (expiration, a lost unreplicated tail): the batch fails, and the partition starts over
-   at sequence 0 under a new producer id (``reset``), obtained before its next batch is encoded.
+3. ``OUT_OF_ORDER_SEQUENCE`` or ``UNKNOWN_PRODUCER_ID`` with no earlier batch of the partition
+   outstanding means the partition lost this producer's state (expiration, a tail lost in an
+   unclean failover).  As Kafka's KIP-360: the producer asks ``init_producer_id`` for its next
+   epoch (``bump_request``/``granted``), the partition starts over at sequence 0 under it
+   (``restart``), and its unacknowledged batches are re-stamped in order (``restamp``) and
+   retried (``ordering`` rule 4 says which).  The leader takes a newer epoch from sequence 0 and
+   fences the older one, so a late copy of an old-epoch batch can no longer be written.  Other
+   partitions keep their numbering: each partition's state is its own.
 """
 
 from __future__ import annotations
+
+from ..records.batch import parse_header, restamp_producer
 
 WINDOW = 5  # batches a leader remembers per producer and partition: the most a producer has in flight
 SEQUENCE_MAX = (1 << 31) - 1  # sequences wrap to 0 after it (SPEC 14.3)
@@ -51,15 +57,18 @@ class Idempotence:
         pid, epoch, seq = self._partitions[key]
         self._partitions[key] = (pid, epoch, (seq + record_count) & SEQUENCE_MAX)
 
-    def reset(self, key: _Key, producer_id: int) -> bool:
-        """Rule 3: the partition lost ``producer_id``'s state.  True if a new producer id is
-        needed (the partition used the current one); the partition restarts at 0 then."""
-        got = self._partitions.get(key)
-        if got is None or got[0] != producer_id:
-            return False  # (already reset: a later batch of the old numbering failed too)
-        del self._partitions[key]
+    def bump_request(self) -> tuple[int, int]:
+        """Rule 3: the ``init_producer_id`` fields that ask for the next epoch of the newest id."""
+        return self.producer_id, self.epoch
+
+    def restart(self, key: _Key) -> None:
+        """Rule 3: the partition starts over at sequence 0 under the current (bumped) id and epoch."""
+        self._partitions[key] = (self.producer_id, self.epoch, 0)
         self.resets += 1
-        if producer_id == self.producer_id:
-            self.producer_id = self.epoch = -1
-            return True
-        return False
+
+    def restamp(self, key: _Key, data: bytes) -> bytes:
+        """An encoded batch of ``key`` with the partition's next sequence (rule 3, after ``restart``;
+        called in the partition's send order)."""
+        pid, epoch, seq = self.next(key)
+        self.advance(key, parse_header(data).record_count)
+        return restamp_producer(data, pid, epoch, seq)

@@ -42,6 +42,10 @@ connection it has a prefix.  The book then keeps two rules:
    that oldest one is still recognised).  Rule 2's ``RetryWouldReorderError`` is never raised (a retry of a batch
    that was written is answered with its original offsets, not written again).  With the
    retries, every record acknowledged is in the log exactly once, in send order.
+4. **Lost producer state** (idempotent): the same errors with no older batch of the partition
+   outstanding mean the partition lost the producer's state; the producer bumps its epoch and
+   retries the partition's unacknowledged batches, re-stamped in order, under it (Kafka's
+   KIP-360; ``epoch_bump.py`` has the rule in full, including which batches cannot be retried).
 
 What it does not cover: a broker that stalls (SIGSTOP, swapping) longer than
 ``delivery_timeout_ms`` and then executes requests the producer already gave up on; those
@@ -57,6 +61,7 @@ from typing import Any, Callable
 from ..protocol.errors import FabricError, exception_for
 from .accumulator import ProducerBatch as _Batch
 from .connection import ClientError, RequestTimeoutError
+from .epoch_bump import EpochBump, is_gap, not_appended
 
 _Key = tuple[str, int]
 WINDOW = 5  # batches of a partition a leader remembers per producer (SPEC 14.3)
@@ -76,9 +81,6 @@ class _InFlight:
     sent_ms: int
 
 
-_SEQUENCE_GAPS = ("OUT_OF_ORDER_SEQUENCE", "UNKNOWN_PRODUCER_ID")
-
-
 class _Consequence(ClientError):
     """An ``OUT_OF_ORDER_SEQUENCE`` (or ``UNKNOWN_PRODUCER_ID``: the new leader never saw the
     producer's first batches either) caused by an older batch of the partition that failed first:
@@ -93,7 +95,7 @@ def is_retriable(err: BaseException) -> bool:
     return isinstance(err, (RequestTimeoutError, _Consequence)) or (isinstance(err, FabricError) and err.retriable)
 
 
-class RequestBook:
+class RequestBook(EpochBump):
     """The sender thread's bookkeeping: requests in flight, batches to (re)send, and which batch
     may go next.  ``finish(batch, base_offset, error)`` completes a batch (the shell's)."""
 
@@ -112,10 +114,12 @@ class RequestBook:
         self.connection_error: BaseException | None = None  # why the last connection ended
         # rule 3: per partition, the batches sent from the oldest one not yet completed on
         self.window: dict[_Key, deque[_Batch]] = {}
+        self.rebasing: dict[_Key, list[_Batch]] = {}  # rule 4: partitions waiting for a new epoch
+        self._rebase_cause: dict[_Key, BaseException] = {}
 
     @property
     def idle(self) -> bool:
-        return not (self.inflight or self.retry or self.waiting or self.deferred)
+        return not (self.inflight or self.retry or self.waiting or self.deferred or self.rebasing)
 
     def next_due_ms(self) -> int | None:
         """When the earliest retry may go (None: no retry waits)."""
@@ -125,7 +129,7 @@ class RequestBook:
     def select(self, fresh: list["_Batch"], now: int) -> list["_Batch"]:
         """The batches that may be sent now, in the order to send them; the others stay queued.
         Give back with ``keep`` whatever of the list is not sent."""
-        if not (self.retry or self.deferred or self.cautious):  # no failure to recover from
+        if not (self.retry or self.deferred or self.cautious or self.rebasing):  # no failure to recover from
             if self.waiting:
                 fresh = self.waiting + fresh
                 self.waiting = []
@@ -140,7 +144,7 @@ class RequestBook:
         for source, kept in ((self.retry, keep_retry), (self.waiting, keep_waiting), (fresh, keep_waiting)):
             for b in source:
                 key = (b.topic, b.partition)
-                if key in blocked or b.retry_at_ms > now or key in self.deferred:
+                if key in blocked or b.retry_at_ms > now or key in self.deferred or key in self.rebasing:
                     blocked.add(key)
                     kept.append(b)
                     continue
@@ -218,7 +222,7 @@ class RequestBook:
         or deferred: rule 1 needs a partition's requests on one connection at a time, so it moves
         only once this connection owes it no reply (a lost connection's requests are queued
         again by ``on_lost``, and then move)."""
-        if key in self.deferred:
+        if key in self.deferred or key in self.rebasing:
             return None
         for f in self.inflight.values():
             for b in f.batches:
@@ -272,6 +276,8 @@ class RequestBook:
                 self._failed(b, err, batches[i + 1:], now)
                 continue
             self.finish(b, r["base_offset"], None)
+            if self.rebasing and (b.topic, b.partition) in self.rebasing:
+                self._rebase_acked((b.topic, b.partition), b)
             if deferred or cautious:
                 key = (b.topic, b.partition)
                 cautious.discard(key)
@@ -307,8 +313,11 @@ class RequestBook:
         for f in self.inflight.values():
             for b in f.batches:
                 b.last_error = err
+                b.uncertain = True  # (rule 4: this attempt may have been written)
                 if self.closing or now - b.created_ms >= self.delivery_timeout_ms:
                     self.finish(b, -1, self._give_up(b, now))
+                elif self.rebasing and (b.topic, b.partition) in self.rebasing:
+                    self.rebasing[(b.topic, b.partition)].append(b)
                 else:
                     b.retry_at_ms = now  # a new connection: no back-off
                     self.retry.append(b)
@@ -318,8 +327,13 @@ class RequestBook:
         """Batch ``b`` got an error reply; ``later`` are the batches after it in its request."""
         key = (b.topic, b.partition)
         b.last_error = err
-        if self.idempotent and isinstance(err, FabricError) and err.name in _SEQUENCE_GAPS \
-                and self._older_pending(key, b.seq):
+        if not not_appended(err):
+            b.uncertain = True  # (rule 4: this attempt may have been appended)
+        if self.idempotent and (key in self.rebasing or (is_gap(err) and not self._older_pending(key, b.seq))):
+            if is_gap(err) or is_retriable(err):  # rule 4: held for the new epoch
+                self._hold_for_rebase(key, b, err)
+                return
+        if self.idempotent and is_gap(err) and self._older_pending(key, b.seq):
             err = b.last_error = _Consequence(err)  # rule 3: it follows an older batch's failure
         if not is_retriable(err):
             self.finish(b, -1, err)

@@ -29,9 +29,9 @@ from typing import Any, Container, Sequence
 import zmq
 
 from ..multipart import try_send
-from ..protocol.errors import FabricError, OutOfOrderSequenceError, UnknownProducerIdError, exception_for
+from ..protocol.errors import FabricError, exception_for
 from ..protocol.limits import Limits
-from ..records.batch import COMPRESSION_NONE, COMPRESSION_ZLIB, producer_fields
+from ..records.batch import COMPRESSION_NONE, COMPRESSION_ZLIB
 from ..records.partitioner import KeyPartitioner
 from .accumulator import RECORD_OVERHEAD, Accumulator, ProducerBatch as _Batch
 from .admin import Admin
@@ -47,10 +47,6 @@ _BROKER_LIMITS = Limits()  # the protocol's defaults: what any broker takes in o
 # a produce request's batches together (half the broker's request limit: headroom for the header)
 REQUEST_BYTES_DEFAULT = _BROKER_LIMITS.request_bytes_max // 2
 REQUEST_BATCHES_DEFAULT = 1000  # batches in one produce request (the protocol allows request_frames_max - 1)
-
-
-# Errors meaning a partition lost this producer's state (idempotence rule 3)
-_LOST_STATE = (OutOfOrderSequenceError, UnknownProducerIdError)
 
 
 class BufferFullError(ClientError):
@@ -353,11 +349,6 @@ class Producer:
     def _finish(self, b: _Batch, base_offset: int, err: BaseException | None) -> None:
         if b.result.done:
             return
-        if err is not None and self._idem is not None and isinstance(err, _LOST_STATE) and b.data is not None:
-            pid = producer_fields(b.data)[0]
-            if self._idem.reset((b.topic, b.partition), pid):
-                log.warning("%s-%d lost producer %d's state (%s): its next batches start over under a new "
-                            "producer id", b.topic, b.partition, pid, err)
         b.result.complete(base_offset, err)
         b.data = None
         with self._lock:

@@ -31,7 +31,7 @@ from ..protocol.cluster_admin import (AlterPartitionReassignmentsRequest, Decomm
 from ..protocol.errors import exception_for
 
 __all__ = ["Plan", "current_assignment", "load_plan", "plan_json", "propose", "reassign", "reassignments",
-           "decommission", "elect_leaders"]
+           "decommission", "decommissioned", "elect_leaders"]
 
 Key = tuple[str, int]
 Plan = dict[Key, list[int]]
@@ -129,10 +129,16 @@ def reassignments(admin: Any) -> list[dict[str, Any]]:
     return _checked(admin._call("list_partition_reassignments", ListPartitionReassignmentsRequest()))["reassignments"]
 
 
-def decommission(admin: Any, broker_id: int) -> int:
-    """Start moving every replica off ``broker_id``; how many partitions move."""
-    return int(_checked(admin._call("decommission_broker", DecommissionBrokerRequest(broker_id=broker_id)))
-               .get("moving", 0))
+def decommission(admin: Any, broker_id: int, cancel: bool = False) -> int:
+    """Start moving every replica off ``broker_id`` (marked decommissioned in the cluster's metadata:
+    no new replicas go there); how many partitions move.  ``cancel``: clear the mark (0)."""
+    body = DecommissionBrokerRequest(broker_id=broker_id, cancel=cancel)
+    return int(_checked(admin._call("decommission_broker", body)).get("moving", 0))
+
+
+def decommissioned(admin: Any) -> set[int]:
+    """The brokers marked decommissioned, from ``cluster_status``'s broker rows."""
+    return {b["node_id"] for b in admin.cluster_status().get("brokers", []) if b.get("decommissioned")}
 
 
 def elect_leaders(admin: Any, topics: Sequence[str] | None = None) -> int:

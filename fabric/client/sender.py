@@ -31,6 +31,7 @@ from ..multipart import recv_frames
 from ..protocol.codec import HeaderTemplate
 from .accumulator import ProducerBatch, drain
 from .connection import ClientError, ClosedError, Connection, RequestTimeoutError, monotonic_ms
+from . import producer_ids
 from .ordering import RequestBook
 
 log = logging.getLogger("fabric.producer")
@@ -214,7 +215,8 @@ class Sender:
             for link in self.links.values():
                 book = link.book
                 leftover += book.waiting + book.retry + [b for f in book.inflight.values() for b in f.batches] \
-                    + [b for d in book.deferred.values() for b in d] + link.fresh
+                    + [b for d in book.deferred.values() for b in d] + link.fresh \
+                    + [b for d in book.rebasing.values() for b in d]
             for b in leftover:
                 p._finish(b, -1, err)
             for link in self.links.values():
@@ -249,6 +251,8 @@ class Sender:
         sendable: list[ProducerBatch] = []
         max_in_flight = self.p.max_in_flight
         if conn.up:
+            if book.rebasing:
+                producer_ids.rebase(self, book, now)
             sendable = book.select(fresh, now)
             while sendable and len(book.inflight) < max_in_flight:
                 rest = self._send_request(conn, book, sendable, now)
@@ -311,23 +315,6 @@ class Sender:
         if len(self.links) > 1 or len(p._endpoints) > 1:
             self.cache.invalidate()  # the leader may have moved
 
-    def _init_producer_id(self, now: int) -> bool:
-        """Ask the brokers (each bootstrap one in turn) for a producer id; False after a failure
-        (the next try waits ``retry_backoff_ms``)."""
-        p = self.p
-        if now < self.pid_retry_at:
-            return False
-        try:
-            with p._meta_lock:
-                pid, epoch = p._admin.init_producer_id(timeout_ms=min(p.request_timeout_ms, REFRESH_TIMEOUT_MS))
-        except Exception as exc:
-            log.info("init_producer_id failed: %s", exc)
-            self.pid_retry_at = now + p.retry_backoff_ms
-            return False
-        p._idem.granted(pid, epoch)
-        log.debug("producer id %d epoch %d", pid, epoch)
-        return True
-
     def _watch(self, conn: Connection, on: bool) -> None:
         for sock in (conn.socket, conn.monitor):
             if sock is not None:
@@ -344,7 +331,7 @@ class Sender:
         used = 0  # batches consumed from the list (sent or failed)
         max_bytes, max_batches = p.max_request_bytes, p.max_request_batches
         idem = p._idem
-        if idem is not None and not idem.ready and not self._init_producer_id(now):
+        if idem is not None and not idem.ready and not producer_ids.obtain(self, now):
             return None  # no producer id yet: nothing goes (tried again after a back-off)
         keys: set[tuple[str, int]] = set()
         for b in batches:

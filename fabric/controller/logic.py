@@ -61,6 +61,7 @@ from ..protocol.limits import DEFAULT_LIMITS
 from ..protocol.messages import check_topic_name
 from .logic_admin import AdminDecisions
 from .logic_brokers import BrokerDecisions, check_int as _int
+from .logic_producer_ids import ProducerIdDecisions
 from .codes import FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION
 from .metadata import BrokerRecord, MetadataState, PartitionRecord, TopicRecord
 from .placement import place_replicas
@@ -90,7 +91,7 @@ class LogicConfig:
     leader_imbalance_percent: int = 10  # a broker leading elsewhere more than this share of its partitions
 
 
-class ControllerLogic(AdminDecisions, BrokerDecisions):
+class ControllerLogic(AdminDecisions, BrokerDecisions, ProducerIdDecisions):
     def __init__(self, state: MetadataState, config: LogicConfig = LogicConfig(),
                  new_topic_id: Callable[[], str] | None = None) -> None:
         self.state = state
@@ -104,6 +105,7 @@ class ControllerLogic(AdminDecisions, BrokerDecisions):
         self._scanned = False  # a full reconcile ran (again every heartbeat_ms: 10,000 partitions take ~25 ms)
         self._scanned_ms = 0
         self._admin_init()
+        self._pid_init()
 
     # ================================================================== the projected view (rule 1)
     def on_became_leader(self, now_ms: int) -> None:
@@ -114,6 +116,7 @@ class ControllerLogic(AdminDecisions, BrokerDecisions):
         self._topics.clear()
         self._scanned = False
         self._admin_init()
+        self._pid_init()
 
     def _broker(self, b: int) -> BrokerRecord | None:
         pending = self._brokers.get(b)

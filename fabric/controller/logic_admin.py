@@ -25,9 +25,17 @@ Rules (numbered after logic.py's):
     (one that was being added and caught up, say) becomes ``removing``, so the ISR never empties
     and the leader stays a replica.  Cancel is the original replicas as a new target: it completes
     at once when they are all in the ISR, and waits for them otherwise.
-11. Decommission: every partition holding the broker is reassigned to replace it by the available
-    broker holding the fewest replicas (a rack not yet used by the partition first); the broker is
-    remembered (soft state) so new partitions are not placed on it.
+11. Decommission: a ``decommission_broker`` record marks the broker decommissioned in the
+    replicated metadata (so every later controller leader, and every snapshot, keeps it out of
+    the placement of new topics and partitions and out of decommission targets), then every
+    partition holding it is reassigned to replace it by the available broker holding the fewest
+    replicas (a rack not yet used by the partition first).  Asking again writes no second record
+    but moves what still holds it (partitions created before the first request committed).
+    ``cancel`` writes the record clearing the mark (the broker takes new replicas again; moves
+    already started go on: cancel those with a reassignment cancel).  A re-registration, even of a
+    broker whose data directory was wiped, keeps the mark: the controller cannot tell a wiped
+    broker from a restarted one, and placing data on a broker an operator is emptying is the
+    surprise to avoid.
 12. Preferred-leader election: a partition whose first target replica is in the ISR, available and
     not the leader gets it as leader (leader epoch bumped).  ``elect_leaders`` does it on request;
     ``leader_imbalance_check_ms`` (0: off) does it automatically for every broker whose share of
@@ -58,16 +66,32 @@ Decision = tuple[list[dict[str, Any]], str | None, dict[str, Any]]
 class AdminDecisions:
     """Mixed into ``ControllerLogic``; uses its pending view (``_topic``, ``_part``, ``_live``...)."""
 
-    _retiring: set[int]
+    _decommissioning: dict[int, bool]
     _grown: dict[str, tuple[str, int, list[PartitionRecord]]]
     _imbalance_ms: int
 
     def _admin_init(self) -> None:
-        self._retiring = set()  # brokers being decommissioned (rule 11; soft state)
+        self._decommissioning = {}  # broker -> decommissioned, decided and not yet applied (rule 11)
         self._grown = {}  # topic -> (topic id, committed count, partitions added and not yet applied)
         self._imbalance_ms = 0
 
     # ================================================================== views
+    def _decommissioned(self, b: int) -> bool:
+        """Rule 11: the committed mark, overlaid with a pending ``decommission_broker`` record."""
+        cur = self.state.brokers.get(b)  # type: ignore[attr-defined]
+        committed = cur is not None and cur.decommissioned
+        pending = self._decommissioning.get(b)
+        if pending is not None:
+            if pending != committed:
+                return pending
+            del self._decommissioning[b]
+        return committed
+
+    @property
+    def _retiring(self) -> set[int]:
+        """The brokers decommissioned (rule 11): no new replicas go there."""
+        return {b for b in self._broker_ids() if self._decommissioned(b)}  # type: ignore[attr-defined]
+
     def _partitions(self, topic: TopicRecord) -> list[PartitionRecord]:
         return [self._part(topic, p) for p in range(len(topic.partitions))]  # type: ignore[attr-defined]
 
@@ -236,13 +260,20 @@ class AdminDecisions:
         return [], None, {"reassignments": rows}
 
     # ================================================================== rule 11: decommission
-    def decommission_broker(self, broker_id: int, now_ms: int) -> Decision:
+    def decommission_broker(self, broker_id: int, now_ms: int, cancel: bool = False) -> Decision:
+        if not isinstance(cancel, bool):
+            raise FabricError("INVALID_FIELD", f"cancel must be true or false, not {cancel!r:.60}")
         if self._broker(broker_id) is None:  # type: ignore[attr-defined]
             return [], "UNKNOWN_BROKER", {}
-        self._retiring.add(broker_id)
+        records: list[dict[str, Any]] = []
+        if self._decommissioned(broker_id) == cancel:  # (a repeated request writes no record)
+            self._decommissioning[broker_id] = not cancel
+            records.append({"type": "decommission_broker", "id": broker_id, "decommissioned": not cancel})
+        if cancel:
+            log.info("broker %d is no longer decommissioned: new replicas may go there again", broker_id)
+            return records, None, {"moving": 0}
         rack = {b: r for b, r in self._placement_brokers()}
         loads, _ = self._loads()
-        records: list[dict[str, Any]] = []
         moving = 0
         for t in self._topic_views():  # type: ignore[attr-defined]
             for p in range(len(t.partitions)):

@@ -156,7 +156,8 @@ class BrokerDecisions:
 
     def broker_status(self, now_ms: int) -> list[dict[str, Any]]:
         """Per broker: id, endpoint, rack, incarnation, fenced, ms since its last heartbeat (None:
-        none since this controller took over), and whether it is shutting down."""
+        none since this controller took over), whether it is shutting down, and whether it is
+        decommissioned (logic_admin rule 11)."""
         out = []
         for b in self._broker_ids():
             view = self._broker(b)
@@ -166,6 +167,6 @@ class BrokerDecisions:
             out.append({"id": b, "host": view.host, "port": view.port, "rack": view.rack,
                         "incarnation": view.incarnation, "fenced": view.fenced,
                         "since_heartbeat_ms": None if last is None else now_ms - last,
-                        "shutting_down": b in self._shutting_down})
+                        "shutting_down": b in self._shutting_down, "decommissioned": b in self._retiring})
         return out
 

@@ -20,6 +20,11 @@ Rules:
    the same schema as the records.
 5. A broker's ``epoch`` is the log index of its registration: a broker has caught up with its own
    registration once its applied offset reaches it (the controller unfences it only then).
+6. ``next_producer_id_block_start`` is the first producer id no ``producer_ids`` record has given
+   out; it only grows (a block starting below it is refused), so every block committed is
+   disjoint from every other, on every holder and across controller failovers and snapshots.
+7. A broker's ``decommissioned`` flag (``decommission_broker``) outlives its re-registrations: a
+   decommissioned broker that restarts stays out of new placements until the flag is cleared.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from typing import Any
 import cbor2
 
 from ..replication.image import BrokerInfo, MetadataImage, PartitionAssignment, TopicImage
-from .records import LIST_MAX, RecordError, check_moving, check_partition, check_record, decode_record, encode_record
+from .records import (LIST_MAX, PRODUCER_ID_MAX, RecordError, check_moving, check_partition, check_record,
+                      decode_record, encode_record)
 from .topic_configs import REPLICATION_CONFIG_KEYS, split_configs
 
 log = logging.getLogger("fabric.controller.metadata")
@@ -55,6 +61,7 @@ class BrokerRecord:
     epoch: int = 0  # log index of the registration (rule 5)
     fenced: bool = False
     controller_port: int | None = None
+    decommissioned: bool = False  # rule 7: left out of new placements
 
 
 @dataclass
@@ -100,6 +107,7 @@ class MetadataState:
         self.topics: dict[str, TopicRecord] = {}
         self.by_id: dict[str, str] = {}  # topic_id -> name
         self.offset = 0  # index of the last record applied (0: none)
+        self.next_producer_id_block_start = 0  # rule 6
 
     # ================================================================== applying
     def apply(self, record: dict[str, Any], index: int | None = None) -> None:
@@ -119,7 +127,8 @@ class MetadataState:
             raise RecordError(f"register_broker: broker {r['id']} incarnation {r['incarnation']} is older than "
                               f"the registered {old.incarnation}")
         self.brokers[r["id"]] = BrokerRecord(r["id"], r["host"], r["port"], r["pub_port"], r["rack"],
-                                             r["incarnation"], index, False, r.get("controller_port"))
+                                             r["incarnation"], index, False, r.get("controller_port"),
+                                             old.decommissioned if old is not None else False)
 
     def _broker(self, r: dict[str, Any]) -> BrokerRecord:
         b = self.brokers.get(r["id"])
@@ -135,6 +144,18 @@ class MetadataState:
 
     def _unfence_broker(self, r: dict[str, Any], index: int) -> None:
         self._broker(r).fenced = False
+
+    def _decommission_broker(self, r: dict[str, Any], index: int) -> None:
+        self._broker(r).decommissioned = r["decommissioned"]
+
+    def _producer_ids(self, r: dict[str, Any], index: int) -> None:
+        """Rule 6: the block must start at or above every block given before."""
+        if r["start"] < self.next_producer_id_block_start:
+            raise RecordError(f"producer_ids: block {r['start']}+{r['size']} starts below the next free producer "
+                              f"id {self.next_producer_id_block_start}: given out already")
+        if r["start"] + r["size"] - 1 > PRODUCER_ID_MAX:
+            raise RecordError(f"producer_ids: block {r['start']}+{r['size']} ends past {PRODUCER_ID_MAX}")
+        self.next_producer_id_block_start = r["start"] + r["size"]
 
     def _create_topic(self, r: dict[str, Any], index: int) -> None:
         if r["name"] in self.topics:
@@ -202,7 +223,8 @@ class MetadataState:
     def image(self, self_id: int | None = None) -> MetadataImage:
         """The immutable ``MetadataImage`` of this state (``version`` = ``offset``).  ``self_id`` is
         accepted for the brokers' convenience; the image is the same for every holder."""
-        brokers = {b.id: BrokerInfo(b.id, b.host, b.port, b.rack, b.pub_port, b.fenced, b.incarnation)
+        brokers = {b.id: BrokerInfo(b.id, b.host, b.port, b.rack, b.pub_port, b.fenced, b.incarnation,
+                              b.decommissioned)
                    for b in self.brokers.values()}
         topics = {}
         for t in self.topics.values():
@@ -215,16 +237,25 @@ class MetadataState:
 
     # ================================================================== snapshots
     def to_snapshot(self) -> bytes:
-        """Rule 4: the whole state as canonical CBOR."""
-        brokers = [{"id": b.id, "host": b.host, "port": b.port, "pub_port": b.pub_port, "rack": b.rack,
-                    "incarnation": b.incarnation, "epoch": b.epoch, "fenced": b.fenced,
-                    "controller_port": b.controller_port}
-                   for b in sorted(self.brokers.values(), key=lambda b: b.id)]
+        """Rule 4: the whole state as canonical CBOR.  ``decommissioned`` (per broker) and
+        ``next_producer_id_block_start`` are written only when set, so the snapshot of a cluster
+        that never used them is the bytes an older release wrote and reads."""
+        brokers = []
+        for b in sorted(self.brokers.values(), key=lambda b: b.id):
+            row: dict[str, Any] = {"id": b.id, "host": b.host, "port": b.port, "pub_port": b.pub_port, "rack": b.rack,
+                                   "incarnation": b.incarnation, "epoch": b.epoch, "fenced": b.fenced,
+                                   "controller_port": b.controller_port}
+            if b.decommissioned:
+                row["decommissioned"] = True
+            brokers.append(row)
         topics = [{"name": t.name, "topic_id": t.topic_id, "configs": t.configs, "internal": t.internal,
                    "partitions": [p.to_dict() for p in t.partitions]}
                   for t in sorted(self.topics.values(), key=lambda t: t.name)]
-        return cbor2.dumps({"version": SNAPSHOT_VERSION, "offset": self.offset, "brokers": brokers,
-                            "topics": topics}, canonical=True)
+        body: dict[str, Any] = {"version": SNAPSHOT_VERSION, "offset": self.offset, "brokers": brokers,
+                                "topics": topics}
+        if self.next_producer_id_block_start:
+            body["next_producer_id_block_start"] = self.next_producer_id_block_start
+        return cbor2.dumps(body, canonical=True)
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> "MetadataState":
@@ -241,20 +272,27 @@ class MetadataState:
         if not isinstance(body.get("brokers"), list) or not isinstance(body.get("topics"), list):
             raise RecordError("snapshot fields 'brokers' and 'topics' must be lists")
         state = cls()
+        next_pid = body.get("next_producer_id_block_start", 0)
+        if isinstance(next_pid, bool) or not isinstance(next_pid, int) or not 0 <= next_pid <= PRODUCER_ID_MAX + 1:
+            raise RecordError(f"snapshot field 'next_producer_id_block_start' must be an integer in "
+                              f"[0, 2^63], not {next_pid!r:.40}")
+        state.next_producer_id_block_start = next_pid
         for b in body["brokers"]:
             if not isinstance(b, dict):
                 raise RecordError("snapshot: a broker must be a map")
-            rest = {k: v for k, v in b.items() if k not in ("epoch", "fenced")}
+            rest = {k: v for k, v in b.items() if k not in ("epoch", "fenced", "decommissioned")}
             check_record({"type": "register_broker", **rest})
             for key in ("epoch", "fenced"):
                 if key not in b:
                     raise RecordError(f"snapshot: broker {b['id']} has no field {key!r}")
             if isinstance(b["epoch"], bool) or not isinstance(b["epoch"], int) or b["epoch"] < 0:
                 raise RecordError(f"snapshot: broker {b['id']} field 'epoch' must be an integer >= 0")
-            if not isinstance(b["fenced"], bool):
-                raise RecordError(f"snapshot: broker {b['id']} field 'fenced' must be true or false")
+            if not isinstance(b["fenced"], bool) or not isinstance(b.get("decommissioned", False), bool):
+                raise RecordError(f"snapshot: broker {b['id']} fields 'fenced' and 'decommissioned' must be true "
+                                  f"or false")
             state.brokers[b["id"]] = BrokerRecord(b["id"], b["host"], b["port"], b["pub_port"], b["rack"],
-                                                  b["incarnation"], b["epoch"], b["fenced"], b.get("controller_port"))
+                                                  b["incarnation"], b["epoch"], b["fenced"], b.get("controller_port"),
+                                                  b.get("decommissioned", False))
         for t in body["topics"]:
             if not isinstance(t, dict):
                 raise RecordError("snapshot: a topic must be a map")

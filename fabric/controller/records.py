@@ -18,12 +18,17 @@ same record is always the same bytes.  Optional fields may be absent or null.
 | ``partition_change`` | topic_id, partition, leader?, leader_epoch, partition_epoch, isr?, replicas?, adding?, removing? |
 | ``topic_config`` | name, configs (the topic's whole override map) |
 | ``create_partitions`` | name, topic_id, partitions (the *partition*s appended after the existing ones) |
+| ``producer_ids`` | broker_id, incarnation, start, size: the block ``[start, start + size)`` of producer ids is the broker's |
+| ``decommission_broker`` | id, decommissioned (true: left out of new placements; false: back in service) |
 
 A *partition* is ``{replicas, leader, leader_epoch, partition_epoch, isr, adding?, removing?}`` (leader -1:
 offline; only an offline partition may have an empty ISR).  ``adding``/``removing`` describe a reassignment in progress (KIP-455): ``replicas`` is then
 the union of the old and the target set, ``adding`` the target replicas not yet in the old set,
 ``removing`` the old replicas not in the target; both empty (or absent) when none is in progress.
 In a ``partition_change`` an absent or null ``adding``/``removing`` leaves it as it is, ``[]`` clears it.
+
+A ``producer_ids`` block must start at or above the state's ``next_producer_id_block_start`` (so a
+block decided on a stale state can never be handed out twice) and end at or below 2^63.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ __all__ = ["RECORD_TYPES", "RecordError", "check_moving", "check_partition", "ch
 
 ID_MAX = 2**31 - 1
 EPOCH_MAX = 2**63 - 1
+PRODUCER_ID_MAX = 2**63 - 1  # producer ids are int64 >= 0 (SPEC 14.1)
+PRODUCER_ID_BLOCK_MAX = 1_000_000
 STRING_MAX = 1024
 LIST_MAX = 10_000
 
@@ -126,6 +133,9 @@ RECORD_TYPES: dict[str, dict[str, tuple[Check, bool]]] = {
                          "removing": (_nullable(_ids), False)},
     "topic_config": {"name": (_str, True), "configs": (_map, True)},
     "create_partitions": {"name": (_str, True), "topic_id": (_str, True), "partitions": (_partitions, True)},
+    "producer_ids": {"broker_id": (_ID, True), "incarnation": (_EPOCH, True), "start": (_int(0, PRODUCER_ID_MAX), True),
+                     "size": (_int(1, PRODUCER_ID_BLOCK_MAX), True)},
+    "decommission_broker": {"id": (_ID, True), "decommissioned": (_bool, True)},
 }
 
 

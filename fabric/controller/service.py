@@ -206,7 +206,7 @@ class ControllerService:
         if op not in ("register", "heartbeat", "create_topic", "delete_topic", "alter_partition",
                       "controlled_shutdown", "ensure_internal_topic", "create_partitions", "alter_topic_configs",
                       "alter_partition_reassignments", "list_partition_reassignments", "decommission_broker",
-                      "elect_leaders") or handler is None:
+                      "elect_leaders", "allocate_producer_ids") or handler is None:
             err = FabricError("UNKNOWN_OPERATION", f"the controller does not serve {op!r}")
             return Effects(replies=[(target, {"error": err.to_wire()})])
         try:

@@ -146,6 +146,12 @@ class AlterPartitionRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AllocateProducerIdsRequest:
+    broker_id: int = wire("int", min=0, max=INT32_MAX)  # the broker asking for a block of producer ids
+    incarnation: int = wire("int", min=0, max=INT64_MAX)  # its registered incarnation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataFetchRequest:
     offset: int = wire("int", 0, min=0, max=INT64_MAX)  # the last metadata index the broker applied
 
@@ -242,6 +248,7 @@ CONTROLLER_OPERATIONS: dict[str, type] = {
     "ensure_internal_topic": EnsureInternalTopicRequest,
     "metadata_fetch": MetadataFetchRequest,
     "cluster_status": ClusterStatusRequest,
+    "allocate_producer_ids": AllocateProducerIdsRequest,
     # forwarded as the client sent them (section 5's create_partitions/alter_topic_configs, 13.7's)
     "create_partitions": CreatePartitionsRequest,
     "alter_topic_configs": AlterTopicConfigsRequest,

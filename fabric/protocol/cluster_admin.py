@@ -62,6 +62,7 @@ class ListPartitionReassignmentsRequest:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DecommissionBrokerRequest:
     broker_id: int = wire("int", min=0, max=INT32_MAX)
+    cancel: bool = wire("bool", False)  # true: the broker is no longer decommissioned (new replicas may go there)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -283,6 +283,15 @@ def producer_fields(data: bytes | bytearray) -> tuple[int, int, int]:
 _PRODUCER_FIELDS = struct.Struct(">qhi")
 
 
+def restamp_producer(data: bytes | bytearray, producer_id: int, producer_epoch: int, base_sequence: int) -> bytes:
+    """A copy of an encoded batch under another producer numbering (CRC recomputed): what an
+    idempotent producer re-sends after bumping its epoch (SPEC 14.5), the records untouched."""
+    out = bytearray(data)
+    _PRODUCER_FIELDS.pack_into(out, 43, producer_id, producer_epoch, base_sequence)
+    struct.pack_into(">I", out, 17, zlib.crc32(memoryview(out)[CRC_START:]))
+    return bytes(out)
+
+
 def decode_records(topic: str, partition: int, batch: bytes | memoryview, h: BatchHeader | None = None,
                    verify_crc: bool = True) -> list[Record]:
     """Client side: turn one stored batch into ``Record``s (checks CRC and column shapes)."""

@@ -35,6 +35,7 @@ class BrokerInfo:
     pub_port: int = 0  # where it publishes the batches it leads (0: not known, a single node)
     fenced: bool = False  # the controller fenced it: it leads nothing and clients should not use it
     incarnation: int = 0  # the registered incarnation (a leader refuses its older ones' messages: KIP-903)
+    decommissioned: bool = False  # an operator decommissioned it: no new replicas are placed on it
 
     @property
     def address(self) -> str:

@@ -267,7 +267,20 @@ class ClusterSim:
             self._route(node)
             if (node.raft.role, node.raft.term) != before:
                 self.log(f"node {node.id}: raft {node.raft.role.value} term {node.raft.term}")
+            self._producer_ids(node)
         self.verify()
+
+    def _producer_ids(self, node: SimNode) -> None:
+        """Each running broker hands out a producer id every step (an ``init_producer_id``), and
+        every block it received is checked against all the others (rule 8)."""
+        states = [n.service.state for n in self.nodes.values()] + [n.link.state for n in self.nodes.values()]
+        while node.pid_granted:
+            start, size = node.pid_granted.pop(0)
+            self.log(f"broker {node.id}: producer ids {start}-{start + size - 1}")
+            self.check.pid_block(node.id, start, size, states)
+        pid = node.pid_blocks.take()
+        if pid is not None:
+            self.check.producer_id(node.id, pid)
 
     def verify(self) -> None:
         self.check.t = self.now
@@ -319,6 +332,8 @@ class ClusterSim:
         for n in self.nodes.values():
             if not n.link.lease_valid(self.now):
                 return f"broker {n.id} has no valid lease"
+            if not n.pid_blocks.available:
+                return f"broker {n.id} holds no producer id"
         if not self.fully_replicated():
             return "the ISRs are not full"
         for p in range(PARTITIONS):

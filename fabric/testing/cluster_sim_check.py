@@ -24,6 +24,12 @@ Data (each partition):
    the newest leader epoch it has heard of (clients merge metadata by leader epoch), and what the
    broker's fetch path reports as the high watermark there (``Leadership.readable``) never
    falls below what it reported before.
+
+Producer ids (``allocate_producer_ids``, KIP-730):
+8. no two producer-id blocks a broker received overlap, whichever controller granted them and
+   whichever node was killed, restarted or cut off meanwhile, and no id is handed out twice;
+   every block received is below the ``next_producer_id_block_start`` of every metadata state
+   that has applied its record (the state a later controller decides from).
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class ClusterChecker:
         self._top_epoch: dict[tuple[str, int], int] = {}  # partition -> newest leader epoch seen
         self.acked: dict[tuple[str, int], dict[int, bytes]] = {}  # partition -> base offset -> batch
         self.consumer: dict[tuple[str, int], tuple[int, int]] = {}  # partition -> (leader epoch, HW seen)
+        self.pid_blocks: list[tuple[int, int, int]] = []  # (start, end, broker) of every block received
+        self.pids: set[int] = set()  # every producer id handed out
         self.t = 0
 
     def fail(self, what: str) -> None:
@@ -176,6 +184,27 @@ class ClusterChecker:
             self.fail(f"{key}: a consumer saw the high watermark go back from {seen} to {hw} "
                       f"(leader {node.id}, epoch {state.leader_epoch})")
         self.consumer[key] = (state.leader_epoch, max(hw, seen))
+
+
+    # ------------------------------------------------------------------ producer ids
+    def pid_block(self, broker: int, start: int, size: int, states: Iterable[object]) -> None:
+        """Rule 8: broker ``broker`` received the block ``[start, start + size)``."""
+        end = start + size
+        for lo, hi, other in self.pid_blocks:
+            if start < hi and lo < end:
+                self.fail(f"producer-id block {start}-{end - 1} of broker {broker} overlaps block {lo}-{hi - 1} "
+                          f"of broker {other}")
+        self.pid_blocks.append((start, end, broker))
+        for state in states:
+            nxt = state.next_producer_id_block_start  # type: ignore[attr-defined]
+            if state.offset >= 1 and 0 < nxt < end and nxt > start:  # (its record applied, the next free id inside)
+                self.fail(f"a metadata state at {state.offset} gives out ids from {nxt}, inside the block "
+                          f"{start}-{end - 1} broker {broker} holds")
+
+    def producer_id(self, broker: int, pid: int) -> None:
+        if pid in self.pids:
+            self.fail(f"producer id {pid} handed out twice (the second time by broker {broker})")
+        self.pids.add(pid)
 
 
 def _log_holds(log, base: int, batch: bytes) -> bool:

@@ -12,8 +12,10 @@ re-told without ZeroMQ so that a simulated process decides exactly as a real one
   and ``ReplicaManager`` applying each new image (``BrokerCore.apply_image``), the real
   ``LeaderReplica``/``FollowerReplica`` on ``MemoryLog``s, ``AcksAllReplies`` holding
   ``acks=all`` replies until the high watermark passes them, ISR proposals forwarded to the
-  controller (``ClusterNode.tick``/``forward``), and the produce decisions of
-  ``cluster_handlers.produce`` (``ReplicaManager.produce_leader``/``append_produced``).
+  controller (``ClusterNode.tick``/``forward``), the produce decisions of
+  ``cluster_handlers.produce`` (``ReplicaManager.produce_leader``/``append_produced``), and the
+  producer-id blocks a broker asks the controller for (``ProducerIdBlocks``, as
+  ``ClusterProducerIds`` drives it).
 
 What is simplified (and why it does not matter here): a partition's log is a ``MemoryLog``
 (same observable behaviour as the file log, by the conformance suite), opened when the image
@@ -29,11 +31,12 @@ PUB/SUB), ``client`` (produce replies).
 from __future__ import annotations
 
 import random
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 from ..broker.acks_all import AcksAllReplies
 from ..broker.controller_link import ControllerLink, LinkConfig
 from ..broker.leadership import Leadership
+from ..broker.producer_id_blocks import ProducerIdBlocks
 from ..broker.replicas import ReplicaManager
 from ..controller.logic import ControllerLogic, LogicConfig
 from ..controller.metadata import MetadataState
@@ -108,7 +111,10 @@ class SimNode:
         self.leadership.replicas = self.replicas
         self.acks = AcksAllReplies(10_000)
         self.outbox: list[tuple[str, Hashable, Any]] = []
-        self._forwards: dict[int, int] = {}  # cid -> deadline (ClusterNode.forward; no reply owner here)
+        # cid -> (deadline, what to call with the answer) (ClusterNode.forward)
+        self._forwards: dict[int, tuple[int, Callable[[dict[str, Any]], None] | None]] = {}
+        self.pid_blocks = ProducerIdBlocks()
+        self.pid_granted: list[tuple[int, int]] = []  # (start, size) of each block this process received
         self._fwd_cid = 0
 
     @property
@@ -142,16 +148,18 @@ class SimNode:
         self._effects(self.service.voter_lost(peer, now_ms))
 
     # ================================================================== broker: controller link
-    def forward(self, header: dict[str, Any], now_ms: int) -> None:
-        """``ClusterNode.forward`` for requests nobody waits on (ISR proposals, topic creation)."""
+    def forward(self, header: dict[str, Any], now_ms: int, done: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """``ClusterNode.forward`` (``done`` gets the answer, or a timeout or NOT_CONTROLLER error:
+        the real broker sends the request again after NOT_CONTROLLER; here its owner does)."""
         self._fwd_cid += 1
-        self._forwards[-self._fwd_cid] = now_ms + FORWARD_TIMEOUT_MS
+        self._forwards[-self._fwd_cid] = (now_ms + FORWARD_TIMEOUT_MS, done)
         self.outbox.append(("link", self.link.target, ("request", {**header, "cid": -self._fwd_cid})))
 
     def on_reply(self, header: dict[str, Any], now_ms: int) -> None:
         cid = header.get("cid")
         if isinstance(cid, int) and cid < 0:
-            if self._forwards.pop(cid, None) is None:
+            fwd = self._forwards.pop(cid, None)
+            if fwd is None:
                 return
             need = header.get("metadata_offset")
             if isinstance(need, int):
@@ -159,6 +167,8 @@ class SimNode:
             err = header.get("error")
             if isinstance(err, dict) and err.get("name") == "NOT_CONTROLLER":
                 self.link.redirect(header.get("leader_id"))
+            if fwd[1] is not None:
+                fwd[1](header)
             return
         self.link.on_reply(header, now_ms)
         if self.link.image_changed:
@@ -233,9 +243,15 @@ class SimNode:
         """The controller thread's and the broker loop's timers, then what the loop sends."""
         self._effects(self.service.tick(now_ms))
         self._client(self.acks.expire(now_ms))
-        for cid, deadline in list(self._forwards.items()):
+        for cid, (deadline, done) in list(self._forwards.items()):
             if deadline <= now_ms:
                 del self._forwards[cid]
+                if done is not None:
+                    done({"error": FabricError("REQUEST_TIMED_OUT", "no answer").to_wire()})
+        if self.link.registered and self.pid_blocks.wants_block(now_ms):  # (ClusterProducerIds.tick)
+            self.pid_blocks.asking()
+            self.forward({"op": "allocate_producer_ids", "broker_id": self.id, "incarnation": self.link.incarnation},
+                         now_ms, self._pid_block)
         for change in self.replicas.tick(now_ms):
             self.forward(self.replicas.alter_partition(change), now_ms)
         for vid, hello in self.link.hellos(now_ms):
@@ -244,6 +260,14 @@ class SimNode:
         if request is not None:
             self.outbox.append(("link", request[0], ("request", request[1])))
         self.flush()
+
+    def _pid_block(self, answer: dict[str, Any]) -> None:
+        """``ClusterProducerIds._granted``."""
+        if answer.get("error"):
+            self.pid_blocks.on_failure()
+            return
+        self.pid_granted.append((answer["start"], answer["size"]))
+        self.pid_blocks.on_block(answer["start"], answer["size"])
 
     def flush(self) -> None:
         """``ClusterNode.flush``: pushes to every other broker (each keeps those it follows),

@@ -80,7 +80,10 @@ def test_seeds_29_and_33_a_restarted_broker_does_not_lead_from_its_previous_inca
 
     monkeypatch.setattr(ControllerLink, "caught_up", property(lambda self: True))
     for seed in (29, 33):
-        with pytest.raises(ClusterViolation, match="acknowledged batch at 0 is missing"):
+        # (either symptom: the schedule of a seed moves when the processes' traffic changes, e.g. the
+        # producer-id block requests: seed 29 now meets the second first)
+        with pytest.raises(ClusterViolation,
+                           match=r"acknowledged batch at \d+ is missing|committed data changed|high watermark go back"):
             run_cluster_chaos(seed)
 
 
