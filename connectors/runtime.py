@@ -31,7 +31,8 @@ class TaskSupervisor:
     ``restart.max_tries`` failures in a row without progress it gives up (FAILED, with the reason)."""
 
     def __init__(self, cc: ConnectorConfig, task_id: int, task_config: dict[str, Any], bootstrap: str,
-                 offsets: OffsetStore, status: StatusStore, flush_interval_ms: int) -> None:
+                 offsets: OffsetStore, status: StatusStore, flush_interval_ms: int,
+                 share: tuple[int, int] | None = None) -> None:
         self.cc = cc
         self.task_id = task_id
         self.task_config = task_config
@@ -39,6 +40,9 @@ class TaskSupervisor:
         self.offsets = offsets
         self.status = status
         self.flush_interval_s = flush_interval_ms / 1000
+        # A sink task of a standalone worker: (its index, the connector's task count), and it reads
+        # its share of the partitions directly; None: through the connector's consumer group.
+        self.share = share
         self.stop_event = threading.Event()
         self.restart_event = threading.Event()
         self.paused = threading.Event()

@@ -5,23 +5,39 @@ Delivery is at-least-once: records are converted, transformed and ``put``; every
 (by default it ``flush``es everything) and commits those; on stop and revocation it ``flush``es
 and commits all.  A crash replays what was not committed yet (about one interval, or one write
 in flight), which an upsert sink absorbs.
+
+Partitions: in distributed mode (``worker.group`` set) the sink tasks of a connector, wherever
+they run, share its topics' partitions through the consumer group ``connect-NAME``, whose
+protocol moves them when a worker comes or goes.  A standalone worker has no peer to share with,
+and joining a group would cost the broker's ``group_initial_rebalance_delay_ms`` (3 s by default)
+before the first record: there each task reads its own share directly (partition *p* of a topic
+goes to task ``(crc32(topic) + p) % tasks``: stable as partitions are added, so a partition never
+moves between tasks), re-reads the metadata every ``ASSIGN_REFRESH_S`` for new topics (a
+``topics_regex``) and partitions, and still resumes from and commits to the offsets of the group
+``connect-NAME`` (a commit outside any generation, as Kafka's consumers with a manual assignment
+do).  So both modes read the same committed offsets, and a connector can move between them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+import zlib
 from itertools import repeat
 from typing import Any
 
 from fabric.client import Admin, Consumer, Producer
+from fabric.errors import CommitFailedError
 
-from .api import SinkRecord
+from .api import ConnectError, SinkRecord
 from .attempt import FLUSH_TIMEOUT_S, PAUSED_POLL_S, Attempt
 from .tolerance import ErrorHandler
 from .transforms import apply_chain
 
 log = logging.getLogger("fabric.connect.runtime")
+
+ASSIGN_REFRESH_S = 5.0
 
 
 class SinkAttempt(Attempt):
@@ -37,20 +53,25 @@ class SinkAttempt(Attempt):
                             auto_offset_reset="earliest", client_id=f"connect-{self.name}-{sup.task_id}",
                             max_poll_records=sup.task_config.get("batch_size", 10_000) or 10_000,
                             fetch_max_wait_ms=200)
+        admin = Admin(sup.bootstrap)
         try:
             task = self.make_task()
             errors.retry(task.start, sup.task_config)
             self.consumer, self.errors = consumer, errors
-            if cc.topics:
-                # A group assigns only topics that exist when it (re)balances: create the ones a
-                # source has not created yet (as a producer would), so the sink does not sit idle.
-                with Admin(sup.bootstrap) as admin:
+            if sup.share is not None:
+                self._assign(admin)
+            else:
+                if cc.topics:
+                    # A group assigns only topics that exist when it (re)balances: create the ones a
+                    # source has not created yet (as a producer would), so the sink does not sit idle.
                     admin.metadata(cc.topics, allow_auto_create=True)
-            consumer.subscribe(cc.topics if cc.topics else cc.topics_regex,
-                               on_revoked=lambda tps: self._commit(task), on_lost=lambda tps: self._forget())
+                consumer.subscribe(cc.topics if cc.topics else cc.topics_regex,
+                                   on_revoked=lambda tps: self._commit(task), on_lost=lambda tps: self._forget())
             sup.set_state("RUNNING")
             next_commit = time.monotonic() + sup.flush_interval_s
             while not self.stopping():
+                if sup.share is not None and time.monotonic() >= self.next_assign:
+                    self._assign(admin)
                 if sup.paused.is_set():
                     consumer.pause(*consumer.assignment())
                     sup.set_state("PAUSED")
@@ -70,6 +91,7 @@ class SinkAttempt(Attempt):
         finally:
             self.close_task()
             consumer.close()
+            admin.close()
             if dlq is not None:
                 dlq.close(timeout=5)
 
@@ -151,7 +173,13 @@ class SinkAttempt(Attempt):
                 return
         if self.errors.producer is not None:
             self.errors.producer.flush(FLUSH_TIMEOUT_S)  # dead letters land before their offsets commit
-        self.consumer.commit(ready)
+        try:
+            self.consumer.commit(ready)
+        except CommitFailedError as exc:
+            if self.sup.share is None:
+                raise
+            raise ConnectError(f"cannot commit to the group {self.consumer.group_id!r}: it has members (a "
+                               f"worker in distributed mode, or another consumer, uses it too): {exc}") from exc
         for tp, o in ready.items():
             if self.pending.get(tp) == o:
                 del self.pending[tp]
@@ -163,4 +191,25 @@ class SinkAttempt(Attempt):
         """Partitions lost without a commit (another member has them now): their offsets are not ours."""
         self.pending.clear()
         self.low.clear()
+
+    def _assign(self, admin: Admin) -> None:
+        """Standalone: read this task's share of the partitions (see the module), from now on."""
+        index, count = self.sup.share  # type: ignore[misc]
+        self.next_assign = time.monotonic() + ASSIGN_REFRESH_S
+        if self.cc.topics:  # created if missing, as a producer would (a source may not have yet)
+            meta = admin.metadata(self.cc.topics, allow_auto_create=True)["topics"]
+            found = [(t["name"], len(t["partitions"])) for t in meta if "error" not in t]
+        else:
+            pattern = re.compile(self.cc.topics_regex)
+            found = [(t["name"], t["partitions"]) for t in admin.list_topics() if pattern.fullmatch(t["name"])]
+        mine = sorted((t, p) for t, n in found for p in range(n) if (zlib.crc32(t.encode()) + p) % count == index)
+        current = set(self.consumer.assignment())
+        if set(mine) == current:
+            return
+        for tp in current - set(mine):  # its topic is gone: nothing of it can be committed
+            self.pending.pop(tp, None)
+            self.low.pop(tp, None)
+        log.info("%s task %d reads %s", self.name, self.sup.task_id,
+                 ", ".join(f"{t}/{p}" for t, p in mine) or "nothing yet")
+        self.consumer.assign(mine)
 
