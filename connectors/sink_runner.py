@@ -28,7 +28,7 @@ from itertools import repeat
 from typing import Any
 
 from fabric.client import Admin, Consumer, Producer
-from fabric.errors import CommitFailedError
+from fabric.errors import ClientError, CommitFailedError, FabricError
 
 from .api import ConnectError, SinkRecord
 from .attempt import FLUSH_TIMEOUT_S, PAUSED_POLL_S, Attempt
@@ -59,7 +59,7 @@ class SinkAttempt(Attempt):
             errors.retry(task.start, sup.task_config)
             self.consumer, self.errors = consumer, errors
             if sup.share is not None:
-                self._assign(admin)
+                errors.retry(self._assign, admin)
             else:
                 if cc.topics:
                     # A group assigns only topics that exist when it (re)balances: create the ones a
@@ -71,7 +71,10 @@ class SinkAttempt(Attempt):
             next_commit = time.monotonic() + sup.flush_interval_s
             while not self.stopping():
                 if sup.share is not None and time.monotonic() >= self.next_assign:
-                    self._assign(admin)
+                    try:
+                        self._assign(admin)
+                    except (FabricError, ClientError) as exc:  # keep reading what it has; again later
+                        log.warning("%s task %d: cannot refresh its partitions: %s", self.name, sup.task_id, exc)
                 if sup.paused.is_set():
                     consumer.pause(*consumer.assignment())
                     sup.set_state("PAUSED")
