@@ -4,7 +4,10 @@ Delivery is at-least-once: records are converted, transformed and ``put``; every
 ``offset_flush_interval_ms`` the runner asks the task's ``pre_commit`` which offsets are durable
 (by default it ``flush``es everything) and commits those; on stop and revocation it ``flush``es
 and commits all.  A crash replays what was not committed yet (about one interval, or one write
-in flight), which an upsert sink absorbs.
+in flight), which an upsert sink absorbs.  When the topics have nothing new for ``IDLE_POLL_MS``
+after records were put (the end of a burst, or of a backlog), that commit comes at once instead
+of at the next interval: a task that buffers (the SQL sinks fill ``batch_size`` rows) writes the
+tail then, not up to an interval plus a poll later.
 
 Partitions: in distributed mode (``worker.group`` set) the sink tasks of a connector, wherever
 they run, share its topics' partitions through the consumer group ``connect-NAME``, whose
@@ -38,6 +41,7 @@ from .transforms import apply_chain
 log = logging.getLogger("fabric.connect.runtime")
 
 ASSIGN_REFRESH_S = 5.0
+IDLE_POLL_MS = 100  # records put, then nothing new for this long: commit (so write) them without waiting
 
 
 class SinkAttempt(Attempt):
@@ -84,9 +88,13 @@ class SinkAttempt(Attempt):
                     if not self.stopping():
                         sup.set_state("RUNNING")
                     continue
-                batches = consumer.poll_batches(500)
+                batches = consumer.poll_batches(IDLE_POLL_MS if self.pending else 500)
                 if batches:
                     self._put(task, batches, errors)
+                elif self.pending:
+                    # Nothing new for IDLE_POLL_MS: the end of a burst, or of the backlog.  Commit
+                    # now, not at the next interval, so that a task that buffers writes the tail now.
+                    self._commit(task, block=False)
                 if time.monotonic() >= next_commit:
                     self._commit(task, block=False)
                     next_commit = time.monotonic() + sup.flush_interval_s

@@ -1,5 +1,6 @@
-"""A standalone worker's sink tasks read their partitions directly (no consumer-group join) and
-still resume from, and commit to, the connector's group offsets."""
+"""The sink runner: a standalone worker's sink tasks read their partitions directly (no
+consumer-group join) and still resume from, and commit to, the connector's group offsets; the
+tail of a burst is committed (so written, by a task that buffers) once the topic goes quiet."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from connectors.testing import running_worker, wait_until
 from fabric.client import Admin, Producer
 
 SEEN: list[tuple[int, str, int, int]] = []  # (task id, topic, partition, offset) of every record put
+FLUSHED: list[float] = []  # when a RecordingSinkTask's flush ran (its pre_commit is the default: flush)
 LOCK = threading.Lock()
 
 
@@ -27,7 +29,8 @@ class RecordingSinkTask(SinkTask):
             SEEN.extend((self.context.task_id, r.topic, r.partition, r.offset) for r in records)
 
     def flush(self, offsets: Any) -> None:
-        pass
+        if offsets:
+            FLUSHED.append(time.monotonic())
 
 
 class RecordingSink(SinkConnector):
@@ -123,3 +126,30 @@ connectors:
         with Admin(bootstrap) as admin:
             members = admin.describe_group("connect-rec2").get("members")
         assert members and len(members) == 1
+
+
+def test_the_tail_of_a_burst_is_committed_when_the_topic_goes_quiet_not_at_the_interval(slow_group_broker):
+    bootstrap = slow_group_broker.bootstrap
+    SEEN.clear()
+    FLUSHED.clear()
+    with Admin(bootstrap) as admin:
+        admin.create_topic("burst", partitions=1)
+    yaml_text = f"""
+worker: {{bootstrap: "{bootstrap}", rest_port: 0, offset_flush_interval_ms: 600000}}
+connectors:
+  - {{name: tail, class: "{__name__}:RecordingSink", value_converter: bytes, topics: [burst]}}
+"""
+    with running_worker(yaml_text):
+        _produce(bootstrap, "burst", range(1), 25)
+        t0 = time.monotonic()
+        wait_until(lambda: len(SEEN) >= 25, 20, "the burst")
+
+        def committed() -> int | None:
+            with Admin(bootstrap) as admin:
+                try:
+                    offs = admin.describe_group("connect-tail").get("offsets", [])
+                except Exception:  # noqa: BLE001 - nothing committed yet
+                    return None
+            return next((o["offset"] for o in offs if o["partition"] == 0), None)
+        wait_until(lambda: committed() == 25, 20, "the burst's commit, long before the 10-minute interval")
+        assert FLUSHED and FLUSHED[0] - t0 < 20
