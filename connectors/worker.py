@@ -6,7 +6,8 @@ the whole YAML was validated by ``config.py``; the internal topics exist (compac
 source offsets are read to the end; each connector splits its work (``task_configs``) into the
 *plan*, an ordered list of (connector, task id); then tasks start; last, the control API listens.
 
-Standalone (``worker.group`` unset): every task of the plan runs here.
+Standalone (``worker.group`` unset): every task of the plan runs here, and a sink task reads its
+share of its topics' partitions directly, without joining a consumer group (``sink_runner.py``).
 
 Distributed (``worker.group: G``, the same YAML on every worker): task *i* of the plan is
 partition *i* of the internal topic ``connect-tasks-G`` (created with one partition per task;
@@ -100,8 +101,11 @@ class Worker:
     def _start_task(self, tid: TaskId) -> None:
         assert self.offsets is not None and self.status is not None
         cc, i, tc = next(p for p in self.plan if (p[0].name, p[1]) == tid)
+        share = None
+        if cc.is_sink and self.config.group is None:  # no peer worker: no group protocol needed
+            share = (i, sum(1 for c, _, _ in self.plan if c.name == cc.name))
         sup = TaskSupervisor(cc, i, tc, self.config.bootstrap, self.offsets, self.status,
-                             self.config.offset_flush_interval_ms)
+                             self.config.offset_flush_interval_ms, share)
         with self._lock:
             if tid in self.running or self._stopped.is_set():
                 return

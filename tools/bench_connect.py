@@ -7,8 +7,9 @@ in-process worker.  The table is a realistic orders table (8 columns: ids, text,
 timestamptz, a nullable note).  Two figures per copy:
 
 * ``total``: rows (or lines) divided by the wall time from the worker's start until the last row
-  is in the destination, so it includes start-up (for the sink: joining its consumer group, which
-  waits out the broker's ``group_initial_rebalance_delay_ms``, 3 s by default);
+  is in the destination, so it includes start-up (the worker is standalone, so its sink reads its
+  partitions directly: no consumer-group join, which would wait out the broker's
+  ``group_initial_rebalance_delay_ms``, 3 s by default);
 * ``steady``: the rows that arrived between the first and the last progress seen, divided by that
   time (progress is polled every 0.1 s): the copy's own rate, without start-up;
 * ``cpu_us_per_row``: CPU microseconds per row spent by the worker (this process), the broker and
@@ -124,14 +125,15 @@ def pg_count(dsn: str, table: str) -> int:
         return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-def pg_progress(dsn: str, table: str) -> int:
+def pg_progress(conn: psycopg.Connection, table: str) -> int:
     """Rows committed so far in the sink's table, as its highest ``id``: the rows come from one
     partition in ``id`` order and the sink commits its writes in that order, so the two agree,
     and this is one index probe.  (A ``count(*)`` ten times a second scans the growing table
     each time: on two cores it took a quarter of one from the copy it was measuring, and most
-    of the CPU charged to PostgreSQL.)  The copy is checked with a full count and diff after."""
-    with psycopg.connect(dsn) as c:
-        return c.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+    of the CPU charged to PostgreSQL.)  One autocommit connection for all the probes: a new one
+    each time forks a PostgreSQL backend and runs psycopg's connect in this process, beside the
+    worker's threads.  The copy is checked with a full count and diff after."""
+    return conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
 
 
 def psql_copy(pg: PostgresServer, n: int, tmp: Path) -> tuple[float, float]:
@@ -179,15 +181,17 @@ def main() -> int:
             total, steady = measure(lambda: topic_size(broker.bootstrap, "pg.orders"), n, "PostgreSQL -> topic")
             results["postgres_to_topic_rows_per_s"], results["postgres_to_topic_steady_rows_per_s"] = total, steady
         cpu.stop(n, "postgres_to_topic", results)
+        probe = psycopg.connect(pg.dsn, autocommit=True)
         cpu.start()
         with running_worker(head + f"""
   - {{name: pg-out, class: postgres-sink, topics: [pg.orders], key_converter: json, value_converter: json,
       config: {{dsn: "{pg.dsn}", table: orders_copy, insert_mode: upsert, pk_mode: record_key, pk_fields: [id],
                 batch_size: 50000}}}}
 """):
-            total, steady = measure(lambda: pg_progress(pg.dsn, "orders_copy"), n, "topic -> PostgreSQL")
+            total, steady = measure(lambda: pg_progress(probe, "orders_copy"), n, "topic -> PostgreSQL")
             results["topic_to_postgres_rows_per_s"], results["topic_to_postgres_steady_rows_per_s"] = total, steady
         cpu.stop(n, "topic_to_postgres", results)
+        probe.close()
         assert pg_count(pg.dsn, "orders_copy") == n
         with psycopg.connect(pg.dsn) as c:  # the copy is exact: same rows, same values
             diff = c.execute("SELECT count(*) FROM (SELECT * FROM orders EXCEPT SELECT * FROM orders_copy) d")
