@@ -8,15 +8,14 @@ transform chain.  A restart makes a new attempt, so nothing of a failed run is r
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import Any, Protocol
 
 from .api import TaskContext
 from .config import ConnectorConfig
 from .converters import make_converter
+from .state import OffsetStore
 from .transforms import build_chain
-
-if TYPE_CHECKING:
-    from .runtime import TaskSupervisor
 
 log = logging.getLogger("fabric.connect.runtime")
 
@@ -24,10 +23,30 @@ FLUSH_TIMEOUT_S = 60.0
 PAUSED_POLL_S = 0.2
 
 
+class Supervisor(Protocol):
+    """What an attempt uses of the ``runtime.TaskSupervisor`` that runs it (a protocol, so this
+    module and the runners need not import the runtime that imports them)."""
+
+    cc: ConnectorConfig
+    task_id: int
+    task_config: dict[str, Any]
+    bootstrap: str
+    offsets: OffsetStore
+    flush_interval_s: float
+    share: tuple[int, int] | None
+    stop_event: threading.Event
+    restart_event: threading.Event
+    paused: threading.Event
+
+    def set_state(self, state: str, trace: str | None = None) -> None: ...
+
+    def pause_wait(self) -> None: ...
+
+
 class Attempt:
     """One run of a task, from ``start`` to its end (failure, stop or restart)."""
 
-    def __init__(self, sup: "TaskSupervisor") -> None:
+    def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self.cc: ConnectorConfig = sup.cc
         self.name = sup.cc.name
